@@ -1,0 +1,19 @@
+//! complyd keeps a stored dataset of X posts compliant with the X Compliance
+//! Firehose. See README.md for the commands and `shared/spec/` for the rules.
+//!
+//! Domain modules (pure or blocking, no actix): [`event`], [`framing`],
+//! [`post`], [`rules`], [`store`], [`deadletter`], [`settings`],
+//! [`commands`]. The actors live in `actors/` and use these, never the other
+//! way round.
+
+pub mod commands;
+pub mod deadletter;
+pub mod event;
+pub mod framing;
+pub mod post;
+pub mod rules;
+pub mod settings;
+pub mod store;
+
+#[path = "../actors/mod.rs"]
+pub mod actors;
