@@ -1,0 +1,295 @@
+//! The dataset and the compliance state, behind one [`Store`] interface.
+//!
+//! SQLite is the embedded default ([`sqlite`]); PostgreSQL implements the same
+//! interface for larger deployments. The rules themselves live in
+//! [`crate::rules`]: a store loads state rows, lets the rules merge events into
+//! them, and saves the result, one transaction per batch.
+//!
+//! Ids are `u64`; both backends keep them in signed 64-bit columns (`id as
+//! i64`). X never issues ids of 2^63 or more (Snowflake ids are 63-bit); such
+//! ids are stored and found exactly, only their export order is by the signed
+//! value.
+
+pub mod sqlite;
+
+use crate::event::{Id, StatusEvent, TimeMs, UserEvent, EVENT_TYPES};
+pub use crate::post::{NewLike, NewPost};
+use crate::rules::visibility::Facts;
+use crate::rules::Change;
+use std::fmt;
+
+/// An event with its event time, as handed to a handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timed<T> {
+    pub time_ms: TimeMs,
+    pub event: T,
+}
+
+/// Which handler wrote a partition position: each handler commits its own, and
+/// a partition is caught up to the smaller of the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandlerKind {
+    Status,
+    User,
+}
+
+impl HandlerKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HandlerKind::Status => "status",
+            HandlerKind::User => "user",
+        }
+    }
+}
+
+/// How far a handler has applied one partition's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub partition: u8,
+    /// Event time of the last applied message.
+    pub last_event_ms: TimeMs,
+    /// Wall time the last byte of that batch was received.
+    pub last_byte_ms: TimeMs,
+}
+
+/// Counts per event type name ([`EVENT_TYPES`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeCounts([u64; EVENT_TYPES.len()]);
+
+impl TypeCounts {
+    pub fn add(&mut self, type_name: &str, n: u64) {
+        if let Some(i) = EVENT_TYPES.iter().position(|t| *t == type_name) {
+            self.0[i] += n;
+        }
+    }
+    pub fn get(&self, type_name: &str) -> u64 {
+        EVENT_TYPES.iter().position(|t| *t == type_name).map_or(0, |i| self.0[i])
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    pub fn merge(&mut self, other: &TypeCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+    /// Non-zero counts, in the fixed type order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        EVENT_TYPES.iter().zip(self.0.iter()).filter(|(_, n)| **n > 0).map(|(t, n)| (*t, *n))
+    }
+}
+
+impl fmt::Display for TypeCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (t, n) in self.iter() {
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            write!(f, "{t}={n}")?;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one batch did, by event type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub applied: TypeCounts,
+    /// Already in effect (an exact repeat).
+    pub duplicates: TypeCounts,
+    /// Older than the known state of a toggle: ignored.
+    pub stale: TypeCounts,
+    /// Stored retweets deleted because their original was.
+    pub cascaded: u64,
+}
+
+impl ApplyStats {
+    pub fn record(&mut self, type_name: &str, change: Change) {
+        match change {
+            Change::Applied => self.applied.add(type_name, 1),
+            Change::Duplicate => self.duplicates.add(type_name, 1),
+            Change::Stale => self.stale.add(type_name, 1),
+        }
+    }
+    pub fn merge(&mut self, o: &ApplyStats) {
+        self.applied.merge(&o.applied);
+        self.duplicates.merge(&o.duplicates);
+        self.stale.merge(&o.stale);
+        self.cascaded += o.cascaded;
+    }
+}
+
+/// What an import batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    pub stored: u64,
+    /// Not stored: the id is a tombstone, its author is purged, or it retweets
+    /// a tombstone.
+    pub refused: u64,
+    /// Stored without the geo data a `scrub_geo` removed.
+    pub geo_stripped: u64,
+    pub likes_stored: u64,
+}
+
+impl ImportStats {
+    pub fn merge(&mut self, o: &ImportStats) {
+        self.stored += o.stored;
+        self.refused += o.refused;
+        self.geo_stripped += o.geo_stripped;
+        self.likes_stored += o.likes_stored;
+    }
+}
+
+/// What a maintenance pass did (the per-post work kept off the event path).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaintenanceStats {
+    pub users_purged: u64,
+    pub posts_purged: u64,
+    pub posts_geo_scrubbed: u64,
+    /// Work left for the next pass (a pass may be bounded).
+    pub pending: u64,
+}
+
+/// One stored post as export sees it.
+pub struct ScanRow<'a> {
+    pub id: Id,
+    pub author_id: Id,
+    pub has_geo: bool,
+    pub json: &'a str,
+    pub facts: Facts,
+    /// The embedded original's author has scrubbed geo up to (at least) it.
+    pub original_geo_scrubbed: bool,
+}
+
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store's schema version {found} is newer than this complyd understands ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("store URL {0:?} is not sqlite:PATH or postgres://...")]
+    BadUrl(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("export stopped: {0}")]
+    Sink(String),
+}
+
+/// The dataset and its compliance state.
+///
+/// Every `apply_*` call is one transaction: the events and the partition
+/// positions are committed together or not at all. Every method is
+/// idempotent in effect: applying a batch twice changes nothing the second
+/// time.
+pub trait Store: Send {
+    /// Applies post events (status handler). Writes status state, tombstones
+    /// and the dataset's posts, never user state.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot commit; nothing of the batch is
+    /// applied then.
+    fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError>;
+
+    /// Applies user events (user handler). Writes user state only: the cost is
+    /// the same whatever the number of the user's stored posts.
+    ///
+    /// # Errors
+    /// As [`Store::apply_status`].
+    fn apply_user(&mut self, events: &[Timed<UserEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError>;
+
+    /// Stores posts, applying the rules already known (tombstones, purges,
+    /// scrubbed geo). Posts must come originals first (as
+    /// [`crate::post::parse_post_line`] returns them).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot commit.
+    fn import(&mut self, posts: &[NewPost], likes: &[NewLike], now_ms: TimeMs) -> Result<ImportStats, StoreError>;
+
+    /// What the visibility rule needs to know about one id.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read.
+    fn facts(&mut self, id: Id) -> Result<Facts, StoreError>;
+
+    /// Visits every stored post in ascending id order, streaming: memory stays
+    /// flat whatever the size of the store. A visitor error stops the scan.
+    ///
+    /// # Errors
+    /// A [`StoreError`] from the store or the visitor.
+    fn scan(&mut self, visit: &mut dyn FnMut(ScanRow<'_>) -> Result<(), StoreError>) -> Result<(), StoreError>;
+
+    /// Runs the per-post work kept off the event path: purges whose 30 days
+    /// have passed and geo removal after `scrub_geo`. At most `max_users`
+    /// users are processed; the rest is reported as pending.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot commit.
+    fn maintain(&mut self, now_ms: TimeMs, max_users: usize) -> Result<MaintenanceStats, StoreError>;
+
+    /// The committed positions of every handler and partition.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read.
+    fn positions(&mut self) -> Result<Vec<(HandlerKind, Position)>, StoreError>;
+
+    /// The author of a stored post.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read.
+    fn author_of(&mut self, id: Id) -> Result<Option<Id>, StoreError>;
+
+    /// Whether the likes table holds (user, post) (for tests and the admin
+    /// explain endpoint).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read.
+    fn has_like(&mut self, user_id: Id, post_id: Id) -> Result<bool, StoreError>;
+}
+
+/// Opens a store by URL: `sqlite:PATH` (created when missing) or
+/// `postgres://...`.
+///
+/// # Errors
+/// [`StoreError::BadUrl`] for any other form, or the backend's error.
+pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if path.is_empty() {
+            return Err(StoreError::BadUrl(redact_url(url)));
+        }
+        return Ok(Box::new(sqlite::SqliteStore::open(path)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Unsupported(
+            "this build has no PostgreSQL store yet; use sqlite:PATH".to_owned(),
+        ));
+    }
+    Err(StoreError::BadUrl(redact_url(url)))
+}
+
+/// A URL safe to log: any `user:password@` part is replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The key a `u64` id is stored under (a bit-for-bit cast).
+#[inline]
+pub fn key(id: Id) -> i64 {
+    id as i64
+}
+
+/// The id a stored key stands for.
+#[inline]
+pub fn id_of(key: i64) -> Id {
+    key as u64
+}

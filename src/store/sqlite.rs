@@ -1,0 +1,632 @@
+//! The embedded default store: SQLite (bundled), WAL, one transaction per
+//! batch. Table ownership follows the design: the status handler writes
+//! `status_state`, `tombstones`, `like_tombstones` (and removes deleted posts);
+//! the user handler writes `user_state` and `geo_scrub_pending`; neither reads
+//! the other's tables. Both meet only in [`SqliteStore::facts`] and
+//! [`SqliteStore::scan`], at read time.
+
+use super::{
+    id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store,
+    StoreError, Timed,
+};
+use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use crate::post::{strip_geo, GeoScrub, NewPost};
+use crate::rules::status::{superseded_ids, StatusState};
+use crate::rules::user::UserState;
+use crate::rules::visibility::{Facts, PostView};
+use crate::rules::{countries_from_text, countries_to_text, Change, Toggle};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::collections::HashMap;
+
+/// The schema version this build writes. Each entry of [`MIGRATIONS`] moves
+/// the schema one version up.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: [&str; 1] = [
+    // 0 -> 1
+    "
+    CREATE TABLE posts (
+        id          INTEGER PRIMARY KEY,
+        author_id   INTEGER NOT NULL,
+        retweet_of  INTEGER,
+        has_geo     INTEGER NOT NULL,
+        json        TEXT NOT NULL
+    );
+    CREATE INDEX posts_by_author ON posts(author_id, id);
+    CREATE INDEX posts_by_retweet_of ON posts(retweet_of) WHERE retweet_of IS NOT NULL;
+    CREATE TABLE likes (
+        user_id INTEGER NOT NULL,
+        post_id INTEGER NOT NULL,
+        PRIMARY KEY (user_id, post_id)
+    ) WITHOUT ROWID;
+
+    -- status handler
+    CREATE TABLE tombstones (
+        id     INTEGER PRIMARY KEY,
+        reason INTEGER NOT NULL          -- 1 delete, 2 retweet of a deleted post, 3 author purged
+    );
+    CREATE TABLE status_state (
+        id            INTEGER PRIMARY KEY,
+        dropped       INTEGER,
+        drop_t        INTEGER,
+        superseded_by INTEGER,
+        withheld      TEXT
+    );
+    CREATE TABLE like_tombstones (
+        user_id INTEGER NOT NULL,
+        post_id INTEGER NOT NULL,
+        PRIMARY KEY (user_id, post_id)
+    ) WITHOUT ROWID;
+
+    -- user handler
+    CREATE TABLE user_state (
+        id          INTEGER PRIMARY KEY,
+        deleted     INTEGER, deleted_t   INTEGER,
+        protected   INTEGER, protected_t INTEGER,
+        suspended   INTEGER, suspended_t INTEGER,
+        withheld    TEXT,
+        scrub_up_to INTEGER,
+        delete_log  TEXT,
+        purge_at    INTEGER
+    );
+    CREATE INDEX user_state_purge_at ON user_state(purge_at) WHERE purge_at IS NOT NULL;
+    CREATE TABLE geo_scrub_pending (user_id INTEGER PRIMARY KEY);
+
+    -- maintenance (off the event path)
+    CREATE TABLE purge_done (user_id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
+
+    -- stream positions, committed with each batch
+    CREATE TABLE positions (
+        handler       TEXT NOT NULL,
+        partition     INTEGER NOT NULL,
+        last_event_ms INTEGER NOT NULL,
+        last_byte_ms  INTEGER NOT NULL,
+        PRIMARY KEY (handler, partition)
+    ) WITHOUT ROWID;
+    ",
+];
+
+const TOMBSTONE_DELETE: i64 = 1;
+const TOMBSTONE_CASCADE: i64 = 2;
+const TOMBSTONE_PURGE: i64 = 3;
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) and migrates the store at `path`.
+    ///
+    /// # Errors
+    /// SQLite errors, or [`StoreError::SchemaTooNew`].
+    pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        let mut store = SqliteStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        }
+        for (v, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", v as i64 + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The schema version of the open store.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+}
+
+fn toggle(on: Option<i64>, t: Option<i64>) -> Option<Toggle> {
+    match (on, t) {
+        (Some(on), Some(t)) => Some(Toggle { on: on != 0, time_ms: t }),
+        _ => None,
+    }
+}
+
+fn toggle_cols(t: Option<Toggle>) -> (Option<i64>, Option<i64>) {
+    match t {
+        Some(t) => (Some(i64::from(t.on)), Some(t.time_ms)),
+        None => (None, None),
+    }
+}
+
+/// Reads status state columns `dropped, drop_t, superseded_by, withheld`
+/// starting at `at`.
+fn status_from_row(row: &Row, at: usize) -> rusqlite::Result<StatusState> {
+    let withheld: Option<String> = row.get(at + 3)?;
+    Ok(StatusState {
+        dropped: toggle(row.get(at)?, row.get(at + 1)?),
+        superseded_by: row.get::<_, Option<i64>>(at + 2)?.map(id_of),
+        withheld: if withheld.is_some() { countries_from_text(withheld.as_deref()) } else { Vec::new() },
+    })
+}
+
+const USER_COLS: &str = "deleted, deleted_t, protected, protected_t, suspended, suspended_t, withheld, scrub_up_to, delete_log";
+
+/// Reads the [`USER_COLS`] starting at `at`.
+fn user_from_row(row: &Row, at: usize) -> rusqlite::Result<UserState> {
+    let withheld: Option<String> = row.get(at + 6)?;
+    let log: Option<String> = row.get(at + 8)?;
+    Ok(UserState {
+        deleted: toggle(row.get(at)?, row.get(at + 1)?),
+        protected: toggle(row.get(at + 2)?, row.get(at + 3)?),
+        suspended: toggle(row.get(at + 4)?, row.get(at + 5)?),
+        withheld: if withheld.is_some() { countries_from_text(withheld.as_deref()) } else { Vec::new() },
+        scrub_up_to: row.get::<_, Option<i64>>(at + 7)?.map(id_of),
+        delete_log: if log.is_some() { UserState::parse_delete_log(log.as_deref()) } else { Vec::new() },
+    })
+}
+
+/// The read query behind `facts` and `scan`: a post, its status and author
+/// state, and for a retweet the same about its original.
+const SCAN_SELECT: &str = "
+SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json,
+       s.id IS NOT NULL, s.dropped, s.drop_t, s.superseded_by, s.withheld,
+       u.id IS NOT NULL, u.deleted, u.deleted_t, u.protected, u.protected_t, u.suspended, u.suspended_t,
+                         u.withheld, u.scrub_up_to, u.delete_log,
+       q.id IS NOT NULL, qt.id IS NOT NULL,
+       qs.id IS NOT NULL, qs.dropped, qs.drop_t, qs.superseded_by, qs.withheld,
+       qu.id IS NOT NULL, qu.deleted, qu.deleted_t, qu.protected, qu.protected_t, qu.suspended, qu.suspended_t,
+                          qu.withheld, qu.scrub_up_to, qu.delete_log
+FROM posts p
+LEFT JOIN status_state s ON s.id = p.id
+LEFT JOIN user_state u ON u.id = p.author_id
+LEFT JOIN posts q ON q.id = p.retweet_of
+LEFT JOIN tombstones qt ON qt.id = p.retweet_of
+LEFT JOIN status_state qs ON qs.id = p.retweet_of
+LEFT JOIN user_state qu ON qu.id = q.author_id";
+
+struct Scanned {
+    id: Id,
+    author_id: Id,
+    has_geo: bool,
+    facts: Facts,
+    original_geo_scrubbed: bool,
+}
+
+fn scanned_from_row(row: &Row) -> rusqlite::Result<Scanned> {
+    let id = id_of(row.get(0)?);
+    let retweet_of: Option<i64> = row.get(2)?;
+    let status = if row.get::<_, bool>(5)? { status_from_row(row, 6)? } else { StatusState::default() };
+    let author = if row.get::<_, bool>(10)? { user_from_row(row, 11)? } else { UserState::default() };
+    let mut original_geo_scrubbed = false;
+    let original = match retweet_of {
+        None => None,
+        Some(q) => {
+            let q_author = if row.get::<_, bool>(27)? { user_from_row(row, 28)? } else { UserState::default() };
+            original_geo_scrubbed = q_author.geo_scrubbed(id_of(q));
+            Some(PostView {
+                stored: row.get(20)?,
+                tombstone: row.get(21)?,
+                status: if row.get::<_, bool>(22)? { status_from_row(row, 23)? } else { StatusState::default() },
+                author: q_author,
+            })
+        }
+    };
+    Ok(Scanned {
+        id,
+        author_id: id_of(row.get(1)?),
+        has_geo: row.get(3)?,
+        facts: Facts { post: PostView { stored: true, tombstone: false, status, author }, original },
+        original_geo_scrubbed,
+    })
+}
+
+/// The batch's copy of a post's status state, loaded on first use; the flag
+/// says whether it changed.
+fn status_entry<'m>(
+    states: &'m mut HashMap<Id, (StatusState, bool)>,
+    load: &mut rusqlite::CachedStatement<'_>,
+    id: Id,
+) -> rusqlite::Result<&'m mut (StatusState, bool)> {
+    if !states.contains_key(&id) {
+        let s = load.query_row([key(id)], |r| status_from_row(r, 0)).optional()?.unwrap_or_default();
+        states.insert(id, (s, false));
+    }
+    Ok(states.get_mut(&id).expect("inserted above"))
+}
+
+fn load_user(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<Option<UserState>> {
+    let sql = format!("SELECT {USER_COLS} FROM user_state WHERE id = ?1");
+    tx.prepare_cached(&sql)?.query_row([key(id)], |r| user_from_row(r, 0)).optional()
+}
+
+fn is_tombstone(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<bool> {
+    Ok(tx.prepare_cached("SELECT 1 FROM tombstones WHERE id = ?1")?.query_row([key(id)], |_| Ok(())).optional()?.is_some())
+}
+
+/// Makes `id` a tombstone; true when it was not one already.
+fn add_tombstone(tx: &rusqlite::Transaction, id: Id, reason: i64) -> rusqlite::Result<bool> {
+    Ok(tx.prepare_cached("INSERT OR IGNORE INTO tombstones (id, reason) VALUES (?1, ?2)")?.execute(params![key(id), reason])? > 0)
+}
+
+/// Removes post `id`'s content and every stored retweet of it, which become
+/// tombstones too. Returns how many retweets were cascaded.
+fn delete_content(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<u64> {
+    tx.prepare_cached("DELETE FROM posts WHERE id = ?1")?.execute([key(id)])?;
+    let mut cascaded = 0;
+    let retweets: Vec<i64> = tx
+        .prepare_cached("DELETE FROM posts WHERE retweet_of = ?1 RETURNING id")?
+        .query_map([key(id)], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for r in retweets {
+        add_tombstone(tx, id_of(r), TOMBSTONE_CASCADE)?;
+        cascaded += 1;
+    }
+    Ok(cascaded)
+}
+
+fn save_positions(tx: &rusqlite::Transaction, handler: HandlerKind, positions: &[Position]) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO positions (handler, partition, last_event_ms, last_byte_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (handler, partition) DO UPDATE SET
+           last_event_ms = max(last_event_ms, excluded.last_event_ms),
+           last_byte_ms = max(last_byte_ms, excluded.last_byte_ms)",
+    )?;
+    for p in positions {
+        st.execute(params![handler.as_str(), p.partition, p.last_event_ms, p.last_byte_ms])?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut stats = ApplyStats::default();
+        // State rows touched by this batch: loaded once, saved once.
+        let mut states: HashMap<Id, (StatusState, bool)> = HashMap::new();
+        {
+            let mut load = tx.prepare_cached(
+                "SELECT dropped, drop_t, superseded_by, withheld FROM status_state WHERE id = ?1",
+            )?;
+            for ev in events {
+                let t = ev.time_ms;
+                let change = match &ev.event {
+                    StatusEvent::Delete { id, .. } => {
+                        if add_tombstone(&tx, *id, TOMBSTONE_DELETE)? {
+                            stats.cascaded += delete_content(&tx, *id)?;
+                            Change::Applied
+                        } else {
+                            Change::Duplicate
+                        }
+                    }
+                    StatusEvent::Withheld { id, countries, .. } => {
+                        let s = status_entry(&mut states, &mut load, *id)?;
+                        let c = s.0.apply_withheld(countries);
+                        s.1 |= c.changed();
+                        c
+                    }
+                    StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
+                        let on = matches!(ev.event, StatusEvent::Drop { .. });
+                        let s = status_entry(&mut states, &mut load, *id)?;
+                        let c = s.0.apply_drop(on, t);
+                        s.1 |= c.changed();
+                        c
+                    }
+                    StatusEvent::Edit { id, edit_ids, .. } => {
+                        let mut change = Change::Duplicate;
+                        for old in superseded_ids(*id, edit_ids) {
+                            let s = status_entry(&mut states, &mut load, old)?;
+                            if s.0.apply_superseded(*id).changed() {
+                                s.1 = true;
+                                change = Change::Applied;
+                            }
+                        }
+                        change
+                    }
+                    StatusEvent::FavoriteDelete { user_id, post_id } => {
+                        let added = tx
+                            .prepare_cached("INSERT OR IGNORE INTO like_tombstones (user_id, post_id) VALUES (?1, ?2)")?
+                            .execute(params![key(*user_id), key(*post_id)])?
+                            > 0;
+                        tx.prepare_cached("DELETE FROM likes WHERE user_id = ?1 AND post_id = ?2")?
+                            .execute(params![key(*user_id), key(*post_id)])?;
+                        if added {
+                            Change::Applied
+                        } else {
+                            Change::Duplicate
+                        }
+                    }
+                };
+                stats.record(ev.event.type_name(), change);
+            }
+        }
+        {
+            let mut save = tx.prepare_cached(
+                "INSERT OR REPLACE INTO status_state (id, dropped, drop_t, superseded_by, withheld) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (id, (s, dirty)) in &states {
+                if *dirty {
+                    let (d, dt) = toggle_cols(s.dropped);
+                    save.execute(params![key(*id), d, dt, s.superseded_by.map(key), countries_to_text(&s.withheld)])?;
+                }
+            }
+        }
+        save_positions(&tx, HandlerKind::Status, positions)?;
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    fn apply_user(&mut self, events: &[Timed<UserEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut stats = ApplyStats::default();
+        let mut states: HashMap<Id, (UserState, bool, bool)> = HashMap::new(); // (state, dirty, scrub changed)
+        for ev in events {
+            let uid = ev.event.user_id();
+            if !states.contains_key(&uid) {
+                let s = load_user(&tx, uid)?.unwrap_or_default();
+                states.insert(uid, (s, false, false));
+            }
+            let entry = states.get_mut(&uid).expect("inserted above");
+            let change = entry.0.apply(&ev.event, ev.time_ms);
+            entry.1 |= change.changed();
+            entry.2 |= change.changed() && matches!(ev.event, UserEvent::ScrubGeo { .. });
+            stats.record(ev.event.type_name(), change);
+        }
+        {
+            let sql = format!(
+                "INSERT OR REPLACE INTO user_state (id, {USER_COLS}, purge_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            );
+            let mut save = tx.prepare_cached(&sql)?;
+            let mut pending = tx.prepare_cached("INSERT OR IGNORE INTO geo_scrub_pending (user_id) VALUES (?1)")?;
+            for (id, (s, dirty, scrub)) in &states {
+                if !*dirty {
+                    continue;
+                }
+                let (d, dt) = toggle_cols(s.deleted);
+                let (p, pt) = toggle_cols(s.protected);
+                let (su, st) = toggle_cols(s.suspended);
+                save.execute(params![
+                    key(*id),
+                    d,
+                    dt,
+                    p,
+                    pt,
+                    su,
+                    st,
+                    countries_to_text(&s.withheld),
+                    s.scrub_up_to.map(key),
+                    s.delete_log_text(),
+                    s.purge_at()
+                ])?;
+                if *scrub {
+                    pending.execute([key(*id)])?;
+                }
+            }
+        }
+        save_positions(&tx, HandlerKind::User, positions)?;
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    fn import(&mut self, posts: &[NewPost], likes: &[NewLike], now_ms: TimeMs) -> Result<ImportStats, StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut stats = ImportStats::default();
+        let mut users: HashMap<Id, UserState> = HashMap::new();
+        for p in posts {
+            if is_tombstone(&tx, p.id)? {
+                stats.refused += 1;
+                continue;
+            }
+            if !users.contains_key(&p.author_id) {
+                users.insert(p.author_id, load_user(&tx, p.author_id)?.unwrap_or_default());
+            }
+            let author = &users[&p.author_id];
+            if author.is_purged(now_ms) {
+                add_tombstone(&tx, p.id, TOMBSTONE_PURGE)?;
+                stats.refused += 1;
+                continue;
+            }
+            let mut original_scrubbed = false;
+            if let Some(q) = p.retweet_of {
+                if is_tombstone(&tx, q)? {
+                    add_tombstone(&tx, p.id, TOMBSTONE_CASCADE)?;
+                    stats.refused += 1;
+                    continue;
+                }
+                if p.has_geo {
+                    let q_author: Option<i64> = tx
+                        .prepare_cached("SELECT author_id FROM posts WHERE id = ?1")?
+                        .query_row([key(q)], |r| r.get(0))
+                        .optional()?;
+                    if let Some(qa) = q_author.map(id_of) {
+                        if !users.contains_key(&qa) {
+                            users.insert(qa, load_user(&tx, qa)?.unwrap_or_default());
+                        }
+                        original_scrubbed = users[&qa].geo_scrubbed(q);
+                    }
+                }
+            }
+            let own_scrubbed = p.has_geo && users[&p.author_id].geo_scrubbed(p.id);
+            let (json, has_geo) = if own_scrubbed || original_scrubbed {
+                stats.geo_stripped += 1;
+                let scrub = GeoScrub { own: own_scrubbed, embedded: original_scrubbed };
+                // Geo may remain in the part that was not scrubbed.
+                let still = !(own_scrubbed && (original_scrubbed || p.retweet_of.is_none()));
+                (strip_geo(&p.json, scrub), still)
+            } else {
+                (p.json.clone(), p.has_geo)
+            };
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO posts (id, author_id, retweet_of, has_geo, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![key(p.id), key(p.author_id), p.retweet_of.map(key), has_geo, json])?;
+            stats.stored += 1;
+        }
+        for l in likes {
+            let gone = tx
+                .prepare_cached("SELECT 1 FROM like_tombstones WHERE user_id = ?1 AND post_id = ?2")?
+                .query_row(params![key(l.user_id), key(l.post_id)], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if gone || is_tombstone(&tx, l.post_id)? {
+                stats.refused += 1;
+                continue;
+            }
+            tx.prepare_cached("INSERT OR IGNORE INTO likes (user_id, post_id) VALUES (?1, ?2)")?
+                .execute(params![key(l.user_id), key(l.post_id)])?;
+            stats.likes_stored += 1;
+        }
+        tx.commit()?;
+        Ok(stats)
+    }
+
+    fn facts(&mut self, id: Id) -> Result<Facts, StoreError> {
+        let sql = format!("{SCAN_SELECT} WHERE p.id = ?1");
+        let found = self.conn.prepare_cached(&sql)?.query_row([key(id)], scanned_from_row).optional()?;
+        match found {
+            Some(s) => Ok(s.facts),
+            None => {
+                let tombstone = self
+                    .conn
+                    .prepare_cached("SELECT 1 FROM tombstones WHERE id = ?1")?
+                    .query_row([key(id)], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
+            }
+        }
+    }
+
+    fn scan(&mut self, visit: &mut dyn FnMut(ScanRow<'_>) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let sql = format!("{SCAN_SELECT} ORDER BY p.id");
+        let mut st = self.conn.prepare(&sql)?;
+        let mut rows = st.query([])?;
+        while let Some(row) = rows.next()? {
+            let s = scanned_from_row(row)?;
+            let json = row.get_ref(4)?.as_str().map_err(rusqlite::Error::from)?;
+            visit(ScanRow {
+                id: s.id,
+                author_id: s.author_id,
+                has_geo: s.has_geo,
+                json,
+                facts: s.facts,
+                original_geo_scrubbed: s.original_geo_scrubbed,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn maintain(&mut self, now_ms: TimeMs, max_users: usize) -> Result<MaintenanceStats, StoreError> {
+        let mut stats = MaintenanceStats::default();
+        let limit = i64::try_from(max_users).unwrap_or(i64::MAX);
+        // Purges whose 30 days have passed.
+        let due: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM user_state WHERE purge_at IS NOT NULL AND purge_at <= ?1
+                 AND id NOT IN (SELECT user_id FROM purge_done) ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![now_ms, limit.saturating_add(1)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for (i, uid) in due.iter().enumerate() {
+            if i >= max_users {
+                stats.pending += 1;
+                break;
+            }
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ids: Vec<i64> = tx
+                .prepare_cached("SELECT id FROM posts WHERE author_id = ?1")?
+                .query_map([uid], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for id in &ids {
+                add_tombstone(&tx, id_of(*id), TOMBSTONE_PURGE)?;
+                delete_content(&tx, id_of(*id))?;
+            }
+            tx.prepare_cached("INSERT OR REPLACE INTO purge_done (user_id, at_ms) VALUES (?1, ?2)")?
+                .execute(params![uid, now_ms])?;
+            tx.commit()?;
+            stats.users_purged += 1;
+            stats.posts_purged += ids.len() as u64;
+        }
+        // Geo removal after scrub_geo.
+        let pending: Vec<i64> = self
+            .conn
+            .prepare_cached("SELECT user_id FROM geo_scrub_pending ORDER BY user_id LIMIT ?1")?
+            .query_map([limit.saturating_add(1)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for (i, uid) in pending.iter().enumerate() {
+            if i >= max_users {
+                stats.pending += 1;
+                break;
+            }
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let up_to: Option<i64> = tx
+                .prepare_cached("SELECT scrub_up_to FROM user_state WHERE id = ?1")?
+                .query_row([uid], |r| r.get(0))
+                .optional()?
+                .flatten();
+            if let Some(up_to) = up_to {
+                let rows: Vec<(i64, String, bool)> = tx
+                    .prepare_cached(
+                        "SELECT id, json, retweet_of IS NOT NULL FROM posts WHERE author_id = ?1 AND has_geo = 1",
+                    )?
+                    .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?;
+                for (id, json, is_retweet) in rows {
+                    if id_of(id) > id_of(up_to) {
+                        continue;
+                    }
+                    let stripped = strip_geo(&json, GeoScrub { own: true, embedded: false });
+                    tx.prepare_cached("UPDATE posts SET json = ?2, has_geo = ?3 WHERE id = ?1")?
+                        .execute(params![id, stripped, is_retweet])?;
+                    stats.posts_geo_scrubbed += 1;
+                }
+            }
+            tx.prepare_cached("DELETE FROM geo_scrub_pending WHERE user_id = ?1")?.execute([uid])?;
+            tx.commit()?;
+        }
+        Ok(stats)
+    }
+
+    fn positions(&mut self) -> Result<Vec<(HandlerKind, Position)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT handler, partition, last_event_ms, last_byte_ms FROM positions ORDER BY partition, handler")?;
+        let rows = st.query_map([], |r| {
+            let h: String = r.get(0)?;
+            Ok((
+                if h == "user" { HandlerKind::User } else { HandlerKind::Status },
+                Position { partition: r.get(1)?, last_event_ms: r.get(2)?, last_byte_ms: r.get(3)? },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn author_of(&mut self, id: Id) -> Result<Option<Id>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT author_id FROM posts WHERE id = ?1")?
+            .query_row([key(id)], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(id_of))
+    }
+
+    fn has_like(&mut self, user_id: Id, post_id: Id) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM likes WHERE user_id = ?1 AND post_id = ?2")?
+            .query_row(params![key(user_id), key(post_id)], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}
+
