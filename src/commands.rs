@@ -1,0 +1,441 @@
+//! The offline commands of the command-line contract (rules.md): `import`,
+//! `replay`, `apply-batch`, `check`, `export`. Each prints a one-line summary
+//! on stderr; bad lines go to the dead-letter file and never stop the run.
+
+use crate::deadletter::DeadLetter;
+use crate::event::{parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, TimeMs, UserEvent};
+use crate::post::{parse_import_line, strip_geo, GeoScrub, ImportItem, NewLike, NewPost};
+use crate::rules::visibility::visible;
+use crate::store::{ApplyStats, ImportStats, MaintenanceStats, Store, StoreError, Timed};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+
+/// Events handed to the store per transaction.
+pub const BATCH: usize = 10_000;
+
+/// How a command failed: the exit status follows from it (1 usage or
+/// config, 2 I/O or store).
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0:#}")]
+    Io(anyhow::Error),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 1,
+            Failure::Io(_) => 2,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadUrl(_) | StoreError::Unsupported(_) => Failure::Usage(e.to_string()),
+            other => Failure::Io(anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Io(e.into())
+    }
+}
+
+pub fn now_ms() -> TimeMs {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Opens one input: a path, or `-` for standard input.
+fn open_input(name: &str) -> Result<Box<dyn BufRead>, Failure> {
+    if name == "-" {
+        return Ok(Box::new(BufReader::with_capacity(1 << 20, io::stdin())));
+    }
+    let f = File::open(name).map_err(|e| Failure::Io(anyhow::anyhow!("{name}: {e}")))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+}
+
+/// Calls `each(line_number, line)` for every line of every input, lines
+/// split on `\n` with a trailing `\r` removed (so `\r\n` and `\n` files both
+/// work).
+fn for_each_line(
+    inputs: &[String],
+    mut each: impl FnMut(&str, u64, &[u8]) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let mut buf = Vec::with_capacity(4096);
+    for name in inputs {
+        let mut r = open_input(name)?;
+        let source = if name == "-" { "stdin" } else { name.as_str() };
+        let mut n = 0u64;
+        loop {
+            buf.clear();
+            let read = r.read_until(b'\n', &mut buf).map_err(|e| Failure::Io(anyhow::anyhow!("{source}: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            n += 1;
+            let mut line = buf.as_slice();
+            if line.last() == Some(&b'\n') {
+                line = &line[..line.len() - 1];
+            }
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            each(source, n, line)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies compliance messages to a store in batches, exactly as the stream
+/// would: the status and user events of a batch go to their own handlers.
+pub struct Applier<'s> {
+    store: &'s mut dyn Store,
+    status: Vec<Timed<StatusEvent>>,
+    user: Vec<Timed<UserEvent>>,
+    pub stats: ApplyStats,
+    pub heartbeats: u64,
+    pub notices: u64,
+}
+
+impl<'s> Applier<'s> {
+    pub fn new(store: &'s mut dyn Store) -> Applier<'s> {
+        Applier {
+            store,
+            status: Vec::with_capacity(BATCH),
+            user: Vec::with_capacity(BATCH),
+            stats: ApplyStats::default(),
+            heartbeats: 0,
+            notices: 0,
+        }
+    }
+
+    /// Takes one parsed message; flushes when a batch is full.
+    ///
+    /// # Errors
+    /// The store could not commit a batch.
+    pub fn push(&mut self, msg: Message) -> Result<(), StoreError> {
+        match msg {
+            Message::Event(e) => match e.kind {
+                EventKind::Status(s) => self.status.push(Timed { time_ms: e.time_ms, event: s }),
+                EventKind::User(u) => self.user.push(Timed { time_ms: e.time_ms, event: u }),
+            },
+            Message::Heartbeat => self.heartbeats += 1,
+            Message::Error(n) => {
+                self.notices += 1;
+                tracing::warn!(message = %n.message, "Stream error notice in the input");
+            }
+            Message::Info(i) => {
+                self.notices += 1;
+                tracing::info!(message = %i.message, complete = i.is_complete(), "Replay info line in the input");
+            }
+            Message::Unknown { .. } => {}
+        }
+        if self.status.len() + self.user.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits what is pending.
+    ///
+    /// # Errors
+    /// The store could not commit.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.status.is_empty() {
+            let s = self.store.apply_status(&self.status, &[])?;
+            self.stats.merge(&s);
+            self.status.clear();
+        }
+        if !self.user.is_empty() {
+            let s = self.store.apply_user(&self.user, &[])?;
+            self.stats.merge(&s);
+            self.user.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Finishes the per-post work (purges, geo removal) before an offline
+/// command exits.
+fn finish_maintenance(store: &mut dyn Store) -> Result<MaintenanceStats, StoreError> {
+    let mut total = MaintenanceStats::default();
+    loop {
+        let m = store.maintain(now_ms(), 10_000)?;
+        total.users_purged += m.users_purged;
+        total.posts_purged += m.posts_purged;
+        total.posts_geo_scrubbed += m.posts_geo_scrubbed;
+        if m.pending == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+fn dead_letter_io(e: io::Error, dl: &DeadLetter) -> Failure {
+    Failure::Io(anyhow::anyhow!("cannot write the dead-letter file {}: {e}", dl.path().display()))
+}
+
+/// `complyd replay FILE...`
+///
+/// # Errors
+/// A [`Failure`]: unreadable input, store or dead-letter failure.
+pub fn replay(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> Result<String, Failure> {
+    let mut applier = Applier::new(store);
+    let mut lines = 0u64;
+    for_each_line(inputs, |source, n, line| {
+        lines += 1;
+        match parse_line(line) {
+            Ok(Message::Unknown { kind }) => {
+                dl.record(source, n, "unknown_type", &format!("unknown message type {kind:?}"), line)
+                    .map_err(|e| dead_letter_io(e, dl))?;
+            }
+            Ok(msg) => applier.push(msg)?,
+            Err(e) => {
+                dl.record(source, n, e.kind.as_str(), &e.detail, line).map_err(|e| dead_letter_io(e, dl))?;
+            }
+        }
+        Ok(())
+    })?;
+    applier.flush()?;
+    let (stats, heartbeats) = (applier.stats.clone(), applier.heartbeats);
+    dl.flush().map_err(|e| dead_letter_io(e, dl))?;
+    let m = finish_maintenance(store)?;
+    Ok(format!(
+        "replay: {lines} lines; applied {} ({}); duplicates {}; stale {}; retweets cascaded {}; heartbeats {heartbeats}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts",
+        stats.applied.total(),
+        stats.applied,
+        stats.duplicates.total(),
+        stats.stale.total(),
+        stats.cascaded,
+        dl.total(),
+        m.users_purged,
+        m.posts_purged,
+        m.posts_geo_scrubbed,
+    ))
+}
+
+/// `complyd import FILE...`
+///
+/// # Errors
+/// A [`Failure`]: unreadable input, store or dead-letter failure.
+pub fn import(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> Result<String, Failure> {
+    let mut posts: Vec<NewPost> = Vec::with_capacity(BATCH);
+    let mut likes: Vec<NewLike> = Vec::new();
+    let mut total = ImportStats::default();
+    let mut lines = 0u64;
+    let now = now_ms();
+    for_each_line(inputs, |source, n, line| {
+        lines += 1;
+        let text = match std::str::from_utf8(line) {
+            Ok(t) => t,
+            Err(e) => {
+                dl.record(source, n, "invalid_json", &format!("not UTF-8: {e}"), line).map_err(|e| dead_letter_io(e, dl))?;
+                return Ok(());
+            }
+        };
+        match parse_import_line(text) {
+            Ok(ImportItem::Posts(p)) => posts.extend(p),
+            Ok(ImportItem::Like(l)) => likes.push(l),
+            Err(e) => dl.record(source, n, e.kind.as_str(), &e.detail, line).map_err(|e| dead_letter_io(e, dl))?,
+        }
+        if posts.len() + likes.len() >= BATCH {
+            total.merge(&store.import(&posts, &likes, now)?);
+            posts.clear();
+            likes.clear();
+        }
+        Ok(())
+    })?;
+    total.merge(&store.import(&posts, &likes, now)?);
+    dl.flush().map_err(|e| dead_letter_io(e, dl))?;
+    let m = finish_maintenance(store)?;
+    Ok(format!(
+        "import: {lines} lines; stored {} posts, {} likes; refused {} (tombstoned, purged or retweeting a tombstone); stored without scrubbed geo {}; dead-lettered {}; purged {} users ({} posts)",
+        total.stored, total.likes_stored, total.refused, total.geo_stripped, dl.total(), m.users_purged, m.posts_purged
+    ))
+}
+
+/// The kind of ids a batch-compliance file lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchType {
+    Tweets,
+    Users,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchLine {
+    id: serde_json::Value,
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    redacted_at: Option<String>,
+    reason: String,
+}
+
+/// `complyd apply-batch --type tweets|users FILE...`: X API v2 batch
+/// compliance results, mapped onto the same events the stream sends. The
+/// event time is `redacted_at` when present, else now.
+///
+/// # Errors
+/// A [`Failure`]: unreadable input, store or dead-letter failure.
+pub fn apply_batch(
+    store: &mut dyn Store,
+    dl: &mut DeadLetter,
+    kind: BatchType,
+    inputs: &[String],
+) -> Result<String, Failure> {
+    let now = now_ms();
+    let mut lines = 0u64;
+    let mut unknown_author = 0u64;
+    let mut msgs: Vec<(Option<Id>, Id, TimeMs, String)> = Vec::new();
+    for_each_line(inputs, |source, n, line| {
+        lines += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let parsed: Result<BatchLine, String> = serde_json::from_slice(line).map_err(|e| e.to_string());
+        let res = parsed.and_then(|b| {
+            let id = match &b.id {
+                serde_json::Value::String(s) => parse_id_str(s).map_err(|e| e.to_string())?,
+                serde_json::Value::Number(n) => n.as_u64().ok_or("id is not an unsigned integer")?,
+                _ => return Err("id is neither a string nor a number".to_owned()),
+            };
+            if b.action.as_deref().is_some_and(|a| a != "delete") {
+                return Err(format!("unknown action {:?}", b.action));
+            }
+            let t = match &b.redacted_at {
+                Some(s) => crate::event::parse_time_str(s).map_err(|e| e.to_string())?,
+                None => now,
+            };
+            Ok((id, t, b.reason))
+        });
+        match res {
+            Ok((id, t, reason)) => {
+                let reasons = ["deleted", "deactivated", "scrub_geo", "protected", "suspended", "bounced"];
+                if !reasons.contains(&reason.as_str()) {
+                    dl.record(source, n, "bad_payload", &format!("unknown reason {reason:?}"), line)
+                        .map_err(|e| dead_letter_io(e, dl))?;
+                } else {
+                    msgs.push((None, id, t, reason));
+                }
+            }
+            Err(detail) => dl.record(source, n, "bad_payload", &detail, line).map_err(|e| dead_letter_io(e, dl))?,
+        }
+        Ok(())
+    })?;
+    let mut applier = Applier::new(store);
+    for (_, id, t, reason) in &msgs {
+        let ev = match (kind, reason.as_str()) {
+            (BatchType::Tweets, "deleted" | "bounced") => EventKind::Status(StatusEvent::Delete { id: *id, user_id: None }),
+            (BatchType::Users, r) => EventKind::User(user_event_for(*id, r)),
+            (BatchType::Tweets, r) => {
+                // A post listed for its author's sake: act on the author, when
+                // the post is stored (otherwise there is nothing to hide).
+                match applier.store.author_of(*id)? {
+                    Some(author) if r == "scrub_geo" => {
+                        EventKind::User(UserEvent::ScrubGeo { user_id: author, up_to_status_id: *id })
+                    }
+                    Some(author) => EventKind::User(user_event_for(author, r)),
+                    None => {
+                        unknown_author += 1;
+                        continue;
+                    }
+                }
+            }
+        };
+        applier.push(Message::Event(crate::event::Event { time_ms: *t, kind: ev }))?;
+    }
+    applier.flush()?;
+    let stats = applier.stats.clone();
+    dl.flush().map_err(|e| dead_letter_io(e, dl))?;
+    let m = finish_maintenance(store)?;
+    Ok(format!(
+        "apply-batch: {lines} lines; applied {} ({}); duplicates {}; stale {}; not stored (author unknown) {unknown_author}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts",
+        stats.applied.total(),
+        stats.applied,
+        stats.duplicates.total(),
+        stats.stale.total(),
+        dl.total(),
+        m.users_purged,
+        m.posts_purged,
+        m.posts_geo_scrubbed
+    ))
+}
+
+fn user_event_for(user_id: Id, reason: &str) -> UserEvent {
+    match reason {
+        "deleted" | "deactivated" => UserEvent::Delete { user_id },
+        "protected" => UserEvent::Protect { user_id },
+        "scrub_geo" => UserEvent::ScrubGeo { user_id, up_to_status_id: Id::MAX },
+        // "suspended", "bounced"
+        _ => UserEvent::Suspend { user_id },
+    }
+}
+
+/// Parses a `--country` value.
+///
+/// # Errors
+/// [`Failure::Usage`] for anything but two letters.
+pub fn parse_country(s: &str) -> Result<Country, Failure> {
+    Country::parse(s).map_err(|e| Failure::Usage(format!("--country: {}", e.detail)))
+}
+
+/// `complyd check ID...`: one JSON line per id.
+///
+/// # Errors
+/// [`Failure::Usage`] for an id that is not a decimal u64; store failures.
+pub fn check(store: &mut dyn Store, country: Option<Country>, ids: &[String], out: &mut dyn Write) -> Result<(), Failure> {
+    let parsed: Vec<Id> = ids
+        .iter()
+        .map(|s| parse_id_str(s).map_err(|e| Failure::Usage(e.detail)))
+        .collect::<Result<_, _>>()?;
+    let now = now_ms();
+    for id in parsed {
+        let facts = store.facts(id)?;
+        let v = visible(&facts, country, now);
+        writeln!(out, "{{\"id\":\"{id}\",\"visible\":{v}}}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `complyd export`: the stored posts visible in `country` (or everywhere),
+/// ascending id, scrubbed geo removed. Returns how many were written.
+///
+/// # Errors
+/// Store failures or a write error (a closed pipe ends the export quietly).
+pub fn export(store: &mut dyn Store, country: Option<Country>, out: impl Write) -> Result<u64, Failure> {
+    let now = now_ms();
+    let mut w = BufWriter::with_capacity(1 << 20, out);
+    let mut written = 0u64;
+    let res = store.scan(&mut |row| {
+        if !visible(&row.facts, country, now) {
+            return Ok(());
+        }
+        let own = row.has_geo && row.facts.post.author.geo_scrubbed(row.id);
+        let embedded = row.has_geo && row.original_geo_scrubbed;
+        let io = if own || embedded {
+            let s = strip_geo(row.json, GeoScrub { own, embedded });
+            w.write_all(s.as_bytes())
+        } else {
+            w.write_all(row.json.as_bytes())
+        };
+        io.and_then(|_| w.write_all(b"\n")).map_err(|e| StoreError::Sink(e.to_string()))?;
+        written += 1;
+        Ok(())
+    });
+    match res {
+        Ok(()) => {}
+        Err(StoreError::Sink(e)) if e.contains("Broken pipe") => return Ok(written),
+        Err(e) => return Err(e.into()),
+    }
+    match w.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(written),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(written),
+    }
+}

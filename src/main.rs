@@ -1,0 +1,117 @@
+//! `complyd`: the one binary. `main` returns an exit code; an error is
+//! printed once, with its chain, here at the top (0 success, 1 usage or
+//! config error, 2 I/O or store failure).
+
+use clap::{Parser, Subcommand};
+use complyd::commands::{self, BatchType, Failure};
+use complyd::deadletter::DeadLetter;
+use complyd::settings::Settings;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "complyd", version, about = "Keeps a stored dataset of X posts compliant with the X Compliance Firehose")]
+struct Cli {
+    /// The store: sqlite:PATH or postgres://... (default: the config file's store.url).
+    #[arg(long, global = true, value_name = "URL")]
+    db: Option<String>,
+    /// The config file (default: config/complyd.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load posts (v1.1 / original format, or v2), one JSON object a line; known rules apply at import.
+    Import {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+    /// Apply compliance messages from files (\r\n or \n separated) as if they came from the stream; - reads stdin.
+    Replay {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+    /// Apply X API v2 batch-compliance result files.
+    ApplyBatch {
+        #[arg(long = "type", value_enum)]
+        kind: BatchType,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<String>,
+    },
+    /// May these posts be shown (in COUNTRY, or everywhere)? One JSON line per id.
+    Check {
+        #[arg(long, value_name = "CC")]
+        country: Option<String>,
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// The stored posts visible in COUNTRY (or everywhere), one JSON object a line, ascending id.
+    Export {
+        #[arg(long, value_name = "CC")]
+        country: Option<String>,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPLYD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; any other parse error is a
+            // usage error, exit 1 as the contract says (clap's own is 2).
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logs();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("complyd: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let settings = Settings::load(cli.config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let url = cli.db.clone().unwrap_or_else(|| settings.store.url.clone());
+    let dead_letter = || DeadLetter::new(settings.store.dead_letter_for(&url));
+    match cli.command {
+        Command::Import { files } => {
+            let mut store = complyd::store::open(&url)?;
+            let summary = commands::import(store.as_mut(), &mut dead_letter(), &files)?;
+            eprintln!("{summary}");
+        }
+        Command::Replay { files } => {
+            let mut store = complyd::store::open(&url)?;
+            let summary = commands::replay(store.as_mut(), &mut dead_letter(), &files)?;
+            eprintln!("{summary}");
+        }
+        Command::ApplyBatch { kind, files } => {
+            let mut store = complyd::store::open(&url)?;
+            let summary = commands::apply_batch(store.as_mut(), &mut dead_letter(), kind, &files)?;
+            eprintln!("{summary}");
+        }
+        Command::Check { country, ids } => {
+            let country = country.as_deref().map(commands::parse_country).transpose()?;
+            let mut store = complyd::store::open(&url)?;
+            commands::check(store.as_mut(), country, &ids, &mut std::io::stdout().lock())?;
+        }
+        Command::Export { country } => {
+            let country = country.as_deref().map(commands::parse_country).transpose()?;
+            let mut store = complyd::store::open(&url)?;
+            let n = commands::export(store.as_mut(), country, std::io::stdout().lock())?;
+            eprintln!("export: {n} posts");
+        }
+    }
+    Ok(())
+}

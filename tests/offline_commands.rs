@@ -1,0 +1,187 @@
+//! The offline commands as a user runs them: import after replay, bad input,
+//! dead-letter records, exit codes, summaries, apply-batch, the shipped
+//! example.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+const T: i64 = 1_700_000_000_000;
+
+#[test]
+fn import_after_replay_honours_tombstones_purges_and_scrubbed_geo() {
+    let s = Scratch::new();
+    let now = now_ms();
+    s.replay(&[
+        delete(10, 1, T),
+        user_msg("user_delete", 2, now - 31 * DAY_MS),
+        scrub_geo(3, 30, T),
+    ]);
+    let summary = s.import(&[
+        post(10, 1),              // tombstoned id
+        post(11, 1),              // fine
+        retweet(12, 4, 10, 1),    // retweet of a tombstone
+        post(20, 2),              // author purged
+        geo_post(30, 3),          // geo scrubbed (id == up_to: inclusive)
+        geo_post(31, 3),          // after up_to: keeps geo
+    ]);
+    assert!(summary.contains("stored 3 posts"), "{summary}");
+    assert!(summary.contains("refused 4"), "10 twice (alone and embedded in 12), 12, 20: {summary}");
+    assert!(summary.contains("stored without scrubbed geo 1"), "{summary}");
+    assert_eq!(s.export_ids(None), vec![11, 30, 31]);
+    let stored_30 = rusqlite::Connection::open(s.db_path())
+        .unwrap()
+        .query_row("SELECT json FROM posts WHERE id = 30", [], |r| r.get::<_, String>(0))
+        .unwrap();
+    assert!(!stored_30.contains("coordinates") && !stored_30.contains("place"), "geo is not even stored: {stored_30}");
+    let with_geo: Vec<String> = s.export(None).into_iter().filter(|l| l.contains("coordinates")).collect();
+    assert_eq!(with_geo.len(), 1, "{with_geo:?}");
+    assert!(with_geo[0].contains(r#""id_str":"31""#), "{with_geo:?}");
+}
+
+#[test]
+fn purge_turns_stored_posts_into_tombstones_for_good() {
+    let s = Scratch::new();
+    let now = now_ms();
+    s.import(&[post(10, 1), post(11, 1), retweet(12, 2, 10, 1)]);
+    let summary = s.replay(&[user_msg("user_delete", 1, now - 31 * DAY_MS)]);
+    assert!(summary.contains("purged 1 users (2 posts)"), "{summary}");
+    let count: i64 = rusqlite::Connection::open(s.db_path())
+        .unwrap()
+        .query_row("SELECT count(*) FROM posts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 0, "the purged posts and the retweet of one are removed");
+    // Even a late undelete (outside the window) and a re-import bring nothing back.
+    s.replay(&[user_msg("user_undelete", 1, now - DAY_MS)]);
+    s.import(&[post(10, 1), post(11, 1)]);
+    assert!(!s.visible(10, None) && !s.visible(11, None) && !s.visible(12, None));
+}
+
+#[test]
+fn malformed_lines_are_dead_lettered_with_source_and_position_and_skipped() {
+    let s = Scratch::new();
+    s.import(&[post(10, 1), post(11, 1)]);
+    let input = s.dir.path().join("events.txt");
+    let lines = [
+        delete(10, 1, T),
+        "{not json".to_owned(),
+        r#"{"user_rename":{"id":5}}"#.to_owned(),
+        r#"{"user_protect":{"id":"12x","timestamp_ms":"1"}}"#.to_owned(),
+        String::new(),
+        delete(11, 1, T),
+    ];
+    std::fs::write(&input, lines.join("\r\n") + "\r\n").unwrap();
+    let out = s.run(&["replay", input.to_str().unwrap()], "");
+    assert!(out.status.success(), "bad lines are never fatal");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("applied 2 (delete=2)"), "{stderr}");
+    assert!(stderr.contains("dead-lettered 3"), "{stderr}");
+    assert!(stderr.contains("heartbeats 1"), "{stderr}");
+    assert!(!s.visible(11, None), "the line after the bad ones was applied");
+    let dl = std::fs::read_to_string(s.dead_letter_path()).unwrap();
+    let recs: Vec<serde_json::Value> = dl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recs.len(), 3);
+    let reasons: Vec<(&str, u64)> =
+        recs.iter().map(|r| (r["reason"].as_str().unwrap(), r["position"].as_u64().unwrap())).collect();
+    assert_eq!(reasons, vec![("invalid_json", 2), ("unknown_type", 3), ("bad_id", 4)]);
+    assert!(recs.iter().all(|r| r["source"].as_str().unwrap().ends_with("events.txt")));
+    assert_eq!(recs[0]["line"], "{not json");
+}
+
+#[test]
+fn bad_import_lines_are_dead_lettered_too() {
+    let s = Scratch::new();
+    let summary = s.import(&[post(10, 1), "[1,2".to_owned(), r#"{"id_str":"11"}"#.to_owned(), post(12, 1)]);
+    assert!(summary.contains("stored 2 posts") && summary.contains("dead-lettered 2"), "{summary}");
+    let dl = std::fs::read_to_string(s.dead_letter_path()).unwrap();
+    assert!(dl.contains("\"missing_field\"") && dl.contains("\"invalid_json\""), "{dl}");
+}
+
+#[test]
+fn exit_codes_usage_is_1_io_is_2() {
+    let s = Scratch::new();
+    let code = |args: &[&str]| s.run(args, "").status.code().unwrap();
+    assert_eq!(code(&["check", "12a"]), 1, "a malformed id");
+    assert_eq!(code(&["check", "--country", "DEU", "1"]), 1, "a malformed country");
+    assert_eq!(code(&["export", "--country", "1"]), 1);
+    assert_eq!(code(&["replay", "/nonexistent/file"]), 2, "an unreadable input");
+    assert_eq!(code(&["bogus"]), 1, "an unknown command is a usage error");
+    assert_eq!(code(&["check"]), 1, "a missing argument is a usage error");
+    assert_eq!(code(&["--help"]), 0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+        .args(["check", "--db", "mysql://u:secret@h/db", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "an unknown store URL");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mysql://") && !err.contains("secret"), "the password never appears: {err}");
+}
+
+#[test]
+fn check_prints_one_json_line_per_id() {
+    let s = Scratch::new();
+    s.import(&[post(10, 1)]);
+    let out = s.ok(&["check", "10", "11", "18446744073709551615"], "");
+    assert_eq!(
+        out,
+        "{\"id\":\"10\",\"visible\":true}\n{\"id\":\"11\",\"visible\":false}\n{\"id\":\"18446744073709551615\",\"visible\":false}\n"
+    );
+}
+
+#[test]
+fn export_is_in_ascending_id_order() {
+    let s = Scratch::new();
+    s.import(&[post(30, 1), post(1557445923210514432, 1), post(10, 1), post(20, 2)]);
+    assert_eq!(s.export_ids(None), vec![10, 20, 30, 1557445923210514432]);
+}
+
+#[test]
+fn apply_batch_maps_reasons_onto_the_rules() {
+    let s = Scratch::new();
+    s.import(&[post(10, 1), post(11, 2), geo_post(12, 3), post(13, 4), post(14, 5)]);
+    let tweets = s.dir.path().join("tweets.ndjson");
+    std::fs::write(
+        &tweets,
+        [
+            r#"{"id":"10","action":"delete","created_at":"2019-10-29T17:02:47.000Z","redacted_at":"2020-07-29T17:02:47.000Z","reason":"deleted"}"#,
+            r#"{"id":"12","action":"delete","created_at":"2019-10-29T17:02:47.000Z","reason":"scrub_geo"}"#,
+            r#"{"id":"99","action":"delete","created_at":"2019-10-29T17:02:47.000Z","reason":"protected"}"#,
+            r#"{"id":"x","action":"delete","reason":"deleted"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = s.run(&["apply-batch", "--type", "tweets", tweets.to_str().unwrap()], "");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not stored (author unknown) 1") && err.contains("dead-lettered 1"), "{err}");
+    let users = s.dir.path().join("users.ndjson");
+    std::fs::write(
+        &users,
+        [
+            r#"{"id":"2","action":"delete","created_at":"2019-10-29T17:02:47.000Z","reason":"suspended"}"#,
+            r#"{"id":"4","action":"delete","created_at":"2019-10-29T17:02:47.000Z","reason":"protected"}"#,
+            r#"{"id":"5","action":"delete","created_at":"2019-10-29T17:02:47.000Z","reason":"deactivated"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    s.ok(&["apply-batch", "--type", "users", users.to_str().unwrap()], "");
+    assert_eq!(s.export_ids(None), vec![12]);
+    assert!(!s.export(None)[0].contains("coordinates"), "scrub_geo removed the geo");
+}
+
+#[test]
+fn the_readme_example_gives_what_the_readme_says() {
+    let s = Scratch::new();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    s.ok(&["import", data.join("posts.jsonl").to_str().unwrap()], "");
+    let out = s.run(&["replay", data.join("events.txt").to_str().unwrap()], "");
+    assert!(out.status.success());
+    assert_eq!(s.export_ids(None), vec![1001, 1002, 3001, 1557445923210514432]);
+    assert_eq!(s.export_ids(Some("FR")), vec![1001, 1002, 1004, 3001, 1557445923210514432]);
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let line = "{\"id\":\"1003\",\"visible\":false}";
+    assert!(readme.contains(line), "README shows the check output");
+    assert!(s.ok(&["check", "1003"], "").contains(line));
+}
