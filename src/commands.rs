@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 
 /// Events handed to the store per transaction.
-pub const BATCH: usize = 10_000;
+pub const BATCH: usize = 50_000;
 
 /// How a command failed: the exit status follows from it (1 usage or
 /// config, 2 I/O or store).
@@ -167,6 +167,8 @@ fn finish_maintenance(store: &mut dyn Store) -> Result<MaintenanceStats, StoreEr
     let mut total = MaintenanceStats::default();
     loop {
         let m = store.maintain(now_ms(), 10_000)?;
+        total.posts_deleted += m.posts_deleted;
+        total.retweets_cascaded += m.retweets_cascaded;
         total.users_purged += m.users_purged;
         total.posts_purged += m.posts_purged;
         total.posts_geo_scrubbed += m.posts_geo_scrubbed;
@@ -206,13 +208,14 @@ pub fn replay(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> 
     dl.flush().map_err(|e| dead_letter_io(e, dl))?;
     let m = finish_maintenance(store)?;
     Ok(format!(
-        "replay: {lines} lines; applied {} ({}); duplicates {}; stale {}; retweets cascaded {}; heartbeats {heartbeats}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts",
+        "replay: {lines} lines; applied {} ({}); duplicates {}; stale {}; heartbeats {heartbeats}; dead-lettered {}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts",
         stats.applied.total(),
         stats.applied,
         stats.duplicates.total(),
         stats.stale.total(),
-        stats.cascaded,
         dl.total(),
+        m.posts_deleted,
+        m.retweets_cascaded,
         m.users_purged,
         m.posts_purged,
         m.posts_geo_scrubbed,

@@ -185,3 +185,22 @@ fn the_readme_example_gives_what_the_readme_says() {
     assert!(readme.contains(line), "README shows the check output");
     assert!(s.ok(&["check", "1003"], "").contains(line));
 }
+
+#[test]
+fn a_deleted_posts_content_and_its_retweets_are_gone_from_the_store_when_replay_exits() {
+    let s = Scratch::new();
+    s.import(&[post(10, 1), retweet(20, 2, 10, 1), post(30, 3)]);
+    let summary = s.replay(&[delete(10, 1, T)]);
+    assert!(summary.contains("removed 1 deleted posts and 1 of their retweets"), "{summary}");
+    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
+    let ids: Vec<i64> = conn
+        .prepare("SELECT id FROM posts ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, vec![30], "no trace of 10's text, nor of the retweet carrying it");
+    let tombstones: i64 = conn.query_row("SELECT count(*) FROM tombstones WHERE id IN (10, 20)", [], |r| r.get(0)).unwrap();
+    assert_eq!(tombstones, 2, "both ids stay as tombstones");
+}

@@ -45,10 +45,19 @@ impl UserState {
     }
 
     fn apply_delete(&mut self, on: bool, time_ms: TimeMs) -> Change {
-        if let Err(pos) = self.delete_log.binary_search(&(time_ms, on)) {
-            self.delete_log.insert(pos, (time_ms, on));
+        let logged = match self.delete_log.binary_search(&(time_ms, on)) {
+            Ok(_) => false,
+            Err(pos) => {
+                self.delete_log.insert(pos, (time_ms, on));
+                true
+            }
+        };
+        match merge_toggle(&mut self.deleted, on, time_ms) {
+            // Too old for the flag, but new to the purge history: the state
+            // changed and must be saved.
+            Change::Stale if logged => Change::Applied,
+            c => c,
         }
-        merge_toggle(&mut self.deleted, on, time_ms)
     }
 
     /// When this user's posts are purged: the earliest `t + 30 days` over the
@@ -165,6 +174,18 @@ mod tests {
         }
         assert_eq!(a, b);
         assert_eq!(a.purge_at(), Some(50 * DAY));
+    }
+
+    #[test]
+    fn regression_a_stale_user_delete_still_enters_the_purge_history() {
+        // Found by tests/property.rs: an undelete 30 days + 1 ms after the
+        // delete arrived first; the delete was stale for the flag, reported
+        // no change, and its log entry was never saved.
+        let mut u = UserState::default();
+        undel(&mut u, 30 * DAY + 1);
+        assert_eq!(u.apply(&UserEvent::Delete { user_id: 1 }, 0), Change::Applied);
+        assert_eq!(u.purge_at(), Some(30 * DAY));
+        assert_eq!(u.apply(&UserEvent::Delete { user_id: 1 }, 0), Change::Stale, "a repeat changes nothing");
     }
 
     #[test]

@@ -104,8 +104,6 @@ pub struct ApplyStats {
     pub duplicates: TypeCounts,
     /// Older than the known state of a toggle: ignored.
     pub stale: TypeCounts,
-    /// Stored retweets deleted because their original was.
-    pub cascaded: u64,
 }
 
 impl ApplyStats {
@@ -120,7 +118,6 @@ impl ApplyStats {
         self.applied.merge(&o.applied);
         self.duplicates.merge(&o.duplicates);
         self.stale.merge(&o.stale);
-        self.cascaded += o.cascaded;
     }
 }
 
@@ -148,6 +145,10 @@ impl ImportStats {
 /// What a maintenance pass did (the per-post work kept off the event path).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MaintenanceStats {
+    /// Deleted posts whose content was removed.
+    pub posts_deleted: u64,
+    /// Stored retweets removed because their original was deleted or purged.
+    pub retweets_cascaded: u64,
     pub users_purged: u64,
     pub posts_purged: u64,
     pub posts_geo_scrubbed: u64,
@@ -190,8 +191,8 @@ pub enum StoreError {
 /// idempotent in effect: applying a batch twice changes nothing the second
 /// time.
 pub trait Store: Send {
-    /// Applies post events (status handler). Writes status state, tombstones
-    /// and the dataset's posts, never user state.
+    /// Applies post events (status handler). Writes status state and
+    /// tombstones, never user state.
     ///
     /// # Errors
     /// A [`StoreError`] when the store cannot commit; nothing of the batch is
@@ -226,9 +227,12 @@ pub trait Store: Send {
     /// A [`StoreError`] from the store or the visitor.
     fn scan(&mut self, visit: &mut dyn FnMut(ScanRow<'_>) -> Result<(), StoreError>) -> Result<(), StoreError>;
 
-    /// Runs the per-post work kept off the event path: purges whose 30 days
-    /// have passed and geo removal after `scrub_geo`. At most `max_users`
-    /// users are processed; the rest is reported as pending.
+    /// Runs the per-post work kept off the event path: the content of deleted
+    /// posts and of their retweets, purges whose 30 days have passed, and geo
+    /// removal after `scrub_geo`. At most `max_users` users (and ten times as
+    /// many deleted posts) are processed; the rest is reported as pending.
+    /// Until it runs, reads apply the same rules from the tombstones and the
+    /// user state, so no answer waits for it.
     ///
     /// # Errors
     /// A [`StoreError`] when the store cannot commit.

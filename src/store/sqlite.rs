@@ -1,6 +1,6 @@
 //! The embedded default store: SQLite (bundled), WAL, one transaction per
 //! batch. Table ownership follows the design: the status handler writes
-//! `status_state`, `tombstones`, `like_tombstones` (and removes deleted posts);
+//! `status_state`, `tombstones`, `content_pending`, `like_tombstones`;
 //! the user handler writes `user_state` and `geo_scrub_pending`; neither reads
 //! the other's tables. Both meet only in [`SqliteStore::facts`] and
 //! [`SqliteStore::scan`], at read time.
@@ -52,6 +52,9 @@ const MIGRATIONS: [&str; 1] = [
         superseded_by INTEGER,
         withheld      TEXT
     );
+    -- deleted posts whose content the maintenance pass has yet to remove:
+    -- append-only (seq grows), so the event path writes sequential pages
+    CREATE TABLE content_pending (seq INTEGER PRIMARY KEY, id INTEGER NOT NULL);
     CREATE TABLE like_tombstones (
         user_id INTEGER NOT NULL,
         post_id INTEGER NOT NULL,
@@ -106,6 +109,9 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "cache_size", -65536)?; // 64 MiB
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // Checkpoint every 40 MiB of WAL rather than 4: pages written by many
+        // batches (tombstones, state rows) are copied back once.
+        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         let mut store = SqliteStore { conn };
         store.migrate()?;
         Ok(store)
@@ -178,7 +184,7 @@ fn user_from_row(row: &Row, at: usize) -> rusqlite::Result<UserState> {
 /// The read query behind `facts` and `scan`: a post, its status and author
 /// state, and for a retweet the same about its original.
 const SCAN_SELECT: &str = "
-SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json,
+SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json, pt.id IS NOT NULL,
        s.id IS NOT NULL, s.dropped, s.drop_t, s.superseded_by, s.withheld,
        u.id IS NOT NULL, u.deleted, u.deleted_t, u.protected, u.protected_t, u.suspended, u.suspended_t,
                          u.withheld, u.scrub_up_to, u.delete_log,
@@ -187,6 +193,7 @@ SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json,
        qu.id IS NOT NULL, qu.deleted, qu.deleted_t, qu.protected, qu.protected_t, qu.suspended, qu.suspended_t,
                           qu.withheld, qu.scrub_up_to, qu.delete_log
 FROM posts p
+LEFT JOIN tombstones pt ON pt.id = p.id
 LEFT JOIN status_state s ON s.id = p.id
 LEFT JOIN user_state u ON u.id = p.author_id
 LEFT JOIN posts q ON q.id = p.retweet_of
@@ -205,18 +212,19 @@ struct Scanned {
 fn scanned_from_row(row: &Row) -> rusqlite::Result<Scanned> {
     let id = id_of(row.get(0)?);
     let retweet_of: Option<i64> = row.get(2)?;
-    let status = if row.get::<_, bool>(5)? { status_from_row(row, 6)? } else { StatusState::default() };
-    let author = if row.get::<_, bool>(10)? { user_from_row(row, 11)? } else { UserState::default() };
+    let tombstone: bool = row.get(5)?;
+    let status = if row.get::<_, bool>(6)? { status_from_row(row, 7)? } else { StatusState::default() };
+    let author = if row.get::<_, bool>(11)? { user_from_row(row, 12)? } else { UserState::default() };
     let mut original_geo_scrubbed = false;
     let original = match retweet_of {
         None => None,
         Some(q) => {
-            let q_author = if row.get::<_, bool>(27)? { user_from_row(row, 28)? } else { UserState::default() };
+            let q_author = if row.get::<_, bool>(28)? { user_from_row(row, 29)? } else { UserState::default() };
             original_geo_scrubbed = q_author.geo_scrubbed(id_of(q));
             Some(PostView {
-                stored: row.get(20)?,
-                tombstone: row.get(21)?,
-                status: if row.get::<_, bool>(22)? { status_from_row(row, 23)? } else { StatusState::default() },
+                stored: row.get(21)?,
+                tombstone: row.get(22)?,
+                status: if row.get::<_, bool>(23)? { status_from_row(row, 24)? } else { StatusState::default() },
                 author: q_author,
             })
         }
@@ -225,7 +233,7 @@ fn scanned_from_row(row: &Row) -> rusqlite::Result<Scanned> {
         id,
         author_id: id_of(row.get(1)?),
         has_geo: row.get(3)?,
-        facts: Facts { post: PostView { stored: true, tombstone: false, status, author }, original },
+        facts: Facts { post: PostView { stored: true, tombstone, status, author }, original },
         original_geo_scrubbed,
     })
 }
@@ -259,9 +267,9 @@ fn add_tombstone(tx: &rusqlite::Transaction, id: Id, reason: i64) -> rusqlite::R
 }
 
 /// Removes post `id`'s content and every stored retweet of it, which become
-/// tombstones too. Returns how many retweets were cascaded.
-fn delete_content(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<u64> {
-    tx.prepare_cached("DELETE FROM posts WHERE id = ?1")?.execute([key(id)])?;
+/// tombstones too. Returns (posts removed, retweets cascaded).
+fn delete_content(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<(u64, u64)> {
+    let removed = tx.prepare_cached("DELETE FROM posts WHERE id = ?1")?.execute([key(id)])? as u64;
     let mut cascaded = 0;
     let retweets: Vec<i64> = tx
         .prepare_cached("DELETE FROM posts WHERE retweet_of = ?1 RETURNING id")?
@@ -271,7 +279,7 @@ fn delete_content(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<u64> {
         add_tombstone(tx, id_of(r), TOMBSTONE_CASCADE)?;
         cascaded += 1;
     }
-    Ok(cascaded)
+    Ok((removed, cascaded))
 }
 
 fn save_positions(tx: &rusqlite::Transaction, handler: HandlerKind, positions: &[Position]) -> rusqlite::Result<()> {
@@ -301,8 +309,12 @@ impl Store for SqliteStore {
                 let t = ev.time_ms;
                 let change = match &ev.event {
                     StatusEvent::Delete { id, .. } => {
+                        // The tombstone hides the post (and its retweets) at
+                        // once; removing the content is per-post work for the
+                        // maintenance pass, in id order, off the event path.
                         if add_tombstone(&tx, *id, TOMBSTONE_DELETE)? {
-                            stats.cascaded += delete_content(&tx, *id)?;
+                            tx.prepare_cached("INSERT INTO content_pending (id) VALUES (?1)")?
+                                .execute([key(*id)])?;
                             Change::Applied
                         } else {
                             Change::Duplicate
@@ -528,6 +540,32 @@ impl Store for SqliteStore {
     fn maintain(&mut self, now_ms: TimeMs, max_users: usize) -> Result<MaintenanceStats, StoreError> {
         let mut stats = MaintenanceStats::default();
         let limit = i64::try_from(max_users).unwrap_or(i64::MAX);
+        // Content of deleted posts, and the retweets of them, in id order.
+        // Selected inside the write transaction: a handler cannot slip an id
+        // below the range this pass clears.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let max_deleted = max_users.saturating_mul(10);
+        let mut deleted: Vec<(i64, i64)> = tx
+            .prepare_cached("SELECT seq, id FROM content_pending ORDER BY seq LIMIT ?1")?
+            .query_map([i64::try_from(max_deleted).unwrap_or(i64::MAX).saturating_add(1)], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if deleted.len() > max_deleted {
+            deleted.truncate(max_deleted);
+            stats.pending += 1;
+        }
+        if let Some(&(last_seq, _)) = deleted.last() {
+            // In id order: neighbouring rows share pages.
+            let mut ids: Vec<i64> = deleted.iter().map(|(_, id)| *id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for id in ids {
+                let (removed, cascaded) = delete_content(&tx, id_of(id))?;
+                stats.posts_deleted += removed;
+                stats.retweets_cascaded += cascaded;
+            }
+            tx.prepare_cached("DELETE FROM content_pending WHERE seq <= ?1")?.execute([last_seq])?;
+        }
+        tx.commit()?;
         // Purges whose 30 days have passed.
         let due: Vec<i64> = self
             .conn
@@ -549,7 +587,7 @@ impl Store for SqliteStore {
                 .collect::<Result<_, _>>()?;
             for id in &ids {
                 add_tombstone(&tx, id_of(*id), TOMBSTONE_PURGE)?;
-                delete_content(&tx, id_of(*id))?;
+                stats.retweets_cascaded += delete_content(&tx, id_of(*id))?.1;
             }
             tx.prepare_cached("INSERT OR REPLACE INTO purge_done (user_id, at_ms) VALUES (?1, ?2)")?
                 .execute(params![uid, now_ms])?;
