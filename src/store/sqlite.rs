@@ -668,3 +668,32 @@ impl Store for SqliteStore {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_is_versioned_reopening_keeps_data_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let path = path.to_str().unwrap();
+        {
+            let mut s = SqliteStore::open(path).unwrap();
+            assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+            let post = NewPost { id: 5, author_id: 1, retweet_of: None, has_geo: false, json: "{}".into() };
+            assert_eq!(s.import(&[post], &[], 0).unwrap().stored, 1);
+        }
+        {
+            let mut s = SqliteStore::open(path).unwrap();
+            assert_eq!(s.author_of(5).unwrap(), Some(1), "migrations ran once; data kept");
+            s.conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        }
+        match SqliteStore::open(path) {
+            Err(StoreError::SchemaTooNew { found, supported }) => {
+                assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
+        }
+    }
+}
