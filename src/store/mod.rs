@@ -10,6 +10,7 @@
 //! ids are stored and found exactly, only their export order is by the signed
 //! value.
 
+mod rows;
 pub mod sqlite;
 
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent, EVENT_TYPES};

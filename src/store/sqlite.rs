@@ -10,11 +10,13 @@ use super::{
     StoreError, Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use super::rows::{scanned_from, status_from, toggle_cols, user_from, Cols, SCAN_SELECT, STATUS_COLS, USER_COLS};
 use crate::post::{strip_geo, GeoScrub, NewPost};
+use crate::rules::import::{decide, Decision, Known, Refusal};
 use crate::rules::status::{superseded_ids, StatusState};
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
-use crate::rules::{countries_from_text, countries_to_text, Change, Toggle};
+use crate::rules::{countries_to_text, Change};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use std::collections::HashMap;
 
@@ -140,102 +142,19 @@ impl SqliteStore {
     }
 }
 
-fn toggle(on: Option<i64>, t: Option<i64>) -> Option<Toggle> {
-    match (on, t) {
-        (Some(on), Some(t)) => Some(Toggle { on: on != 0, time_ms: t }),
-        _ => None,
+impl Cols for Row<'_> {
+    fn i64_opt(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(self.get(i)?)
     }
-}
-
-fn toggle_cols(t: Option<Toggle>) -> (Option<i64>, Option<i64>) {
-    match t {
-        Some(t) => (Some(i64::from(t.on)), Some(t.time_ms)),
-        None => (None, None),
+    fn text_opt(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.get(i)?)
     }
-}
-
-/// Reads status state columns `dropped, drop_t, superseded_by, withheld`
-/// starting at `at`.
-fn status_from_row(row: &Row, at: usize) -> rusqlite::Result<StatusState> {
-    let withheld: Option<String> = row.get(at + 3)?;
-    Ok(StatusState {
-        dropped: toggle(row.get(at)?, row.get(at + 1)?),
-        superseded_by: row.get::<_, Option<i64>>(at + 2)?.map(id_of),
-        withheld: if withheld.is_some() { countries_from_text(withheld.as_deref()) } else { Vec::new() },
-    })
-}
-
-const USER_COLS: &str = "deleted, deleted_t, protected, protected_t, suspended, suspended_t, withheld, scrub_up_to, delete_log";
-
-/// Reads the [`USER_COLS`] starting at `at`.
-fn user_from_row(row: &Row, at: usize) -> rusqlite::Result<UserState> {
-    let withheld: Option<String> = row.get(at + 6)?;
-    let log: Option<String> = row.get(at + 8)?;
-    Ok(UserState {
-        deleted: toggle(row.get(at)?, row.get(at + 1)?),
-        protected: toggle(row.get(at + 2)?, row.get(at + 3)?),
-        suspended: toggle(row.get(at + 4)?, row.get(at + 5)?),
-        withheld: if withheld.is_some() { countries_from_text(withheld.as_deref()) } else { Vec::new() },
-        scrub_up_to: row.get::<_, Option<i64>>(at + 7)?.map(id_of),
-        delete_log: if log.is_some() { UserState::parse_delete_log(log.as_deref()) } else { Vec::new() },
-    })
-}
-
-/// The read query behind `facts` and `scan`: a post, its status and author
-/// state, and for a retweet the same about its original.
-const SCAN_SELECT: &str = "
-SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json, pt.id IS NOT NULL,
-       s.id IS NOT NULL, s.dropped, s.drop_t, s.superseded_by, s.withheld,
-       u.id IS NOT NULL, u.deleted, u.deleted_t, u.protected, u.protected_t, u.suspended, u.suspended_t,
-                         u.withheld, u.scrub_up_to, u.delete_log,
-       q.id IS NOT NULL, qt.id IS NOT NULL,
-       qs.id IS NOT NULL, qs.dropped, qs.drop_t, qs.superseded_by, qs.withheld,
-       qu.id IS NOT NULL, qu.deleted, qu.deleted_t, qu.protected, qu.protected_t, qu.suspended, qu.suspended_t,
-                          qu.withheld, qu.scrub_up_to, qu.delete_log
-FROM posts p
-LEFT JOIN tombstones pt ON pt.id = p.id
-LEFT JOIN status_state s ON s.id = p.id
-LEFT JOIN user_state u ON u.id = p.author_id
-LEFT JOIN posts q ON q.id = p.retweet_of
-LEFT JOIN tombstones qt ON qt.id = p.retweet_of
-LEFT JOIN status_state qs ON qs.id = p.retweet_of
-LEFT JOIN user_state qu ON qu.id = q.author_id";
-
-struct Scanned {
-    id: Id,
-    author_id: Id,
-    has_geo: bool,
-    facts: Facts,
-    original_geo_scrubbed: bool,
-}
-
-fn scanned_from_row(row: &Row) -> rusqlite::Result<Scanned> {
-    let id = id_of(row.get(0)?);
-    let retweet_of: Option<i64> = row.get(2)?;
-    let tombstone: bool = row.get(5)?;
-    let status = if row.get::<_, bool>(6)? { status_from_row(row, 7)? } else { StatusState::default() };
-    let author = if row.get::<_, bool>(11)? { user_from_row(row, 12)? } else { UserState::default() };
-    let mut original_geo_scrubbed = false;
-    let original = match retweet_of {
-        None => None,
-        Some(q) => {
-            let q_author = if row.get::<_, bool>(28)? { user_from_row(row, 29)? } else { UserState::default() };
-            original_geo_scrubbed = q_author.geo_scrubbed(id_of(q));
-            Some(PostView {
-                stored: row.get(21)?,
-                tombstone: row.get(22)?,
-                status: if row.get::<_, bool>(23)? { status_from_row(row, 24)? } else { StatusState::default() },
-                author: q_author,
-            })
-        }
-    };
-    Ok(Scanned {
-        id,
-        author_id: id_of(row.get(1)?),
-        has_geo: row.get(3)?,
-        facts: Facts { post: PostView { stored: true, tombstone, status, author }, original },
-        original_geo_scrubbed,
-    })
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.get(i)?)
+    }
+    fn text(&self, i: usize) -> Result<&str, StoreError> {
+        Ok(self.get_ref(i)?.as_str().map_err(rusqlite::Error::from)?)
+    }
 }
 
 /// The batch's copy of a post's status state, loaded on first use; the flag
@@ -244,17 +163,25 @@ fn status_entry<'m>(
     states: &'m mut HashMap<Id, (StatusState, bool)>,
     load: &mut rusqlite::CachedStatement<'_>,
     id: Id,
-) -> rusqlite::Result<&'m mut (StatusState, bool)> {
+) -> Result<&'m mut (StatusState, bool), StoreError> {
     if !states.contains_key(&id) {
-        let s = load.query_row([key(id)], |r| status_from_row(r, 0)).optional()?.unwrap_or_default();
+        let s = match load.query([key(id)])?.next()? {
+            Some(row) => status_from(row, 0)?,
+            None => StatusState::default(),
+        };
         states.insert(id, (s, false));
     }
     Ok(states.get_mut(&id).expect("inserted above"))
 }
 
-fn load_user(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<Option<UserState>> {
+fn load_user(tx: &rusqlite::Transaction, id: Id) -> Result<UserState, StoreError> {
     let sql = format!("SELECT {USER_COLS} FROM user_state WHERE id = ?1");
-    tx.prepare_cached(&sql)?.query_row([key(id)], |r| user_from_row(r, 0)).optional()
+    let mut st = tx.prepare_cached(&sql)?;
+    let mut rows = st.query([key(id)])?;
+    match rows.next()? {
+        Some(row) => user_from(row, 0),
+        None => Ok(UserState::default()),
+    }
 }
 
 fn is_tombstone(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<bool> {
@@ -302,9 +229,7 @@ impl Store for SqliteStore {
         // State rows touched by this batch: loaded once, saved once.
         let mut states: HashMap<Id, (StatusState, bool)> = HashMap::new();
         {
-            let mut load = tx.prepare_cached(
-                "SELECT dropped, drop_t, superseded_by, withheld FROM status_state WHERE id = ?1",
-            )?;
+            let mut load = tx.prepare_cached(&format!("SELECT {STATUS_COLS} FROM status_state WHERE id = ?1"))?;
             for ev in events {
                 let t = ev.time_ms;
                 let change = match &ev.event {
@@ -384,7 +309,7 @@ impl Store for SqliteStore {
         for ev in events {
             let uid = ev.event.user_id();
             if !states.contains_key(&uid) {
-                let s = load_user(&tx, uid)?.unwrap_or_default();
+                let s = load_user(&tx, uid)?;
                 states.insert(uid, (s, false, false));
             }
             let entry = states.get_mut(&uid).expect("inserted above");
@@ -434,54 +359,49 @@ impl Store for SqliteStore {
         let mut stats = ImportStats::default();
         let mut users: HashMap<Id, UserState> = HashMap::new();
         for p in posts {
-            if is_tombstone(&tx, p.id)? {
-                stats.refused += 1;
-                continue;
-            }
             if !users.contains_key(&p.author_id) {
-                users.insert(p.author_id, load_user(&tx, p.author_id)?.unwrap_or_default());
+                users.insert(p.author_id, load_user(&tx, p.author_id)?);
             }
-            let author = &users[&p.author_id];
-            if author.is_purged(now_ms) {
-                add_tombstone(&tx, p.id, TOMBSTONE_PURGE)?;
-                stats.refused += 1;
-                continue;
-            }
-            let mut original_scrubbed = false;
+            let mut original_tombstoned = false;
+            let mut original_author = None;
             if let Some(q) = p.retweet_of {
-                if is_tombstone(&tx, q)? {
-                    add_tombstone(&tx, p.id, TOMBSTONE_CASCADE)?;
-                    stats.refused += 1;
-                    continue;
-                }
+                original_tombstoned = is_tombstone(&tx, q)?;
                 if p.has_geo {
-                    let q_author: Option<i64> = tx
+                    original_author = tx
                         .prepare_cached("SELECT author_id FROM posts WHERE id = ?1")?
-                        .query_row([key(q)], |r| r.get(0))
-                        .optional()?;
-                    if let Some(qa) = q_author.map(id_of) {
-                        if !users.contains_key(&qa) {
-                            users.insert(qa, load_user(&tx, qa)?.unwrap_or_default());
-                        }
-                        original_scrubbed = users[&qa].geo_scrubbed(q);
+                        .query_row([key(q)], |r| r.get::<_, i64>(0))
+                        .optional()?
+                        .map(id_of);
+                    if let Some(qa) = original_author.filter(|qa| !users.contains_key(qa)) {
+                        users.insert(qa, load_user(&tx, qa)?);
                     }
                 }
             }
-            let own_scrubbed = p.has_geo && users[&p.author_id].geo_scrubbed(p.id);
-            let (json, has_geo) = if own_scrubbed || original_scrubbed {
-                stats.geo_stripped += 1;
-                let scrub = GeoScrub { own: own_scrubbed, embedded: original_scrubbed };
-                // Geo may remain in the part that was not scrubbed.
-                let still = !(own_scrubbed && (original_scrubbed || p.retweet_of.is_none()));
-                (strip_geo(&p.json, scrub), still)
-            } else {
-                (p.json.clone(), p.has_geo)
+            let known = Known {
+                tombstoned: is_tombstone(&tx, p.id)?,
+                original_tombstoned,
+                author: &users[&p.author_id],
+                original_author: original_author.map(|qa| &users[&qa]),
             };
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO posts (id, author_id, retweet_of, has_geo, json) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![key(p.id), key(p.author_id), p.retweet_of.map(key), has_geo, json])?;
-            stats.stored += 1;
+            match decide(p, &known, now_ms) {
+                Decision::Refuse(why) => {
+                    let reason = match why {
+                        Refusal::Tombstoned => TOMBSTONE_DELETE,
+                        Refusal::RetweetOfTombstone => TOMBSTONE_CASCADE,
+                        Refusal::AuthorPurged => TOMBSTONE_PURGE,
+                    };
+                    add_tombstone(&tx, p.id, reason)?;
+                    stats.refused += 1;
+                }
+                Decision::Store { json, has_geo, geo_stripped } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO posts (id, author_id, retweet_of, has_geo, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![key(p.id), key(p.author_id), p.retweet_of.map(key), has_geo, json])?;
+                    stats.stored += 1;
+                    stats.geo_stripped += u64::from(geo_stripped);
+                }
+            }
         }
         for l in likes {
             let gone = tx
@@ -503,9 +423,10 @@ impl Store for SqliteStore {
 
     fn facts(&mut self, id: Id) -> Result<Facts, StoreError> {
         let sql = format!("{SCAN_SELECT} WHERE p.id = ?1");
-        let found = self.conn.prepare_cached(&sql)?.query_row([key(id)], scanned_from_row).optional()?;
-        match found {
-            Some(s) => Ok(s.facts),
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query([key(id)])?;
+        match rows.next()? {
+            Some(row) => Ok(scanned_from(row)?.facts),
             None => {
                 let tombstone = self
                     .conn
@@ -523,8 +444,8 @@ impl Store for SqliteStore {
         let mut st = self.conn.prepare(&sql)?;
         let mut rows = st.query([])?;
         while let Some(row) = rows.next()? {
-            let s = scanned_from_row(row)?;
-            let json = row.get_ref(4)?.as_str().map_err(rusqlite::Error::from)?;
+            let s = scanned_from(row)?;
+            let json = row.text(4)?;
             visit(ScanRow {
                 id: s.id,
                 author_id: s.author_id,

@@ -1,0 +1,118 @@
+//! What both backends share: the read query behind `facts` and `scan`, and
+//! the decoding of state columns into the rules' values, over a minimal
+//! column-access trait that rusqlite and postgres rows both implement.
+
+use super::{id_of, StoreError};
+use crate::event::Id;
+use crate::rules::status::StatusState;
+use crate::rules::user::UserState;
+use crate::rules::visibility::{Facts, PostView};
+use crate::rules::{countries_from_text, Toggle};
+
+/// Typed access to the columns of one result row.
+pub(crate) trait Cols {
+    fn i64_opt(&self, i: usize) -> Result<Option<i64>, StoreError>;
+    fn text_opt(&self, i: usize) -> Result<Option<String>, StoreError>;
+    /// A boolean expression (`x IS NOT NULL`) or a boolean/0-1 column.
+    fn flag(&self, i: usize) -> Result<bool, StoreError>;
+    /// The post's JSON (column 4 of [`SCAN_SELECT`]), without copying where
+    /// the backend allows.
+    fn text(&self, i: usize) -> Result<&str, StoreError>;
+}
+
+pub(crate) const STATUS_COLS: &str = "dropped, drop_t, superseded_by, withheld";
+pub(crate) const USER_COLS: &str =
+    "deleted, deleted_t, protected, protected_t, suspended, suspended_t, withheld, scrub_up_to, delete_log";
+
+fn toggle(on: Option<i64>, t: Option<i64>) -> Option<Toggle> {
+    match (on, t) {
+        (Some(on), Some(t)) => Some(Toggle { on: on != 0, time_ms: t }),
+        _ => None,
+    }
+}
+
+/// The storage columns of a toggle: (on as 0/1, event time).
+pub(crate) fn toggle_cols(t: Option<Toggle>) -> (Option<i64>, Option<i64>) {
+    match t {
+        Some(t) => (Some(i64::from(t.on)), Some(t.time_ms)),
+        None => (None, None),
+    }
+}
+
+/// Reads [`STATUS_COLS`] starting at `at`.
+pub(crate) fn status_from(c: &impl Cols, at: usize) -> Result<StatusState, StoreError> {
+    Ok(StatusState {
+        dropped: toggle(c.i64_opt(at)?, c.i64_opt(at + 1)?),
+        superseded_by: c.i64_opt(at + 2)?.map(id_of),
+        withheld: countries_from_text(c.text_opt(at + 3)?.as_deref()),
+    })
+}
+
+/// Reads [`USER_COLS`] starting at `at`.
+pub(crate) fn user_from(c: &impl Cols, at: usize) -> Result<UserState, StoreError> {
+    Ok(UserState {
+        deleted: toggle(c.i64_opt(at)?, c.i64_opt(at + 1)?),
+        protected: toggle(c.i64_opt(at + 2)?, c.i64_opt(at + 3)?),
+        suspended: toggle(c.i64_opt(at + 4)?, c.i64_opt(at + 5)?),
+        withheld: countries_from_text(c.text_opt(at + 6)?.as_deref()),
+        scrub_up_to: c.i64_opt(at + 7)?.map(id_of),
+        delete_log: UserState::parse_delete_log(c.text_opt(at + 8)?.as_deref()),
+    })
+}
+
+/// A post, its own tombstone, its status and author state, and for a
+/// retweet the same about its original.
+pub(crate) const SCAN_SELECT: &str = "
+SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json, pt.id IS NOT NULL,
+       s.id IS NOT NULL, s.dropped, s.drop_t, s.superseded_by, s.withheld,
+       u.id IS NOT NULL, u.deleted, u.deleted_t, u.protected, u.protected_t, u.suspended, u.suspended_t,
+                         u.withheld, u.scrub_up_to, u.delete_log,
+       q.id IS NOT NULL, qt.id IS NOT NULL,
+       qs.id IS NOT NULL, qs.dropped, qs.drop_t, qs.superseded_by, qs.withheld,
+       qu.id IS NOT NULL, qu.deleted, qu.deleted_t, qu.protected, qu.protected_t, qu.suspended, qu.suspended_t,
+                          qu.withheld, qu.scrub_up_to, qu.delete_log
+FROM posts p
+LEFT JOIN tombstones pt ON pt.id = p.id
+LEFT JOIN status_state s ON s.id = p.id
+LEFT JOIN user_state u ON u.id = p.author_id
+LEFT JOIN posts q ON q.id = p.retweet_of
+LEFT JOIN tombstones qt ON qt.id = p.retweet_of
+LEFT JOIN status_state qs ON qs.id = p.retweet_of
+LEFT JOIN user_state qu ON qu.id = q.author_id";
+
+/// One row of [`SCAN_SELECT`], decoded (the JSON stays in the row).
+pub(crate) struct Scanned {
+    pub id: Id,
+    pub author_id: Id,
+    pub has_geo: bool,
+    pub facts: Facts,
+    pub original_geo_scrubbed: bool,
+}
+
+pub(crate) fn scanned_from(c: &impl Cols) -> Result<Scanned, StoreError> {
+    let id = c.i64_opt(0)?.map(id_of).unwrap_or_default();
+    let retweet_of = c.i64_opt(2)?;
+    let status = if c.flag(6)? { status_from(c, 7)? } else { StatusState::default() };
+    let author = if c.flag(11)? { user_from(c, 12)? } else { UserState::default() };
+    let mut original_geo_scrubbed = false;
+    let original = match retweet_of {
+        None => None,
+        Some(q) => {
+            let q_author = if c.flag(28)? { user_from(c, 29)? } else { UserState::default() };
+            original_geo_scrubbed = q_author.geo_scrubbed(id_of(q));
+            Some(PostView {
+                stored: c.flag(21)?,
+                tombstone: c.flag(22)?,
+                status: if c.flag(23)? { status_from(c, 24)? } else { StatusState::default() },
+                author: q_author,
+            })
+        }
+    };
+    Ok(Scanned {
+        id,
+        author_id: c.i64_opt(1)?.map(id_of).unwrap_or_default(),
+        has_geo: c.flag(3)?,
+        facts: Facts { post: PostView { stored: true, tombstone: c.flag(5)?, status, author }, original },
+        original_geo_scrubbed,
+    })
+}
