@@ -5,10 +5,13 @@
 //! Toggle events get distinct event times: with equal times the rules let the
 //! later arrival win, which is order-dependent by definition.
 
+mod common;
+use common::{Backend, PgSchema};
 use complyd::event::{parse_line, Country, EventKind, Message};
 use complyd::post::parse_post_line;
 use complyd::store::{self, Store, Timed};
 use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestRunner};
 
 const DAY: i64 = 24 * 3600 * 1000;
 const COUNTRIES: [&str; 4] = ["DE", "FR", "XX", "XY"];
@@ -124,10 +127,20 @@ fn import(store: &mut dyn Store, lines: &[String], now: i64) {
     store.import(&posts, &[], now).unwrap();
 }
 
+/// Where the stores of one test case live.
+struct Place<'a> {
+    backend: Backend,
+    dir: &'a std::path::Path,
+}
+
 /// Builds a store and returns its export in every country of interest.
-fn final_export(dir: &std::path::Path, name: &str, data: &[String], events: &[String], import_first: bool, chunk: usize) -> Vec<String> {
+fn final_export(at: &Place, name: &str, data: &[String], events: &[String], import_first: bool, chunk: usize) -> Vec<String> {
     let now = chrono::Utc::now().timestamp_millis();
-    let url = format!("sqlite:{}", dir.join(format!("{name}.db")).display());
+    let schema = (at.backend == Backend::Postgres).then(PgSchema::new);
+    let url = match &schema {
+        Some(s) => s.url(),
+        None => format!("sqlite:{}", at.dir.join(format!("{name}.db")).display()),
+    };
     let mut store = store::open(&url).unwrap();
     if import_first {
         import(store.as_mut(), data, now);
@@ -147,24 +160,21 @@ fn final_export(dir: &std::path::Path, name: &str, data: &[String], events: &[St
     out
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+on_both_backends!(export_is_independent_of_order_batching_duplicates_and_import_time);
 
-    #[test]
-    fn export_is_independent_of_order_batching_duplicates_and_import_time(
-        data in dataset(),
-        events in events(),
-        seed in any::<u64>(),
-        chunk in 1usize..7,
-        dup_mask in any::<u64>(),
-    ) {
+fn export_is_independent_of_order_batching_duplicates_and_import_time(backend: Backend) {
+    let config = ProptestConfig { cases: 48, source_file: Some(file!()), ..ProptestConfig::default() };
+    let mut runner = TestRunner::new(config);
+    let strategy = (dataset(), events(), any::<u64>(), 1usize..7, any::<u64>());
+    let result = runner.run(&strategy, |(data, events, seed, chunk, dup_mask)| {
         let dir = tempfile::tempdir().unwrap();
+        let at = Place { backend, dir: dir.path() };
         let lines = data.lines();
-        let reference = final_export(dir.path(), "reference", &lines, &events, true, 10_000);
+        let reference = final_export(&at, "reference", &lines, &events, true, 10_000);
 
         let mut reversed = events.clone();
         reversed.reverse();
-        prop_assert_eq!(&final_export(dir.path(), "reversed", &lines, &reversed, true, chunk), &reference, "reversed order");
+        prop_assert_eq!(&final_export(&at, "reversed", &lines, &reversed, true, chunk), &reference, "reversed order");
 
         // A pseudo-random permutation, with some events duplicated.
         let mut shuffled: Vec<(u64, String)> = events
@@ -180,14 +190,18 @@ proptest! {
                 with_dups.push(e);
             }
         }
-        prop_assert_eq!(&final_export(dir.path(), "shuffled", &lines, &with_dups, true, chunk), &reference, "shuffled with duplicates");
+        prop_assert_eq!(&final_export(&at, "shuffled", &lines, &with_dups, true, chunk), &reference, "shuffled with duplicates");
 
         // Applied twice over: nothing changes.
         let mut twice = events.clone();
         twice.extend(events.iter().cloned());
-        prop_assert_eq!(&final_export(dir.path(), "twice", &lines, &twice, true, chunk), &reference, "every event twice");
+        prop_assert_eq!(&final_export(&at, "twice", &lines, &twice, true, chunk), &reference, "every event twice");
 
         // Posts imported after the events: the known rules apply at import.
-        prop_assert_eq!(&final_export(dir.path(), "import_after", &lines, &events, false, chunk), &reference, "import after replay");
+        prop_assert_eq!(&final_export(&at, "import_after", &lines, &events, false, chunk), &reference, "import after replay");
+        Ok::<(), TestCaseError>(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

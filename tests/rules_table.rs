@@ -20,10 +20,10 @@ struct Case {
     expect: Vec<(u64, Option<&'static str>, bool)>,
 }
 
-fn run_cases(cases: Vec<Case>) {
+fn run_cases(backend: Backend, cases: Vec<Case>) {
     let mut failures = Vec::new();
     for case in cases {
-        let s = Scratch::new();
+        let s = Scratch::on(backend);
         for step in &case.steps {
             match step {
                 Import(lines) => {
@@ -49,9 +49,16 @@ fn run_cases(cases: Vec<Case>) {
     assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
 }
 
-#[test]
-fn status_rules_table() {
-    run_cases(vec![
+on_both_backends!(
+    status_rules_table,
+    user_rules_table,
+    scrub_geo_removes_geo_up_to_and_including_the_id,
+    visibility_clauses,
+    favorite_delete_removes_the_like_and_a_later_import_does_not_restore_it,
+);
+
+fn status_rules_table(backend: Backend) {
+    run_cases(backend, vec![
         Case {
             name: "delete makes the post a tombstone",
             steps: vec![Import(vec![post(10, 1), post(11, 1)]), Replay(vec![delete(10, 1, T)])],
@@ -138,8 +145,7 @@ fn status_rules_table() {
     ]);
 }
 
-#[test]
-fn user_rules_table() {
+fn user_rules_table(backend: Backend) {
     let mut cases = Vec::new();
     for (set, clear) in [("user_delete", "user_undelete"), ("user_protect", "user_unprotect"), ("user_suspend", "user_unsuspend")] {
         cases.push(Case {
@@ -207,12 +213,11 @@ fn user_rules_table() {
             expect: vec![(10, None, true)],
         },
     ]);
-    run_cases(cases);
+    run_cases(backend, cases);
 }
 
-#[test]
-fn scrub_geo_removes_geo_up_to_and_including_the_id() {
-    let s = Scratch::new();
+fn scrub_geo_removes_geo_up_to_and_including_the_id(backend: Backend) {
+    let s = Scratch::on(backend);
     s.import(&[geo_post(10, 1), geo_post(11, 1), geo_post(12, 1), geo_post(13, 2)]);
     s.replay(&[scrub_geo(1, 11, T)]);
     let out = s.export(None);
@@ -229,9 +234,8 @@ fn scrub_geo_removes_geo_up_to_and_including_the_id() {
     assert!(s.export(None).iter().any(|l| l.contains("\"id_str\":\"12\"") && l.contains("coordinates")));
 }
 
-#[test]
-fn visibility_clauses() {
-    run_cases(vec![
+fn visibility_clauses(backend: Backend) {
+    run_cases(backend, vec![
         Case {
             name: "1: a post that is not stored is not visible",
             steps: vec![Import(vec![post(10, 1)])],
@@ -289,9 +293,8 @@ fn visibility_clauses() {
     ]);
 }
 
-#[test]
-fn favorite_delete_removes_the_like_and_a_later_import_does_not_restore_it() {
-    let s = Scratch::new();
+fn favorite_delete_removes_the_like_and_a_later_import_does_not_restore_it(backend: Backend) {
+    let s = Scratch::on(backend);
     let like = |u: u64, p: u64| format!(r#"{{"like":{{"user_id":"{u}","tweet_id":"{p}"}}}}"#);
     s.import(&[post(10, 1), like(5, 10), like(6, 10)]);
     let summary = s.replay(&[favorite_delete(5, 10, T)]);

@@ -10,6 +10,7 @@
 //! ids are stored and found exactly, only their export order is by the signed
 //! value.
 
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -173,12 +174,17 @@ pub struct ScanRow<'a> {
 pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("the store's schema version {found} is newer than this complyd understands ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("store URL {0:?} is not sqlite:PATH or postgres://...")]
     BadUrl(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The store's server could not be reached (the URL shown is redacted).
+    #[error("{0}")]
+    Connect(String),
     #[error("store I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("export stopped: {0}")]
@@ -272,9 +278,7 @@ pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
         return Ok(Box::new(sqlite::SqliteStore::open(path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Unsupported(
-            "this build has no PostgreSQL store yet; use sqlite:PATH".to_owned(),
-        ));
+        return Ok(Box::new(postgres::PostgresStore::open(url)?));
     }
     Err(StoreError::BadUrl(redact_url(url)))
 }

@@ -12,26 +12,96 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
-/// A scratch directory with an SQLite store in it.
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The environment variable naming the PostgreSQL server for the tests
+/// (`scripts/pg-test-server.sh` starts one and prints its URL).
+pub const PG_ENV: &str = "COMPLYD_TEST_POSTGRES";
+
+/// The test server's URL. A test that needs PostgreSQL fails loudly without
+/// it: it is never skipped and counted as passing.
+pub fn pg_base_url() -> String {
+    std::env::var(PG_ENV).unwrap_or_else(|_| {
+        panic!("{PG_ENV} is not set: this test needs PostgreSQL. Run `bash scripts/test.sh`, or start one with `scripts/pg-test-server.sh` and export {PG_ENV}=<the URL it prints>")
+    })
+}
+
+/// A fresh, empty PostgreSQL schema; dropped with the guard.
+pub struct PgSchema {
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn new() -> PgSchema {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "t{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        );
+        let mut c = postgres::Client::connect(&pg_base_url(), postgres::NoTls).expect("the test PostgreSQL answers");
+        c.batch_execute(&format!("CREATE SCHEMA {name}")).unwrap();
+        PgSchema { name }
+    }
+
+    /// The store URL for this schema (`options=-c search_path=...`).
+    pub fn url(&self) -> String {
+        let base = pg_base_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}options=-csearch_path%3D{}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&pg_base_url(), postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+/// A scratch directory with a store: SQLite in the directory, or a fresh
+/// PostgreSQL schema.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    pg: Option<PgSchema>,
 }
 
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::tempdir().unwrap() }
+        Scratch::on(Backend::Sqlite)
+    }
+
+    pub fn on(backend: Backend) -> Scratch {
+        let pg = (backend == Backend::Postgres).then(PgSchema::new);
+        Scratch { dir: tempfile::tempdir().unwrap(), backend, pg }
     }
 
     pub fn db_path(&self) -> PathBuf {
+        assert_eq!(self.backend, Backend::Sqlite, "db_path is for SQLite stores");
         self.dir.path().join("store.db")
     }
 
     pub fn db(&self) -> String {
-        format!("sqlite:{}", self.db_path().display())
+        match &self.pg {
+            Some(schema) => schema.url(),
+            None => format!("sqlite:{}", self.db_path().display()),
+        }
     }
 
     pub fn dead_letter_path(&self) -> PathBuf {
-        self.dir.path().join("store.db.deadletter.jsonl")
+        match self.backend {
+            Backend::Sqlite => self.dir.path().join("store.db.deadletter.jsonl"),
+            Backend::Postgres => self.dir.path().join("complyd.deadletter.jsonl"),
+        }
     }
 
     /// Runs `complyd ARGS --db <store>` with `stdin`, in the scratch dir.
@@ -187,4 +257,25 @@ pub fn favorite_delete(user: u64, post: u64, t: i64) -> String {
 /// Milliseconds to the `2014-08-27T23:49:41.839+00:00` form of `timestampMs`.
 pub fn chrono_iso(t: i64) -> String {
     chrono::DateTime::from_timestamp_millis(t).unwrap().format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string()
+}
+
+/// Generates, for each `fn name(backend: Backend)`, a test `sqlite::name` and
+/// a test `postgres::name`. The PostgreSQL ones are ignored by a bare
+/// `cargo test` (they are listed as ignored, never counted as passed);
+/// `scripts/test.sh` and CI run them with `--include-ignored`, and there a
+/// missing server fails them loudly.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($f:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $f() { super::$f($crate::common::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+                fn $f() { super::$f($crate::common::Backend::Postgres) }
+            )*
+        }
+    };
 }

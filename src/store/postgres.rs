@@ -1,0 +1,757 @@
+//! The PostgreSQL store, for large datasets and several daemons sharing one
+//! database. Same schema semantics as SQLite; every batch is a handful of
+//! set-based statements (`unnest` arrays), never one statement per event.
+//!
+//! Concurrent writers converge: state rows are created when missing, then
+//! locked in id order (`FOR UPDATE`), merged by the same pure rules as every
+//! backend ("later event time wins" included), and written back. A
+//! transaction-scoped advisory lock (shared for import, exclusive for the
+//! maintenance pass) keeps a post from being stored just as its tombstone's
+//! content removal runs.
+//!
+//! The synchronous `postgres` client runs its own small runtime: call it from
+//! a plain thread (a SyncArbiter actor), never from inside an async task.
+
+use super::rows::{scanned_from, status_from, toggle_cols, user_from, Cols, SCAN_SELECT, STATUS_COLS, USER_COLS};
+use super::{
+    id_of, key, redact_url, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow,
+    Store, StoreError, Timed,
+};
+use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use crate::post::{strip_geo, GeoScrub, NewPost};
+use crate::rules::import::{decide, Decision, Known, Refusal};
+use crate::rules::status::{superseded_ids, StatusState};
+use crate::rules::user::UserState;
+use crate::rules::visibility::{Facts, PostView};
+use crate::rules::{countries_to_text, Change};
+use postgres::{Client, Row, Transaction};
+use std::collections::{HashMap, HashSet};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: [&str; 1] = [
+    // 0 -> 1
+    "
+    CREATE TABLE posts (
+        id          bigint PRIMARY KEY,
+        author_id   bigint NOT NULL,
+        retweet_of  bigint,
+        has_geo     boolean NOT NULL,
+        json        text NOT NULL
+    );
+    CREATE INDEX posts_by_author ON posts (author_id, id);
+    CREATE INDEX posts_by_retweet_of ON posts (retweet_of) WHERE retweet_of IS NOT NULL;
+    CREATE TABLE likes (user_id bigint NOT NULL, post_id bigint NOT NULL, PRIMARY KEY (user_id, post_id));
+
+    -- status handler
+    CREATE TABLE tombstones (id bigint PRIMARY KEY, reason smallint NOT NULL);
+    CREATE TABLE content_pending (seq bigserial PRIMARY KEY, id bigint NOT NULL);
+    CREATE TABLE status_state (
+        id bigint PRIMARY KEY, dropped bigint, drop_t bigint, superseded_by bigint, withheld text
+    );
+    CREATE TABLE like_tombstones (user_id bigint NOT NULL, post_id bigint NOT NULL, PRIMARY KEY (user_id, post_id));
+
+    -- user handler
+    CREATE TABLE user_state (
+        id bigint PRIMARY KEY,
+        deleted bigint, deleted_t bigint,
+        protected bigint, protected_t bigint,
+        suspended bigint, suspended_t bigint,
+        withheld text, scrub_up_to bigint, delete_log text, purge_at bigint
+    );
+    CREATE INDEX user_state_purge_at ON user_state (purge_at) WHERE purge_at IS NOT NULL;
+    CREATE TABLE geo_scrub_pending (user_id bigint PRIMARY KEY);
+
+    -- maintenance
+    CREATE TABLE purge_done (user_id bigint PRIMARY KEY, at_ms bigint NOT NULL);
+
+    -- stream positions, committed with each batch
+    CREATE TABLE positions (
+        handler text NOT NULL, partition integer NOT NULL,
+        last_event_ms bigint NOT NULL, last_byte_ms bigint NOT NULL,
+        PRIMARY KEY (handler, partition)
+    );
+    ",
+];
+
+const TOMBSTONE_DELETE: i16 = 1;
+const TOMBSTONE_CASCADE: i16 = 2;
+const TOMBSTONE_PURGE: i16 = 3;
+
+/// Advisory lock keys (per schema, so that stores in different schemas of
+/// one database never contend).
+const LOCK_MIGRATE: &str = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.complyd.migrate'))";
+const LOCK_IMPORT: &str = "SELECT pg_advisory_xact_lock_shared(hashtext(current_schema() || '.complyd.content'))";
+const LOCK_MAINTAIN: &str = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.complyd.content'))";
+
+/// How often a batch is retried after a deadlock or serialization failure.
+const RETRIES: usize = 5;
+
+pub struct PostgresStore {
+    client: Client,
+}
+
+impl Cols for Row {
+    fn i64_opt(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn text_opt(&self, i: usize) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn flag(&self, i: usize) -> Result<bool, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+    fn text(&self, i: usize) -> Result<&str, StoreError> {
+        Ok(self.try_get(i)?)
+    }
+}
+
+fn is_retryable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Postgres(pe) => pe.code().is_some_and(|c| {
+            *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                || *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+        }),
+        _ => false,
+    }
+}
+
+impl PostgresStore {
+    /// Connects (TLS when the server offers it, or as `sslmode` says) and
+    /// migrates.
+    ///
+    /// # Errors
+    /// Connection or migration errors; the URL's password is never shown.
+    pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+            .map_err(|e| StoreError::Unsupported(format!("TLS setup: {e}")))?;
+        builder.set_verify(openssl::ssl::SslVerifyMode::PEER);
+        let tls = postgres_openssl::MakeTlsConnector::new(builder.build());
+        let client = Client::connect(url, tls).map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            StoreError::Connect(format!("cannot connect to {}: {e}{cause}", redact_url(url)))
+        })?;
+        let mut store = PostgresStore { client };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute(LOCK_MIGRATE, &[])?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS complyd_meta (key text PRIMARY KEY, value bigint NOT NULL)")?;
+        let found: i64 = tx
+            .query_opt("SELECT value FROM complyd_meta WHERE key = 'schema_version'", &[])?
+            .map_or(0, |r| r.get(0));
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        }
+        for (v, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO complyd_meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&(v as i64 + 1)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Brings an empty schema to `version` exactly (for migration tests: a
+    /// store as an older complyd left it).
+    ///
+    /// # Errors
+    /// Connection or database errors.
+    #[doc(hidden)]
+    pub fn create_at_version(url: &str, version: i64) -> Result<(), StoreError> {
+        let mut client = Client::connect(url, postgres::NoTls)?;
+        let mut tx = client.transaction()?;
+        tx.batch_execute("CREATE TABLE complyd_meta (key text PRIMARY KEY, value bigint NOT NULL)")?;
+        for sql in MIGRATIONS.iter().take(usize::try_from(version).unwrap_or(0)) {
+            tx.batch_execute(sql)?;
+        }
+        tx.execute("INSERT INTO complyd_meta (key, value) VALUES ('schema_version', $1)", &[&version])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The schema version of the open store.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn schema_version(&mut self) -> Result<i64, StoreError> {
+        Ok(self
+            .client
+            .query_opt("SELECT value FROM complyd_meta WHERE key = 'schema_version'", &[])?
+            .map_or(0, |r| r.get(0)))
+    }
+
+    /// Runs `f` in a transaction, retried on deadlock or serialization
+    /// failure (concurrent writers).
+    fn with_tx<T>(&mut self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut tx = self.client.transaction()?;
+            match f(&mut tx).and_then(|v| tx.commit().map(|()| v).map_err(StoreError::from)) {
+                Ok(v) => return Ok(v),
+                Err(e) if is_retryable(&e) && attempt < RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %e, "Store transaction conflicted with another writer; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn sorted_unique(mut v: Vec<i64>) -> Vec<i64> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn save_positions(tx: &mut Transaction<'_>, handler: HandlerKind, positions: &[Position]) -> Result<(), StoreError> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<i32> = positions.iter().map(|p| i32::from(p.partition)).collect();
+    let ev: Vec<i64> = positions.iter().map(|p| p.last_event_ms).collect();
+    let by: Vec<i64> = positions.iter().map(|p| p.last_byte_ms).collect();
+    tx.execute(
+        "INSERT INTO positions (handler, partition, last_event_ms, last_byte_ms)
+         SELECT $1, * FROM unnest($2::integer[], $3::bigint[], $4::bigint[])
+         ON CONFLICT (handler, partition) DO UPDATE SET
+           last_event_ms = GREATEST(positions.last_event_ms, excluded.last_event_ms),
+           last_byte_ms = GREATEST(positions.last_byte_ms, excluded.last_byte_ms)",
+        &[&handler.as_str(), &parts, &ev, &by],
+    )?;
+    Ok(())
+}
+
+/// Tombstones `ids` (sorted) with `reason`; returns those that were new.
+fn add_tombstones(tx: &mut Transaction<'_>, ids: &[i64], reason: i16) -> Result<HashSet<i64>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(tx
+        .query(
+            "INSERT INTO tombstones (id, reason) SELECT unnest($1::bigint[]), $2 ON CONFLICT DO NOTHING RETURNING id",
+            &[&ids, &reason],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Removes the content of `ids` and of every stored retweet of them (which
+/// become tombstones). Returns (posts removed, retweets cascaded).
+fn delete_content(tx: &mut Transaction<'_>, ids: &[i64]) -> Result<(u64, u64), StoreError> {
+    if ids.is_empty() {
+        return Ok((0, 0));
+    }
+    let removed = tx.execute("DELETE FROM posts WHERE id = ANY($1)", &[&ids])?;
+    let retweets: Vec<i64> = sorted_unique(
+        tx.query("DELETE FROM posts WHERE retweet_of = ANY($1) RETURNING id", &[&ids])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    );
+    add_tombstones(tx, &retweets, TOMBSTONE_CASCADE)?;
+    Ok((removed, retweets.len() as u64))
+}
+
+fn load_users(tx: &mut Transaction<'_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {
+    let sql = format!(
+        "SELECT id, {USER_COLS} FROM user_state WHERE id = ANY($1) ORDER BY id{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let mut out = HashMap::with_capacity(ids.len());
+    for row in tx.query(&sql, &[&ids])? {
+        out.insert(id_of(row.get(0)), user_from(&row, 1)?);
+    }
+    Ok(out)
+}
+
+impl PostgresStore {
+    fn apply_status_once(
+        tx: &mut Transaction<'_>,
+        events: &[Timed<StatusEvent>],
+        positions: &[Position],
+    ) -> Result<ApplyStats, StoreError> {
+        let mut stats = ApplyStats::default();
+        // Deletes: the tombstone set says which are new.
+        let deletes = sorted_unique(
+            events
+                .iter()
+                .filter_map(|e| match e.event {
+                    StatusEvent::Delete { id, .. } => Some(key(id)),
+                    _ => None,
+                })
+                .collect(),
+        );
+        let mut new_tombstones = add_tombstones(tx, &deletes, TOMBSTONE_DELETE)?;
+        if !new_tombstones.is_empty() {
+            let queued = sorted_unique(new_tombstones.iter().copied().collect());
+            tx.execute("INSERT INTO content_pending (id) SELECT unnest($1::bigint[])", &[&queued])?;
+        }
+        // Like deletes.
+        let likes: Vec<(i64, i64)> = events
+            .iter()
+            .filter_map(|e| match e.event {
+                StatusEvent::FavoriteDelete { user_id, post_id } => Some((key(user_id), key(post_id))),
+                _ => None,
+            })
+            .collect();
+        let mut new_like_tombstones: HashSet<(i64, i64)> = HashSet::new();
+        if !likes.is_empty() {
+            let mut sorted = likes.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            let (us, ps): (Vec<i64>, Vec<i64>) = sorted.into_iter().unzip();
+            new_like_tombstones = tx
+                .query(
+                    "INSERT INTO like_tombstones (user_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[])
+                     ON CONFLICT DO NOTHING RETURNING user_id, post_id",
+                    &[&us, &ps],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            tx.execute(
+                "DELETE FROM likes l USING unnest($1::bigint[], $2::bigint[]) AS d(u, p) WHERE l.user_id = d.u AND l.post_id = d.p",
+                &[&us, &ps],
+            )?;
+        }
+        // Status state rows: created when missing, locked in id order.
+        let mut touched: Vec<i64> = Vec::new();
+        for e in events {
+            match &e.event {
+                StatusEvent::Withheld { id, .. } | StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
+                    touched.push(key(*id))
+                }
+                StatusEvent::Edit { id, edit_ids, .. } => touched.extend(superseded_ids(*id, edit_ids).map(key)),
+                _ => {}
+            }
+        }
+        let touched = sorted_unique(touched);
+        let mut states: HashMap<Id, (StatusState, bool)> = HashMap::new();
+        if !touched.is_empty() {
+            tx.execute("INSERT INTO status_state (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING", &[&touched])?;
+            let sql = format!("SELECT id, {STATUS_COLS} FROM status_state WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+            for row in tx.query(&sql, &[&touched])? {
+                states.insert(id_of(row.get(0)), (status_from(&row, 1)?, false));
+            }
+        }
+        for e in events {
+            let t = e.time_ms;
+            let change = match &e.event {
+                StatusEvent::Delete { id, .. } => {
+                    if new_tombstones.remove(&key(*id)) {
+                        Change::Applied
+                    } else {
+                        Change::Duplicate
+                    }
+                }
+                StatusEvent::FavoriteDelete { user_id, post_id } => {
+                    if new_like_tombstones.remove(&(key(*user_id), key(*post_id))) {
+                        Change::Applied
+                    } else {
+                        Change::Duplicate
+                    }
+                }
+                StatusEvent::Withheld { id, countries, .. } => {
+                    let s = states.entry(*id).or_default();
+                    let c = s.0.apply_withheld(countries);
+                    s.1 |= c.changed();
+                    c
+                }
+                StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
+                    let s = states.entry(*id).or_default();
+                    let c = s.0.apply_drop(matches!(e.event, StatusEvent::Drop { .. }), t);
+                    s.1 |= c.changed();
+                    c
+                }
+                StatusEvent::Edit { id, edit_ids, .. } => {
+                    let mut change = Change::Duplicate;
+                    for old in superseded_ids(*id, edit_ids) {
+                        let s = states.entry(old).or_default();
+                        if s.0.apply_superseded(*id).changed() {
+                            s.1 = true;
+                            change = Change::Applied;
+                        }
+                    }
+                    change
+                }
+            };
+            stats.record(e.event.type_name(), change);
+        }
+        let dirty: Vec<(&Id, &StatusState)> = states.iter().filter(|(_, (_, d))| *d).map(|(id, (s, _))| (id, s)).collect();
+        if !dirty.is_empty() {
+            let ids: Vec<i64> = dirty.iter().map(|(id, _)| key(**id)).collect();
+            let (mut d, mut dt, mut sb, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (_, s) in &dirty {
+                let (on, t) = toggle_cols(s.dropped);
+                d.push(on);
+                dt.push(t);
+                sb.push(s.superseded_by.map(key));
+                w.push(countries_to_text(&s.withheld));
+            }
+            tx.execute(
+                "UPDATE status_state s SET dropped = u.d, drop_t = u.dt, superseded_by = u.sb, withheld = u.w
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[]) AS u(id, d, dt, sb, w)
+                 WHERE s.id = u.id",
+                &[&ids, &d, &dt, &sb, &w],
+            )?;
+        }
+        save_positions(tx, HandlerKind::Status, positions)?;
+        Ok(stats)
+    }
+
+    fn apply_user_once(
+        tx: &mut Transaction<'_>,
+        events: &[Timed<UserEvent>],
+        positions: &[Position],
+    ) -> Result<ApplyStats, StoreError> {
+        let mut stats = ApplyStats::default();
+        let ids = sorted_unique(events.iter().map(|e| key(e.event.user_id())).collect());
+        if !ids.is_empty() {
+            tx.execute("INSERT INTO user_state (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING", &[&ids])?;
+        }
+        let mut states: HashMap<Id, (UserState, bool, bool)> =
+            load_users(tx, &ids, true)?.into_iter().map(|(id, s)| (id, (s, false, false))).collect();
+        for e in events {
+            let entry = states.entry(e.event.user_id()).or_default();
+            let change = entry.0.apply(&e.event, e.time_ms);
+            entry.1 |= change.changed();
+            entry.2 |= change.changed() && matches!(e.event, UserEvent::ScrubGeo { .. });
+            stats.record(e.event.type_name(), change);
+        }
+        let dirty: Vec<(&Id, &(UserState, bool, bool))> = states.iter().filter(|(_, v)| v.1).collect();
+        if !dirty.is_empty() {
+            let mut cols: [Vec<Option<i64>>; 6] = Default::default();
+            let (mut ids, mut withheld, mut scrub, mut log, mut purge) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (id, (s, _, _)) in &dirty {
+                ids.push(key(**id));
+                for (i, t) in [s.deleted, s.protected, s.suspended].into_iter().enumerate() {
+                    let (on, at) = toggle_cols(t);
+                    cols[2 * i].push(on);
+                    cols[2 * i + 1].push(at);
+                }
+                withheld.push(countries_to_text(&s.withheld));
+                scrub.push(s.scrub_up_to.map(key));
+                log.push(s.delete_log_text());
+                purge.push(s.purge_at());
+            }
+            tx.execute(
+                "UPDATE user_state s SET deleted = u.d, deleted_t = u.dt, protected = u.p, protected_t = u.pt,
+                   suspended = u.s, suspended_t = u.st, withheld = u.w, scrub_up_to = u.sc, delete_log = u.l, purge_at = u.pa
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+                             $8::text[], $9::bigint[], $10::text[], $11::bigint[])
+                   AS u(id, d, dt, p, pt, s, st, w, sc, l, pa)
+                 WHERE s.id = u.id",
+                &[&ids, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5], &withheld, &scrub, &log, &purge],
+            )?;
+            let scrubbed = sorted_unique(dirty.iter().filter(|(_, v)| v.2).map(|(id, _)| key(**id)).collect());
+            if !scrubbed.is_empty() {
+                tx.execute(
+                    "INSERT INTO geo_scrub_pending (user_id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
+                    &[&scrubbed],
+                )?;
+            }
+        }
+        save_positions(tx, HandlerKind::User, positions)?;
+        Ok(stats)
+    }
+
+    fn import_once(
+        tx: &mut Transaction<'_>,
+        posts: &[NewPost],
+        likes: &[NewLike],
+        now_ms: TimeMs,
+    ) -> Result<ImportStats, StoreError> {
+        tx.execute(LOCK_IMPORT, &[])?;
+        let mut stats = ImportStats::default();
+        let ids: Vec<i64> = posts.iter().flat_map(|p| [Some(key(p.id)), p.retweet_of.map(key)]).flatten().collect();
+        let mut tombstoned: HashSet<i64> = tx
+            .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ids])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // Authors of the originals of retweets with geo: stored before, or
+        // earlier in this batch.
+        let originals: Vec<i64> =
+            sorted_unique(posts.iter().filter(|p| p.has_geo).filter_map(|p| p.retweet_of.map(key)).collect());
+        let mut author_of: HashMap<i64, i64> = tx
+            .query("SELECT id, author_id FROM posts WHERE id = ANY($1)", &[&originals])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut user_ids: Vec<i64> = posts.iter().map(|p| key(p.author_id)).collect();
+        user_ids.extend(author_of.values().copied());
+        let users = load_users(tx, &sorted_unique(user_ids), false)?;
+        let none = UserState::default();
+        let user = |id: Id| users.get(&id).unwrap_or(&none);
+        let mut rows: HashMap<i64, (i64, Option<i64>, bool, String)> = HashMap::new();
+        let mut refused: Vec<(i64, i16)> = Vec::new();
+        for p in posts {
+            let original_author = p.retweet_of.and_then(|q| author_of.get(&key(q))).map(|a| user(id_of(*a)));
+            let known = Known {
+                tombstoned: tombstoned.contains(&key(p.id)),
+                original_tombstoned: p.retweet_of.is_some_and(|q| tombstoned.contains(&key(q))),
+                author: user(p.author_id),
+                original_author,
+            };
+            match decide(p, &known, now_ms) {
+                Decision::Refuse(why) => {
+                    let reason = match why {
+                        Refusal::Tombstoned => TOMBSTONE_DELETE,
+                        Refusal::RetweetOfTombstone => TOMBSTONE_CASCADE,
+                        Refusal::AuthorPurged => TOMBSTONE_PURGE,
+                    };
+                    tombstoned.insert(key(p.id));
+                    rows.remove(&key(p.id));
+                    refused.push((key(p.id), reason));
+                    stats.refused += 1;
+                }
+                Decision::Store { json, has_geo, geo_stripped } => {
+                    author_of.insert(key(p.id), key(p.author_id));
+                    rows.insert(key(p.id), (key(p.author_id), p.retweet_of.map(key), has_geo, json));
+                    stats.stored += 1;
+                    stats.geo_stripped += u64::from(geo_stripped);
+                }
+            }
+        }
+        refused.sort_unstable();
+        refused.dedup_by_key(|r| r.0);
+        if !refused.is_empty() {
+            let (ids, reasons): (Vec<i64>, Vec<i16>) = refused.into_iter().unzip();
+            tx.execute(
+                "INSERT INTO tombstones (id, reason) SELECT * FROM unnest($1::bigint[], $2::smallint[]) ON CONFLICT DO NOTHING",
+                &[&ids, &reasons],
+            )?;
+        }
+        if !rows.is_empty() {
+            let mut sorted: Vec<(i64, (i64, Option<i64>, bool, String))> = rows.into_iter().collect();
+            sorted.sort_unstable_by_key(|r| r.0);
+            let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (id, (a, rt, g, j)) in sorted {
+                cols.0.push(id);
+                cols.1.push(a);
+                cols.2.push(rt);
+                cols.3.push(g);
+                cols.4.push(j);
+            }
+            tx.execute(
+                "INSERT INTO posts (id, author_id, retweet_of, has_geo, json)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[])
+                 ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id, retweet_of = excluded.retweet_of,
+                   has_geo = excluded.has_geo, json = excluded.json",
+                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4],
+            )?;
+        }
+        if !likes.is_empty() {
+            let mut pairs: Vec<(i64, i64)> = likes.iter().map(|l| (key(l.user_id), key(l.post_id))).collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            let (us, ps): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
+            let gone: HashSet<(i64, i64)> = tx
+                .query(
+                    "SELECT t.user_id, t.post_id FROM like_tombstones t
+                     JOIN unnest($1::bigint[], $2::bigint[]) AS d(u, p) ON t.user_id = d.u AND t.post_id = d.p",
+                    &[&us, &ps],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let post_gone: HashSet<i64> = tx
+                .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ps])?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let keep: Vec<(i64, i64)> =
+                pairs.into_iter().filter(|pr| !gone.contains(pr) && !post_gone.contains(&pr.1)).collect();
+            stats.refused += (likes.len() - keep.len()) as u64;
+            stats.likes_stored += keep.len() as u64;
+            let (us, ps): (Vec<i64>, Vec<i64>) = keep.into_iter().unzip();
+            tx.execute(
+                "INSERT INTO likes (user_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING",
+                &[&us, &ps],
+            )?;
+        }
+        Ok(stats)
+    }
+}
+
+impl Store for PostgresStore {
+    fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
+        self.with_tx(|tx| Self::apply_status_once(tx, events, positions))
+    }
+
+    fn apply_user(&mut self, events: &[Timed<UserEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
+        self.with_tx(|tx| Self::apply_user_once(tx, events, positions))
+    }
+
+    fn import(&mut self, posts: &[NewPost], likes: &[NewLike], now_ms: TimeMs) -> Result<ImportStats, StoreError> {
+        self.with_tx(|tx| Self::import_once(tx, posts, likes, now_ms))
+    }
+
+    fn facts(&mut self, id: Id) -> Result<Facts, StoreError> {
+        let sql = format!("{SCAN_SELECT} WHERE p.id = $1");
+        if let Some(row) = self.client.query_opt(&sql, &[&key(id)])? {
+            return Ok(scanned_from(&row)?.facts);
+        }
+        let tombstone = self.client.query_opt("SELECT 1 FROM tombstones WHERE id = $1", &[&key(id)])?.is_some();
+        Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
+    }
+
+    fn scan(&mut self, visit: &mut dyn FnMut(ScanRow<'_>) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        // A portal fetched in slices: memory stays flat whatever the size.
+        let mut tx = self.client.build_transaction().read_only(true).start()?;
+        let sql = format!("{SCAN_SELECT} ORDER BY p.id");
+        let portal = tx.bind(sql.as_str(), &[])?;
+        loop {
+            let rows = tx.query_portal(&portal, 5_000)?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let s = scanned_from(row)?;
+                visit(ScanRow {
+                    id: s.id,
+                    author_id: s.author_id,
+                    has_geo: s.has_geo,
+                    json: row.text(4)?,
+                    facts: s.facts,
+                    original_geo_scrubbed: s.original_geo_scrubbed,
+                })?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn maintain(&mut self, now_ms: TimeMs, max_users: usize) -> Result<MaintenanceStats, StoreError> {
+        let limit = i64::try_from(max_users).unwrap_or(i64::MAX);
+        self.with_tx(|tx| {
+            let mut stats = MaintenanceStats::default();
+            tx.execute(LOCK_MAINTAIN, &[])?;
+            // Content of deleted posts and their retweets.
+            let max_deleted = limit.saturating_mul(10);
+            let queued: Vec<(i64, i64)> = tx
+                .query("SELECT seq, id FROM content_pending ORDER BY seq LIMIT $1", &[&max_deleted.saturating_add(1)])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let take = queued.len().min(usize::try_from(max_deleted).unwrap_or(usize::MAX));
+            if queued.len() > take {
+                stats.pending += 1;
+            }
+            if take > 0 {
+                let ids = sorted_unique(queued[..take].iter().map(|q| q.1).collect());
+                let (removed, cascaded) = delete_content(tx, &ids)?;
+                stats.posts_deleted += removed;
+                stats.retweets_cascaded += cascaded;
+                tx.execute("DELETE FROM content_pending WHERE seq <= $1", &[&queued[take - 1].0])?;
+            }
+            // Purges whose 30 days have passed.
+            let due: Vec<i64> = tx
+                .query(
+                    "SELECT id FROM user_state WHERE purge_at IS NOT NULL AND purge_at <= $1
+                     AND id NOT IN (SELECT user_id FROM purge_done) ORDER BY id LIMIT $2",
+                    &[&now_ms, &limit.saturating_add(1)],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for (i, uid) in due.iter().enumerate() {
+                if i >= max_users {
+                    stats.pending += 1;
+                    break;
+                }
+                let ids: Vec<i64> = sorted_unique(
+                    tx.query("SELECT id FROM posts WHERE author_id = $1", &[uid])?.iter().map(|r| r.get(0)).collect(),
+                );
+                add_tombstones(tx, &ids, TOMBSTONE_PURGE)?;
+                stats.retweets_cascaded += delete_content(tx, &ids)?.1;
+                tx.execute("INSERT INTO purge_done (user_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[uid, &now_ms])?;
+                stats.users_purged += 1;
+                stats.posts_purged += ids.len() as u64;
+            }
+            // Geo removal after scrub_geo.
+            let pending: Vec<(i64, Option<i64>)> = tx
+                .query(
+                    "SELECT g.user_id, u.scrub_up_to FROM geo_scrub_pending g LEFT JOIN user_state u ON u.id = g.user_id
+                     ORDER BY g.user_id LIMIT $1",
+                    &[&limit.saturating_add(1)],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            for (i, (uid, up_to)) in pending.iter().enumerate() {
+                if i >= max_users {
+                    stats.pending += 1;
+                    break;
+                }
+                if let Some(up_to) = up_to {
+                    let rows: Vec<(i64, String, bool)> = tx
+                        .query(
+                            "SELECT id, json, retweet_of IS NOT NULL FROM posts WHERE author_id = $1 AND has_geo",
+                            &[uid],
+                        )?
+                        .iter()
+                        .map(|r| (r.get(0), r.get(1), r.get(2)))
+                        .filter(|(id, _, _)| id_of(*id) <= id_of(*up_to))
+                        .collect();
+                    let (mut ids, mut jsons, mut geos) = (Vec::new(), Vec::new(), Vec::new());
+                    for (id, json, is_retweet) in rows {
+                        ids.push(id);
+                        jsons.push(strip_geo(&json, GeoScrub { own: true, embedded: false }));
+                        geos.push(is_retweet);
+                    }
+                    stats.posts_geo_scrubbed += ids.len() as u64;
+                    tx.execute(
+                        "UPDATE posts p SET json = u.j, has_geo = u.g FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS u(id, j, g)
+                         WHERE p.id = u.id",
+                        &[&ids, &jsons, &geos],
+                    )?;
+                }
+                tx.execute("DELETE FROM geo_scrub_pending WHERE user_id = $1", &[uid])?;
+            }
+            Ok(stats)
+        })
+    }
+
+    fn positions(&mut self) -> Result<Vec<(HandlerKind, Position)>, StoreError> {
+        let rows = self.client.query(
+            "SELECT handler, partition, last_event_ms, last_byte_ms FROM positions ORDER BY partition, handler",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let h: &str = r.get(0);
+                let part: i32 = r.get(1);
+                (
+                    if h == "user" { HandlerKind::User } else { HandlerKind::Status },
+                    Position { partition: u8::try_from(part).unwrap_or(0), last_event_ms: r.get(2), last_byte_ms: r.get(3) },
+                )
+            })
+            .collect())
+    }
+
+    fn author_of(&mut self, id: Id) -> Result<Option<Id>, StoreError> {
+        Ok(self
+            .client
+            .query_opt("SELECT author_id FROM posts WHERE id = $1", &[&key(id)])?
+            .map(|r| id_of(r.get(0))))
+    }
+
+    fn has_like(&mut self, user_id: Id, post_id: Id) -> Result<bool, StoreError> {
+        Ok(self
+            .client
+            .query_opt("SELECT 1 FROM likes WHERE user_id = $1 AND post_id = $2", &[&key(user_id), &key(post_id)])?
+            .is_some())
+    }
+}

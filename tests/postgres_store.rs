@@ -1,0 +1,161 @@
+//! What only PostgreSQL has to prove: several writers at once converge, and
+//! migrations run from an empty database and from every earlier version.
+//! These need a server: `bash scripts/test.sh` runs them (a bare `cargo test`
+//! lists them as ignored).
+
+mod common;
+use common::{PgSchema, DAY_MS};
+use complyd::event::{parse_line, Country, EventKind, Message};
+use complyd::post::parse_post_line;
+use complyd::store::postgres::{PostgresStore, SCHEMA_VERSION};
+use complyd::store::{self, Store, Timed};
+
+
+fn apply(store: &mut dyn Store, lines: &[String], chunk: usize) {
+    for part in lines.chunks(chunk) {
+        let (mut status, mut user) = (Vec::new(), Vec::new());
+        for l in part {
+            let Ok(Message::Event(e)) = parse_line(l.as_bytes()) else { panic!("{l}") };
+            match e.kind {
+                EventKind::Status(s) => status.push(Timed { time_ms: e.time_ms, event: s }),
+                EventKind::User(u) => user.push(Timed { time_ms: e.time_ms, event: u }),
+            }
+        }
+        store.apply_status(&status, &[]).unwrap();
+        store.apply_user(&user, &[]).unwrap();
+    }
+}
+
+fn export_all(store: &mut dyn Store) -> String {
+    let mut out = String::new();
+    for cc in [None, Some("DE"), Some("US")] {
+        let mut buf = Vec::new();
+        complyd::commands::export(store, cc.map(|c| Country::parse(c).unwrap()), &mut buf).unwrap();
+        out.push_str(&format!("{cc:?}\n{}", String::from_utf8(buf).unwrap()));
+    }
+    out
+}
+
+/// Deterministic events over 200 posts and 20 users, distinct times,
+/// touching the same rows often (so that writers collide).
+fn events(n: usize) -> Vec<String> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let p = 1000 + x % 200;
+            let u = 1 + (x >> 8) % 20;
+            let t = now - 40 * DAY_MS + i as i64 * 60_000;
+            match (x >> 16) % 9 {
+                0 => format!(r#"{{"delete":{{"status":{{"id_str":"{p}"}},"timestamp_ms":"{t}"}}}}"#),
+                1 => format!(r#"{{"drop":{{"status":{{"id_str":"{p}"}},"timestamp_ms":"{t}"}}}}"#),
+                2 => format!(r#"{{"undrop":{{"status":{{"id_str":"{p}"}},"timestamp_ms":"{t}"}}}}"#),
+                3 => format!(r#"{{"status_withheld":{{"status":{{"id_str":"{p}"}},"withheld_in_countries":["DE"],"timestamp_ms":"{t}"}}}}"#),
+                4 => format!(r#"{{"user_protect":{{"id":{u},"timestamp_ms":"{t}"}}}}"#),
+                5 => format!(r#"{{"user_unprotect":{{"id":{u},"timestamp_ms":"{t}"}}}}"#),
+                6 => format!(r#"{{"user_delete":{{"id":{u},"timestamp_ms":"{t}"}}}}"#),
+                7 => format!(r#"{{"user_undelete":{{"id":{u},"timestamp_ms":"{t}"}}}}"#),
+                _ => format!(r#"{{"scrub_geo":{{"user_id":{u},"up_to_status_id_str":"{p}","timestamp_ms":"{t}"}}}}"#),
+            }
+        })
+        .collect()
+}
+
+fn posts() -> Vec<complyd::post::NewPost> {
+    (0..200u64)
+        .flat_map(|i| {
+            let line = format!(
+                r#"{{"id_str":"{}","user":{{"id_str":"{}"}},"text":"p","coordinates":{{"type":"Point","coordinates":[1,2]}}}}"#,
+                1000 + i,
+                1 + i % 20
+            );
+            parse_post_line(&line).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn two_writers_applying_overlapping_events_in_different_orders_concurrently_converge() {
+    let evs = events(3000);
+    let now = chrono::Utc::now().timestamp_millis();
+
+    let reference = PgSchema::new();
+    let mut one = store::open(&reference.url()).unwrap();
+    one.import(&posts(), &[], now).unwrap();
+    apply(one.as_mut(), &evs, 100);
+    one.maintain(now, usize::MAX).unwrap();
+
+    let shared = PgSchema::new();
+    store::open(&shared.url()).unwrap().import(&posts(), &[], now).unwrap();
+    // Each writer gets two thirds of the events, overlapping in the middle
+    // third, the second in reverse: an event only one writer applies is lost
+    // if concurrent writes to a row overwrite each other.
+    let third = evs.len() / 3;
+    let first: Vec<String> = evs[..2 * third].to_vec();
+    let mut second: Vec<String> = evs[third..].to_vec();
+    second.reverse();
+    let writers: Vec<_> = [(first, 7usize), (second, 5usize)]
+        .into_iter()
+        .map(|(lines, chunk)| {
+            let url = shared.url();
+            std::thread::spawn(move || {
+                let mut s = store::open(&url).unwrap();
+                apply(s.as_mut(), &lines, chunk);
+                s.maintain(chrono::Utc::now().timestamp_millis(), usize::MAX).unwrap();
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("a writer failed");
+    }
+    let mut both = store::open(&shared.url()).unwrap();
+    both.maintain(now, usize::MAX).unwrap();
+    let (a, b) = (export_all(one.as_mut()), export_all(both.as_mut()));
+    assert!(a.lines().count() > 6, "the data set keeps some posts visible: {a}");
+    assert_eq!(a, b, "two concurrent writers reach the state one writer reaches");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn migrations_run_from_an_empty_database() {
+    let schema = PgSchema::new();
+    let mut s = PostgresStore::open(&schema.url()).unwrap();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    // Reopening migrates nothing and keeps the data.
+    s.import(&posts(), &[], 0).unwrap();
+    drop(s);
+    let mut s = PostgresStore::open(&schema.url()).unwrap();
+    assert_eq!(s.author_of(1000).unwrap(), Some(1));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn migrations_run_from_every_earlier_schema_version() {
+    for from in 0..SCHEMA_VERSION {
+        let schema = PgSchema::new();
+        PostgresStore::create_at_version(&schema.url(), from).unwrap();
+        let mut s = PostgresStore::open(&schema.url()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION, "from version {from}");
+        s.import(&posts(), &[], 0).unwrap();
+        assert_eq!(s.author_of(1001).unwrap(), Some(2));
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn a_schema_newer_than_this_build_is_refused() {
+    let schema = PgSchema::new();
+    PostgresStore::create_at_version(&schema.url(), SCHEMA_VERSION).unwrap();
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    c.execute("UPDATE complyd_meta SET value = value + 1 WHERE key = 'schema_version'", &[]).unwrap();
+    match PostgresStore::open(&schema.url()) {
+        Err(complyd::store::StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION))
+        }
+        other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
+    }
+}
