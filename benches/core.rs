@@ -3,7 +3,10 @@
 //! Prints one table; BENCHMARKS.md records a run. Figures are wall-clock on
 //! whatever machine runs it: compare ratios measured in one run, not runs.
 //! Set COMPLYD_BENCH_POSTS to change the store size (default 1,000,000 spread
-//! over 100,000 users, plus one user with as many posts again).
+//! over 100,000 users, plus one user with as many posts again), and
+//! COMPLYD_BENCH_DB=postgres://... to measure PostgreSQL (each run works in
+//! fresh schemas of that database and drops them); the default is SQLite in a
+//! temporary directory.
 
 use complyd::event::{parse_line, Country, EventKind, Message};
 use complyd::post::parse_post_line;
@@ -73,6 +76,42 @@ fn post_line(id: u64, user: u64, geo: bool) -> String {
     format!(r#"{{"created_at":"Tue Nov 14 22:13:20 +0000 2023","id":{},"id_str":"{id}","text":"a post of about the usual length, with some words in it to make the JSON realistic #compliance","user":{{"id":{user},"id_str":"{user}","screen_name":"user{user}"}},"lang":"en"{geo}}}"#, id as f64 as u64)
 }
 
+/// Fresh stores for the benchmark: SQLite files in a temporary directory, or
+/// PostgreSQL schemas (dropped at the end).
+struct Places {
+    base: Option<String>,
+    dir: std::path::PathBuf,
+    schemas: Vec<String>,
+}
+
+impl Places {
+    fn fresh(&mut self, name: &str) -> String {
+        match &self.base {
+            None => format!("sqlite:{}", self.dir.join(format!("{name}.db")).display()),
+            Some(base) => {
+                let schema = format!("bench_{}_{name}", std::process::id());
+                let mut c = postgres::Client::connect(base, postgres::NoTls).expect("PostgreSQL answers");
+                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).expect("schema");
+                self.schemas.push(schema.clone());
+                let sep = if base.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}options=-csearch_path%3D{schema}")
+            }
+        }
+    }
+}
+
+impl Drop for Places {
+    fn drop(&mut self) {
+        if let Some(base) = &self.base {
+            if let Ok(mut c) = postgres::Client::connect(base, postgres::NoTls) {
+                for s in &self.schemas {
+                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"));
+                }
+            }
+        }
+    }
+}
+
 fn per_sec(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -99,8 +138,11 @@ fn main() {
 
     // 2. Import: `posts` posts over `users` users, `posts` more for BIG_USER, one for SMALL_USER.
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+    let base = std::env::var("COMPLYD_BENCH_DB").ok();
+    let mut places = Places { base: base.clone(), dir: dir.path().to_owned(), schemas: Vec::new() };
+    let url = places.fresh("main");
     let mut st = store::open(&url).expect("store");
+    println!("store: {}", if base.is_some() { "PostgreSQL" } else { "SQLite" });
     let start = Instant::now();
     let mut batch = Vec::with_capacity(10_000);
     let mut imported = 0u64;
@@ -199,6 +241,33 @@ fn main() {
     lat.sort();
     let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
     rows.push(("check, per id".into(), format!("p50 {:.1} µs, p99 {:.1} µs", q(0.5), q(0.99)), "goal p99 < 1 ms".into()));
+
+    // 7. Several writers at once (several daemons sharing one database, each
+    // with its share of the partitions): 1,000,000 events split by index into
+    // N disjoint streams, each applied by its own connection, into a fresh
+    // store each time.
+    drop(st);
+    for writers in [1usize, 2, 4] {
+        let url = places.fresh(&format!("w{writers}"));
+        store::open(&url).expect("store");
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for w in 0..writers {
+                let (url, lines) = (&url, &lines);
+                scope.spawn(move || {
+                    let mut s = store::open(url).expect("store");
+                    let mut applier = complyd::commands::Applier::new(s.as_mut());
+                    for l in lines.iter().skip(w).step_by(writers) {
+                        applier.push(parse_line(l.as_bytes()).expect("parses")).expect("apply");
+                    }
+                    applier.flush().expect("apply");
+                });
+            }
+        });
+        let d = start.elapsed();
+        rows.push((format!("{writers} writer(s) at once, 1,000,000 events"), format!("{:.0} events/s", per_sec(lines.len() as u64, d)), "total across writers; empty store".into()));
+    }
+    drop(places);
 
     println!("| what | figure | notes |\n|---|---|---|");
     for (a, b, c) in rows {

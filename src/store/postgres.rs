@@ -24,7 +24,8 @@ use crate::rules::status::{superseded_ids, StatusState};
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
 use crate::rules::{countries_to_text, Change};
-use postgres::{Client, Row, Transaction};
+use postgres::types::ToSql;
+use postgres::{Client, Row, Statement, Transaction};
 use std::collections::{HashMap, HashSet};
 
 /// The schema version this build writes.
@@ -90,6 +91,36 @@ const RETRIES: usize = 5;
 
 pub struct PostgresStore {
     client: Client,
+    /// Statements prepared once per session: planning the read query's seven
+    /// joins costs more than running it.
+    statements: HashMap<String, Statement>,
+}
+
+/// A transaction with the session's statement cache.
+struct Conn<'a, 'b> {
+    tx: &'a mut Transaction<'b>,
+    statements: &'a mut HashMap<String, Statement>,
+}
+
+impl Conn<'_, '_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.tx.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), st.clone());
+        Ok(st)
+    }
+
+    fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        let st = self.statement(sql)?;
+        Ok(self.tx.query(&st, params)?)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let st = self.statement(sql)?;
+        Ok(self.tx.execute(&st, params)?)
+    }
 }
 
 impl Cols for Row {
@@ -132,7 +163,7 @@ impl PostgresStore {
             let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
             StoreError::Connect(format!("cannot connect to {}: {e}{cause}", redact_url(url)))
         })?;
-        let mut store = PostgresStore { client };
+        let mut store = PostgresStore { client, statements: HashMap::new() };
         store.migrate()?;
         Ok(store)
     }
@@ -188,13 +219,24 @@ impl PostgresStore {
             .map_or(0, |r| r.get(0)))
     }
 
+    /// A statement of this session, prepared on first use.
+    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), st.clone());
+        Ok(st)
+    }
+
     /// Runs `f` in a transaction, retried on deadlock or serialization
     /// failure (concurrent writers).
-    fn with_tx<T>(&mut self, mut f: impl FnMut(&mut Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn with_tx<T>(&mut self, mut f: impl FnMut(&mut Conn<'_, '_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut attempt = 0;
         loop {
             let mut tx = self.client.transaction()?;
-            match f(&mut tx).and_then(|v| tx.commit().map(|()| v).map_err(StoreError::from)) {
+            let res = f(&mut Conn { tx: &mut tx, statements: &mut self.statements });
+            match res.and_then(|v| tx.commit().map(|()| v).map_err(StoreError::from)) {
                 Ok(v) => return Ok(v),
                 Err(e) if is_retryable(&e) && attempt < RETRIES => {
                     attempt += 1;
@@ -212,14 +254,14 @@ fn sorted_unique(mut v: Vec<i64>) -> Vec<i64> {
     v
 }
 
-fn save_positions(tx: &mut Transaction<'_>, handler: HandlerKind, positions: &[Position]) -> Result<(), StoreError> {
+fn save_positions(c: &mut Conn<'_, '_>, handler: HandlerKind, positions: &[Position]) -> Result<(), StoreError> {
     if positions.is_empty() {
         return Ok(());
     }
     let parts: Vec<i32> = positions.iter().map(|p| i32::from(p.partition)).collect();
     let ev: Vec<i64> = positions.iter().map(|p| p.last_event_ms).collect();
     let by: Vec<i64> = positions.iter().map(|p| p.last_byte_ms).collect();
-    tx.execute(
+    c.execute(
         "INSERT INTO positions (handler, partition, last_event_ms, last_byte_ms)
          SELECT $1, * FROM unnest($2::integer[], $3::bigint[], $4::bigint[])
          ON CONFLICT (handler, partition) DO UPDATE SET
@@ -231,11 +273,11 @@ fn save_positions(tx: &mut Transaction<'_>, handler: HandlerKind, positions: &[P
 }
 
 /// Tombstones `ids` (sorted) with `reason`; returns those that were new.
-fn add_tombstones(tx: &mut Transaction<'_>, ids: &[i64], reason: i16) -> Result<HashSet<i64>, StoreError> {
+fn add_tombstones(c: &mut Conn<'_, '_>, ids: &[i64], reason: i16) -> Result<HashSet<i64>, StoreError> {
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    Ok(tx
+    Ok(c
         .query(
             "INSERT INTO tombstones (id, reason) SELECT unnest($1::bigint[]), $2 ON CONFLICT DO NOTHING RETURNING id",
             &[&ids, &reason],
@@ -247,28 +289,28 @@ fn add_tombstones(tx: &mut Transaction<'_>, ids: &[i64], reason: i16) -> Result<
 
 /// Removes the content of `ids` and of every stored retweet of them (which
 /// become tombstones). Returns (posts removed, retweets cascaded).
-fn delete_content(tx: &mut Transaction<'_>, ids: &[i64]) -> Result<(u64, u64), StoreError> {
+fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64), StoreError> {
     if ids.is_empty() {
         return Ok((0, 0));
     }
-    let removed = tx.execute("DELETE FROM posts WHERE id = ANY($1)", &[&ids])?;
+    let removed = c.execute("DELETE FROM posts WHERE id = ANY($1)", &[&ids])?;
     let retweets: Vec<i64> = sorted_unique(
-        tx.query("DELETE FROM posts WHERE retweet_of = ANY($1) RETURNING id", &[&ids])?
+        c.query("DELETE FROM posts WHERE retweet_of = ANY($1) RETURNING id", &[&ids])?
             .iter()
             .map(|r| r.get(0))
             .collect(),
     );
-    add_tombstones(tx, &retweets, TOMBSTONE_CASCADE)?;
+    add_tombstones(c, &retweets, TOMBSTONE_CASCADE)?;
     Ok((removed, retweets.len() as u64))
 }
 
-fn load_users(tx: &mut Transaction<'_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {
+fn load_users(c: &mut Conn<'_, '_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {
     let sql = format!(
         "SELECT id, {USER_COLS} FROM user_state WHERE id = ANY($1) ORDER BY id{}",
         if lock { " FOR UPDATE" } else { "" }
     );
     let mut out = HashMap::with_capacity(ids.len());
-    for row in tx.query(&sql, &[&ids])? {
+    for row in c.query(&sql, &[&ids])? {
         out.insert(id_of(row.get(0)), user_from(&row, 1)?);
     }
     Ok(out)
@@ -276,7 +318,7 @@ fn load_users(tx: &mut Transaction<'_>, ids: &[i64], lock: bool) -> Result<HashM
 
 impl PostgresStore {
     fn apply_status_once(
-        tx: &mut Transaction<'_>,
+        c: &mut Conn<'_, '_>,
         events: &[Timed<StatusEvent>],
         positions: &[Position],
     ) -> Result<ApplyStats, StoreError> {
@@ -291,10 +333,10 @@ impl PostgresStore {
                 })
                 .collect(),
         );
-        let mut new_tombstones = add_tombstones(tx, &deletes, TOMBSTONE_DELETE)?;
+        let mut new_tombstones = add_tombstones(c, &deletes, TOMBSTONE_DELETE)?;
         if !new_tombstones.is_empty() {
             let queued = sorted_unique(new_tombstones.iter().copied().collect());
-            tx.execute("INSERT INTO content_pending (id) SELECT unnest($1::bigint[])", &[&queued])?;
+            c.execute("INSERT INTO content_pending (id) SELECT unnest($1::bigint[])", &[&queued])?;
         }
         // Like deletes.
         let likes: Vec<(i64, i64)> = events
@@ -310,7 +352,7 @@ impl PostgresStore {
             sorted.sort_unstable();
             sorted.dedup();
             let (us, ps): (Vec<i64>, Vec<i64>) = sorted.into_iter().unzip();
-            new_like_tombstones = tx
+            new_like_tombstones = c
                 .query(
                     "INSERT INTO like_tombstones (user_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[])
                      ON CONFLICT DO NOTHING RETURNING user_id, post_id",
@@ -319,7 +361,7 @@ impl PostgresStore {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            tx.execute(
+            c.execute(
                 "DELETE FROM likes l USING unnest($1::bigint[], $2::bigint[]) AS d(u, p) WHERE l.user_id = d.u AND l.post_id = d.p",
                 &[&us, &ps],
             )?;
@@ -338,9 +380,9 @@ impl PostgresStore {
         let touched = sorted_unique(touched);
         let mut states: HashMap<Id, (StatusState, bool)> = HashMap::new();
         if !touched.is_empty() {
-            tx.execute("INSERT INTO status_state (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING", &[&touched])?;
+            c.execute("INSERT INTO status_state (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING", &[&touched])?;
             let sql = format!("SELECT id, {STATUS_COLS} FROM status_state WHERE id = ANY($1) ORDER BY id FOR UPDATE");
-            for row in tx.query(&sql, &[&touched])? {
+            for row in c.query(&sql, &[&touched])? {
                 states.insert(id_of(row.get(0)), (status_from(&row, 1)?, false));
             }
         }
@@ -398,29 +440,29 @@ impl PostgresStore {
                 sb.push(s.superseded_by.map(key));
                 w.push(countries_to_text(&s.withheld));
             }
-            tx.execute(
+            c.execute(
                 "UPDATE status_state s SET dropped = u.d, drop_t = u.dt, superseded_by = u.sb, withheld = u.w
                  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[]) AS u(id, d, dt, sb, w)
                  WHERE s.id = u.id",
                 &[&ids, &d, &dt, &sb, &w],
             )?;
         }
-        save_positions(tx, HandlerKind::Status, positions)?;
+        save_positions(c, HandlerKind::Status, positions)?;
         Ok(stats)
     }
 
     fn apply_user_once(
-        tx: &mut Transaction<'_>,
+        c: &mut Conn<'_, '_>,
         events: &[Timed<UserEvent>],
         positions: &[Position],
     ) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
         let ids = sorted_unique(events.iter().map(|e| key(e.event.user_id())).collect());
         if !ids.is_empty() {
-            tx.execute("INSERT INTO user_state (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING", &[&ids])?;
+            c.execute("INSERT INTO user_state (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING", &[&ids])?;
         }
         let mut states: HashMap<Id, (UserState, bool, bool)> =
-            load_users(tx, &ids, true)?.into_iter().map(|(id, s)| (id, (s, false, false))).collect();
+            load_users(c, &ids, true)?.into_iter().map(|(id, s)| (id, (s, false, false))).collect();
         for e in events {
             let entry = states.entry(e.event.user_id()).or_default();
             let change = entry.0.apply(&e.event, e.time_ms);
@@ -444,7 +486,7 @@ impl PostgresStore {
                 log.push(s.delete_log_text());
                 purge.push(s.purge_at());
             }
-            tx.execute(
+            c.execute(
                 "UPDATE user_state s SET deleted = u.d, deleted_t = u.dt, protected = u.p, protected_t = u.pt,
                    suspended = u.s, suspended_t = u.st, withheld = u.w, scrub_up_to = u.sc, delete_log = u.l, purge_at = u.pa
                  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
@@ -455,26 +497,26 @@ impl PostgresStore {
             )?;
             let scrubbed = sorted_unique(dirty.iter().filter(|(_, v)| v.2).map(|(id, _)| key(**id)).collect());
             if !scrubbed.is_empty() {
-                tx.execute(
+                c.execute(
                     "INSERT INTO geo_scrub_pending (user_id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",
                     &[&scrubbed],
                 )?;
             }
         }
-        save_positions(tx, HandlerKind::User, positions)?;
+        save_positions(c, HandlerKind::User, positions)?;
         Ok(stats)
     }
 
     fn import_once(
-        tx: &mut Transaction<'_>,
+        c: &mut Conn<'_, '_>,
         posts: &[NewPost],
         likes: &[NewLike],
         now_ms: TimeMs,
     ) -> Result<ImportStats, StoreError> {
-        tx.execute(LOCK_IMPORT, &[])?;
+        c.execute(LOCK_IMPORT, &[])?;
         let mut stats = ImportStats::default();
         let ids: Vec<i64> = posts.iter().flat_map(|p| [Some(key(p.id)), p.retweet_of.map(key)]).flatten().collect();
-        let mut tombstoned: HashSet<i64> = tx
+        let mut tombstoned: HashSet<i64> = c
             .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ids])?
             .iter()
             .map(|r| r.get(0))
@@ -483,14 +525,14 @@ impl PostgresStore {
         // earlier in this batch.
         let originals: Vec<i64> =
             sorted_unique(posts.iter().filter(|p| p.has_geo).filter_map(|p| p.retweet_of.map(key)).collect());
-        let mut author_of: HashMap<i64, i64> = tx
+        let mut author_of: HashMap<i64, i64> = c
             .query("SELECT id, author_id FROM posts WHERE id = ANY($1)", &[&originals])?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let mut user_ids: Vec<i64> = posts.iter().map(|p| key(p.author_id)).collect();
         user_ids.extend(author_of.values().copied());
-        let users = load_users(tx, &sorted_unique(user_ids), false)?;
+        let users = load_users(c, &sorted_unique(user_ids), false)?;
         let none = UserState::default();
         let user = |id: Id| users.get(&id).unwrap_or(&none);
         let mut rows: HashMap<i64, (i64, Option<i64>, bool, String)> = HashMap::new();
@@ -527,7 +569,7 @@ impl PostgresStore {
         refused.dedup_by_key(|r| r.0);
         if !refused.is_empty() {
             let (ids, reasons): (Vec<i64>, Vec<i16>) = refused.into_iter().unzip();
-            tx.execute(
+            c.execute(
                 "INSERT INTO tombstones (id, reason) SELECT * FROM unnest($1::bigint[], $2::smallint[]) ON CONFLICT DO NOTHING",
                 &[&ids, &reasons],
             )?;
@@ -543,7 +585,7 @@ impl PostgresStore {
                 cols.3.push(g);
                 cols.4.push(j);
             }
-            tx.execute(
+            c.execute(
                 "INSERT INTO posts (id, author_id, retweet_of, has_geo, json)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[])
                  ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id, retweet_of = excluded.retweet_of,
@@ -556,7 +598,7 @@ impl PostgresStore {
             pairs.sort_unstable();
             pairs.dedup();
             let (us, ps): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
-            let gone: HashSet<(i64, i64)> = tx
+            let gone: HashSet<(i64, i64)> = c
                 .query(
                     "SELECT t.user_id, t.post_id FROM like_tombstones t
                      JOIN unnest($1::bigint[], $2::bigint[]) AS d(u, p) ON t.user_id = d.u AND t.post_id = d.p",
@@ -565,7 +607,7 @@ impl PostgresStore {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            let post_gone: HashSet<i64> = tx
+            let post_gone: HashSet<i64> = c
                 .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ps])?
                 .iter()
                 .map(|r| r.get(0))
@@ -575,7 +617,7 @@ impl PostgresStore {
             stats.refused += (likes.len() - keep.len()) as u64;
             stats.likes_stored += keep.len() as u64;
             let (us, ps): (Vec<i64>, Vec<i64>) = keep.into_iter().unzip();
-            tx.execute(
+            c.execute(
                 "INSERT INTO likes (user_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING",
                 &[&us, &ps],
             )?;
@@ -586,23 +628,24 @@ impl PostgresStore {
 
 impl Store for PostgresStore {
     fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
-        self.with_tx(|tx| Self::apply_status_once(tx, events, positions))
+        self.with_tx(|c| Self::apply_status_once(c, events, positions))
     }
 
     fn apply_user(&mut self, events: &[Timed<UserEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
-        self.with_tx(|tx| Self::apply_user_once(tx, events, positions))
+        self.with_tx(|c| Self::apply_user_once(c, events, positions))
     }
 
     fn import(&mut self, posts: &[NewPost], likes: &[NewLike], now_ms: TimeMs) -> Result<ImportStats, StoreError> {
-        self.with_tx(|tx| Self::import_once(tx, posts, likes, now_ms))
+        self.with_tx(|c| Self::import_once(c, posts, likes, now_ms))
     }
 
     fn facts(&mut self, id: Id) -> Result<Facts, StoreError> {
-        let sql = format!("{SCAN_SELECT} WHERE p.id = $1");
-        if let Some(row) = self.client.query_opt(&sql, &[&key(id)])? {
+        let st = self.statement(&format!("{SCAN_SELECT} WHERE p.id = $1"))?;
+        if let Some(row) = self.client.query_opt(&st, &[&key(id)])? {
             return Ok(scanned_from(&row)?.facts);
         }
-        let tombstone = self.client.query_opt("SELECT 1 FROM tombstones WHERE id = $1", &[&key(id)])?.is_some();
+        let st = self.statement("SELECT 1 FROM tombstones WHERE id = $1")?;
+        let tombstone = self.client.query_opt(&st, &[&key(id)])?.is_some();
         Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
     }
 
@@ -634,12 +677,12 @@ impl Store for PostgresStore {
 
     fn maintain(&mut self, now_ms: TimeMs, max_users: usize) -> Result<MaintenanceStats, StoreError> {
         let limit = i64::try_from(max_users).unwrap_or(i64::MAX);
-        self.with_tx(|tx| {
+        self.with_tx(|c| {
             let mut stats = MaintenanceStats::default();
-            tx.execute(LOCK_MAINTAIN, &[])?;
+            c.execute(LOCK_MAINTAIN, &[])?;
             // Content of deleted posts and their retweets.
             let max_deleted = limit.saturating_mul(10);
-            let queued: Vec<(i64, i64)> = tx
+            let queued: Vec<(i64, i64)> = c
                 .query("SELECT seq, id FROM content_pending ORDER BY seq LIMIT $1", &[&max_deleted.saturating_add(1)])?
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
@@ -650,13 +693,13 @@ impl Store for PostgresStore {
             }
             if take > 0 {
                 let ids = sorted_unique(queued[..take].iter().map(|q| q.1).collect());
-                let (removed, cascaded) = delete_content(tx, &ids)?;
+                let (removed, cascaded) = delete_content(c, &ids)?;
                 stats.posts_deleted += removed;
                 stats.retweets_cascaded += cascaded;
-                tx.execute("DELETE FROM content_pending WHERE seq <= $1", &[&queued[take - 1].0])?;
+                c.execute("DELETE FROM content_pending WHERE seq <= $1", &[&queued[take - 1].0])?;
             }
             // Purges whose 30 days have passed.
-            let due: Vec<i64> = tx
+            let due: Vec<i64> = c
                 .query(
                     "SELECT id FROM user_state WHERE purge_at IS NOT NULL AND purge_at <= $1
                      AND id NOT IN (SELECT user_id FROM purge_done) ORDER BY id LIMIT $2",
@@ -671,16 +714,16 @@ impl Store for PostgresStore {
                     break;
                 }
                 let ids: Vec<i64> = sorted_unique(
-                    tx.query("SELECT id FROM posts WHERE author_id = $1", &[uid])?.iter().map(|r| r.get(0)).collect(),
+                    c.query("SELECT id FROM posts WHERE author_id = $1", &[uid])?.iter().map(|r| r.get(0)).collect(),
                 );
-                add_tombstones(tx, &ids, TOMBSTONE_PURGE)?;
-                stats.retweets_cascaded += delete_content(tx, &ids)?.1;
-                tx.execute("INSERT INTO purge_done (user_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[uid, &now_ms])?;
+                add_tombstones(c, &ids, TOMBSTONE_PURGE)?;
+                stats.retweets_cascaded += delete_content(c, &ids)?.1;
+                c.execute("INSERT INTO purge_done (user_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[uid, &now_ms])?;
                 stats.users_purged += 1;
                 stats.posts_purged += ids.len() as u64;
             }
             // Geo removal after scrub_geo.
-            let pending: Vec<(i64, Option<i64>)> = tx
+            let pending: Vec<(i64, Option<i64>)> = c
                 .query(
                     "SELECT g.user_id, u.scrub_up_to FROM geo_scrub_pending g LEFT JOIN user_state u ON u.id = g.user_id
                      ORDER BY g.user_id LIMIT $1",
@@ -695,7 +738,7 @@ impl Store for PostgresStore {
                     break;
                 }
                 if let Some(up_to) = up_to {
-                    let rows: Vec<(i64, String, bool)> = tx
+                    let rows: Vec<(i64, String, bool)> = c
                         .query(
                             "SELECT id, json, retweet_of IS NOT NULL FROM posts WHERE author_id = $1 AND has_geo",
                             &[uid],
@@ -711,13 +754,13 @@ impl Store for PostgresStore {
                         geos.push(is_retweet);
                     }
                     stats.posts_geo_scrubbed += ids.len() as u64;
-                    tx.execute(
+                    c.execute(
                         "UPDATE posts p SET json = u.j, has_geo = u.g FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS u(id, j, g)
                          WHERE p.id = u.id",
                         &[&ids, &jsons, &geos],
                     )?;
                 }
-                tx.execute("DELETE FROM geo_scrub_pending WHERE user_id = $1", &[uid])?;
+                c.execute("DELETE FROM geo_scrub_pending WHERE user_id = $1", &[uid])?;
             }
             Ok(stats)
         })
@@ -742,16 +785,12 @@ impl Store for PostgresStore {
     }
 
     fn author_of(&mut self, id: Id) -> Result<Option<Id>, StoreError> {
-        Ok(self
-            .client
-            .query_opt("SELECT author_id FROM posts WHERE id = $1", &[&key(id)])?
-            .map(|r| id_of(r.get(0))))
+        let st = self.statement("SELECT author_id FROM posts WHERE id = $1")?;
+        Ok(self.client.query_opt(&st, &[&key(id)])?.map(|r| id_of(r.get(0))))
     }
 
     fn has_like(&mut self, user_id: Id, post_id: Id) -> Result<bool, StoreError> {
-        Ok(self
-            .client
-            .query_opt("SELECT 1 FROM likes WHERE user_id = $1 AND post_id = $2", &[&key(user_id), &key(post_id)])?
-            .is_some())
+        let st = self.statement("SELECT 1 FROM likes WHERE user_id = $1 AND post_id = $2")?;
+        Ok(self.client.query_opt(&st, &[&key(user_id), &key(post_id)])?.is_some())
     }
 }
