@@ -163,7 +163,7 @@ fn main() {
     }
     imported += st.import(&batch, &[], T0).expect("import").stored;
     let d = start.elapsed();
-    rows.push((format!("import {total_posts} posts (parse + SQLite)"), format!("{:.0} posts/s", per_sec(imported, d)), String::new()));
+    rows.push((format!("import {total_posts} posts (parse + store)"), format!("{:.0} posts/s", per_sec(imported, d)), String::new()));
 
     // 3. Replay 1,000,000 events into the store holding those posts, through
     // the same Applier as `complyd replay`.
