@@ -13,6 +13,7 @@ pub mod framing;
 pub mod post;
 pub mod rules;
 pub mod settings;
+pub mod sim;
 pub mod store;
 
 #[path = "../actors/mod.rs"]

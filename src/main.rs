@@ -53,6 +53,21 @@ enum Command {
         #[arg(long, value_name = "CC")]
         country: Option<String>,
     },
+    /// The firehose simulator (--config names a simulator config, e.g. config/sim.toml).
+    Sim {
+        /// Address to listen on (port 0 picks a free one); default 127.0.0.1:8080.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Generator seed: the same seed sends the same bytes.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Events per second across all partitions (0: as fast as clients read).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Record every message sent: partition, send time (ms), line; tab-separated.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
 }
 
 fn init_logs() {
@@ -82,6 +97,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Sim { listen, seed, rate, record } = cli.command {
+        let args = complyd::sim::SimArgs { config: cli.config, listen, seed, rate, record };
+        return complyd::sim::main(args).map_err(|e| {
+            // A socket that cannot be bound is an I/O failure; anything else
+            // (a bad config, a bad flag) is a usage error.
+            if e.chain().any(|c| c.is::<std::io::Error>()) {
+                Failure::Io(e)
+            } else {
+                Failure::Usage(format!("{e:#}"))
+            }
+        });
+    }
     let settings = Settings::load(cli.config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
     let url = cli.db.clone().unwrap_or_else(|| settings.store.url.clone());
     let dead_letter = || DeadLetter::new(settings.store.dead_letter_for(&url));
@@ -112,6 +139,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let n = commands::export(store.as_mut(), country, std::io::stdout().lock())?;
             eprintln!("export: {n} posts");
         }
+        Command::Sim { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
