@@ -8,16 +8,10 @@ use std::path::{Path, PathBuf};
 /// Where the config is read from when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "config/complyd.toml";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub store: StoreSettings,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { store: StoreSettings::default() }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -76,6 +76,9 @@ const MIGRATIONS: [&str; 1] = [
     ",
 ];
 
+/// A post to write: (author, retweet of, has geo, json).
+type PostRow = (i64, Option<i64>, bool, String);
+
 const TOMBSTONE_DELETE: i16 = 1;
 const TOMBSTONE_CASCADE: i16 = 2;
 const TOMBSTONE_PURGE: i16 = 3;
@@ -535,7 +538,7 @@ impl PostgresStore {
         let users = load_users(c, &sorted_unique(user_ids), false)?;
         let none = UserState::default();
         let user = |id: Id| users.get(&id).unwrap_or(&none);
-        let mut rows: HashMap<i64, (i64, Option<i64>, bool, String)> = HashMap::new();
+        let mut rows: HashMap<i64, PostRow> = HashMap::new();
         let mut refused: Vec<(i64, i16)> = Vec::new();
         for p in posts {
             let original_author = p.retweet_of.and_then(|q| author_of.get(&key(q))).map(|a| user(id_of(*a)));
@@ -575,7 +578,7 @@ impl PostgresStore {
             )?;
         }
         if !rows.is_empty() {
-            let mut sorted: Vec<(i64, (i64, Option<i64>, bool, String))> = rows.into_iter().collect();
+            let mut sorted: Vec<(i64, PostRow)> = rows.into_iter().collect();
             sorted.sort_unstable_by_key(|r| r.0);
             let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (id, (a, rt, g, j)) in sorted {

@@ -18,6 +18,7 @@ use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
 use crate::rules::{countries_to_text, Change};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// The schema version this build writes. Each entry of [`MIGRATIONS`] moves
@@ -164,14 +165,16 @@ fn status_entry<'m>(
     load: &mut rusqlite::CachedStatement<'_>,
     id: Id,
 ) -> Result<&'m mut (StatusState, bool), StoreError> {
-    if !states.contains_key(&id) {
-        let s = match load.query([key(id)])?.next()? {
-            Some(row) => status_from(row, 0)?,
-            None => StatusState::default(),
-        };
-        states.insert(id, (s, false));
+    match states.entry(id) {
+        Entry::Occupied(o) => Ok(o.into_mut()),
+        Entry::Vacant(v) => {
+            let s = match load.query([key(id)])?.next()? {
+                Some(row) => status_from(row, 0)?,
+                None => StatusState::default(),
+            };
+            Ok(v.insert((s, false)))
+        }
     }
-    Ok(states.get_mut(&id).expect("inserted above"))
 }
 
 fn load_user(tx: &rusqlite::Transaction, id: Id) -> Result<UserState, StoreError> {
@@ -308,11 +311,10 @@ impl Store for SqliteStore {
         let mut states: HashMap<Id, (UserState, bool, bool)> = HashMap::new(); // (state, dirty, scrub changed)
         for ev in events {
             let uid = ev.event.user_id();
-            if !states.contains_key(&uid) {
-                let s = load_user(&tx, uid)?;
-                states.insert(uid, (s, false, false));
-            }
-            let entry = states.get_mut(&uid).expect("inserted above");
+            let entry = match states.entry(uid) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert((load_user(&tx, uid)?, false, false)),
+            };
             let change = entry.0.apply(&ev.event, ev.time_ms);
             entry.1 |= change.changed();
             entry.2 |= change.changed() && matches!(ev.event, UserEvent::ScrubGeo { .. });
@@ -359,8 +361,8 @@ impl Store for SqliteStore {
         let mut stats = ImportStats::default();
         let mut users: HashMap<Id, UserState> = HashMap::new();
         for p in posts {
-            if !users.contains_key(&p.author_id) {
-                users.insert(p.author_id, load_user(&tx, p.author_id)?);
+            if let Entry::Vacant(v) = users.entry(p.author_id) {
+                v.insert(load_user(&tx, p.author_id)?);
             }
             let mut original_tombstoned = false;
             let mut original_author = None;
