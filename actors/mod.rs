@@ -1,2 +1,20 @@
 //! The actors of the daemon (`complyd run`): supervisor, partition streams,
 //! router, status handler and user handler. See `shared/spec/design.md`.
+//!
+//! ```text
+//! Supervisor (backoff per class, restart intensity, one ConnectLimiter)
+//!   -> PartitionStream x N (awc GET, gzip, \r\n framing, idle timeout, parse, batch)
+//!        -> Router (send().await: backpressure)
+//!             -> StatusHandler (own store connection, own transactions)
+//!             -> UserHandler   (own store connection, own transactions, maintenance)
+//! ```
+//!
+//! [`health`] is the state they share with the HTTP endpoints and the demo.
+
+mod commit;
+pub mod health;
+pub mod partition;
+pub mod router;
+pub mod status_handler;
+pub mod supervisor;
+pub mod user_handler;

@@ -7,9 +7,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// How many lines of one source are logged one by one; past that they are
+/// How many lines of one reason are logged one by one; past that they are
 /// only counted (and still written to the file).
-const LOG_PER_SOURCE: u64 = 20;
+const LOG_PER_REASON: u64 = 5;
 
 /// The most bytes of a bad line kept in the record.
 const KEEP_BYTES: usize = 64 * 1024;
@@ -17,14 +17,14 @@ const KEEP_BYTES: usize = 64 * 1024;
 pub struct DeadLetter {
     path: PathBuf,
     file: Option<BufWriter<File>>,
-    by_source: HashMap<String, u64>,
+    by_reason: HashMap<String, u64>,
     total: u64,
 }
 
 impl DeadLetter {
     /// The file is created on the first record only.
     pub fn new(path: impl Into<PathBuf>) -> DeadLetter {
-        DeadLetter { path: path.into(), file: None, by_source: HashMap::new(), total: 0 }
+        DeadLetter { path: path.into(), file: None, by_reason: HashMap::new(), total: 0 }
     }
 
     pub fn path(&self) -> &Path {
@@ -37,19 +37,19 @@ impl DeadLetter {
     }
 
     /// Records one bad line: appended to the file, logged (the first lines of
-    /// each source one by one, then only counted).
+    /// each reason one by one, then only counted).
     ///
     /// # Errors
     /// The file cannot be opened or written: the caller must stop, since the
     /// line would otherwise be lost.
     pub fn record(&mut self, source: &str, position: u64, reason: &str, detail: &str, line: &[u8]) -> io::Result<()> {
         self.total += 1;
-        let n = self.by_source.entry(source.to_owned()).or_insert(0);
+        let n = self.by_reason.entry(reason.to_owned()).or_insert(0);
         *n += 1;
-        if *n <= LOG_PER_SOURCE {
+        if *n <= LOG_PER_REASON {
             tracing::warn!(source, position, reason, detail, dead_letter = %self.path.display(), "Dead-lettered a bad line");
-        } else if *n == LOG_PER_SOURCE + 1 {
-            tracing::warn!(source, "More bad lines from this source: counting them without logging each");
+        } else if *n == LOG_PER_REASON + 1 {
+            tracing::warn!(reason, dead_letter = %self.path.display(), "More lines dead-lettered for this reason: counting them without logging each");
         }
         if self.file.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {

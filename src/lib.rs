@@ -6,10 +6,14 @@
 //! [`commands`]. The actors live in `actors/` and use these, never the other
 //! way round.
 
+pub mod backoff;
 pub mod commands;
+pub mod daemon;
+pub mod daemon_settings;
 pub mod deadletter;
 pub mod event;
 pub mod framing;
+pub mod limiter;
 pub mod post;
 pub mod rules;
 pub mod settings;

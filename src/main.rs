@@ -5,7 +5,8 @@
 use clap::{Parser, Subcommand};
 use complyd::commands::{self, BatchType, Failure};
 use complyd::deadletter::DeadLetter;
-use complyd::settings::Settings;
+use complyd::daemon_settings::DaemonSettings;
+use complyd::settings::{ConfigErrors, DEFAULT_CONFIG};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,6 +54,25 @@ enum Command {
         #[arg(long, value_name = "CC")]
         country: Option<String>,
     },
+    /// The long-running daemon: the partition streams, the handlers, the store, the HTTP endpoints.
+    Run,
+    /// The simulator and the daemon together on loopback, with an embedded store: start here.
+    Demo {
+        /// Stop by itself after this many seconds (what scripts and CI use).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+        /// Where the demo's store, posts and dead-letter file go.
+        #[arg(long, value_name = "DIR", default_value = "complyd-demo")]
+        dir: PathBuf,
+        /// Simulated events per second.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Simulator seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Check a config file and print every problem (exit 1 if any).
+    Validate,
     /// The firehose simulator (--config names a simulator config, e.g. config/sim.toml).
     Sim {
         /// Address to listen on (port 0 picks a free one); default 127.0.0.1:8080.
@@ -68,6 +88,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
     },
+}
+
+/// A configuration problem is a usage error (1); anything else (a store, a
+/// socket) an I/O failure (2).
+fn daemon_failure(e: anyhow::Error) -> Failure {
+    if e.chain().any(|c| c.is::<ConfigErrors>()) {
+        Failure::Usage(format!("{e:#}"))
+    } else {
+        Failure::Io(e)
+    }
 }
 
 fn init_logs() {
@@ -109,9 +139,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         });
     }
-    let settings = Settings::load(cli.config.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Command::Demo { duration, dir, rate, seed } = cli.command {
+        let args = complyd::daemon::DemoArgs { config: cli.config, duration, dir, rate, seed, ..Default::default() };
+        return complyd::daemon::demo(args).map_err(daemon_failure);
+    }
+    // Every other command reads the one config file: --config, else
+    // config/complyd.toml when present, else the defaults; COMPLYD_* overrides.
+    let path = cli.config.clone().or_else(|| {
+        let p = PathBuf::from(DEFAULT_CONFIG);
+        p.exists().then_some(p)
+    });
+    let settings = DaemonSettings::load(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    match cli.command {
+        Command::Run => return complyd::daemon::run(settings).map_err(daemon_failure),
+        Command::Validate => {
+            let problems = settings.validate();
+            let shown = path.as_deref().map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
+            if problems.is_empty() {
+                println!("{shown}: ok");
+                return Ok(());
+            }
+            return Err(Failure::Usage(ConfigErrors(problems).to_string()));
+        }
+        _ => {}
+    }
     let url = cli.db.clone().unwrap_or_else(|| settings.store.url.clone());
     let dead_letter = || DeadLetter::new(settings.store.dead_letter_for(&url));
+    // (the daemon's commands returned above)
     match cli.command {
         Command::Import { files } => {
             let mut store = complyd::store::open(&url)?;
@@ -139,7 +193,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let n = commands::export(store.as_mut(), country, std::io::stdout().lock())?;
             eprintln!("export: {n} posts");
         }
-        Command::Sim { .. } => unreachable!("handled above"),
+        Command::Sim { .. } | Command::Demo { .. } | Command::Run | Command::Validate => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }

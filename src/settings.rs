@@ -1,18 +1,14 @@
-//! Configuration: a TOML file (`config/complyd.toml` documents every key),
-//! overridden by environment variables (`COMPLYD_STORE__URL` sets
-//! `store.url`). Unknown keys are refused; every problem is reported at once.
+//! Configuration shared by every command: the store section and the error
+//! type that lists every problem at once. The whole file is
+//! [`crate::daemon_settings::DaemonSettings`] (`config/complyd.toml`
+//! documents every key); environment variables override any key
+//! (`COMPLYD_STORE__URL` sets `store.url`); unknown keys are refused.
 
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where the config is read from when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "config/complyd.toml";
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    pub store: StoreSettings,
-}
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -46,29 +42,3 @@ impl StoreSettings {
 #[derive(Debug, thiserror::Error)]
 #[error("{} problem(s) in the configuration:\n  - {}", .0.len(), .0.join("\n  - "))]
 pub struct ConfigErrors(pub Vec<String>);
-
-impl Settings {
-    /// Loads `path` (or [`DEFAULT_CONFIG`] when present, or the defaults),
-    /// then the `COMPLYD_*` environment overrides.
-    ///
-    /// # Errors
-    /// [`ConfigErrors`] naming the file, the key and the problem.
-    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
-        let mut b = config::Config::builder();
-        match path {
-            Some(p) => {
-                if !p.exists() {
-                    return Err(ConfigErrors(vec![format!("{}: no such config file", p.display())]));
-                }
-                b = b.add_source(config::File::from(p).format(config::FileFormat::Toml));
-            }
-            None if Path::new(DEFAULT_CONFIG).exists() => {
-                b = b.add_source(config::File::from(Path::new(DEFAULT_CONFIG)).format(config::FileFormat::Toml));
-            }
-            None => {}
-        }
-        b = b.add_source(config::Environment::with_prefix("COMPLYD").separator("__").try_parsing(true));
-        let cfg = b.build().map_err(|e| ConfigErrors(vec![e.to_string()]))?;
-        cfg.try_deserialize::<Settings>().map_err(|e| ConfigErrors(vec![e.to_string()]))
-    }
-}

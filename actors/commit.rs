@@ -1,0 +1,130 @@
+//! What the two handlers share: opening their own store connection, and
+//! committing a batch with its position, retrying until it commits (a batch
+//! is never dropped; only a shutdown can make a handler give up, and then the
+//! batch's position is not committed either, so the gap stays known).
+
+use super::health::{Health, HandlerCounters};
+use super::router::PartInfo;
+use crate::store::{self, ApplyStats, HandlerKind, Position, Store, StoreError};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A handler's own store connection, opened lazily (again after a failure
+/// that may have broken it).
+pub struct StoreSlot {
+    url: String,
+    store: Option<Box<dyn Store>>,
+}
+
+impl StoreSlot {
+    pub fn new(url: String, store: Option<Box<dyn Store>>) -> StoreSlot {
+        StoreSlot { url, store }
+    }
+
+    /// The connection, opened when needed.
+    ///
+    /// # Errors
+    /// The store cannot be opened.
+    pub fn get(&mut self) -> Result<&mut dyn Store, StoreError> {
+        if self.store.is_none() {
+            self.store = Some(store::open(&self.url)?);
+        }
+        Ok(self.store.as_deref_mut().expect("opened above"))
+    }
+
+    /// Forgets the connection (it is reopened on next use).
+    pub fn reset(&mut self) {
+        self.store = None;
+    }
+}
+
+/// Runs `apply` until it commits. Counts, logs (ERROR once while the store
+/// keeps failing: an operator is needed), and records each part's latency
+/// from its receipt.
+///
+/// # Errors
+/// Only while the daemon shuts down: the last store error, after at least
+/// two attempts.
+pub fn commit_with_retry(
+    kind: HandlerKind,
+    slot: &mut StoreSlot,
+    health: &Arc<Health>,
+    retry: Duration,
+    positions: &[Position],
+    parts: &[PartInfo],
+    mut apply: impl FnMut(&mut dyn Store) -> Result<ApplyStats, StoreError>,
+) -> Result<ApplyStats, String> {
+    let events: usize = parts.iter().map(|p| p.events).sum();
+    let partitions: Vec<u8> = positions.iter().map(|p| p.partition).collect();
+    let counters: &HandlerCounters = match kind {
+        HandlerKind::Status => &health.status,
+        HandlerKind::User => &health.user,
+    };
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let res = slot.get().and_then(&mut apply);
+        match res {
+            Ok(stats) => {
+                if attempts > 1 {
+                    tracing::info!(handler = kind.as_str(), partitions = ?partitions, attempts, "Store recovered; batch committed");
+                    health.set_store_error(None);
+                }
+                let n = events as u64;
+                counters.committed.fetch_add(n, Relaxed);
+                counters.applied.fetch_add(stats.applied.total(), Relaxed);
+                counters.duplicates.fetch_add(stats.duplicates.total(), Relaxed);
+                counters.stale.fetch_add(stats.stale.total(), Relaxed);
+                counters.batches.fetch_add(1, Relaxed);
+                let histogram = metrics::histogram!("complyd_commit_latency_seconds", "handler" => kind.as_str());
+                for part in parts {
+                    let waited = part.received.elapsed();
+                    health.latency.record(waited, part.events as u64);
+                    histogram.record(waited.as_secs_f64());
+                }
+                for p in positions {
+                    if p.last_event_ms > 0 {
+                        health.counters(p.partition).committed_event_ms.fetch_max(p.last_event_ms, Relaxed);
+                    }
+                }
+                metrics::counter!("complyd_events_committed_total", "handler" => kind.as_str()).increment(n);
+                metrics::counter!("complyd_events_applied_total", "handler" => kind.as_str())
+                    .increment(stats.applied.total());
+                return Ok(stats);
+            }
+            Err(e) => {
+                counters.commit_errors.fetch_add(1, Relaxed);
+                metrics::counter!("complyd_commit_errors_total", "handler" => kind.as_str()).increment(1);
+                let msg = e.to_string();
+                if attempts == 1 {
+                    tracing::error!(
+                        handler = kind.as_str(),
+                        partitions = ?partitions,
+                        events,
+                        error = %msg,
+                        retry_ms = retry.as_millis() as u64,
+                        "Store commit failed; retrying (nothing is dropped, the streams wait)"
+                    );
+                    health.set_store_error(Some(msg.clone()));
+                } else {
+                    tracing::debug!(handler = kind.as_str(), attempts, error = %msg, "Store commit failed again");
+                }
+                if matches!(e, StoreError::Io(_)) {
+                    slot.reset();
+                }
+                if health.shutting_down.load(Relaxed) && attempts >= 2 {
+                    return Err(msg);
+                }
+                // Sleep in small steps so that a shutdown is noticed.
+                let until = Instant::now() + retry;
+                while Instant::now() < until {
+                    if health.shutting_down.load(Relaxed) && attempts >= 2 {
+                        break;
+                    }
+                    std::thread::sleep(retry.min(Duration::from_millis(50)));
+                }
+            }
+        }
+    }
+}

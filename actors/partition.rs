@@ -1,0 +1,695 @@
+//! One partition's stream: one connection attempt per actor.
+//!
+//! The supervisor starts a [`PartitionStream`] once the connection limiter
+//! has granted it a request; the actor makes that one request (awc, HTTP
+//! Basic sent pre-emptively, `Accept-Encoding: gzip`, connect timeout), reads
+//! the body until it ends, fails, idles past the idle-read timeout or the
+//! daemon shuts down, and then reports [`ChildExited`] to the supervisor and
+//! stops. The supervisor decides when the next attempt starts.
+//!
+//! The body is decompressed incrementally here (awc's own decoding is turned
+//! off: it would hop to the blocking pool for large chunks, and would hide
+//! whether the gzip member was complete), framed on `\r\n` bytes with a
+//! maximum line size, parsed, and batched. A batch goes to the router when it
+//! holds `batch.max_events` events or its oldest event is `batch.linger_ms`
+//! old, with `send(..).await`: a slow store slows the reader, nothing is
+//! dropped, and memory stays bounded (one batch being filled, one decoded
+//! chunk, one line of at most `max_line_bytes`).
+
+use super::health::{now_ms, PartitionCounters};
+use super::router::{Batch, Router};
+use super::supervisor::{ChildConnected, ChildExited, Supervisor};
+use crate::backoff::FailureClass;
+use crate::deadletter::DeadLetter;
+use crate::event::{parse_line, EventKind, Message, StatusEvent, UserEvent};
+use crate::framing::{Frame, LineFramer};
+use crate::store::Timed;
+use actix::prelude::*;
+use flate2::write::MultiGzDecoder;
+use futures_util::StreamExt;
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Decoded bytes are framed in slices of at most this size, so that a batch
+/// never grows past `max_events` by more than one slice's worth.
+const FRAME_SLICE: usize = 64 * 1024;
+
+/// Compressed bytes decoded at a time: at most ~8 MiB of output even at
+/// deflate's maximum ratio (about 10 times the input for these streams).
+const INFLATE_PIECE: usize = 8 * 1024;
+
+/// How much of a refused response's body is kept for the log.
+const ERROR_BODY_LIMIT: usize = 2048;
+
+/// What every connection of the daemon shares.
+pub struct StreamSpec {
+    pub settings: crate::daemon_settings::StreamSettings,
+    /// `Basic base64(user:password)`. Never logged.
+    pub authorization: String,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_line: usize,
+    pub batch_max: usize,
+    pub linger: Duration,
+}
+
+impl fmt::Debug for StreamSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamSpec")
+            .field("settings", &self.settings)
+            .field("authorization", &"***")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_line", &self.max_line)
+            .field("batch_max", &self.batch_max)
+            .field("linger", &self.linger)
+            .finish()
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The daemon is shutting down.
+    Shutdown,
+    /// The server ended the stream cleanly; `notice` is the `{"error":...}`
+    /// message it sent first, if any.
+    Ended { notice: Option<String>, buffer_full: bool },
+    /// A status other than 200.
+    Http { status: u16, message: String },
+    /// Connect, TLS or response-header failure (or timeout).
+    Connect(String),
+    /// Read error, connection reset, bad or truncated gzip.
+    Network(String),
+    /// No byte for the idle-read timeout.
+    IdleTimeout(Duration),
+    /// The router is gone (the daemon is stopping).
+    Internal(String),
+}
+
+impl ExitReason {
+    /// The reconnect policy's class (None: do not reconnect).
+    pub fn class(&self) -> Option<FailureClass> {
+        match self {
+            ExitReason::Shutdown => None,
+            ExitReason::Ended { notice: Some(n), .. } if n.to_ascii_lowercase().contains("too many connections") => {
+                Some(FailureClass::Server)
+            }
+            ExitReason::Ended { .. } => Some(FailureClass::Dropped),
+            ExitReason::Http { status, .. } => Some(FailureClass::of_http_status(*status)),
+            ExitReason::Connect(_) | ExitReason::Network(_) | ExitReason::IdleTimeout(_) => {
+                Some(FailureClass::Network)
+            }
+            ExitReason::Internal(_) => Some(FailureClass::Server),
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Shutdown => f.write_str("shut down"),
+            ExitReason::Ended { notice: Some(n), .. } => write!(f, "the server ended the stream: {n}"),
+            ExitReason::Ended { notice: None, .. } => f.write_str("the server ended the stream"),
+            ExitReason::Http { status, message } if message.is_empty() => write!(f, "HTTP {status}"),
+            ExitReason::Http { status, message } => write!(f, "HTTP {status}: {message}"),
+            ExitReason::Connect(e) => write!(f, "connect failed: {e}"),
+            ExitReason::Network(e) => write!(f, "read failed: {e}"),
+            ExitReason::IdleTimeout(d) => write!(f, "no data for {} ms (idle-read timeout)", d.as_millis()),
+            ExitReason::Internal(e) => write!(f, "internal: {e}"),
+        }
+    }
+}
+
+/// What an operator must fix after a configuration error.
+pub fn config_hint(status: u16) -> &'static str {
+    match status {
+        401 => "the credentials were refused: check stream.username and the password (stream.password_file, or the variable named by stream.password_env)",
+        403 => "the account may not use this stream: check stream.account, stream.label and the stream's access in the console",
+        404 => "no such stream: check stream.url, stream.account and stream.label",
+        406 => "the server requires gzip: something between complyd and X strips the Accept-Encoding: gzip header",
+        400 => "the request was refused as malformed: check stream.url and stream.partitions (1-8)",
+        _ => "the request was refused: check the [stream] settings",
+    }
+}
+
+/// One connection attempt of one partition.
+pub struct PartitionStream {
+    pub partition: u8,
+    pub generation: u64,
+    pub spec: Arc<StreamSpec>,
+    pub backfill_minutes: Option<u32>,
+    pub router: Addr<Router>,
+    pub supervisor: Addr<Supervisor>,
+    pub shutdown: watch::Receiver<bool>,
+    pub counters: Arc<PartitionCounters>,
+    pub dead_letter: Arc<Mutex<DeadLetter>>,
+    /// Lines framed on this partition so far (the dead-letter position);
+    /// carried from one connection to the next by the supervisor.
+    pub line_base: u64,
+}
+
+impl Actor for PartitionStream {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let conn = Connection {
+            partition: self.partition,
+            generation: self.generation,
+            spec: self.spec.clone(),
+            backfill_minutes: self.backfill_minutes,
+            router: self.router.clone(),
+            supervisor: self.supervisor.clone(),
+            shutdown: self.shutdown.clone(),
+            counters: self.counters.clone(),
+            dead_letter: self.dead_letter.clone(),
+            source: format!("stream:partition={}", self.partition),
+            lines: self.line_base,
+            batch: Pending::new(self.spec.batch_max),
+            notice: None,
+            buffer_full: false,
+        };
+        ctx.spawn(conn.run().into_actor(self).map(|outcome, act, ctx| {
+            act.supervisor.do_send(ChildExited {
+                partition: act.partition,
+                generation: act.generation,
+                reason: outcome.reason,
+                connected_for: outcome.connected_for,
+                lines: outcome.lines,
+                last_byte_ms: outcome.last_byte_ms,
+                backfill_minutes: act.backfill_minutes,
+            });
+            ctx.stop();
+        }));
+    }
+}
+
+/// How a connection ended.
+struct Outcome {
+    reason: ExitReason,
+    connected_for: Option<Duration>,
+    lines: u64,
+    last_byte_ms: Option<i64>,
+}
+
+/// The batch being filled.
+struct Pending {
+    status: Vec<Timed<StatusEvent>>,
+    user: Vec<Timed<UserEvent>>,
+    max_event_ms: i64,
+    /// When the oldest event of the batch arrived.
+    first_receipt: Option<Instant>,
+    capacity: usize,
+}
+
+impl Pending {
+    fn new(capacity: usize) -> Pending {
+        Pending { status: Vec::new(), user: Vec::new(), max_event_ms: 0, first_receipt: None, capacity }
+    }
+
+    fn len(&self) -> usize {
+        self.status.len() + self.user.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() >= self.capacity
+    }
+}
+
+/// Decompression of the body: incremental gzip, or identity when the server
+/// did not compress.
+enum Inflate {
+    Identity,
+    Gzip(Box<MultiGzDecoder<Vec<u8>>>),
+}
+
+impl Inflate {
+    /// Decodes one chunk; the decoded bytes are in `out` afterwards.
+    fn decode(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        match self {
+            Inflate::Identity => {
+                out.extend_from_slice(chunk);
+                Ok(())
+            }
+            Inflate::Gzip(d) => {
+                d.write_all(chunk)?;
+                d.flush()?;
+                std::mem::swap(d.get_mut(), out);
+                Ok(())
+            }
+        }
+    }
+
+    /// The body ended: was the gzip member complete?
+    fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        match self {
+            Inflate::Identity => Ok(()),
+            Inflate::Gzip(d) => {
+                let res = d.try_finish();
+                std::mem::swap(d.get_mut(), out);
+                res
+            }
+        }
+    }
+}
+
+/// The state of one connection, moved into its future.
+struct Connection {
+    partition: u8,
+    generation: u64,
+    spec: Arc<StreamSpec>,
+    backfill_minutes: Option<u32>,
+    router: Addr<Router>,
+    supervisor: Addr<Supervisor>,
+    shutdown: watch::Receiver<bool>,
+    counters: Arc<PartitionCounters>,
+    dead_letter: Arc<Mutex<DeadLetter>>,
+    source: String,
+    lines: u64,
+    batch: Pending,
+    notice: Option<String>,
+    buffer_full: bool,
+}
+
+impl Connection {
+    async fn run(mut self) -> Outcome {
+        let mut connected_at = None;
+        let mut last_byte_ms = None;
+        let reason = self.stream(&mut connected_at, &mut last_byte_ms).await;
+        Outcome { reason, connected_for: connected_at.map(|t: Instant| t.elapsed()), lines: self.lines, last_byte_ms }
+    }
+
+    async fn stream(&mut self, connected_at: &mut Option<Instant>, last_byte_ms: &mut Option<i64>) -> ExitReason {
+        let p = self.partition;
+        let url = self.spec.settings.partition_url(p, self.backfill_minutes);
+        let client = client_for(&self.spec);
+        let request = client
+            .get(url.as_str())
+            .insert_header((awc::http::header::AUTHORIZATION, self.spec.authorization.as_str()))
+            .insert_header((awc::http::header::ACCEPT_ENCODING, "gzip"))
+            .no_decompress();
+        tracing::debug!(partition = p, url = %redact_query(&url), backfill_minutes = ?self.backfill_minutes, "Connecting");
+        let sent = tokio::select! {
+            biased;
+            _ = wait_shutdown(&mut self.shutdown) => None,
+            r = request.send() => Some(r),
+        };
+        let mut response = match sent {
+            None => return ExitReason::Shutdown,
+            Some(Ok(r)) => r,
+            Some(Err(e)) => return ExitReason::Connect(e.to_string()),
+        };
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = tokio::time::timeout(Duration::from_secs(2), response.body().limit(64 * 1024)).await;
+            let message = match body {
+                Ok(Ok(b)) => error_message(&b),
+                _ => String::new(),
+            };
+            return ExitReason::Http { status, message };
+        }
+        let gzip = response
+            .headers()
+            .get(awc::http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
+        if !gzip {
+            tracing::warn!(partition = p, "The stream is not gzip-encoded; reading it as is");
+        }
+        *connected_at = Some(Instant::now());
+        self.counters.connections.fetch_add(1, Relaxed);
+        self.supervisor.do_send(ChildConnected { partition: p, generation: self.generation });
+        tracing::info!(partition = p, backfill_minutes = ?self.backfill_minutes, "Stream connected");
+
+        let mut inflate = if gzip { Inflate::Gzip(Box::new(MultiGzDecoder::new(Vec::with_capacity(256 * 1024)))) } else { Inflate::Identity };
+        let mut decoded: Vec<u8> = Vec::with_capacity(256 * 1024);
+        let mut framer = LineFramer::new(self.spec.max_line);
+        let idle = self.spec.idle_timeout;
+        let mut idle_deadline = tokio::time::Instant::now() + idle;
+        loop {
+            let flush_at = self.batch.first_receipt.map(|t| tokio::time::Instant::from_std(t + self.spec.linger));
+            let deadline = match flush_at {
+                Some(f) if f < idle_deadline => f,
+                _ => idle_deadline,
+            };
+            let next = tokio::select! {
+                biased;
+                _ = wait_shutdown(&mut self.shutdown) => None,
+                r = tokio::time::timeout_at(deadline, response.next()) => Some(r),
+            };
+            let Some(next) = next else {
+                if let Err(e) = self.flush(*last_byte_ms).await {
+                    return e;
+                }
+                let partial = framer.pending();
+                if partial > 0 {
+                    tracing::info!(partition = p, bytes = partial, "Stopped reading inside a message; it is not applied");
+                }
+                return ExitReason::Shutdown;
+            };
+            let item = match next {
+                Err(_) => {
+                    let now = tokio::time::Instant::now();
+                    if let Err(e) = self.flush(*last_byte_ms).await {
+                        return e;
+                    }
+                    if now >= idle_deadline {
+                        return ExitReason::IdleTimeout(idle);
+                    }
+                    continue;
+                }
+                Ok(item) => item,
+            };
+            let chunk = match item {
+                None => {
+                    // The body ended: cleanly only with the gzip trailer.
+                    let res = inflate.finish(&mut decoded);
+                    if !decoded.is_empty() {
+                        if let Err(e) = self.frame(&mut framer, &decoded, *last_byte_ms).await {
+                            return e;
+                        }
+                    }
+                    if let Err(e) = self.flush(*last_byte_ms).await {
+                        return e;
+                    }
+                    let partial = framer.pending();
+                    if partial > 0 {
+                        tracing::warn!(partition = p, bytes = partial, "The stream ended inside a message; that message is lost");
+                    }
+                    return match res {
+                        Ok(()) => ExitReason::Ended { notice: self.notice.take(), buffer_full: self.buffer_full },
+                        Err(e) => ExitReason::Network(format!("the gzip stream ended early ({e})")),
+                    };
+                }
+                Some(Err(e)) => {
+                    if let Err(x) = self.flush(*last_byte_ms).await {
+                        return x;
+                    }
+                    return ExitReason::Network(e.to_string());
+                }
+                Some(Ok(chunk)) => chunk,
+            };
+            idle_deadline = tokio::time::Instant::now() + idle;
+            let now = now_ms();
+            *last_byte_ms = Some(now);
+            self.counters.last_byte_ms.store(now, Relaxed);
+            self.counters.bytes.fetch_add(chunk.len() as u64, Relaxed);
+            // Compressed input in small pieces: whatever the compression
+            // ratio, one decoded piece stays small.
+            for piece in chunk.chunks(INFLATE_PIECE) {
+                if let Err(e) = inflate.decode(piece, &mut decoded) {
+                    if let Err(x) = self.flush(*last_byte_ms).await {
+                        return x;
+                    }
+                    return ExitReason::Network(format!("bad gzip data: {e}"));
+                }
+                if let Err(e) = self.frame(&mut framer, &decoded, *last_byte_ms).await {
+                    return e;
+                }
+            }
+        }
+    }
+
+    /// Frames decoded bytes, slice by slice, handing full batches on.
+    async fn frame(&mut self, framer: &mut LineFramer, decoded: &[u8], last_byte_ms: Option<i64>) -> Result<(), ExitReason> {
+        self.counters.bytes_decoded.fetch_add(decoded.len() as u64, Relaxed);
+        let received = Instant::now();
+        for slice in decoded.chunks(FRAME_SLICE) {
+            let mut stats = FrameStats::default();
+            framer.push(slice, |frame| self.on_frame(frame, received, &mut stats));
+            stats.publish(&self.counters);
+            if self.batch.is_full() {
+                self.flush(last_byte_ms).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>, received: Instant, stats: &mut FrameStats) {
+        self.lines += 1;
+        stats.lines += 1;
+        let line = match frame {
+            Frame::Line(l) => l,
+            Frame::Oversized { len, head } => {
+                stats.oversized += 1;
+                stats.dead += 1;
+                self.dead_letter(
+                    "oversized",
+                    &format!("line of {len} bytes is longer than stream.max_line_bytes ({})", self.spec.max_line),
+                    head,
+                );
+                return;
+            }
+        };
+        match parse_line(line) {
+            Ok(Message::Heartbeat) => stats.heartbeats += 1,
+            Ok(Message::Event(e)) => {
+                stats.events += 1;
+                if e.time_ms > self.batch.max_event_ms {
+                    self.batch.max_event_ms = e.time_ms;
+                }
+                if self.batch.first_receipt.is_none() {
+                    self.batch.first_receipt = Some(received);
+                }
+                match e.kind {
+                    EventKind::Status(s) => self.batch.status.push(Timed { time_ms: e.time_ms, event: s }),
+                    EventKind::User(u) => self.batch.user.push(Timed { time_ms: e.time_ms, event: u }),
+                }
+            }
+            Ok(Message::Error(n)) => {
+                stats.notices += 1;
+                if n.is_buffer_full() {
+                    self.buffer_full = true;
+                    self.counters.data_loss.fetch_add(1, Relaxed);
+                    tracing::error!(
+                        partition = self.partition,
+                        message = %n.message,
+                        sent = n.sent.as_deref().unwrap_or(""),
+                        last_byte_ms = self.counters.last_byte_ms.load(Relaxed),
+                        "Data lost: the server dropped what it had buffered for this partition; recover the gap with Replay"
+                    );
+                } else {
+                    tracing::warn!(partition = self.partition, message = %n.message, sent = n.sent.as_deref().unwrap_or(""), "The server is disconnecting");
+                }
+                self.notice = Some(n.message);
+            }
+            Ok(Message::Info(i)) => {
+                tracing::info!(partition = self.partition, message = %i.message, complete = i.is_complete(), "Info line on the stream");
+            }
+            Ok(Message::Unknown { kind }) => {
+                stats.unknown += 1;
+                stats.dead += 1;
+                self.dead_letter("unknown_type", &format!("unknown message type {kind:?}"), line);
+            }
+            Err(e) => {
+                stats.dead += 1;
+                self.dead_letter(e.kind.as_str(), &e.detail, line);
+            }
+        }
+    }
+
+    fn dead_letter(&self, reason: &str, detail: &str, line: &[u8]) {
+        let mut dl = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = dl.record(&self.source, self.lines, reason, detail, line) {
+            tracing::error!(
+                partition = self.partition,
+                position = self.lines,
+                reason,
+                error = %e,
+                dead_letter = %dl.path().display(),
+                "Could not write a bad line to the dead-letter file; it is lost"
+            );
+        }
+    }
+
+    /// Hands the pending batch to the router and waits until the handlers
+    /// have accepted it (backpressure).
+    async fn flush(&mut self, last_byte_ms: Option<i64>) -> Result<(), ExitReason> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let status = std::mem::replace(&mut self.batch.status, Vec::with_capacity(self.spec.batch_max.min(65_536)));
+        let user = std::mem::take(&mut self.batch.user);
+        let received = self.batch.first_receipt.take().unwrap_or_else(Instant::now);
+        let max_event_ms = std::mem::take(&mut self.batch.max_event_ms);
+        let n = (status.len() + user.len()) as u64;
+        let batch = Batch {
+            partition: self.partition,
+            status,
+            user,
+            last_event_ms: max_event_ms,
+            last_byte_ms: last_byte_ms.unwrap_or_else(now_ms),
+            received,
+        };
+        if max_event_ms > 0 {
+            self.counters.last_event_ms.fetch_max(max_event_ms, Relaxed);
+        }
+        self.counters.events.fetch_add(n, Relaxed);
+        match self.router.send(batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(partition = self.partition, events = n, error = %e, "Data lost: the router is gone; a batch was not handed on");
+                Err(ExitReason::Internal(format!("router unavailable: {e}")))
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct FrameStats {
+    lines: u64,
+    heartbeats: u64,
+    events: u64,
+    dead: u64,
+    oversized: u64,
+    unknown: u64,
+    notices: u64,
+}
+
+impl FrameStats {
+    fn publish(&self, c: &PartitionCounters) {
+        c.lines.fetch_add(self.lines, Relaxed);
+        if self.heartbeats > 0 {
+            c.heartbeats.fetch_add(self.heartbeats, Relaxed);
+        }
+        if self.dead > 0 {
+            c.dead_lettered.fetch_add(self.dead, Relaxed);
+            c.oversized.fetch_add(self.oversized, Relaxed);
+            c.unknown.fetch_add(self.unknown, Relaxed);
+        }
+        if self.notices > 0 {
+            c.notices.fetch_add(self.notices, Relaxed);
+        }
+    }
+}
+
+thread_local! {
+    /// One awc client per stream thread (awc is `!Send`), built once: its
+    /// TLS connector loads the CA roots, which is too slow to repeat on every
+    /// reconnect.
+    static CLIENT: std::cell::RefCell<Option<(usize, awc::Client)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The stream thread's client for `spec` (HTTP/1.1 only: one TCP connection
+/// per partition, never multiplexed; no redirects; the connect timeout
+/// covers connect, TLS and the response headers).
+fn client_for(spec: &Arc<StreamSpec>) -> awc::Client {
+    let key = Arc::as_ptr(spec) as usize;
+    CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        match &*c {
+            Some((k, client)) if *k == key => client.clone(),
+            _ => {
+                let client = awc::Client::builder()
+                    .connector(
+                        awc::Connector::new()
+                            .timeout(spec.connect_timeout)
+                            .max_http_version(awc::http::Version::HTTP_11),
+                    )
+                    .timeout(spec.connect_timeout)
+                    .disable_redirects()
+                    .finish();
+                *c = Some((key, client.clone()));
+                client
+            }
+        }
+    })
+}
+
+/// Resolves when the shutdown flag is (or becomes) set; never when the
+/// sender is gone without setting it.
+async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The `message` of an `{"error":{"message":...}}` body, or the body's start.
+fn error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    if let Ok(b) = serde_json::from_slice::<Body>(body) {
+        return b.error.message;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_LIMIT)]);
+    text.trim().chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// A URL safe to log (the query and any user info are kept out).
+pub fn redact_query(url: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    crate::store::redact_url(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_classes() {
+        assert_eq!(ExitReason::Shutdown.class(), None);
+        assert_eq!(ExitReason::Ended { notice: None, buffer_full: false }.class(), Some(FailureClass::Dropped));
+        let tmc = ExitReason::Ended { notice: Some("Forced Disconnect: Too many connections.".into()), buffer_full: false };
+        assert_eq!(tmc.class(), Some(FailureClass::Server));
+        assert_eq!(ExitReason::Http { status: 401, message: String::new() }.class(), Some(FailureClass::Config));
+        assert_eq!(ExitReason::Http { status: 429, message: String::new() }.class(), Some(FailureClass::RateLimited));
+        assert_eq!(ExitReason::Http { status: 503, message: String::new() }.class(), Some(FailureClass::Server));
+        assert_eq!(ExitReason::IdleTimeout(Duration::from_secs(1)).class(), Some(FailureClass::Network));
+    }
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(error_message(br#"{"error":{"message":"Invalid credentials.","sent":"x"}}"#), "Invalid credentials.");
+        assert_eq!(error_message(b"<html>\nBad\tGateway</html>"), "<html>BadGateway</html>");
+    }
+
+    #[test]
+    fn gzip_is_decoded_across_any_chunking_and_truncation_is_detected() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let text = "{\"a\":1}\r\n\r\ncaf\u{e9}\r\n".repeat(200);
+        enc.write_all(text.as_bytes()).unwrap();
+        let gz = enc.finish().unwrap();
+        for chunk in [1, 7, 64, 4096] {
+            let mut inf = Inflate::Gzip(Box::new(MultiGzDecoder::new(Vec::new())));
+            let mut all = Vec::new();
+            let mut out = Vec::new();
+            for c in gz.chunks(chunk) {
+                inf.decode(c, &mut out).unwrap();
+                all.extend_from_slice(&out);
+            }
+            inf.finish(&mut out).unwrap();
+            all.extend_from_slice(&out);
+            assert_eq!(all, text.as_bytes(), "chunk {chunk}");
+        }
+        let mut inf = Inflate::Gzip(Box::new(MultiGzDecoder::new(Vec::new())));
+        let mut out = Vec::new();
+        inf.decode(&gz[..gz.len() - 6], &mut out).unwrap();
+        assert!(inf.finish(&mut out).is_err(), "a missing trailer is an error");
+    }
+
+    #[test]
+    fn urls_are_logged_without_query_or_credentials() {
+        assert_eq!(redact_query("https://u:p@h/x.json?partition=1"), "https://***@h/x.json");
+    }
+}

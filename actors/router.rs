@@ -1,0 +1,340 @@
+//! The router: splits each partition batch into its status part and its user
+//! part and hands each to its own handler.
+//!
+//! Each handler has a *lane*: at most one transaction at the handler, and
+//! the parts that arrive meanwhile wait in the lane and are merged into the
+//! next transaction (group commit: one transaction covers several partition
+//! batches, each partition's position committed with it). A lane holds at
+//! most `handlers.in_flight x batch.max_events` waiting events; past that
+//! the router waits, and so does the partition that sent the batch: a slow
+//! store slows the readers, and memory stays bounded. A [`Batch`] is
+//! answered as soon as both parts are in their lanes, so the two handlers
+//! never wait on each other (a slow user handler holds back status commits
+//! only once its own lane is full).
+//!
+//! The handlers run on their own threads (SyncArbiter); they are only talked
+//! to with request/response `send`, never `do_send`: their mailboxes are
+//! unbounded, the lanes are what bounds them.
+
+use super::health::Health;
+use super::status_handler::{ApplyStatus, StatusHandler};
+use super::user_handler::{ApplyUser, Maintain, UserHandler};
+use crate::event::{StatusEvent, TimeMs, UserEvent};
+use crate::store::{ApplyStats, Position, Timed};
+use actix::prelude::*;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Parsed events of one partition, with its position.
+#[derive(Debug)]
+pub struct Batch {
+    pub partition: u8,
+    pub status: Vec<Timed<StatusEvent>>,
+    pub user: Vec<Timed<UserEvent>>,
+    /// The largest event time of the batch.
+    pub last_event_ms: TimeMs,
+    /// Wall time the last byte of the batch was received.
+    pub last_byte_ms: TimeMs,
+    /// When the oldest event of the batch was received.
+    pub received: Instant,
+}
+
+impl Message for Batch {
+    /// Answered once both handlers have accepted their parts.
+    type Result = ();
+}
+
+/// Waits until every accepted batch is committed (or given up on).
+#[derive(Debug)]
+pub struct Drain;
+
+impl Message for Drain {
+    type Result = ();
+}
+
+/// One partition batch's share of a transaction (for the latency and the
+/// per-partition progress).
+#[derive(Debug, Clone, Copy)]
+pub struct PartInfo {
+    pub partition: u8,
+    pub events: usize,
+    pub received: Instant,
+}
+
+/// A transaction for one handler: merged parts, one position per partition.
+#[derive(Debug)]
+pub struct Job<E> {
+    pub events: Vec<Timed<E>>,
+    pub positions: Vec<Position>,
+    pub parts: Vec<PartInfo>,
+}
+
+/// How a lane reaches its handler.
+trait Sink<E>: 'static {
+    /// Sends a job (enqueued at once, in call order) and resolves with its
+    /// outcome.
+    fn submit(&self, job: Job<E>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, String>>>>;
+}
+
+impl Sink<StatusEvent> for Addr<StatusHandler> {
+    fn submit(
+        &self,
+        job: Job<StatusEvent>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, String>>>> {
+        let req = self.send(ApplyStatus { job });
+        Box::pin(async move { req.await.map_err(|e| e.to_string()).and_then(|r| r) })
+    }
+}
+
+impl Sink<UserEvent> for Addr<UserHandler> {
+    fn submit(
+        &self,
+        job: Job<UserEvent>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, String>>>> {
+        let req = self.send(ApplyUser { job });
+        Box::pin(async move { req.await.map_err(|e| e.to_string()).and_then(|r| r) })
+    }
+}
+
+/// The parts waiting for one handler.
+struct Lane<E> {
+    name: &'static str,
+    events: Vec<Timed<E>>,
+    positions: BTreeMap<u8, Position>,
+    parts: Vec<PartInfo>,
+    /// A transaction is at the handler.
+    busy: bool,
+    /// Most events waiting (a part larger than this still goes alone).
+    cap: usize,
+}
+
+type LaneRef<E> = Rc<RefCell<Lane<E>>>;
+
+/// Wakes the batches waiting for room, and the drain.
+struct Signals {
+    room: Notify,
+    idle: Notify,
+}
+
+impl<E: 'static> Lane<E> {
+    fn new(name: &'static str, cap: usize) -> LaneRef<E> {
+        Rc::new(RefCell::new(Lane {
+            name,
+            events: Vec::new(),
+            positions: BTreeMap::new(),
+            parts: Vec::new(),
+            busy: false,
+            cap: cap.max(1),
+        }))
+    }
+
+    fn is_idle(&self) -> bool {
+        !self.busy && self.events.is_empty() && self.parts.is_empty()
+    }
+}
+
+/// Puts one part in its lane, waiting for room; then starts a transaction
+/// if the handler is free.
+async fn enqueue<E: 'static>(
+    lane: LaneRef<E>,
+    sink: Rc<dyn Sink<E>>,
+    signals: Rc<Signals>,
+    health: Arc<Health>,
+    mut events: Vec<Timed<E>>,
+    position: Position,
+    received: Instant,
+) {
+    let info = PartInfo { partition: position.partition, events: events.len(), received };
+    loop {
+        {
+            let mut l = lane.borrow_mut();
+            if l.events.is_empty() || l.events.len() + events.len() <= l.cap {
+                if l.events.is_empty() {
+                    l.events = std::mem::take(&mut events);
+                } else {
+                    l.events.append(&mut events);
+                }
+                let p = l.positions.entry(position.partition).or_insert(position);
+                p.last_event_ms = p.last_event_ms.max(position.last_event_ms);
+                p.last_byte_ms = p.last_byte_ms.max(position.last_byte_ms);
+                l.parts.push(info);
+                break;
+            }
+        }
+        signals.room.notified().await;
+    }
+    kick(lane, sink, signals, health);
+}
+
+/// Starts the next transaction of a lane if its handler is free.
+fn kick<E: 'static>(lane: LaneRef<E>, sink: Rc<dyn Sink<E>>, signals: Rc<Signals>, health: Arc<Health>) {
+    let job = {
+        let mut l = lane.borrow_mut();
+        if l.busy || l.parts.is_empty() {
+            return;
+        }
+        l.busy = true;
+        Job {
+            events: std::mem::take(&mut l.events),
+            positions: std::mem::take(&mut l.positions).into_values().collect(),
+            parts: std::mem::take(&mut l.parts),
+        }
+    };
+    // Room again: the waiting parts form the next transaction.
+    signals.room.notify_waiters();
+    let n = job.events.len();
+    let partitions: Vec<u8> = job.positions.iter().map(|p| p.partition).collect();
+    let name = lane.borrow().name;
+    let outcome = sink.submit(job);
+    actix::spawn(async move {
+        let r = outcome.await;
+        if let Err(e) = &r {
+            let c = if name == "status" { &health.status } else { &health.user };
+            c.abandoned.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::error!(
+                handler = name,
+                partitions = ?partitions,
+                events = n,
+                error = %e,
+                "Data not committed: a transaction was given up on; its positions were not committed, so the gap is known"
+            );
+        }
+        lane.borrow_mut().busy = false;
+        kick(lane.clone(), sink, signals.clone(), health);
+        if lane.borrow().is_idle() {
+            signals.idle.notify_waiters();
+        }
+    });
+}
+
+pub struct Router {
+    status_sink: Rc<dyn Sink<StatusEvent>>,
+    user: Addr<UserHandler>,
+    user_sink: Rc<dyn Sink<UserEvent>>,
+    status_lane: LaneRef<StatusEvent>,
+    user_lane: LaneRef<UserEvent>,
+    signals: Rc<Signals>,
+    health: Arc<Health>,
+    maintain_every: Duration,
+    maintain_busy: Arc<AtomicBool>,
+}
+
+impl Router {
+    /// `lane_events`: the most events waiting per handler
+    /// (`handlers.in_flight x batch.max_events`).
+    pub fn new(
+        status: Addr<StatusHandler>,
+        user: Addr<UserHandler>,
+        lane_events: usize,
+        health: Arc<Health>,
+        maintain_every: Duration,
+    ) -> Router {
+        Router {
+            status_sink: Rc::new(status),
+            user_sink: Rc::new(user.clone()),
+            user,
+            status_lane: Lane::new("status", lane_events),
+            user_lane: Lane::new("user", lane_events),
+            signals: Rc::new(Signals { room: Notify::new(), idle: Notify::new() }),
+            health,
+            maintain_every,
+            maintain_busy: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Starts one maintenance pass on the user handler's thread (between
+    /// its transactions), unless one is running.
+    fn maintain(&mut self) {
+        if self.maintain_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let user = self.user.clone();
+        let busy = self.maintain_busy.clone();
+        let health = self.health.clone();
+        actix::spawn(async move {
+            match user.send(Maintain).await {
+                Ok(Ok(m)) if m.users_purged + m.posts_geo_scrubbed + m.posts_purged > 0 => {
+                    tracing::info!(
+                        users_purged = m.users_purged,
+                        posts_purged = m.posts_purged,
+                        posts_geo_scrubbed = m.posts_geo_scrubbed,
+                        pending = m.pending,
+                        "Maintenance pass done"
+                    );
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "Maintenance pass failed; retrying at the next interval"),
+                Err(e) => tracing::debug!(error = %e, "Maintenance skipped: the user handler is gone"),
+            }
+            health.maintenance_runs.fetch_add(1, Ordering::Relaxed);
+            busy.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(64);
+        ctx.run_interval(self.maintain_every, |act, _| act.maintain());
+    }
+}
+
+impl Handler<Batch> for Router {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, b: Batch, _ctx: &mut Self::Context) -> Self::Result {
+        let position = Position { partition: b.partition, last_event_ms: b.last_event_ms, last_byte_ms: b.last_byte_ms };
+        let (sl, ul) = (self.status_lane.clone(), self.user_lane.clone());
+        let (ss, us) = (self.status_sink.clone(), self.user_sink.clone());
+        let (signals, health) = (self.signals.clone(), self.health.clone());
+        Box::pin(async move {
+            let Batch { status, user, received, .. } = b;
+            if !status.is_empty() {
+                enqueue(sl, ss, signals.clone(), health.clone(), status, position, received).await;
+            }
+            if !user.is_empty() {
+                enqueue(ul, us, signals, health, user, position, received).await;
+            }
+        })
+    }
+}
+
+impl Handler<Drain> for Router {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Drain, _ctx: &mut Self::Context) -> Self::Result {
+        let (sl, ul, signals) = (self.status_lane.clone(), self.user_lane.clone(), self.signals.clone());
+        Box::pin(async move {
+            loop {
+                let idle = signals.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if sl.borrow().is_idle() && ul.borrow().is_idle() {
+                    return;
+                }
+                idle.await;
+            }
+        })
+    }
+}
+
+/// Stops the router (after [`Drain`]); the handlers' threads end once their
+/// addresses are gone.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Stop> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

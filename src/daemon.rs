@@ -1,0 +1,984 @@
+//! The daemon's entry points: `complyd run` ([`run`]), `complyd demo`
+//! ([`demo`]) and the end-to-end benchmark ([`bench_e2e`]), plus [`Daemon`],
+//! the in-process handle tests and the demo use.
+//!
+//! The shape is design.md's: a [`Supervisor`] with one connection limiter
+//! and one [`PartitionStream`](crate::actors::partition::PartitionStream)
+//! per partition, a [`Router`], and a status handler and a user handler that
+//! each own their store connection.
+//!
+//! # Errors and exit codes
+//! [`run`] returns an `anyhow::Error` whose root is a
+//! [`ConfigErrors`](crate::settings::ConfigErrors) for a configuration
+//! problem (exit 1) or a [`StoreError`](crate::store::StoreError) / I/O
+//! error otherwise (exit 2).
+
+use crate::actors::health::{now_ms, Health, LinkState};
+use crate::actors::partition::StreamSpec;
+use crate::actors::router::{Drain, Router};
+use crate::actors::status_handler::StatusHandler;
+use crate::actors::supervisor::{Shutdown, Supervisor, SupervisorConfig};
+use crate::actors::user_handler::UserHandler;
+use crate::daemon_settings::{DaemonSettings, Secret};
+use crate::deadletter::DeadLetter;
+use crate::limiter::ConnectLimiter;
+use crate::settings::ConfigErrors;
+use crate::store::{self, HandlerKind, Store};
+use actix::prelude::*;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
+use base64::Engine as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A running daemon inside the current actix System.
+pub struct Daemon {
+    supervisor: Addr<Supervisor>,
+    router: Addr<Router>,
+    health: Arc<Health>,
+    http: Option<(actix_web::dev::ServerHandle, SocketAddr)>,
+    arbiters: Vec<Arbiter>,
+    shutdown_timeout: Duration,
+    dead_letter: Arc<Mutex<DeadLetter>>,
+    started: Instant,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Every stream stopped and every accepted batch committed in time.
+    pub clean: bool,
+    pub elapsed: Duration,
+    /// Events parsed and handed on.
+    pub received: u64,
+    /// Events committed by the two handlers.
+    pub committed: u64,
+    /// Events given up on (the store kept failing during the shutdown).
+    pub abandoned: u64,
+}
+
+impl Daemon {
+    /// Starts the daemon in the current actix System: opens the store (one
+    /// connection per handler), starts the handlers, the router, the stream
+    /// threads, the supervisor (which starts connecting at once) and, when
+    /// enabled, the HTTP endpoints.
+    ///
+    /// # Errors
+    /// [`ConfigErrors`] for a bad configuration; the store's error when it
+    /// cannot be opened; the bind error of the HTTP endpoint.
+    pub async fn start(settings: DaemonSettings, password: Secret) -> anyhow::Result<Daemon> {
+        let problems = settings.validate_without_password();
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems).into());
+        }
+        let url = settings.store.url.clone();
+        // On a plain thread: the synchronous PostgreSQL client must not run
+        // inside the async runtime.
+        let open = || store::open(&url).with_context(|| format!("opening the store {}", store::redact_url(&url)));
+        let (status_store, user_store) = std::thread::scope(|s| s.spawn(|| Ok::<_, anyhow::Error>((open()?, open()?))).join())
+            .map_err(|_| anyhow::anyhow!("opening the store panicked"))??;
+        Daemon::start_with_stores(settings, password, status_store, user_store).await
+    }
+
+    /// [`Daemon::start`] with the two handlers' store connections given
+    /// (another [`Store`] implementation, a benchmark's). A connection that
+    /// fails with an I/O error is reopened from `store.url`.
+    ///
+    /// # Errors
+    /// As [`Daemon::start`].
+    pub async fn start_with_stores(
+        settings: DaemonSettings,
+        password: Secret,
+        mut status_store: Box<dyn Store>,
+        user_store: Box<dyn Store>,
+    ) -> anyhow::Result<Daemon> {
+        let problems = settings.validate_without_password();
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems).into());
+        }
+        for w in settings.warnings() {
+            tracing::warn!(warning = %w, "Configuration against X's guidance");
+        }
+        let url = settings.store.url.clone();
+        let last_byte_ms = std::thread::scope(|s| s.spawn(|| stored_last_bytes(status_store.as_mut())).join())
+            .map_err(|_| anyhow::anyhow!("reading the stored positions panicked"))??;
+        let partitions = settings.stream.partitions.clone();
+        let health = Arc::new(Health::new(&partitions));
+        let dead_letter = Arc::new(Mutex::new(DeadLetter::new(settings.dead_letter_path())));
+        let retry = Duration::from_millis(settings.handlers.commit_retry_ms);
+
+        let slot = Arc::new(Mutex::new(Some(status_store)));
+        let (h, u) = (health.clone(), url.clone());
+        let status = SyncArbiter::start(1, move || {
+            let store = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            StatusHandler::new(u.clone(), store, h.clone(), retry)
+        });
+        let slot = Arc::new(Mutex::new(Some(user_store)));
+        let (h, u, max_users) = (health.clone(), url.clone(), settings.handlers.maintain_max_users);
+        let user = SyncArbiter::start(1, move || {
+            let store = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            UserHandler::new(u.clone(), store, h.clone(), retry, max_users)
+        });
+        let router = Router::new(
+            status,
+            user,
+            settings.handlers.in_flight * settings.batch.max_events,
+            health.clone(),
+            Duration::from_millis(settings.handlers.maintain_interval_ms),
+        )
+        .start();
+
+        // The endpoints first: a port already taken fails the start before
+        // any connection is made.
+        let http = if settings.http.enabled {
+            Some(start_http(&settings.http.listen, health.clone())?)
+        } else {
+            None
+        };
+        let arbiters: Vec<Arbiter> = (0..settings.stream.threads.max(1)).map(|_| Arbiter::new()).collect();
+        let credentials = format!("{}:{}", settings.stream.username, password.expose());
+        let spec = Arc::new(StreamSpec {
+            settings: settings.stream.clone(),
+            authorization: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
+            connect_timeout: Duration::from_millis(settings.stream.connect_timeout_ms),
+            idle_timeout: Duration::from_millis(settings.stream.idle_timeout_ms),
+            max_line: settings.stream.max_line_bytes,
+            batch_max: settings.batch.max_events,
+            linger: Duration::from_millis(settings.batch.linger_ms),
+        });
+        let l = &settings.limiter;
+        let supervisor = Supervisor::new(SupervisorConfig {
+            partitions,
+            spec,
+            policy: settings.backoff.policy(),
+            intensity: settings.restart.intensity(),
+            limiter: ConnectLimiter::new(
+                l.max_requests,
+                Duration::from_millis(l.window_ms),
+                Duration::from_millis(l.margin_ms),
+            ),
+            backfill_max: settings.stream.backfill_minutes,
+            last_byte_ms,
+            arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+            router: router.clone(),
+            health: health.clone(),
+            dead_letter: dead_letter.clone(),
+            limiter_state: Some(settings.limiter_state_path()),
+        })
+        .start();
+
+        tracing::info!(
+            store = %store::redact_url(&url),
+            partitions = ?settings.stream.partitions,
+            stream = %crate::actors::partition::redact_query(&settings.stream.partition_url(1, None)),
+            http = ?http.as_ref().map(|h| h.1),
+            "Daemon started"
+        );
+        Ok(Daemon {
+            supervisor,
+            router,
+            health,
+            http,
+            arbiters,
+            shutdown_timeout: Duration::from_millis(settings.shutdown.timeout_ms),
+            dead_letter,
+            started: Instant::now(),
+        })
+    }
+
+    /// What the daemon knows about itself (the `/healthz` data).
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The bound address of the HTTP endpoints.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|h| h.1)
+    }
+
+    /// How long it has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Stops reading, commits everything in flight, and stops every actor,
+    /// within `shutdown.timeout_ms`. Whatever is not committed by then is
+    /// left out, its positions too: the gap stays known.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let t0 = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        self.health.shutting_down.store(true, Relaxed);
+        let streams = tokio::time::timeout_at(deadline, self.supervisor.send(Shutdown)).await;
+        let streams_ok = matches!(streams, Ok(Ok(())));
+        if !streams_ok {
+            tracing::error!("Shutdown: not every stream stopped in time; what they held is not applied");
+        }
+        let drained = tokio::time::timeout_at(deadline, self.router.send(Drain)).await;
+        let drained_ok = matches!(drained, Ok(Ok(())));
+        if !drained_ok {
+            tracing::error!("Shutdown: batches still uncommitted at the deadline are not applied; their positions are not committed either");
+        }
+        if let Some((h, _)) = &self.http {
+            h.stop(true).await;
+        }
+        self.router.do_send(crate::actors::router::Stop);
+        self.supervisor.do_send(crate::actors::supervisor::Stop);
+        for a in &self.arbiters {
+            a.stop();
+        }
+        if let Err(e) = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner()).flush() {
+            tracing::error!(error = %e, "Could not flush the dead-letter file");
+        }
+        let abandoned = self.health.status.abandoned.load(Relaxed) + self.health.user.abandoned.load(Relaxed);
+        let report = ShutdownReport {
+            clean: streams_ok && drained_ok && abandoned == 0,
+            elapsed: t0.elapsed(),
+            received: self.health.received(),
+            committed: self.health.committed(),
+            abandoned,
+        };
+        tracing::info!(
+            clean = report.clean,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            received = report.received,
+            committed = report.committed,
+            "Daemon stopped"
+        );
+        report
+    }
+}
+
+/// The last byte received per partition in an earlier run: the older of the
+/// two handlers' positions (a partition is caught up to the smaller one).
+fn stored_last_bytes(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, i64>> {
+    let mut by: HashMap<u8, (Option<i64>, Option<i64>)> = HashMap::new();
+    for (kind, pos) in store.positions().context("reading the stored positions")? {
+        let e = by.entry(pos.partition).or_default();
+        match kind {
+            HandlerKind::Status => e.0 = Some(pos.last_byte_ms),
+            HandlerKind::User => e.1 = Some(pos.last_byte_ms),
+        }
+    }
+    Ok(by
+        .into_iter()
+        .filter_map(|(p, (a, b))| {
+            let t = match (a, b) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => return None,
+            };
+            Some((p, t))
+        })
+        .collect())
+}
+
+/// The process-wide Prometheus recorder (None when another recorder was
+/// installed first).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::debug!(error = %e, "No Prometheus recorder installed (another recorder is active)");
+                None
+            }
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+struct HttpState {
+    health: Arc<Health>,
+    metrics: Option<PrometheusHandle>,
+}
+
+fn start_http(listen: &str, health: Arc<Health>) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
+    let state = HttpState { health, metrics: metrics_handle() };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics_text))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(listen)
+    .with_context(|| format!("binding the HTTP endpoint to {listen} (http.listen)"))?;
+    let addr = server.addrs().first().copied().context("the HTTP endpoint bound no address")?;
+    let srv = server.run();
+    let handle = srv.handle();
+    actix_rt::spawn(srv);
+    Ok((handle, addr))
+}
+
+/// `/healthz`: the process is alive; the body says how every partition is.
+async fn healthz(state: web::Data<HttpState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.health.report())
+}
+
+/// `/readyz`: 200 when every partition is usable and the store commits; 503
+/// with the reasons otherwise (a configuration error, a failed partition).
+async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    let body = state.health.report();
+    if state.health.readiness().0 {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
+    let h = &state.health;
+    let mut out = String::new();
+    if let Some(m) = &state.metrics {
+        m.run_upkeep();
+        out.push_str(&m.render());
+    }
+    let parts = h.partitions();
+    let _ = writeln!(out, "# TYPE complyd_partition_connected gauge");
+    for p in &parts {
+        let _ = writeln!(out, "complyd_partition_connected{{partition=\"{}\"}} {}", p.partition, u8::from(p.state == LinkState::Connected));
+    }
+    let _ = writeln!(out, "# TYPE complyd_partition_failed gauge");
+    for p in &parts {
+        let _ = writeln!(out, "complyd_partition_failed{{partition=\"{}\"}} {}", p.partition, u8::from(p.failed || p.config_error.is_some()));
+    }
+    for (name, get) in [
+        ("complyd_events_received_total", (|c: &crate::actors::health::PartitionCounters| c.events.load(Relaxed)) as fn(&_) -> u64),
+        ("complyd_lines_dead_lettered_total", |c| c.dead_lettered.load(Relaxed)),
+        ("complyd_heartbeats_total", |c| c.heartbeats.load(Relaxed)),
+        ("complyd_bytes_received_total", |c| c.bytes.load(Relaxed)),
+        ("complyd_data_loss_disconnects_total", |c| c.data_loss.load(Relaxed)),
+        ("complyd_connections_total", |c| c.connections.load(Relaxed)),
+    ] {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for p in &parts {
+            let _ = writeln!(out, "{name}{{partition=\"{}\"}} {}", p.partition, get(&h.counters(p.partition)));
+        }
+    }
+    let _ = writeln!(out, "# TYPE complyd_ready gauge\ncomplyd_ready {}", u8::from(h.readiness().0));
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+}
+
+/// Logs a panic loudly before the process aborts (release builds use
+/// `panic = "abort"`: a service manager restarts the process).
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            tracing::error!(thread = thread.name().unwrap_or("?"), panic = %info, "Panic: complyd stops");
+            prev(info);
+        }));
+    });
+}
+
+/// Waits for SIGINT or SIGTERM; returns the signal's name.
+///
+/// # Errors
+/// The signal handlers cannot be installed.
+pub async fn wait_for_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; Ok("SIGINT") }
+            _ = term.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        Ok("SIGINT")
+    }
+}
+
+/// `complyd run --config FILE`: runs until SIGINT or SIGTERM, then stops
+/// reading, commits everything in flight and returns (within
+/// `shutdown.timeout_ms`, 9 s by default).
+///
+/// # Errors
+/// [`ConfigErrors`] (exit 1) for a configuration problem, including a
+/// missing password; a store or bind error (exit 2).
+pub fn run(settings: DaemonSettings) -> anyhow::Result<()> {
+    install_panic_hook();
+    let problems = settings.validate();
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems).into());
+    }
+    let password = settings.stream.password().map_err(|e| ConfigErrors(vec![e]))?;
+    let system = actix_rt::System::new();
+    let res = system.block_on(async move {
+        let daemon = Daemon::start(settings, password).await?;
+        let signal = wait_for_signal().await?;
+        tracing::info!(signal, "Signal received: stopping the streams and committing what is in flight");
+        let report = daemon.shutdown().await;
+        if !report.clean {
+            tracing::warn!(abandoned = report.abandoned, "The shutdown was not clean");
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    if let Some(sys) = System::try_current() {
+        sys.stop();
+    }
+    res
+}
+
+/// `complyd demo` options.
+#[derive(Debug, Clone)]
+pub struct DemoArgs {
+    /// A TOML file: the daemon's sections, plus `[sim]` for the simulator
+    /// (default: `config/demo.toml` when present, else built-in values).
+    pub config: Option<PathBuf>,
+    /// Stop by itself after this many seconds (what scripts and CI use).
+    pub duration: Option<u64>,
+    /// Where the store, the dead-letter file and the posts go.
+    pub dir: PathBuf,
+    /// Simulator events per second (overrides the config).
+    pub rate: Option<f64>,
+    /// Simulator seed (overrides the config).
+    pub seed: Option<u64>,
+    /// Seconds between progress lines.
+    pub progress_secs: u64,
+}
+
+impl Default for DemoArgs {
+    fn default() -> Self {
+        DemoArgs {
+            config: None,
+            duration: None,
+            dir: PathBuf::from("complyd-demo"),
+            rate: None,
+            seed: None,
+            progress_secs: 2,
+        }
+    }
+}
+
+/// The demo's configuration: daemon sections plus `[sim]`.
+fn demo_settings(path: Option<&Path>) -> anyhow::Result<(DaemonSettings, crate::sim::SimConfig)> {
+    let path = path.map(Path::to_path_buf).or_else(|| {
+        let p = PathBuf::from("config/demo.toml");
+        p.exists().then_some(p)
+    });
+    let mut table = match &path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            text.parse::<toml::Table>().map_err(|e| ConfigErrors(vec![format!("{}: {e}", p.display())]))?
+        }
+        None => toml::Table::new(),
+    };
+    let sim: crate::sim::SimConfig = match table.remove("sim") {
+        Some(v) => v.try_into().map_err(|e| ConfigErrors(vec![format!("[sim]: {e}")]))?,
+        None => crate::sim::SimConfig { rate: 2000.0, ..crate::sim::SimConfig::default() },
+    };
+    let daemon: DaemonSettings =
+        toml::Value::Table(table).try_into().map_err(|e| ConfigErrors(vec![format!("demo config: {e}")]))?;
+    Ok((daemon, sim))
+}
+
+/// Counts the posts visible everywhere.
+fn visible_posts(url: &str) -> anyhow::Result<u64> {
+    let mut s = store::open(url)?;
+    crate::commands::export(s.as_mut(), None, std::io::sink()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `complyd demo`: the simulator and the daemon in one process on loopback,
+/// with an embedded SQLite store under `args.dir`. Imports the simulator's
+/// posts first (so compliance events visibly hide posts), prints a progress
+/// line every few seconds, and stops on Ctrl-C (or after `--duration`) with
+/// a summary.
+///
+/// # Errors
+/// A bad demo config, a store or bind failure.
+pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    install_panic_hook();
+    let (mut settings, mut sim_cfg) = demo_settings(args.config.as_deref())?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let db = args.dir.join("complyd.db");
+    settings.store.url = format!("sqlite:{}", db.display());
+    settings.store.dead_letter = Some(args.dir.join("deadletter.jsonl"));
+    if let Some(r) = args.rate {
+        sim_cfg.rate = r;
+    }
+    if let Some(s) = args.seed {
+        sim_cfg.seed = s;
+    }
+    sim_cfg.listen = "127.0.0.1:0".into();
+    let password = Secret::new(sim_cfg.password.clone());
+    settings.stream.username = sim_cfg.username.clone();
+    settings.stream.account = sim_cfg.account.clone();
+    settings.stream.label = sim_cfg.label.clone();
+
+    // The dataset the events refer to.
+    let posts_file = args.dir.join("posts.jsonl");
+    {
+        use std::io::Write as _;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&posts_file)?);
+        for line in crate::sim::generate_posts(sim_cfg.seed, sim_cfg.posts as usize) {
+            writeln!(w, "{line}")?;
+        }
+        w.flush()?;
+    }
+    let mut st = store::open(&settings.store.url)?;
+    let mut dl = DeadLetter::new(settings.dead_letter_path());
+    let imported = crate::commands::import(st.as_mut(), &mut dl, &[posts_file.display().to_string()])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop(st);
+    drop(dl);
+    let visible_before = visible_posts(&settings.store.url)?;
+    println!("complyd demo: {imported}");
+    println!("complyd demo: {visible_before} posts visible; store {} (Ctrl-C stops)", settings.store.url);
+
+    let system = actix_rt::System::new();
+    let res = system.block_on(async move {
+        let sim = crate::sim::start(sim_cfg.clone()).await.context("starting the simulator")?;
+        settings.stream.url = format!(
+            "http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json",
+            sim.addr()
+        );
+        let daemon = Daemon::start(settings.clone(), password).await?;
+        if let Some(a) = daemon.http_addr() {
+            println!("complyd demo: simulator on http://{}, health on http://{a}/healthz", sim.addr());
+        }
+        let t0 = Instant::now();
+        let stop_after = args.duration.map(Duration::from_secs);
+        let every = Duration::from_secs(args.progress_secs.max(1));
+        let mut last = (Instant::now(), 0u64);
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
+        loop {
+            let tick = tokio::time::sleep(every);
+            let left = stop_after.map(|d| d.saturating_sub(t0.elapsed()));
+            let until_end = async {
+                match left {
+                    Some(l) => tokio::time::sleep(l).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut signal => { println!(); break; }
+                _ = until_end => break,
+                _ = tick => {
+                    let h = daemon.health();
+                    let committed = h.committed();
+                    let rate = (committed - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
+                    last = (Instant::now(), committed);
+                    println!("{}", progress_line(h, t0.elapsed(), rate));
+                }
+            }
+        }
+        let report = daemon.shutdown().await;
+        let sim_stats = sim.stats();
+        sim.stop().await;
+        Ok::<_, anyhow::Error>((report, sim_stats, t0.elapsed()))
+    });
+    if let Some(sys) = System::try_current() {
+        sys.stop();
+    }
+    let (report, sim_stats, ran) = res?;
+    let visible_after = visible_posts(&format!("sqlite:{}", db.display()))?;
+    println!(
+        "complyd demo: stopped after {:.1} s ({}): {} events received, {} committed{}; simulator sent {}",
+        ran.as_secs_f64(),
+        if report.clean { "clean" } else { "NOT clean" },
+        report.received,
+        report.committed,
+        if report.abandoned > 0 { format!(", {} not committed", report.abandoned) } else { String::new() },
+        sim_stats.events_sent(),
+    );
+    println!(
+        "complyd demo: posts visible before {visible_before}, now {visible_after} ({} hidden by compliance events)",
+        visible_before.saturating_sub(visible_after)
+    );
+    println!("complyd demo: try `complyd export --db sqlite:{}` or `complyd check --db sqlite:{} ID`", db.display(), db.display());
+    Ok(())
+}
+
+/// One progress line: rate, totals, latency, lag and each partition's state.
+pub fn progress_line(h: &Health, elapsed: Duration, rate: f64) -> String {
+    let mut line = format!(
+        "[{:>5.0}s] {:>8.0} events/s | received {} | committed {} | applied {}",
+        elapsed.as_secs_f64(),
+        rate,
+        h.received(),
+        h.committed(),
+        h.status.applied.load(Relaxed) + h.user.applied.load(Relaxed),
+    );
+    if let Some(p99) = h.latency.quantile_ms(0.99) {
+        let _ = write!(line, " | p99 {p99} ms");
+    }
+    let committed: Vec<i64> = h
+        .partition_ids()
+        .iter()
+        .map(|p| h.counters(*p).committed_event_ms.load(Relaxed))
+        .filter(|t| *t > 0)
+        .collect();
+    if let Some(oldest) = committed.iter().min() {
+        let _ = write!(line, " | lag {:.1} s", (now_ms() - oldest).max(0) as f64 / 1000.0);
+    }
+    line.push_str(" |");
+    for p in h.partitions() {
+        let s = match (p.state, p.failed || p.config_error.is_some()) {
+            (_, true) => "FAILED",
+            (LinkState::Connected, _) => "up",
+            (LinkState::Waiting, _) => "retry",
+            (LinkState::Queued, _) => "queued",
+            (LinkState::Connecting, _) => "conn",
+            (LinkState::Stopped, _) => "stop",
+        };
+        let _ = write!(line, " {}:{s}", p.partition);
+    }
+    let dead: u64 = h.partition_ids().iter().map(|p| h.counters(*p).dead_lettered.load(Relaxed)).sum();
+    if dead > 0 {
+        let _ = write!(line, " | dead-lettered {dead}");
+    }
+    line
+}
+
+/// `bench-e2e` options.
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    /// Measured seconds of each full-rate phase.
+    pub seconds: u64,
+    /// Where the benchmark's stores go (wiped first).
+    pub dir: PathBuf,
+    /// Events per second of the latency phase (0: skip it).
+    pub latency_rate: f64,
+    /// Seconds the store is held locked in the stall phase (0: skip).
+    pub stall_secs: u64,
+    /// Measure the `curl --compressed` ceiling (needs curl on PATH).
+    pub curl: bool,
+    /// Measure the daemon's pipeline with a store that keeps nothing.
+    pub pipeline: bool,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            seconds: 10,
+            dir: PathBuf::from("target/bench-e2e"),
+            latency_rate: 10_000.0,
+            stall_secs: 5,
+            curl: true,
+            pipeline: true,
+        }
+    }
+}
+
+/// The figures of [`bench_e2e`].
+#[derive(Debug, Clone, Default)]
+pub struct BenchReport {
+    /// Events/s `curl --compressed` drains from the simulator (8 partitions).
+    pub curl_events_per_sec: Option<f64>,
+    /// Events/s from the simulator to committed SQLite.
+    pub e2e_events_per_sec: f64,
+    /// Events/s through the daemon with a store that keeps nothing (the
+    /// pipeline's own ceiling).
+    pub pipeline_events_per_sec: Option<f64>,
+    /// p50 / p99 receipt-to-commit at `latency_rate` (ms).
+    pub latency_rate: f64,
+    pub latency_p50_ms: Option<u64>,
+    pub latency_p99_ms: Option<u64>,
+    /// Peak resident memory (MB) of the whole process (simulator included)
+    /// at full rate, and while the store was locked.
+    pub rss_full_rate_mb: f64,
+    pub rss_stalled_mb: Option<f64>,
+    /// The store locked at full rate.
+    pub stall: Option<StallFigures>,
+}
+
+/// What happened while the store was locked at full rate.
+#[derive(Debug, Clone, Default)]
+pub struct StallFigures {
+    pub seconds: u64,
+    /// Events received while locked (backpressure keeps this small).
+    pub received_during: u64,
+    /// Most events received and not yet committed at any time.
+    pub max_outstanding: u64,
+    /// Time from the unlock until everything received was committed.
+    pub caught_up_ms: Option<u64>,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(c) = self.curl_events_per_sec {
+            writeln!(f, "ceiling (curl --compressed, 8 partitions): {c:.0} events/s")?;
+        }
+        writeln!(f, "end to end (simulator -> committed SQLite): {:.0} events/s", self.e2e_events_per_sec)?;
+        if let Some(p) = self.pipeline_events_per_sec {
+            writeln!(f, "daemon pipeline without a store (simulator -> null store): {p:.0} events/s")?;
+        }
+        if let Some(c) = self.curl_events_per_sec {
+            writeln!(f, "end to end / ceiling: {:.2}", self.e2e_events_per_sec / c.max(1.0))?;
+        }
+        writeln!(
+            f,
+            "receipt -> commit at {:.0} events/s: p50 {} ms, p99 {} ms",
+            self.latency_rate,
+            self.latency_p50_ms.map_or("-".into(), |v| v.to_string()),
+            self.latency_p99_ms.map_or("-".into(), |v| v.to_string())
+        )?;
+        writeln!(f, "peak RSS at full rate: {:.1} MB (simulator included)", self.rss_full_rate_mb)?;
+        if let Some(r) = self.rss_stalled_mb {
+            writeln!(f, "peak RSS with the store locked: {r:.1} MB")?;
+        }
+        if let Some(st) = &self.stall {
+            writeln!(
+                f,
+                "store locked {} s at full rate: {} events received meanwhile, at most {} outstanding; all committed {} after the unlock",
+                st.seconds,
+                st.received_during,
+                st.max_outstanding,
+                st.caught_up_ms.map_or("NOT".to_owned(), |ms| format!("{ms} ms")),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A store that keeps nothing: the benchmark's way to measure the daemon's
+/// own pipeline (network, gzip, framing, parsing, batching, routing) without
+/// the cost of a real store.
+struct NullStore;
+
+impl Store for NullStore {
+    fn apply_status(
+        &mut self,
+        events: &[store::Timed<crate::event::StatusEvent>],
+        _: &[store::Position],
+    ) -> Result<store::ApplyStats, store::StoreError> {
+        let mut s = store::ApplyStats::default();
+        s.applied.add("delete", events.len() as u64);
+        Ok(s)
+    }
+    fn apply_user(
+        &mut self,
+        events: &[store::Timed<crate::event::UserEvent>],
+        _: &[store::Position],
+    ) -> Result<store::ApplyStats, store::StoreError> {
+        let mut s = store::ApplyStats::default();
+        s.applied.add("user_delete", events.len() as u64);
+        Ok(s)
+    }
+    fn import(&mut self, _: &[store::NewPost], _: &[store::NewLike], _: i64) -> Result<store::ImportStats, store::StoreError> {
+        Ok(store::ImportStats::default())
+    }
+    fn facts(&mut self, _: crate::event::Id) -> Result<crate::rules::visibility::Facts, store::StoreError> {
+        Ok(crate::rules::visibility::Facts::default())
+    }
+    fn scan(&mut self, _: &mut dyn FnMut(store::ScanRow<'_>) -> Result<(), store::StoreError>) -> Result<(), store::StoreError> {
+        Ok(())
+    }
+    fn maintain(&mut self, _: i64, _: usize) -> Result<store::MaintenanceStats, store::StoreError> {
+        Ok(store::MaintenanceStats::default())
+    }
+    fn positions(&mut self) -> Result<Vec<(HandlerKind, store::Position)>, store::StoreError> {
+        Ok(Vec::new())
+    }
+    fn author_of(&mut self, _: crate::event::Id) -> Result<Option<crate::event::Id>, store::StoreError> {
+        Ok(None)
+    }
+    fn has_like(&mut self, _: crate::event::Id, _: crate::event::Id) -> Result<bool, store::StoreError> {
+        Ok(false)
+    }
+}
+
+/// Resident memory of this process, MB (Linux; 0 elsewhere).
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn bench_settings(dir: &Path, name: &str, sim: &crate::sim::SimHandle, sim_cfg: &crate::sim::SimConfig) -> DaemonSettings {
+    let mut s = DaemonSettings::default();
+    let db = dir.join(format!("{name}.db"));
+    // A fresh simulator each run: forget the connection requests of earlier
+    // runs (the limiter keeps them beside the store).
+    for suffix in ["", "-wal", "-shm", ".connections.json"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    s.store.url = format!("sqlite:{}", db.display());
+    s.store.dead_letter = Some(dir.join(format!("{name}.deadletter.jsonl")));
+    s.stream.url = format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
+    s.stream.account = sim_cfg.account.clone();
+    s.stream.label = sim_cfg.label.clone();
+    s.stream.username = sim_cfg.username.clone();
+    s.http.enabled = false;
+    s
+}
+
+async fn peak_rss_during(d: Duration) -> f64 {
+    let end = Instant::now() + d;
+    let mut peak = rss_mb();
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_mb());
+    }
+    peak
+}
+
+/// The end-to-end benchmark: the ceiling (`curl --compressed` draining the
+/// 8 partitions of an unlimited simulator), the daemon's rate from the same
+/// kind of simulator to committed SQLite, the receipt-to-commit latency at
+/// `latency_rate`, and the resident memory at full rate and with the store
+/// locked. Everything runs in this process (the simulator shares the CPU).
+///
+/// # Errors
+/// Store, bind or process-spawn failures.
+pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    std::fs::create_dir_all(&args.dir)?;
+    let system = actix_rt::System::new();
+    let res = system.block_on(async move {
+        let mut report = BenchReport { latency_rate: args.latency_rate, ..BenchReport::default() };
+        let secs = Duration::from_secs(args.seconds.max(1));
+        let warmup = Duration::from_secs(2);
+        let unlimited = crate::sim::SimConfig {
+            listen: "127.0.0.1:0".into(),
+            rate: 0.0,
+            posts: 100_000,
+            heartbeat_interval_ms: 5_000,
+            ..crate::sim::SimConfig::default()
+        };
+
+        // 1. The ceiling: curl --compressed on the 8 partitions.
+        if args.curl {
+            let sim = crate::sim::start(unlimited.clone()).await?;
+            let total = secs + warmup;
+            let mut children = Vec::new();
+            for p in 1..=8u8 {
+                let child = std::process::Command::new("curl")
+                    .args(["--compressed", "-s", "-N", "-o", "/dev/null", "-m"])
+                    .arg(total.as_secs().to_string())
+                    .arg("-u")
+                    .arg(format!("{}:{}", unlimited.username, unlimited.password))
+                    .arg(sim.stream_url(p))
+                    .spawn();
+                match child {
+                    Ok(c) => children.push(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "curl is not available: no ceiling measured");
+                        break;
+                    }
+                }
+            }
+            if children.len() == 8 {
+                tokio::time::sleep(warmup).await;
+                let before = sim.stats().events_sent();
+                tokio::time::sleep(secs).await;
+                let after = sim.stats().events_sent();
+                report.curl_events_per_sec = Some((after - before) as f64 / secs.as_secs_f64());
+            }
+            for mut c in children {
+                let _ = c.kill();
+                let _ = actix_web::rt::task::spawn_blocking(move || c.wait()).await;
+            }
+            sim.stop().await;
+        }
+
+        // 2. End to end at full rate, with the memory peak.
+        {
+            let sim = crate::sim::start(unlimited.clone()).await?;
+            let s = bench_settings(&args.dir, "full", &sim, &unlimited);
+            let d = Daemon::start(s, Secret::new(unlimited.password.clone())).await?;
+            tokio::time::sleep(warmup).await;
+            let before = d.health().committed();
+            let t = Instant::now();
+            let peak = peak_rss_during(secs).await;
+            let after = d.health().committed();
+            report.e2e_events_per_sec = (after - before) as f64 / t.elapsed().as_secs_f64();
+            report.rss_full_rate_mb = peak;
+
+            // 4. The store locked for a while at full rate: memory stays flat,
+            // nothing is dropped.
+            if args.stall_secs > 0 {
+                let db = args.dir.join("full.db");
+                let lock = rusqlite::Connection::open(&db)?;
+                lock.execute_batch("BEGIN EXCLUSIVE")?;
+                let h = d.health().clone();
+                let received_before = h.received();
+                let end = Instant::now() + Duration::from_secs(args.stall_secs);
+                let (mut peak, mut outstanding) = (rss_mb(), 0u64);
+                while Instant::now() < end {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    peak = peak.max(rss_mb());
+                    outstanding = outstanding.max(h.received().saturating_sub(h.committed()));
+                }
+                let received_during = h.received() - received_before;
+                lock.execute_batch("COMMIT")?;
+                drop(lock);
+                // Caught up: everything received is committed.
+                let caught_up = Instant::now();
+                let mut ok = false;
+                while caught_up.elapsed() < Duration::from_secs(20) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if h.committed() >= received_before + received_during {
+                        ok = true;
+                        break;
+                    }
+                }
+                report.rss_stalled_mb = Some(peak);
+                report.stall = Some(StallFigures {
+                    seconds: args.stall_secs,
+                    received_during,
+                    max_outstanding: outstanding,
+                    caught_up_ms: ok.then(|| caught_up.elapsed().as_millis() as u64),
+                });
+            }
+            d.shutdown().await;
+            sim.stop().await;
+        }
+
+        // 2b. The pipeline alone: the same, with a store that keeps nothing.
+        if args.pipeline {
+            let sim = crate::sim::start(unlimited.clone()).await?;
+            let s = bench_settings(&args.dir, "null", &sim, &unlimited);
+            let d = Daemon::start_with_stores(s, Secret::new(unlimited.password.clone()), Box::new(NullStore), Box::new(NullStore))
+                .await?;
+            tokio::time::sleep(warmup).await;
+            let before = d.health().committed();
+            let t = Instant::now();
+            tokio::time::sleep(secs).await;
+            report.pipeline_events_per_sec = Some((d.health().committed() - before) as f64 / t.elapsed().as_secs_f64());
+            d.shutdown().await;
+            sim.stop().await;
+        }
+
+        // 3. Latency at a fixed rate.
+        if args.latency_rate > 0.0 {
+            let cfg = crate::sim::SimConfig { rate: args.latency_rate, ..unlimited.clone() };
+            let sim = crate::sim::start(cfg.clone()).await?;
+            let s = bench_settings(&args.dir, "latency", &sim, &cfg);
+            let d = Daemon::start(s, Secret::new(cfg.password.clone())).await?;
+            tokio::time::sleep(warmup).await;
+            d.health().latency.reset();
+            tokio::time::sleep(secs).await;
+            report.latency_p50_ms = d.health().latency.quantile_ms(0.5);
+            report.latency_p99_ms = d.health().latency.quantile_ms(0.99);
+            d.shutdown().await;
+            sim.stop().await;
+        }
+        Ok::<_, anyhow::Error>(report)
+    });
+    if let Some(sys) = System::try_current() {
+        sys.stop();
+    }
+    res
+}

@@ -1,0 +1,311 @@
+//! Every fault of the simulator: the daemon reconnects after the delay its
+//! policy says (short delays, no jitter), loses nothing the fault did not
+//! destroy (the store equals an offline replay of what the simulator
+//! recorded; backfill on reconnect covers what was in flight), and the
+//! simulator never answers 429 because of the daemon, even when all 8
+//! partitions drop at once.
+
+#[path = "daemon_common.rs"]
+mod common;
+
+use common::*;
+use complyd::actors::health::{Health, PartitionHealth};
+use complyd::daemon::Daemon;
+use complyd::sim::{Fault, FaultKind, RateLimitConfig, SimConfig};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The tests of this file measure delays: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Limiter window of these tests (the simulator's is the same, the daemon
+/// adds a margin).
+const WINDOW_MS: u64 = 2_000;
+
+fn sim_cfg(d: &std::path::Path) -> SimConfig {
+    SimConfig {
+        rate_limit: RateLimitConfig { connections: 10, window_ms: WINDOW_MS, count_rejected: true },
+        ..sim_config(d, 4_000.0)
+    }
+}
+
+fn part(h: &Health, p: u8) -> PartitionHealth {
+    h.partitions().into_iter().find(|x| x.partition == p).unwrap()
+}
+
+/// Exit `idx` of partition `p` counted as `class` with `delay_ms`, and the
+/// next connection request came after that delay (plus, at most, a limiter
+/// window).
+fn check_exit(h: &Health, p: u8, idx: usize, class: &str, delay_ms: u64) {
+    let ph = part(h, p);
+    let e = ph.exits.get(idx).unwrap_or_else(|| panic!("partition {p}: no exit {idx}: {:?}", ph.exits));
+    assert_eq!(e.class, class, "partition {p} exit {idx}: {e:?}");
+    assert_eq!(e.delay_ms, delay_ms, "partition {p} exit {idx}: {e:?}");
+    // Every request ends in one exit: request idx + 1 is the one after exit idx.
+    let next = ph
+        .requests_ms
+        .get(idx + 1)
+        .unwrap_or_else(|| panic!("partition {p}: no request after exit {idx}: {ph:?}"));
+    let waited = next - e.at_ms;
+    assert!(
+        waited >= delay_ms as i64 - 5 && waited <= delay_ms as i64 + WINDOW_MS as i64 + 600,
+        "partition {p} exit {idx}: reconnected after {waited} ms, policy said {delay_ms} ms"
+    );
+}
+
+/// No window of `window_ms` holds more than `max` connection requests.
+fn assert_request_rate(h: &Health, max: usize, window_ms: i64) {
+    let mut all: Vec<i64> = h.partitions().iter().flat_map(|p| p.requests_ms.iter().copied()).collect();
+    all.sort_unstable();
+    for (i, t) in all.iter().enumerate() {
+        let n = all[i..].iter().take_while(|u| **u < t + window_ms).count();
+        assert!(n <= max, "{n} connection requests within {window_ms} ms from {t}: {all:?}");
+    }
+}
+
+// The guard is held on purpose for the whole test (one test at a time).
+#[allow(clippy::await_holding_lock)]
+#[actix_rt::test]
+async fn every_fault_reconnects_after_its_policy_delay_and_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let cfg = sim_cfg(&d);
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        s.stream.backfill_minutes = 1;
+        s.limiter.window_ms = WINDOW_MS;
+        s.limiter.margin_ms = 100;
+        let url = s.store.url.clone();
+        import_posts(&url, &d);
+        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let h = daemon.health().clone();
+        assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
+        // Stable connections: every later drop starts the counts afresh.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+
+        let operational = || FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) };
+        sim.trigger(Fault::new(FaultKind::DropMidMessage).on_partition(1));
+        sim.trigger(Fault::new(FaultKind::Stall { duration_ms: 3_000 }).on_partition(2));
+        sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: None }).on_partition(3));
+        sim.trigger(Fault::new(operational()).on_partition(4));
+        sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 50 }).on_partition(5));
+        sim.trigger(Fault::new(FaultKind::TruncatedGzip).on_partition(6));
+        sim.trigger(Fault::new(FaultKind::Status { status: 503 }).on_partition(7).times(2));
+        sim.trigger(Fault::new(operational()).on_partition(7));
+        sim.trigger(Fault::new(FaultKind::Trickle { bytes_per_sec: 4_000, duration_ms: Some(1_500) }).on_partition(8));
+
+        let reconnected = wait_until(Duration::from_secs(20), || {
+            (1..=7).all(|p| h.counters(p).connections.load(Relaxed) >= 2) && all_connected(&h)
+        })
+        .await;
+        assert!(reconnected, "{}", h.report());
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let snapshot: Vec<PartitionHealth> = h.partitions();
+
+        check_exit(&h, 1, 0, "network", 100);
+        assert!(snapshot[0].exits[0].reason.contains("read failed"), "{:?}", snapshot[0].exits);
+        check_exit(&h, 2, 0, "network", 100);
+        assert!(snapshot[1].exits[0].reason.contains("idle-read timeout"), "{:?}", snapshot[1].exits);
+        check_exit(&h, 3, 0, "server", 300);
+        assert!(snapshot[2].exits[0].reason.contains("Too many connections"), "{:?}", snapshot[2].exits);
+        check_exit(&h, 4, 0, "dropped", 0);
+        check_exit(&h, 5, 0, "dropped", 0);
+        assert_eq!(h.counters(5).data_loss.load(Relaxed), 1, "the full-buffer disconnect is counted as data loss");
+        assert_eq!(snapshot[4].data_loss, 1);
+        check_exit(&h, 6, 0, "network", 100);
+        assert!(snapshot[5].exits[0].reason.contains("gzip"), "{:?}", snapshot[5].exits);
+        check_exit(&h, 7, 0, "dropped", 0);
+        check_exit(&h, 7, 1, "server", 300);
+        check_exit(&h, 7, 2, "server", 600);
+        assert!(snapshot[7].exits.is_empty(), "a slow but live stream is not cut: {:?}", snapshot[7].exits);
+        assert_request_rate(&h, 10, WINDOW_MS as i64);
+
+        quiesce(&sim, &daemon).await;
+        let stats = sim.stats();
+        let report = daemon.shutdown().await;
+        sim.stop().await;
+        assert!(report.clean, "{report:?}");
+        assert_eq!(stats.responses_with(429), 0, "the simulator answered 429");
+        assert!(stats.partitions.iter().map(|p| p.backfill_events_sent).sum::<u64>() > 0, "backfill was asked for");
+
+        let lines = record_lines(&d.join("record.tsv"));
+        // The stalled connection is written to (and recorded) after the daemon
+        // left it: counts cannot match line for line, the effect must.
+        eprintln!("{}", per_partition_diff(&h, &lines));
+        let distinct = distinct_per_partition(&lines);
+        for p in 1..=8u8 {
+            assert!(
+                h.counters(p).events.load(Relaxed) >= distinct[usize::from(p - 1)],
+                "{}",
+                per_partition_diff(&h, &lines)
+            );
+        }
+        assert_eq!(h.committed(), h.received());
+        let reference = replay_reference(&lines, &d);
+        assert_same_effect(&url, &reference, &lines);
+    })
+    .await
+    .expect("the test timed out");
+}
+
+// The guard is held on purpose for the whole test (one test at a time).
+#[allow(clippy::await_holding_lock)]
+#[actix_rt::test]
+async fn a_429_backs_off_from_its_initial_delay_and_spends_the_window() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let cfg = sim_cfg(&d);
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        s.limiter.window_ms = WINDOW_MS;
+        s.limiter.margin_ms = 100;
+        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let h = daemon.health().clone();
+        assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        sim.trigger(Fault::new(FaultKind::Status { status: 429 }).on_partition(3));
+        sim.trigger(
+            Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) })
+                .on_partition(3),
+        );
+        assert!(wait_until(Duration::from_secs(15), || h.counters(3).connections.load(Relaxed) == 2).await, "{}", h.report());
+        check_exit(&h, 3, 0, "dropped", 0);
+        check_exit(&h, 3, 1, "rate_limited", 1_000);
+        let p3 = part(&h, 3);
+        let e = &p3.exits[1];
+        let next = p3.requests_ms[2];
+        assert!(next - e.at_ms >= WINDOW_MS as i64, "after a 429 the whole window is waited out: {p3:?}");
+        let stats = sim.stats();
+        assert_eq!(stats.responses_with(429), 1, "only the forced 429");
+        daemon.shutdown().await;
+        sim.stop().await;
+    })
+    .await
+    .expect("the test timed out");
+}
+
+// The guard is held on purpose for the whole test (one test at a time).
+#[allow(clippy::await_holding_lock)]
+#[actix_rt::test]
+async fn eight_simultaneous_drops_never_draw_a_429() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let window = 3_000u64;
+        let cfg = SimConfig {
+            rate_limit: RateLimitConfig { connections: 10, window_ms: window, count_rejected: true },
+            ..sim_config(&d, 4_000.0)
+        };
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        s.stream.backfill_minutes = 1;
+        s.limiter.window_ms = window;
+        s.limiter.margin_ms = 200;
+        let url = s.store.url.clone();
+        import_posts(&url, &d);
+        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let h = daemon.health().clone();
+        assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
+        for round in 1..=2u64 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) }));
+            let back = wait_until(Duration::from_secs(15), || {
+                (1..=8).all(|p| h.counters(p).connections.load(Relaxed) == round + 1) && all_connected(&h)
+            })
+            .await;
+            assert!(back, "round {round}: {}", h.report());
+        }
+        assert_eq!(sim.stats().responses_with(429), 0, "a burst of drops drew a 429");
+        assert_request_rate(&h, 10, window as i64);
+        // Some partitions had to wait for the window to slide.
+        let waited = h
+            .partitions()
+            .iter()
+            .filter(|p| {
+                let e = &p.exits[0];
+                p.requests_ms.get(1).is_some_and(|t| t - e.at_ms > 500)
+            })
+            .count();
+        assert!(waited >= 4, "the limiter held back reconnections: {}", h.report());
+
+        quiesce(&sim, &daemon).await;
+        daemon.shutdown().await;
+        sim.stop().await;
+        let lines = record_lines(&d.join("record.tsv"));
+        let (events, _) = expected_counts(&lines);
+        assert_eq!(h.committed(), events);
+        let reference = replay_reference(&lines, &d);
+        assert_same_effect(&url, &reference, &lines);
+    })
+    .await
+    .expect("the test timed out");
+}
+
+// The guard is held on purpose for the whole test (one test at a time).
+#[allow(clippy::await_holding_lock)]
+#[actix_rt::test]
+async fn past_the_restart_intensity_a_partition_is_failed_until_a_stable_connection() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let cfg = sim_cfg(&d);
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        s.limiter.window_ms = WINDOW_MS;
+        s.limiter.margin_ms = 100;
+        s.backoff.server_initial_ms = 100;
+        s.backoff.server_max_ms = 200;
+        s.restart.max_failures = 3;
+        s.restart.window_ms = 10_000;
+        s.restart.failed_retry_ms = 700;
+        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let h = daemon.health().clone();
+        let addr = daemon.http_addr().unwrap();
+        assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        sim.trigger(Fault::new(FaultKind::Status { status: 503 }).on_partition(3).times(5));
+        sim.trigger(
+            Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) })
+                .on_partition(3),
+        );
+        assert!(wait_until(Duration::from_secs(15), || part(&h, 3).failed).await, "{}", h.report());
+        let (status, body) = http_get(addr, "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("partition 3: failed"), "{body}");
+        // Back once the 503s are spent, and cleared once stable.
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                let p = part(&h, 3);
+                !p.failed && h.counters(3).connections.load(Relaxed) == 2
+            })
+            .await,
+            "{}",
+            h.report()
+        );
+        check_exit(&h, 3, 0, "dropped", 0);
+        check_exit(&h, 3, 1, "server", 100);
+        check_exit(&h, 3, 2, "server", 200);
+        check_exit(&h, 3, 3, "server", 200);
+        // The fourth failure in the window: past the intensity, the slowest pace.
+        check_exit(&h, 3, 4, "server", 700);
+        check_exit(&h, 3, 5, "server", 700);
+        let (status, body) = http_get(addr, "/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(sim.stats().responses_with(429), 0);
+        daemon.shutdown().await;
+        sim.stop().await;
+    })
+    .await
+    .expect("the test timed out");
+}

@@ -1,0 +1,82 @@
+//! A store that stalls for a while (another connection holds SQLite's write
+//! lock): the readers are slowed down by backpressure, what is outstanding
+//! stays bounded, memory stays flat, and once the store is back every
+//! recorded event is committed; none is dropped.
+
+#[path = "daemon_common.rs"]
+mod common;
+
+use common::*;
+use complyd::daemon::Daemon;
+use complyd::sim::SimConfig;
+use std::time::{Duration, Instant};
+
+#[actix_rt::test]
+async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        // A live rate, and a simulator buffer (10 s) longer than the stall, so
+        // that the simulator does not cut the daemon off for being slow.
+        let cfg = SimConfig { buffer_batches: 512, ..sim_config(&d, 20_000.0) };
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let s = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        let (in_flight, batch) = (s.handlers.in_flight as u64, s.batch.max_events as u64);
+        let url = s.store.url.clone();
+        let db = d.join("daemon.db");
+        import_posts(&url, &d);
+        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let h = daemon.health().clone();
+        assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        let rss_before = rss_mb();
+
+        // Stall the store for 3 s.
+        let lock = rusqlite::Connection::open(&db).unwrap();
+        lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let committed_at_lock = h.committed();
+        let t = Instant::now();
+        // A batch may exceed max_events by one decoded slice (64 KiB of lines).
+        let slack = 1_000;
+        // Per handler: a transaction at the handler and a full lane waiting;
+        // per partition: one batch waiting for room.
+        let bound = 2 * 2 * in_flight * (batch + slack) + 8 * (batch + slack);
+        let mut worst = 0u64;
+        let mut rss_peak = rss_before;
+        while t.elapsed() < Duration::from_secs(3) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let outstanding = h.received() - h.committed();
+            worst = worst.max(outstanding);
+            rss_peak = rss_peak.max(rss_mb());
+            assert!(outstanding <= bound, "{outstanding} events outstanding, bound {bound}");
+        }
+        // At most the batches in flight when the lock was taken committed.
+        assert!(h.committed() - committed_at_lock <= 2 * in_flight * (batch + slack), "commits went on during the stall");
+        let received_during = h.received();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(h.received() - received_during <= 2 * (batch + slack), "the readers were not slowed down");
+        lock.execute_batch("COMMIT").unwrap();
+        drop(lock);
+        assert!(rss_peak - rss_before < 64.0, "memory grew from {rss_before:.0} to {rss_peak:.0} MB during the stall");
+        eprintln!("stall: worst outstanding {worst} (bound {bound}); rss {rss_before:.0} -> {rss_peak:.0} MB");
+        assert!(worst > 0);
+
+        // The store is back: everything recorded is committed.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        quiesce(&sim, &daemon).await;
+        let stats = sim.stats();
+        let report = daemon.shutdown().await;
+        sim.stop().await;
+        assert!(report.clean, "{report:?}");
+        assert_eq!(stats.partitions.iter().map(|p| p.full_buffer_disconnects).sum::<u64>(), 0);
+        assert!(h.status.commit_errors.load(std::sync::atomic::Ordering::Relaxed) == 0, "no commit gave up or failed: the busy timeout covers the stall");
+        let lines = record_lines(&d.join("record.tsv"));
+        let (events, _) = expected_counts(&lines);
+        assert_eq!(h.committed(), events, "{}", per_partition_diff(&h, &lines));
+        let reference = replay_reference(&lines, &d);
+        assert_same_effect(&url, &reference, &lines);
+    })
+    .await
+    .expect("the test timed out");
+}

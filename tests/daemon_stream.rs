@@ -1,0 +1,94 @@
+//! The daemon against the simulator: all 8 partitions consumed, every event
+//! the simulator recorded applied exactly once in effect (the store equals an
+//! offline replay of the recording), malformed lines dead-lettered, the
+//! health endpoints, and never a 429.
+
+#[path = "daemon_common.rs"]
+mod common;
+
+use common::*;
+use complyd::daemon::Daemon;
+use complyd::sim::{Fault, FaultKind};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+#[actix_rt::test]
+async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let cfg = sim_config(&d, 5_000.0);
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let settings = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        let url = settings.store.url.clone();
+        import_posts(&url, &d);
+        let daemon = Daemon::start(settings, password(&cfg)).await.unwrap();
+        let h = daemon.health().clone();
+        assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
+
+        // The health endpoints while streaming.
+        let addr = daemon.http_addr().unwrap();
+        assert!(wait_until(Duration::from_secs(5), || h.readiness().0).await, "{}", h.report());
+        let (status, body) = http_get(addr, "/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = http_get(addr, "/healthz").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("\"state\":\"connected\""), "{body}");
+        let (status, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("complyd_events_received_total{partition=\"8\"}"), "{body}");
+
+        // A few bad lines mid-stream: dead-lettered, never fatal.
+        sim.trigger(Fault::new(FaultKind::Malformed { lines: 3 }).on_partition(2));
+        sim.trigger(Fault::new(FaultKind::Oversized { bytes: 1_200_000 }).on_partition(5));
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        quiesce(&sim, &daemon).await;
+        let stats = sim.stats();
+        let report = daemon.shutdown().await;
+        sim.stop().await;
+        assert!(report.clean, "{report:?}");
+
+        for p in 1..=8u8 {
+            let c = h.counters(p);
+            assert!(c.events.load(Relaxed) > 0, "partition {p} received nothing");
+            assert_eq!(c.connections.load(Relaxed), 1, "partition {p} reconnected");
+        }
+        assert_eq!(stats.responses_with(429), 0, "the simulator answered 429");
+        let lines = record_lines(&d.join("record.tsv"));
+        let (events, bad) = expected_counts(&lines);
+        assert!(events > 5_000, "only {events} events recorded");
+        assert_eq!(h.received(), events, "events received vs recorded");
+        assert_eq!(h.committed(), events, "events committed vs recorded");
+        assert_eq!(dead_lettered(&h), bad, "dead-lettered vs malformed/unknown lines recorded");
+        assert!(bad >= 4, "the malformed and oversized lines were recorded ({bad})");
+        assert!(h.counters(5).oversized.load(Relaxed) >= 1);
+        let dl = std::fs::read_to_string(d.join("daemon.db.deadletter.jsonl")).unwrap();
+        assert!(dl.contains("\"reason\":\"oversized\""), "{}", &dl[..dl.len().min(500)]);
+        assert!(dl.contains("stream:partition=2"));
+
+        let reference = replay_reference(&lines, &d);
+        assert_same_effect(&url, &reference, &lines);
+
+        // Every partition's position is committed by both handlers.
+        let mut st = complyd::store::open(&url).unwrap();
+        let pos = st.positions().unwrap();
+        for p in 1..=8u8 {
+            for k in [complyd::store::HandlerKind::Status, complyd::store::HandlerKind::User] {
+                assert!(pos.iter().any(|(h, x)| *h == k && x.partition == p && x.last_event_ms > 0), "{k:?} {p}: {pos:?}");
+            }
+        }
+    })
+    .await
+    .expect("the test timed out");
+}
+
+#[actix_rt::test]
+async fn a_bad_config_lists_every_problem() {
+    let mut s = complyd::daemon_settings::DaemonSettings::default();
+    s.stream.partitions = vec![9];
+    let err = Daemon::start(s, complyd::daemon_settings::Secret::new("x")).await.err().unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("stream.username") && msg.contains("9 is not a partition"), "{msg}");
+    assert!(err.downcast_ref::<complyd::settings::ConfigErrors>().is_some());
+}
