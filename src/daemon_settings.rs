@@ -696,3 +696,14 @@ mod tests {
         assert!(DaemonSettings::load(Some(&dir.path().join("nope.toml"))).is_err());
     }
 }
+
+#[cfg(test)]
+mod shipped_config {
+    use super::*;
+
+    #[test]
+    fn config_complyd_toml_documents_exactly_the_defaults() {
+        let text = include_str!("../config/complyd.toml");
+        assert_eq!(DaemonSettings::from_toml(text).unwrap(), DaemonSettings::default());
+    }
+}
