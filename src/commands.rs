@@ -182,6 +182,17 @@ fn dead_letter_io(e: io::Error, dl: &DeadLetter) -> Failure {
     Failure::Io(anyhow::anyhow!("cannot write the dead-letter file {}: {e}", dl.path().display()))
 }
 
+/// `applied N (by type); duplicates N; stale N`, for the summaries.
+fn applied_summary(stats: &ApplyStats) -> String {
+    format!(
+        "applied {} ({}); duplicates {}; stale {}",
+        stats.applied.total(),
+        stats.applied,
+        stats.duplicates.total(),
+        stats.stale.total()
+    )
+}
+
 /// `complyd replay FILE...`
 ///
 /// # Errors
@@ -208,11 +219,8 @@ pub fn replay(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> 
     dl.flush().map_err(|e| dead_letter_io(e, dl))?;
     let m = finish_maintenance(store)?;
     Ok(format!(
-        "replay: {lines} lines; applied {} ({}); duplicates {}; stale {}; heartbeats {heartbeats}; dead-lettered {}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts",
-        stats.applied.total(),
-        stats.applied,
-        stats.duplicates.total(),
-        stats.stale.total(),
+        "replay: {lines} lines; {}; heartbeats {heartbeats}; dead-lettered {}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts",
+        applied_summary(&stats),
         dl.total(),
         m.posts_deleted,
         m.retweets_cascaded,
@@ -357,11 +365,8 @@ pub fn apply_batch(
     dl.flush().map_err(|e| dead_letter_io(e, dl))?;
     let m = finish_maintenance(store)?;
     Ok(format!(
-        "apply-batch: {lines} lines; applied {} ({}); duplicates {}; stale {}; not stored (author unknown) {unknown_author}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts",
-        stats.applied.total(),
-        stats.applied,
-        stats.duplicates.total(),
-        stats.stale.total(),
+        "apply-batch: {lines} lines; {}; not stored (author unknown) {unknown_author}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts",
+        applied_summary(&stats),
         dl.total(),
         m.users_purged,
         m.posts_purged,

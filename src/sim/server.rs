@@ -204,30 +204,15 @@ async fn stream(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> Ht
         tracing::info!(status, partition = ?parsed, "Fault answered a connection attempt");
         return status_fault_response(status);
     }
-    if !authorized(req, cfg) {
-        tracing::info!(endpoint = "stream", "Rejected bad credentials");
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "Invalid credentials. Please verify the username and password of your console account.",
-        );
-    }
-    if !ctx.stream_limit.admit(Instant::now()) {
-        tracing::info!(
-            limit = cfg.rate_limit.connections,
-            window_ms = cfg.rate_limit.window_ms,
-            "Connection rate limit exceeded"
-        );
-        return error_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "Rate limited: exceeded {} connection requests per {} seconds for this account.",
-                cfg.rate_limit.connections,
-                cfg.rate_limit.window_ms as f64 / 1000.0
-            ),
-        );
-    }
-    if !accepts_gzip(req) {
-        return error_response(StatusCode::NOT_ACCEPTABLE, GZIP_REQUIRED);
+    let gate = Gate {
+        endpoint: "stream",
+        what: "connection",
+        limiter: &ctx.stream_limit,
+        limit: cfg.rate_limit.connections,
+        window_ms: cfg.rate_limit.window_ms,
+    };
+    if let Some(refused) = gate.check(req, cfg) {
+        return refused;
     }
     let p = match (partition_param, parsed) {
         (None, _) => {
@@ -315,32 +300,56 @@ async fn stream(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> Ht
         .streaming(body)
 }
 
+/// The checks both endpoints make, in the real server's order: credentials
+/// (401), the endpoint's own request limit (429), gzip (406).
+struct Gate<'a> {
+    endpoint: &'static str,
+    /// What the limit counts, for the message ("connection", "replay").
+    what: &'static str,
+    limiter: &'a Limiter,
+    limit: u32,
+    window_ms: u64,
+}
+
+impl Gate<'_> {
+    fn check(&self, req: &HttpRequest, cfg: &SimConfig) -> Option<HttpResponse> {
+        if !authorized(req, cfg) {
+            tracing::info!(endpoint = self.endpoint, "Rejected bad credentials");
+            return Some(error_response(
+                StatusCode::UNAUTHORIZED,
+                "Invalid credentials. Please verify the username and password of your console account.",
+            ));
+        }
+        if !self.limiter.admit(Instant::now()) {
+            tracing::info!(endpoint = self.endpoint, limit = self.limit, window_ms = self.window_ms, "Request rate limit exceeded");
+            return Some(error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Rate limited: exceeded {} {} requests per {} seconds for this account.",
+                    self.limit,
+                    self.what,
+                    self.window_ms as f64 / 1000.0
+                ),
+            ));
+        }
+        if !accepts_gzip(req) {
+            return Some(error_response(StatusCode::NOT_ACCEPTABLE, GZIP_REQUIRED));
+        }
+        None
+    }
+}
+
 fn replay(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> HttpResponse {
     let cfg = &ctx.cfg;
-    if !authorized(req, cfg) {
-        tracing::info!(endpoint = "replay", "Rejected bad credentials");
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "Invalid credentials. Please verify the username and password of your console account.",
-        );
-    }
-    if !ctx.replay_limit.admit(Instant::now()) {
-        tracing::info!(
-            limit = cfg.replay.requests,
-            window_ms = cfg.replay.window_ms,
-            "Replay rate limit exceeded"
-        );
-        return error_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!(
-                "Rate limited: exceeded {} replay requests per {} seconds for this account.",
-                cfg.replay.requests,
-                cfg.replay.window_ms as f64 / 1000.0
-            ),
-        );
-    }
-    if !accepts_gzip(req) {
-        return error_response(StatusCode::NOT_ACCEPTABLE, GZIP_REQUIRED);
+    let gate = Gate {
+        endpoint: "replay",
+        what: "replay",
+        limiter: &ctx.replay_limit,
+        limit: cfg.replay.requests,
+        window_ms: cfg.replay.window_ms,
+    };
+    if let Some(refused) = gate.check(req, cfg) {
+        return refused;
     }
     let (Some(from), Some(to)) = (param(q, "fromDate"), param(q, "toDate")) else {
         return error_response(
