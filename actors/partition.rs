@@ -476,7 +476,8 @@ impl Connection {
                         message = %n.message,
                         sent = n.sent.as_deref().unwrap_or(""),
                         last_byte_ms = self.counters.last_byte_ms.load(Relaxed),
-                        "Data lost: the server dropped what it had buffered for this partition; recover the gap with Replay"
+                        gap_from_event_ms = self.batch.max_event_ms.max(self.counters.last_event_ms.load(Relaxed)),
+                        "Data lost: the server dropped what it had buffered for this partition; recover the gap with Replay from gap_from_event_ms"
                     );
                 } else {
                     tracing::warn!(partition = self.partition, message = %n.message, sent = n.sent.as_deref().unwrap_or(""), "The server is disconnecting");

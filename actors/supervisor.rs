@@ -110,7 +110,6 @@ pub struct Supervisor {
     /// succeeds).
     config_error_logged: Option<u16>,
     backfill_refused: bool,
-    gap_warned: bool,
 }
 
 impl Supervisor {
@@ -163,7 +162,6 @@ impl Supervisor {
             rng: SmallRng::from_entropy(),
             config_error_logged: None,
             backfill_refused: false,
-            gap_warned: false,
         }
     }
 
@@ -238,14 +236,13 @@ impl Supervisor {
         let last = self.children.get(&p)?.last_byte_ms?;
         let gap = (now_ms() - last).max(1);
         let minutes = ((gap + 59_999) / 60_000) as u64;
-        if minutes > u64::from(max) && !self.gap_warned {
-            self.gap_warned = true;
-            tracing::warn!(
+        if minutes > u64::from(max) {
+            tracing::error!(
                 partition = p,
                 gap_ms = gap,
                 backfill_minutes = max,
                 since_ms = last,
-                "The gap is longer than backfill covers; recover the rest with Replay"
+                "Data missing: the gap is longer than backfill covers; recover it with Replay from since_ms"
             );
         }
         Some(minutes.clamp(1, u64::from(max)) as u32)

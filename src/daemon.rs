@@ -516,6 +516,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         sim_cfg.seed = s;
     }
     sim_cfg.listen = "127.0.0.1:0".into();
+    // The simulator is new each time: its connection budget is untouched, so
+    // the requests of an earlier demo do not count.
+    let _ = std::fs::remove_file(settings.limiter_state_path());
     let password = Secret::new(sim_cfg.password.clone());
     settings.stream.username = sim_cfg.username.clone();
     settings.stream.account = sim_cfg.account.clone();
