@@ -289,15 +289,7 @@ async fn stream(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> Ht
     });
     tracing::info!(partition = p, first_event = boundary, backfill_minutes = ?backfill_minutes, "Stream connection opened");
     let conn = StreamConn::new(ctx.clone(), p, rx, state, backfill);
-    let body =
-        futures_util::stream::unfold(
-            conn,
-            |mut c| async move { c.next().await.map(|item| (item, c)) },
-        );
-    HttpResponse::Ok()
-        .content_type("application/json; charset=utf-8")
-        .insert_header((header::CONTENT_ENCODING, "gzip"))
-        .streaming(body)
+    gzip_response(futures_util::stream::unfold(conn, |mut c| async move { c.next().await.map(|item| (item, c)) }))
 }
 
 /// The checks both endpoints make, in the real server's order: credentials
@@ -381,11 +373,14 @@ fn replay(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> HttpResp
     ctx.stats.replays_total.fetch_add(1, Relaxed);
     tracing::info!(from = %from, to = %to, outcome = ?outcome, abort, "Replay started");
     let conn = ReplayConn::new(ctx.clone(), from_ms, to_ms, outcome, abort);
-    let body =
-        futures_util::stream::unfold(
-            conn,
-            |mut c| async move { c.next().await.map(|item| (item, c)) },
-        );
+    gzip_response(futures_util::stream::unfold(conn, |mut c| async move { c.next().await.map(|item| (item, c)) }))
+}
+
+/// A 200 whose body is a gzip stream of JSON lines (both endpoints).
+fn gzip_response<S>(body: S) -> HttpResponse
+where
+    S: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + 'static,
+{
     HttpResponse::Ok()
         .content_type("application/json; charset=utf-8")
         .insert_header((header::CONTENT_ENCODING, "gzip"))
