@@ -1,12 +1,10 @@
-//! A store bug found by the daemon's tests (not the daemon's code): a
-//! `user_delete`/`user_undelete` that is stale for the toggle is still part
-//! of the delete history (the 30-day purge is computed from the whole
-//! history), but `SqliteStore::apply_user` saves a user only when some event
-//! of the batch changed the toggle, so the history entry is lost when the
-//! stale event comes alone in its batch. The final state then depends on
-//! batch boundaries (the daemon's and an offline replay's differ).
-//! Fix: count a delete-log insertion as a change (rules/user.rs
-//! `apply_delete`, or mark the row dirty in `apply_user`).
+//! Regression: a store bug found by the daemon's tests (and by the property
+//! test): a `user_delete`/`user_undelete` that is stale for the toggle is
+//! still part of the delete history (the 30-day purge is computed from the
+//! whole history), but the store saved a user only when the toggle changed,
+//! so the history entry was lost when the stale event came alone in its
+//! batch, and the final state depended on batch boundaries. Fixed in
+//! `rules/user.rs` (`apply_delete` counts a new history entry as a change).
 
 use complyd::event::UserEvent;
 use complyd::store::{self, Timed};
