@@ -228,22 +228,7 @@ async fn messages_carry_every_type_and_every_trap() {
         }
         let _ = event_time(&v);
     }
-    for k in [
-        "delete",
-        "delete_favorite",
-        "status_withheld",
-        "drop",
-        "undrop",
-        "tweet_edit",
-        "scrub_geo",
-        "user_delete",
-        "user_undelete",
-        "user_protect",
-        "user_unprotect",
-        "user_suspend",
-        "user_unsuspend",
-        "user_withheld",
-    ] {
+    for k in complyd::event::EVENT_TYPES {
         assert!(
             kinds.get(k).copied().unwrap_or(0) > 0,
             "no {k} in 6000 messages: {kinds:?}"

@@ -284,6 +284,28 @@ pub struct MixConfig {
     pub user_withheld: u32,
 }
 
+impl MixConfig {
+    /// The 14 weights, in the generator's fixed order of message types.
+    pub(crate) fn weights(&self) -> [u32; 14] {
+        [
+            self.delete,
+            self.delete_favorite,
+            self.status_withheld,
+            self.drop,
+            self.undrop,
+            self.tweet_edit,
+            self.scrub_geo,
+            self.user_delete,
+            self.user_undelete,
+            self.user_protect,
+            self.user_unprotect,
+            self.user_suspend,
+            self.user_unsuspend,
+            self.user_withheld,
+        ]
+    }
+}
+
 impl Default for MixConfig {
     fn default() -> Self {
         MixConfig {
@@ -414,25 +436,7 @@ impl SimConfig {
             }
         }
         let m = &g.mix;
-        let total: u64 = [
-            m.delete,
-            m.delete_favorite,
-            m.status_withheld,
-            m.drop,
-            m.undrop,
-            m.tweet_edit,
-            m.scrub_geo,
-            m.user_delete,
-            m.user_undelete,
-            m.user_protect,
-            m.user_unprotect,
-            m.user_suspend,
-            m.user_unsuspend,
-            m.user_withheld,
-        ]
-        .iter()
-        .map(|&w| u64::from(w))
-        .sum();
+        let total: u64 = m.weights().iter().map(|&w| u64::from(w)).sum();
         if total == 0 {
             p.push("generator.mix weights must not all be 0".into());
         }

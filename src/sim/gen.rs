@@ -18,7 +18,7 @@ use std::io::Write as _;
 
 use serde_json::{json, Map, Value};
 
-use super::config::{GeneratorConfig, MixConfig};
+use super::config::GeneratorConfig;
 
 /// X's snowflake epoch (2010-11-04T01:42:54.657Z).
 pub(crate) const TWEPOCH_MS: i64 = 1_288_834_974_657;
@@ -609,7 +609,7 @@ impl Generator {
         epoch_ms: i64,
         g: &GeneratorConfig,
     ) -> Generator {
-        let weights = mix_weights(&g.mix);
+        let weights = g.mix.weights();
         let mut cum = [0u64; 14];
         let mut acc = 0u64;
         for (k, w) in weights.iter().enumerate() {
@@ -798,24 +798,6 @@ impl Generator {
     }
 }
 
-fn mix_weights(m: &MixConfig) -> [u32; 14] {
-    [
-        m.delete,
-        m.delete_favorite,
-        m.status_withheld,
-        m.drop,
-        m.undrop,
-        m.tweet_edit,
-        m.scrub_geo,
-        m.user_delete,
-        m.user_undelete,
-        m.user_protect,
-        m.user_unprotect,
-        m.user_suspend,
-        m.user_unsuspend,
-        m.user_withheld,
-    ]
-}
 
 /// A snowflake id minted at time `t`.
 fn fresh_id(t: i64, r: &mut Rng) -> u64 {
