@@ -568,11 +568,7 @@ impl DaemonSettings {
         if let Some(p) = &self.limiter.state_file {
             return p.clone();
         }
-        let url = &self.store.url;
-        match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-            Some(path) if !path.is_empty() => PathBuf::from(format!("{path}.connections.json")),
-            _ => PathBuf::from("complyd.connections.json"),
-        }
+        crate::settings::beside_store(&self.store.url, "connections.json")
     }
 
     /// The dead-letter file of this store.

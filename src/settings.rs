@@ -31,10 +31,16 @@ impl StoreSettings {
         if let Some(p) = &self.dead_letter {
             return p.clone();
         }
-        match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-            Some(path) => PathBuf::from(format!("{path}.deadletter.jsonl")),
-            None => PathBuf::from("complyd.deadletter.jsonl"),
-        }
+        beside_store(url, "deadletter.jsonl")
+    }
+}
+
+/// A file kept beside the store: `PATH.<suffix>` for `sqlite:PATH`, else
+/// `complyd.<suffix>` in the working directory.
+pub fn beside_store(url: &str, suffix: &str) -> PathBuf {
+    match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        Some(path) if !path.is_empty() => PathBuf::from(format!("{path}.{suffix}")),
+        _ => PathBuf::from(format!("complyd.{suffix}")),
     }
 }
 
