@@ -19,7 +19,7 @@
 
 use crate::backoff::{BackoffPolicy, Intensity};
 use crate::settings::{ConfigErrors, StoreSettings};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ use std::time::Duration;
 pub const DEFAULT_PASSWORD_ENV: &str = "COMPLYD_STREAM_PASSWORD";
 
 /// Everything `complyd run` reads from its config file.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonSettings {
     pub stream: StreamSettings,
@@ -40,11 +40,12 @@ pub struct DaemonSettings {
     pub restart: RestartSettings,
     pub store: StoreSettings,
     pub http: HttpSettings,
+    pub log: LogSettings,
     pub shutdown: ShutdownSettings,
 }
 
 /// `[stream]`: where and how to connect.
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSettings {
     /// The stream URL from the console, without `partition=`. `{account}` and
@@ -117,7 +118,7 @@ impl Default for StreamSettings {
 }
 
 /// `[batch]`: how a partition groups parsed events before handing them on.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchSettings {
     /// A batch is handed on when it holds this many events...
@@ -133,7 +134,7 @@ impl Default for BatchSettings {
 }
 
 /// `[handlers]`: the status and user handlers.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HandlerSettings {
     /// Events waiting for each handler, in batches: while a handler commits
@@ -157,7 +158,7 @@ impl Default for HandlerSettings {
 }
 
 /// `[backoff]`: the reconnect delays per failure class (see `backoff.rs`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackoffSettings {
     pub stable_after_ms: u64,
@@ -212,7 +213,7 @@ impl BackoffSettings {
 }
 
 /// `[limiter]`: connection requests of all partitions together.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimiterSettings {
     pub max_requests: usize,
@@ -233,7 +234,7 @@ impl Default for LimiterSettings {
 }
 
 /// `[restart]`: restart intensity per partition.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestartSettings {
     /// More failures than this within `window_ms` mark the partition failed
@@ -264,22 +265,106 @@ impl RestartSettings {
     }
 }
 
-/// `[http]`: `/healthz`, `/readyz`, `/metrics`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `[http]`: `/healthz`, `/readyz`, `/metrics` and the query API.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     pub enabled: bool,
     pub listen: String,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// `GET /v1/posts/{id}` and `POST /v1/posts/check`.
+    pub query: bool,
+    /// Store connections kept for the query API (reads only).
+    pub read_connections: usize,
+    /// The environment variable holding the admin bearer token. The admin
+    /// endpoint (`/v1/admin/explain/{id}`) is off unless a token is set here
+    /// or in `admin_token_file`.
+    pub admin_token_env: String,
+    /// A file holding the admin bearer token (first line).
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { enabled: true, listen: "127.0.0.1:8080".to_owned() }
+        HttpSettings {
+            enabled: true,
+            listen: "127.0.0.1:8080".to_owned(),
+            workers: 2,
+            query: true,
+            read_connections: 4,
+            admin_token_env: String::new(),
+            admin_token_file: None,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The admin token: None when none is configured (the endpoint is off).
+    ///
+    /// # Errors
+    /// A configured source that holds no token (never the value).
+    pub fn admin_token(&self) -> Result<Option<Secret>, String> {
+        if let Some(path) = &self.admin_token_file {
+            return read_secret_file(path, "http.admin_token_file").map(Some);
+        }
+        if self.admin_token_env.is_empty() {
+            return Ok(None);
+        }
+        match std::env::var(&self.admin_token_env) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+            _ => Err(format!(
+                "http.admin_token_env names {}, which is not set: set it, or clear http.admin_token_env to turn the admin endpoint off",
+                self.admin_token_env
+            )),
+        }
+    }
+}
+
+/// The first line of a secret file.
+fn read_secret_file(path: &Path, key: &str) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{key} {}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+    if line.is_empty() {
+        return Err(format!("{key} {}: empty", path.display()));
+    }
+    Ok(Secret(line.to_owned()))
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON for `complyd run`, human-readable for `complyd demo`.
+    #[default]
+    Auto,
+    /// One JSON object a line (for a log collector).
+    Json,
+    /// Human-readable lines.
+    Human,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `complyd=debug,actix=warn`... The
+    /// environment variable `COMPLYD_LOG` takes precedence.
+    pub level: String,
+    /// At most this many lines a minute for one repeated error (same place,
+    /// same reason); the rest are counted and summarised.
+    pub repeat_per_minute: u32,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { format: LogFormat::Auto, level: "info".to_owned(), repeat_per_minute: 5 }
     }
 }
 
 /// `[shutdown]`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownSettings {
     /// After SIGINT/SIGTERM: stop reading, commit what is in flight, exit;
@@ -339,13 +424,7 @@ impl StreamSettings {
     /// Where it was looked for and why it was not found (never the value).
     pub fn password(&self) -> Result<Secret, String> {
         if let Some(path) = &self.password_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("stream.password_file {}: {e}", path.display()))?;
-            let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-            if line.is_empty() {
-                return Err(format!("stream.password_file {}: empty", path.display()));
-            }
-            return Ok(Secret(line.to_owned()));
+            return read_secret_file(path, "stream.password_file");
         }
         if self.password_env.is_empty() {
             return Err("stream: no password source: set stream.password_file or stream.password_env".to_owned());
@@ -367,8 +446,25 @@ impl DaemonSettings {
     /// configuration keys and are left alone.
     ///
     /// # Errors
-    /// [`ConfigErrors`] naming the file, the key and the problem.
+    /// [`ConfigErrors`] naming every unknown key and every value of the
+    /// wrong type at once.
     pub fn load(path: Option<&Path>) -> Result<DaemonSettings, ConfigErrors> {
+        let (s, problems) = DaemonSettings::load_lenient(path)?;
+        if problems.is_empty() {
+            Ok(s)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// [`DaemonSettings::load`] that goes on past unknown keys and values of
+    /// the wrong type: the settings read (defaults where a value was
+    /// refused) and every such problem, so that `validate` can list them
+    /// with the others.
+    ///
+    /// # Errors
+    /// A file that is missing or is not TOML (nothing more can be checked).
+    pub fn load_lenient(path: Option<&Path>) -> Result<(DaemonSettings, Vec<String>), ConfigErrors> {
         let mut b = config::Config::builder();
         if let Some(p) = path {
             if !p.exists() {
@@ -383,23 +479,78 @@ impl DaemonSettings {
             config::Environment::with_prefix("COMPLYD").separator("__").try_parsing(true).source(Some(overrides)),
         );
         let cfg = b.build().map_err(|e| ConfigErrors(vec![e.to_string()]))?;
-        cfg.try_deserialize::<DaemonSettings>().map_err(|e| ConfigErrors(vec![e.to_string()]))
+        let tree: serde_json::Value = cfg.try_deserialize().map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        Ok(DaemonSettings::from_tree(tree))
+    }
+
+    /// Typed settings from a parsed tree: unknown keys are listed and
+    /// dropped, then each value of the wrong type is listed and replaced by
+    /// its default, so one pass reports every such problem.
+    pub fn from_tree(mut tree: serde_json::Value) -> (DaemonSettings, Vec<String>) {
+        let mut problems = Vec::new();
+        let known = serde_json::to_value(DaemonSettings::default()).unwrap_or_default();
+        drop_unknown_keys(&known, &mut tree, "", &mut problems);
+        // Each refused value is removed (its default applies) and the rest
+        // read again: at most one round per key.
+        for _ in 0..256 {
+            match serde_path_to_error::deserialize::<_, DaemonSettings>(&tree) {
+                Ok(s) => return (s, problems),
+                Err(e) => {
+                    let at = e.path().to_string();
+                    problems.push(format!("{at}: {}", e.inner()));
+                    if !remove_path(&mut tree, &at) {
+                        break;
+                    }
+                }
+            }
+        }
+        (DaemonSettings::default(), problems)
     }
 
     /// Parses TOML text (tests, the demo's embedded defaults).
     ///
     /// # Errors
-    /// The TOML error.
+    /// The TOML error, or every unknown key and refused value.
     pub fn from_toml(text: &str) -> Result<DaemonSettings, ConfigErrors> {
-        toml::from_str(text).map_err(|e| ConfigErrors(vec![e.to_string()]))
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        let tree = serde_json::to_value(table).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        match DaemonSettings::from_tree(tree) {
+            (s, p) if p.is_empty() => Ok(s),
+            (_, p) => Err(ConfigErrors(p)),
+        }
     }
 
-    /// Every problem of the configuration (empty when it is usable). The
-    /// password is looked up (never printed).
+    /// Every problem of the configuration (empty when it is usable),
+    /// including values X's rules forbid ([`DaemonSettings::rule_problems`]).
+    /// The password and the admin token are looked up (never printed).
     pub fn validate(&self) -> Vec<String> {
         let mut p = self.validate_without_password();
+        p.extend(self.rule_problems());
         if let Err(e) = self.stream.password() {
             p.push(e);
+        }
+        if let Err(e) = self.http.admin_token() {
+            p.push(e);
+        }
+        p
+    }
+
+    /// Values that work mechanically but break X's rules: `complyd run` and
+    /// `complyd validate` refuse them; the library (tests, benchmarks with
+    /// short timeouts) only warns.
+    pub fn rule_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.stream.idle_timeout_ms <= 30_000 {
+            p.push(format!(
+                "stream.idle_timeout_ms {} breaks X's rules: the read timeout must be above 30000 (heartbeats come every 10-15 s)",
+                self.stream.idle_timeout_ms
+            ));
+        }
+        if self.limiter.max_requests > 10 || self.limiter.window_ms < 60_000 {
+            p.push(format!(
+                "limiter allows {} connection requests per {} ms: X allows 10 per 60000 (HTTP 429 past that)",
+                self.limiter.max_requests, self.limiter.window_ms
+            ));
         }
         p
     }
@@ -417,6 +568,11 @@ impl DaemonSettings {
                 p.push(format!("stream.url {:?} is not an http(s) URL", s.url));
             } else if awc::http::Uri::try_from(url.as_str()).is_err() {
                 p.push(format!("stream.url {:?} is not a valid URL (after replacing {{account}} and {{label}})", s.url));
+            }
+            if let Some(host) = plain_http_host(&url).filter(|h| !is_loopback(h)) {
+                p.push(format!(
+                    "stream.url uses http:// to {host}, which is not loopback: the password would cross the network in clear; use https://"
+                ));
             }
             if s.url.contains("partition=") {
                 p.push("stream.url must not carry partition=: set stream.partitions instead".to_owned());
@@ -536,27 +692,27 @@ impl DaemonSettings {
         if self.http.enabled && self.http.listen.parse::<SocketAddr>().is_err() {
             p.push(format!("http.listen {:?} is not an address:port", self.http.listen));
         }
+        if self.http.workers == 0 || self.http.workers > 64 {
+            p.push(format!("http.workers {} must be 1 to 64", self.http.workers));
+        }
+        if self.http.read_connections == 0 || self.http.read_connections > 64 {
+            p.push(format!("http.read_connections {} must be 1 to 64", self.http.read_connections));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            p.push(format!("log.level {:?} is not a log filter (e.g. info, debug, complyd=debug): {e}", self.log.level));
+        }
+        if self.log.repeat_per_minute == 0 {
+            p.push("log.repeat_per_minute must be > 0".to_owned());
+        }
         if self.shutdown.timeout_ms == 0 || self.shutdown.timeout_ms > 60_000 {
             p.push(format!("shutdown.timeout_ms {} must be 1 to 60000", self.shutdown.timeout_ms));
         }
         p
     }
 
-    /// Values that work but go against X's guidance (logged as warnings).
+    /// Values that work but deserve a line in the log.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if self.stream.idle_timeout_ms <= 30_000 {
-            w.push(format!(
-                "stream.idle_timeout_ms {} is not above 30000 as X requires (heartbeats come every 10-15 s)",
-                self.stream.idle_timeout_ms
-            ));
-        }
-        if self.limiter.max_requests > 10 || self.limiter.window_ms < 60_000 {
-            w.push(format!(
-                "limiter allows {} connection requests per {} ms: X allows 10 per 60000 (429 past that)",
-                self.limiter.max_requests, self.limiter.window_ms
-            ));
-        }
         if self.stream.partitions.len() < 8 {
             w.push(format!("only {} of the 8 partitions configured: the stream is incomplete", self.stream.partitions.len()));
         }
@@ -575,6 +731,60 @@ impl DaemonSettings {
     pub fn dead_letter_path(&self) -> PathBuf {
         self.store.dead_letter_for(&self.store.url)
     }
+}
+
+/// The host of an `http://` URL (None for https and anything else).
+fn plain_http_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit('@').next().unwrap_or(authority);
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Lists (and removes) every key of `got` that `known` (the defaults) does
+/// not have, with the keys its section does have.
+fn drop_unknown_keys(known: &serde_json::Value, got: &mut serde_json::Value, prefix: &str, problems: &mut Vec<String>) {
+    let (Some(k), Some(g)) = (known.as_object(), got.as_object_mut()) else { return };
+    let unknown: Vec<String> = g.keys().filter(|key| !k.contains_key(key.as_str())).cloned().collect();
+    for key in unknown {
+        g.remove(&key);
+        let valid: Vec<&str> = k.keys().map(String::as_str).collect();
+        if prefix.is_empty() {
+            problems.push(format!("unknown section [{key}] (sections: {})", valid.join(", ")));
+        } else {
+            problems.push(format!("unknown key {prefix}{key} (keys of [{}]: {})", prefix.trim_end_matches('.'), valid.join(", ")));
+        }
+    }
+    for (key, value) in g.iter_mut() {
+        if let Some(kv) = k.get(key).filter(|v| v.is_object()) {
+            drop_unknown_keys(kv, value, &format!("{prefix}{key}."), problems);
+        }
+    }
+}
+
+/// Removes the value at a dotted path (`stream.idle_timeout_ms`, or
+/// `stream.partitions[2]`'s whole key); false when there is nothing to remove.
+fn remove_path(tree: &mut serde_json::Value, path: &str) -> bool {
+    let keys: Vec<&str> = path.split('.').map(|k| k.split('[').next().unwrap_or(k)).filter(|k| !k.is_empty() && *k != "?").collect();
+    let Some((last, parents)) = keys.split_last() else { return false };
+    let mut node = tree;
+    for k in parents {
+        match node.get_mut(*k) {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    node.as_object_mut().is_some_and(|o| o.remove(*last).is_some())
 }
 
 #[cfg(test)]
@@ -677,7 +887,86 @@ mod tests {
         assert_eq!(s.limiter.max_requests, 5);
         assert_eq!(s.limiter.window_ms, 60_000);
         assert!(!s.warnings().is_empty());
+        assert!(s.rule_problems()[0].contains("stream.idle_timeout_ms 2000"), "{:?}", s.rule_problems());
         assert!(DaemonSettings::from_toml("[stream]\npasword = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_all_listed_with_the_other_problems() {
+        let tree = serde_json::json!({
+            "stream": {"pasword": "x", "idle_timeout_ms": "soon", "partitions": [1, 9]},
+            "batch": {"max_events": -1},
+            "strem": {},
+            "http": {"listen": "nowhere", "admin_tokn": "t"}
+        });
+        let (s, mut p) = DaemonSettings::from_tree(tree);
+        p.extend(s.validate_without_password());
+        p.extend(s.rule_problems());
+        let joined = p.join("\n");
+        for needle in [
+            "unknown key stream.pasword",
+            "unknown section [strem]",
+            "unknown key http.admin_tokn",
+            "stream.idle_timeout_ms: invalid type",
+            "batch.max_events: invalid value",
+            "9 is not a partition",
+            "http.listen",
+        ] {
+            assert!(joined.contains(needle), "missing {needle:?} in:\n{joined}");
+        }
+        // A refused value falls back to its default; the rest is kept.
+        assert_eq!(s.stream.idle_timeout_ms, 35_000);
+        assert_eq!(s.stream.partitions, vec![1, 9]);
+    }
+
+    #[test]
+    fn plain_http_is_refused_unless_loopback() {
+        let mut s = valid();
+        for (url, refused) in [
+            ("http://127.0.0.1:8080/s", false),
+            ("http://localhost/s", false),
+            ("http://[::1]:9/s", false),
+            ("http://user@127.0.0.2:9/s", false),
+            ("https://stream.example.com/s", false),
+            ("http://stream.example.com/s", true),
+            ("http://10.0.0.7:8080/s", true),
+        ] {
+            s.stream.url = url.into();
+            let p = s.validate_without_password();
+            assert_eq!(p.iter().any(|m| m.contains("in clear")), refused, "{url}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn x_rules_are_problems_for_validate() {
+        let mut s = valid();
+        s.stream.idle_timeout_ms = 30_000;
+        s.limiter.max_requests = 11;
+        let p = s.validate();
+        assert!(p.iter().any(|m| m.contains("stream.idle_timeout_ms 30000")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("limiter allows 11")), "{p:?}");
+        assert!(s.validate_without_password().is_empty(), "the library only warns");
+    }
+
+    #[test]
+    fn the_admin_token_is_off_by_default_and_never_printed() {
+        let mut s = valid();
+        assert_eq!(s.http.admin_token(), Ok(None));
+        s.http.admin_token_env = "COMPLYD_TEST_ADMIN_TOKEN_SURELY_UNSET".into();
+        let e = s.validate().join("\n");
+        assert!(e.contains("COMPLYD_TEST_ADMIN_TOKEN_SURELY_UNSET"), "{e}");
+        std::env::set_var("COMPLYD_TEST_ADMIN_TOKEN_SET", "tok-123");
+        s.http.admin_token_env = "COMPLYD_TEST_ADMIN_TOKEN_SET".into();
+        let t = s.http.admin_token().unwrap().unwrap();
+        assert_eq!(t.expose(), "tok-123");
+        assert!(!format!("{t:?} {t} {s:?}").contains("tok-123"));
+    }
+
+    #[test]
+    fn log_level_must_be_a_filter() {
+        let mut s = valid();
+        s.log.level = "complyd=loud".into();
+        assert!(s.validate().iter().any(|m| m.contains("log.level")));
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //! documents every key); environment variables override any key
 //! (`COMPLYD_STORE__URL` sets `store.url`); unknown keys are refused.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Where the config is read from when no `--config` is given.
 pub const DEFAULT_CONFIG: &str = "config/complyd.toml";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     /// `sqlite:PATH` or `postgres://...`.

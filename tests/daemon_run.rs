@@ -21,6 +21,9 @@ async fn run_stops_cleanly_on_sigterm() {
         // A fixed port for the health endpoint (run() binds it itself).
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         s.http.listen = format!("127.0.0.1:{port}");
+        // `run` holds the configuration to X's rules (the library allows the
+        // tests' short read timeout).
+        s.stream.idle_timeout_ms = 35_000;
         let pw = d.join("password");
         std::fs::write(&pw, format!("{}\n", cfg.password)).unwrap();
         s.stream.password_file = Some(pw);
