@@ -64,6 +64,7 @@ pub fn commit_with_retry(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
+        let t0 = Instant::now();
         let res = slot.get().and_then(&mut apply);
         match res {
             Ok(stats) => {
@@ -77,7 +78,10 @@ pub fn commit_with_retry(
                 counters.duplicates.fetch_add(stats.duplicates.total(), Relaxed);
                 counters.stale.fetch_add(stats.stale.total(), Relaxed);
                 counters.batches.fetch_add(1, Relaxed);
-                let histogram = metrics::histogram!("complyd_commit_latency_seconds", "handler" => kind.as_str());
+                let handler = kind.as_str();
+                metrics::histogram!("complyd_handler_commit_seconds", "handler" => handler).record(t0.elapsed().as_secs_f64());
+                metrics::histogram!("complyd_handler_batch_events", "handler" => handler).record(n as f64);
+                let histogram = metrics::histogram!("complyd_receipt_to_commit_seconds", "handler" => handler);
                 for part in parts {
                     let waited = part.received.elapsed();
                     health.latency.record(waited, part.events as u64);
@@ -88,14 +92,18 @@ pub fn commit_with_retry(
                         health.counters(p.partition).committed_event_ms.fetch_max(p.last_event_ms, Relaxed);
                     }
                 }
-                metrics::counter!("complyd_events_committed_total", "handler" => kind.as_str()).increment(n);
-                metrics::counter!("complyd_events_applied_total", "handler" => kind.as_str())
-                    .increment(stats.applied.total());
+                for (result, counts) in [("applied", &stats.applied), ("duplicate", &stats.duplicates), ("stale", &stats.stale)] {
+                    for (ty, k) in counts.iter().filter(|(_, k)| *k > 0) {
+                        metrics::counter!("complyd_handler_events_total", "handler" => handler, "type" => ty, "result" => result)
+                            .increment(k);
+                    }
+                }
+                metrics::counter!("complyd_duplicates_total", "handler" => handler).increment(stats.duplicates.total());
                 return Ok(stats);
             }
             Err(e) => {
                 counters.commit_errors.fetch_add(1, Relaxed);
-                metrics::counter!("complyd_commit_errors_total", "handler" => kind.as_str()).increment(1);
+                metrics::counter!("complyd_store_errors_total", "handler" => kind.as_str()).increment(1);
                 let msg = e.to_string();
                 if attempts == 1 {
                     tracing::error!(
@@ -107,8 +115,8 @@ pub fn commit_with_retry(
                         "Store commit failed; retrying (nothing is dropped, the streams wait)"
                     );
                     health.set_store_error(Some(msg.clone()));
-                } else {
-                    tracing::debug!(handler = kind.as_str(), attempts, error = %msg, "Store commit failed again");
+                } else if let Some(suppressed) = crate::logging::allow(&format!("commit-again:{}", kind.as_str())) {
+                    tracing::warn!(handler = kind.as_str(), attempts, error = %msg, suppressed, "Store commit failed again; still retrying");
                 }
                 if matches!(e, StoreError::Io(_)) {
                     slot.reset();

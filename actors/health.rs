@@ -6,6 +6,7 @@
 //! Counters are atomics updated once per chunk or batch, never per event on a
 //! contended lock.
 
+use crate::event::EVENT_TYPES;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -29,6 +30,8 @@ pub struct PartitionCounters {
     pub heartbeats: AtomicU64,
     /// Events parsed and handed on.
     pub events: AtomicU64,
+    /// Events parsed, by type (the order of `EVENT_TYPES`).
+    pub by_type: [AtomicU64; EVENT_TYPES.len()],
     /// Lines that were not messages: malformed, unknown type, oversized.
     pub dead_lettered: AtomicU64,
     pub oversized: AtomicU64,

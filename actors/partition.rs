@@ -21,7 +21,7 @@ use super::router::{Batch, Router};
 use super::supervisor::{ChildConnected, ChildExited, Supervisor};
 use crate::backoff::FailureClass;
 use crate::deadletter::DeadLetter;
-use crate::event::{parse_line, EventKind, Message, StatusEvent, UserEvent};
+use crate::event::{parse_line, EventKind, Message, StatusEvent, UserEvent, EVENT_TYPES};
 use crate::framing::{Frame, LineFramer};
 use crate::store::Timed;
 use actix::prelude::*;
@@ -173,7 +173,10 @@ impl Actor for PartitionStream {
             notice: None,
             buffer_full: false,
         };
-        ctx.spawn(conn.run().into_actor(self).map(|outcome, act, ctx| {
+        // Every line this connection logs carries its partition (and its
+        // generation: the how-many-th connection of this partition).
+        let span = tracing::info_span!("partition", partition = self.partition, generation = self.generation);
+        ctx.spawn(tracing::Instrument::instrument(conn.run(), span).into_actor(self).map(|outcome, act, ctx| {
             act.supervisor.do_send(ChildExited {
                 partition: act.partition,
                 generation: act.generation,
@@ -455,6 +458,7 @@ impl Connection {
             Ok(Message::Heartbeat) => stats.heartbeats += 1,
             Ok(Message::Event(e)) => {
                 stats.events += 1;
+                stats.by_type[e.type_index()] += 1;
                 if e.time_ms > self.batch.max_event_ms {
                     self.batch.max_event_ms = e.time_ms;
                 }
@@ -500,16 +504,22 @@ impl Connection {
     }
 
     fn dead_letter(&self, reason: &str, detail: &str, line: &[u8]) {
+        metrics::counter!("complyd_dead_lettered_total", "partition" => self.partition.to_string(), "reason" => reason.to_owned())
+            .increment(1);
         let mut dl = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = dl.record(&self.source, self.lines, reason, detail, line) {
-            tracing::error!(
-                partition = self.partition,
-                position = self.lines,
-                reason,
-                error = %e,
-                dead_letter = %dl.path().display(),
-                "Could not write a bad line to the dead-letter file; it is lost"
-            );
+            metrics::counter!("complyd_dead_letter_write_errors_total").increment(1);
+            if let Some(suppressed) = crate::logging::allow("deadletter-write") {
+                tracing::error!(
+                    partition = self.partition,
+                    position = self.lines,
+                    reason,
+                    error = %e,
+                    dead_letter = %dl.path().display(),
+                    suppressed,
+                    "Could not write a bad line to the dead-letter file; it is lost"
+                );
+            }
         }
     }
 
@@ -555,6 +565,7 @@ struct FrameStats {
     oversized: u64,
     unknown: u64,
     notices: u64,
+    by_type: [u64; EVENT_TYPES.len()],
 }
 
 impl FrameStats {
@@ -570,6 +581,13 @@ impl FrameStats {
         }
         if self.notices > 0 {
             c.notices.fetch_add(self.notices, Relaxed);
+        }
+        if self.events > 0 {
+            for (counter, n) in c.by_type.iter().zip(self.by_type) {
+                if n > 0 {
+                    counter.fetch_add(n, Relaxed);
+                }
+            }
         }
     }
 }

@@ -411,7 +411,7 @@ impl Handler<ChildExited> for Supervisor {
         self.save_limiter();
         let delay = self.cfg.policy.jittered(d.delay, u1, u2);
         let delay_ms = delay.as_millis() as u64;
-        metrics::counter!("complyd_stream_exits_total", "partition" => p.to_string(), "class" => d.class.as_str())
+        metrics::counter!("complyd_partition_reconnects_total", "partition" => p.to_string(), "reason" => d.class.as_str())
             .increment(1);
 
         if backfill_refused_now {
@@ -441,8 +441,8 @@ impl Handler<ChildExited> for Supervisor {
                         fix = hint,
                         "Configuration error: the stream refused the request; fix the configuration (retrying slowly)"
                     );
-                } else {
-                    tracing::warn!(partition = p, status = code, retry_in_ms = delay_ms, "Configuration error again; retrying slowly");
+                } else if let Some(suppressed) = crate::logging::allow(&format!("config-again:{p}")) {
+                    tracing::warn!(partition = p, status = code, retry_in_ms = delay_ms, suppressed, "Configuration error again; retrying slowly");
                 }
             }
             FailureClass::RateLimited => {
@@ -455,15 +455,18 @@ impl Handler<ChildExited> for Supervisor {
                 );
             }
             _ => {
-                tracing::warn!(
-                    partition = p,
-                    class = d.class.as_str(),
-                    attempt = d.attempt,
-                    retry_in_ms = delay_ms,
-                    connected_ms = m.connected_for.map(|d| d.as_millis() as u64),
-                    reason = %reason_text,
-                    "Stream failed; reconnecting after backoff"
-                );
+                if let Some(suppressed) = crate::logging::allow(&format!("stream-failed:{p}:{}", d.class.as_str())) {
+                    tracing::warn!(
+                        partition = p,
+                        class = d.class.as_str(),
+                        attempt = d.attempt,
+                        retry_in_ms = delay_ms,
+                        connected_ms = m.connected_for.map(|d| d.as_millis() as u64),
+                        reason = %reason_text,
+                        suppressed,
+                        "Stream failed; reconnecting after backoff"
+                    );
+                }
             }
         }
         if d.newly_failed {

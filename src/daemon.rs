@@ -25,16 +25,14 @@ use crate::limiter::ConnectLimiter;
 use crate::settings::ConfigErrors;
 use crate::store::{self, HandlerKind, Store};
 use actix::prelude::*;
-use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 use base64::Engine as _;
-use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A running daemon inside the current actix System.
@@ -102,8 +100,12 @@ impl Daemon {
         if !problems.is_empty() {
             return Err(ConfigErrors(problems).into());
         }
+        for w in settings.rule_problems() {
+            // `complyd run` refuses these; tests and benchmarks use them.
+            tracing::warn!(warning = %w, "Configuration against X's rules");
+        }
         for w in settings.warnings() {
-            tracing::warn!(warning = %w, "Configuration against X's guidance");
+            tracing::warn!(warning = %w, "Configuration warning");
         }
         let url = settings.store.url.clone();
         let last_byte_ms = std::thread::scope(|s| s.spawn(|| stored_last_bytes(status_store.as_mut())).join())
@@ -137,7 +139,11 @@ impl Daemon {
         // The endpoints first: a port already taken fails the start before
         // any connection is made.
         let http = if settings.http.enabled {
-            Some(start_http(&settings.http.listen, health.clone())?)
+            let token = settings.http.admin_token().map_err(|e| ConfigErrors(vec![e]))?;
+            if token.is_some() {
+                tracing::info!("Admin endpoint /v1/admin/explain is on (bearer token configured)");
+            }
+            Some(crate::http::start(&settings.http, &url, token, health.clone())?)
         } else {
             None
         };
@@ -278,97 +284,6 @@ fn stored_last_bytes(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, i64>> 
         .collect())
 }
 
-/// The process-wide Prometheus recorder (None when another recorder was
-/// installed first).
-pub fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::debug!(error = %e, "No Prometheus recorder installed (another recorder is active)");
-                None
-            }
-        })
-        .clone()
-}
-
-#[derive(Clone)]
-struct HttpState {
-    health: Arc<Health>,
-    metrics: Option<PrometheusHandle>,
-}
-
-fn start_http(listen: &str, health: Arc<Health>) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
-    let state = HttpState { health, metrics: metrics_handle() };
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics_text))
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(listen)
-    .with_context(|| format!("binding the HTTP endpoint to {listen} (http.listen)"))?;
-    let addr = server.addrs().first().copied().context("the HTTP endpoint bound no address")?;
-    let srv = server.run();
-    let handle = srv.handle();
-    actix_rt::spawn(srv);
-    Ok((handle, addr))
-}
-
-/// `/healthz`: the process is alive; the body says how every partition is.
-async fn healthz(state: web::Data<HttpState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.health.report())
-}
-
-/// `/readyz`: 200 when every partition is usable and the store commits; 503
-/// with the reasons otherwise (a configuration error, a failed partition).
-async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
-    let body = state.health.report();
-    if state.health.readiness().0 {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
-    let h = &state.health;
-    let mut out = String::new();
-    if let Some(m) = &state.metrics {
-        m.run_upkeep();
-        out.push_str(&m.render());
-    }
-    let parts = h.partitions();
-    let _ = writeln!(out, "# TYPE complyd_partition_connected gauge");
-    for p in &parts {
-        let _ = writeln!(out, "complyd_partition_connected{{partition=\"{}\"}} {}", p.partition, u8::from(p.state == LinkState::Connected));
-    }
-    let _ = writeln!(out, "# TYPE complyd_partition_failed gauge");
-    for p in &parts {
-        let _ = writeln!(out, "complyd_partition_failed{{partition=\"{}\"}} {}", p.partition, u8::from(p.failed || p.config_error.is_some()));
-    }
-    for (name, get) in [
-        ("complyd_events_received_total", (|c: &crate::actors::health::PartitionCounters| c.events.load(Relaxed)) as fn(&_) -> u64),
-        ("complyd_lines_dead_lettered_total", |c| c.dead_lettered.load(Relaxed)),
-        ("complyd_heartbeats_total", |c| c.heartbeats.load(Relaxed)),
-        ("complyd_bytes_received_total", |c| c.bytes.load(Relaxed)),
-        ("complyd_data_loss_disconnects_total", |c| c.data_loss.load(Relaxed)),
-        ("complyd_connections_total", |c| c.connections.load(Relaxed)),
-    ] {
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for p in &parts {
-            let _ = writeln!(out, "{name}{{partition=\"{}\"}} {}", p.partition, get(&h.counters(p.partition)));
-        }
-    }
-    let _ = writeln!(out, "# TYPE complyd_ready gauge\ncomplyd_ready {}", u8::from(h.readiness().0));
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
-}
-
 /// Logs a panic loudly before the process aborts (release builds use
 /// `panic = "abort"`: a service manager restarts the process).
 pub fn install_panic_hook() {
@@ -483,8 +398,11 @@ fn demo_settings(path: Option<&Path>) -> anyhow::Result<(DaemonSettings, crate::
         Some(v) => v.try_into().map_err(|e| ConfigErrors(vec![format!("[sim]: {e}")]))?,
         None => crate::sim::SimConfig { rate: 2000.0, ..crate::sim::SimConfig::default() },
     };
-    let daemon: DaemonSettings =
-        toml::Value::Table(table).try_into().map_err(|e| ConfigErrors(vec![format!("demo config: {e}")]))?;
+    let tree = serde_json::to_value(table).map_err(|e| ConfigErrors(vec![format!("demo config: {e}")]))?;
+    let daemon = match DaemonSettings::from_tree(tree) {
+        (s, p) if p.is_empty() => s,
+        (_, p) => return Err(ConfigErrors(p).into()),
+    };
     Ok((daemon, sim))
 }
 
@@ -505,6 +423,7 @@ fn visible_posts(url: &str) -> anyhow::Result<u64> {
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     install_panic_hook();
     let (mut settings, mut sim_cfg) = demo_settings(args.config.as_deref())?;
+    crate::logging::init(Some(&settings.log), crate::daemon_settings::LogFormat::Human, "info");
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let db = args.dir.join("complyd.db");
     settings.store.url = format!("sqlite:{}", db.display());

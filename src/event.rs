@@ -172,6 +172,31 @@ impl UserEvent {
 }
 
 impl Event {
+    /// The position of the message type in [`EVENT_TYPES`] (for counters
+    /// kept in arrays).
+    pub fn type_index(&self) -> usize {
+        match &self.kind {
+            EventKind::Status(s) => match s {
+                StatusEvent::Delete { .. } => 0,
+                StatusEvent::Withheld { .. } => 1,
+                StatusEvent::Drop { .. } => 2,
+                StatusEvent::Undrop { .. } => 3,
+                StatusEvent::Edit { .. } => 4,
+                StatusEvent::FavoriteDelete { .. } => 13,
+            },
+            EventKind::User(u) => match u {
+                UserEvent::Delete { .. } => 5,
+                UserEvent::Undelete { .. } => 6,
+                UserEvent::Protect { .. } => 7,
+                UserEvent::Unprotect { .. } => 8,
+                UserEvent::Suspend { .. } => 9,
+                UserEvent::Unsuspend { .. } => 10,
+                UserEvent::ScrubGeo { .. } => 11,
+                UserEvent::Withheld { .. } => 12,
+            },
+        }
+    }
+
     /// The wire name of the message type (see [`StatusEvent::type_name`]).
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
@@ -944,6 +969,16 @@ mod tests {
         ];
         for (line, ty) in lines {
             assert_eq!(ev(line).type_name(), ty, "{line}");
+            assert_eq!(EVENT_TYPES[ev(line).type_index()], ty, "type_index of {line}");
+        }
+        for line in [
+            DOC_DELETE,
+            r#"{"delete":{"favorite":{"tweet_id":1,"user_id":2},"timestamp_ms":"1"}}"#,
+            r#"{"user_withheld":{"user":{"id":1},"withheld_in_countries":["XY"],"timestamp_ms":"1"}}"#,
+            r#"{"tweet_edit":{"id":"2","initial_tweet_id":"1","edit_tweet_ids":["1","2"],"timestamp_ms":"1"}}"#,
+        ] {
+            let e = ev(line);
+            assert_eq!(EVENT_TYPES[e.type_index()], e.type_name(), "type_index of {line}");
         }
         let e = ev(lines[3].0);
         assert_eq!(e.kind, EventKind::User(UserEvent::ScrubGeo { user_id: 519761961, up_to_status_id: 411552403083628544 }));

@@ -5,7 +5,8 @@
 use clap::{Parser, Subcommand};
 use complyd::commands::{self, BatchType, Failure};
 use complyd::deadletter::DeadLetter;
-use complyd::daemon_settings::DaemonSettings;
+use complyd::daemon_settings::{DaemonSettings, LogFormat};
+use complyd::logging;
 use complyd::settings::{ConfigErrors, DEFAULT_CONFIG};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,12 +101,6 @@ fn daemon_failure(e: anyhow::Error) -> Failure {
     }
 }
 
-fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPLYD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -116,7 +111,6 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
         }
     };
-    init_logs();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -127,6 +121,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    if !matches!(cli.command, Command::Run | Command::Demo { .. }) {
+        // Offline commands print their summary themselves; the log carries
+        // warnings (COMPLYD_LOG=info shows more). `run` and `demo` set up
+        // their logs from their config.
+        logging::init(None, LogFormat::Human, "warn");
+    }
     if let Command::Sim { listen, seed, rate, record } = cli.command {
         let args = complyd::sim::SimArgs { config: cli.config, listen, seed, rate, record };
         return complyd::sim::main(args).map_err(|e| {
@@ -149,19 +149,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
         let p = PathBuf::from(DEFAULT_CONFIG);
         p.exists().then_some(p)
     });
-    let settings = DaemonSettings::load(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
-    match cli.command {
-        Command::Run => return complyd::daemon::run(settings).map_err(daemon_failure),
-        Command::Validate => {
-            let problems = settings.validate();
-            let shown = path.as_deref().map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
-            if problems.is_empty() {
-                println!("{shown}: ok");
-                return Ok(());
+    if let Command::Validate = cli.command {
+        let shown = path.as_deref().map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
+        let (settings, mut problems) = DaemonSettings::load_lenient(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+        problems.extend(settings.validate());
+        if problems.is_empty() {
+            for w in settings.warnings() {
+                println!("{shown}: warning: {w}");
             }
-            return Err(Failure::Usage(ConfigErrors(problems).to_string()));
+            println!("{shown}: ok");
+            return Ok(());
         }
-        _ => {}
+        return Err(Failure::Usage(format!("{shown}: {}", ConfigErrors(problems))));
+    }
+    let settings = DaemonSettings::load(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Command::Run = cli.command {
+        logging::init(Some(&settings.log), LogFormat::Json, "info");
+        return complyd::daemon::run(settings).map_err(daemon_failure);
     }
     let url = cli.db.clone().unwrap_or_else(|| settings.store.url.clone());
     let dead_letter = || DeadLetter::new(settings.store.dead_letter_for(&url));

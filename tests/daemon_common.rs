@@ -257,6 +257,17 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (r.status().as_u16(), String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The value of the Prometheus sample `name` whose labels include every
+/// `labels` pair (None when there is none).
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+        (n == name && all).then(|| value.parse().ok()).flatten()
+    })
+}
+
 /// A temporary directory (kept, and its path printed, when
 /// `COMPLYD_TEST_KEEP` is set).
 pub fn tempdir() -> tempfile::TempDir {

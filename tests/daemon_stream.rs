@@ -37,7 +37,14 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
         assert!(body.contains("\"state\":\"connected\""), "{body}");
         let (status, body) = http_get(addr, "/metrics").await;
         assert_eq!(status, 200);
-        assert!(body.contains("complyd_events_received_total{partition=\"8\"}"), "{body}");
+        for p in 1..=8 {
+            let p = &p.to_string();
+            assert!(metric(&body, "complyd_partition_events_total", &[("partition", p)]).is_some(), "{body}");
+            assert_eq!(metric(&body, "complyd_partition_connected", &[("partition", p)]), Some(1.0), "{body}");
+            assert_eq!(metric(&body, "complyd_partition_backoff_seconds", &[("partition", p)]), Some(0.0), "{body}");
+            let quiet = metric(&body, "complyd_partition_seconds_since_last_byte", &[("partition", p)]);
+            assert!(quiet.is_some_and(|s| (0.0..30.0).contains(&s)), "{body}");
+        }
 
         // A few bad lines mid-stream: dead-lettered, never fatal.
         sim.trigger(Fault::new(FaultKind::Malformed { lines: 3 }).on_partition(2));
@@ -45,6 +52,19 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         quiesce(&sim, &daemon).await;
         let stats = sim.stats();
+        let (_, body) = http_get(addr, "/metrics").await;
+        let m = |name: &str, labels: &[(&str, &str)]| metric(&body, name, labels).unwrap_or(-1.0);
+        let by_type: f64 = (1..=8)
+            .map(|p| m("complyd_partition_messages_total", &[("partition", &p.to_string()), ("type", "delete")]))
+            .sum();
+        assert!(by_type > 0.0, "{body}");
+        assert!(m("complyd_partition_heartbeats_total", &[("partition", "1")]) >= 0.0, "{body}");
+        assert!(m("complyd_partition_bytes_total", &[("partition", "1")]) > 0.0, "{body}");
+        assert!(m("complyd_dead_lettered_total", &[("partition", "5"), ("reason", "oversized")]) >= 1.0, "{body}");
+        assert!(m("complyd_handler_events_total", &[("handler", "status"), ("type", "delete"), ("result", "applied")]) > 0.0, "{body}");
+        assert!(m("complyd_handler_commit_seconds_count", &[("handler", "user")]) > 0.0, "{body}");
+        assert!(m("complyd_handler_batch_events_bucket", &[("handler", "status"), ("le", "+Inf")]) > 0.0, "{body}");
+        assert!(body.contains("complyd_duplicates_total"), "{body}");
         let report = daemon.shutdown().await;
         sim.stop().await;
         assert!(report.clean, "{report:?}");

@@ -57,6 +57,42 @@ pub fn visible(f: &Facts, country: Option<Country>, now_ms: TimeMs) -> bool {
     }
 }
 
+/// Why a post is hidden: every clause that fails, in rules.md's order
+/// (empty exactly when [`visible`] is true). For operators only (the admin
+/// endpoint): the documentation forbids showing compliance events to end
+/// users.
+pub fn explain(f: &Facts, country: Option<Country>, now_ms: TimeMs) -> Vec<String> {
+    let mut why = own_reasons(&f.post, country, now_ms, "");
+    match &f.original {
+        Some(q) if q.tombstone => why.push("retweets a deleted post".to_owned()),
+        Some(q) if q.stored => why.extend(own_reasons(q, country, now_ms, "retweeted post: ")),
+        _ => {}
+    }
+    why
+}
+
+fn own_reasons(p: &PostView, country: Option<Country>, now_ms: TimeMs, prefix: &str) -> Vec<String> {
+    let place = country.map_or_else(|| "somewhere".to_owned(), |c| format!("in {}", c.as_str()));
+    let a = &p.author;
+    let on = |t: Option<super::Toggle>| t.is_some_and(|t| t.on);
+    [
+        (!p.stored && !p.tombstone, "not stored".to_owned()),
+        (p.tombstone, "deleted".to_owned()),
+        (p.status.is_dropped(), "dropped".to_owned()),
+        (p.status.is_superseded(), format!("superseded by edit {}", p.status.superseded_by.unwrap_or_default())),
+        (withheld_in(&p.status.withheld, country), format!("withheld {place}")),
+        (on(a.deleted), "author deleted".to_owned()),
+        (on(a.protected), "author protected".to_owned()),
+        (on(a.suspended), "author suspended".to_owned()),
+        (a.is_purged(now_ms), "author purged (deleted for 30 days)".to_owned()),
+        (withheld_in(&a.withheld, country), format!("author withheld {place}")),
+    ]
+    .into_iter()
+    .filter(|(hit, _)| *hit)
+    .map(|(_, why)| format!("{prefix}{why}"))
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +145,41 @@ mod tests {
         let mut p = stored();
         p.author.delete_log = vec![(0, true)];
         assert!(!visible(&Facts { post: p.clone(), original: None }, None, crate::rules::user::PURGE_AFTER_MS));
+    }
+
+    #[test]
+    fn explain_is_empty_exactly_when_visible() {
+        let t = |on| Some(Toggle { on, time_ms: 1 });
+        let mut views = Vec::new();
+        for bits in 0u32..(1 << 9) {
+            let b = |i: u32| bits & (1 << i) != 0;
+            let mut p = PostView { stored: b(0), tombstone: b(1), ..PostView::default() };
+            p.status.dropped = t(b(2));
+            p.status.superseded_by = b(3).then_some(9);
+            p.status.withheld = if b(4) { vec![c("DE")] } else { vec![] };
+            p.author.protected = t(b(5));
+            p.author.suspended = t(b(6));
+            p.author.delete_log = if b(7) { vec![(0, true)] } else { vec![] };
+            p.author.withheld = if b(8) { vec![Country::ALL] } else { vec![] };
+            views.push(p);
+        }
+        let originals: Vec<Option<PostView>> = std::iter::once(None).chain(views.iter().step_by(7).cloned().map(Some)).collect();
+        let mut hidden = 0;
+        for post in &views {
+            for original in &originals {
+                let f = Facts { post: post.clone(), original: original.clone() };
+                for country in [None, Some(c("DE")), Some(c("FR"))] {
+                    let now = crate::rules::user::PURGE_AFTER_MS;
+                    let why = explain(&f, country, now);
+                    assert_eq!(why.is_empty(), visible(&f, country, now), "{f:?} {country:?}: {why:?}");
+                    hidden += usize::from(!why.is_empty());
+                }
+            }
+        }
+        assert!(hidden > 0);
+        let mut p = stored();
+        p.status.withheld = vec![c("DE")];
+        assert_eq!(explain(&Facts { post: p, original: None }, Some(c("DE")), NOW), vec!["withheld in DE"]);
     }
 
     #[test]
