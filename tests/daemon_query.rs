@@ -1,0 +1,185 @@
+//! The query API of a running daemon: `GET /v1/posts/{id}`,
+//! `POST /v1/posts/check` and the admin explain endpoint, on the README's
+//! example dataset (tests/data) with its events applied.
+
+#[path = "daemon_common.rs"]
+mod common;
+
+use common::*;
+use complyd::daemon::Daemon;
+use complyd::deadletter::DeadLetter;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const TOKEN: &str = "admin-tok-Kq83";
+
+/// The example store: posts imported, the README's events applied.
+fn example_store(dir: &std::path::Path) -> String {
+    let url = format!("sqlite:{}", dir.join("q.db").display());
+    let mut st = complyd::store::open(&url).unwrap();
+    let mut dl = DeadLetter::new(dir.join("dl.jsonl"));
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
+    complyd::commands::import(st.as_mut(), &mut dl, &[format!("{data}posts.jsonl")]).unwrap();
+    complyd::commands::replay(st.as_mut(), &mut dl, &[format!("{data}events.txt")]).unwrap();
+    url
+}
+
+async fn post(addr: SocketAddr, path: &str, body: String) -> (u16, String) {
+    let mut r = awc::Client::default()
+        .post(format!("http://{addr}{path}"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .expect("POST");
+    let b = r.body().limit(8 << 20).await.expect("body");
+    (r.status().as_u16(), String::from_utf8_lossy(&b).into_owned())
+}
+
+async fn get_with(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    let mut req = awc::Client::default().get(format!("http://{addr}{path}"));
+    if let Some(a) = auth {
+        req = req.insert_header(("authorization", a));
+    }
+    let mut r = req.send().await.expect("GET");
+    let b = r.body().await.expect("body");
+    (r.status().as_u16(), String::from_utf8_lossy(&b).into_owned())
+}
+
+#[actix_rt::test]
+async fn the_query_api_answers_visibility_and_nothing_more() {
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let cfg = sim_config(&d, 100.0);
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
+        s.store.url = example_store(&d);
+        s.stream.partitions = vec![1];
+        std::env::set_var("COMPLYD_TEST_QUERY_ADMIN_TOKEN", TOKEN);
+        s.http.admin_token_env = "COMPLYD_TEST_QUERY_ADMIN_TOKEN".into();
+        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let addr = daemon.http_addr().unwrap();
+
+        // One post: visible, hidden, and not stored at all.
+        let one = |id: &str, v: bool| format!("{{\"id\":\"{id}\",\"visible\":{v}}}");
+        for (path, id, v) in [
+            ("/v1/posts/1001", "1001", true),
+            ("/v1/posts/1003", "1003", false),          // deleted
+            ("/v1/posts/2001", "2001", false),          // retweets a deleted post
+            ("/v1/posts/1005", "1005", false),          // author suspended
+            ("/v1/posts/1557433858676740098", "1557433858676740098", false), // superseded by an edit
+            ("/v1/posts/1557445923210514432", "1557445923210514432", true),
+            ("/v1/posts/3001", "3001", true),
+            ("/v1/posts/999", "999", false),            // never stored: same answer as hidden
+            ("/v1/posts/1004?country=DE", "1004", false),
+            ("/v1/posts/1004?country=fr", "1004", true),
+            ("/v1/posts/1004", "1004", false),          // withheld somewhere: not visible everywhere
+        ] {
+            let (status, body) = http_get(addr, path).await;
+            assert_eq!((status, body.as_str()), (200, one(id, v).as_str()), "{path}");
+        }
+
+        // Malformed ids and countries: 400 with a JSON error.
+        for path in [
+            "/v1/posts/abc",
+            "/v1/posts/-1",
+            "/v1/posts/1.5",
+            "/v1/posts/18446744073709551616",
+            "/v1/posts/1001?country=DEU",
+            "/v1/posts/1001?country=1x",
+            "/v1/posts/1001?country=",
+            "/v1/posts/1001?kountry=DE",
+        ] {
+            let (status, body) = http_get(addr, path).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.starts_with("{\"error\":"), "{path}: {body}");
+        }
+
+        // Bulk: answers in the order asked; string or integer ids.
+        let (status, body) =
+            post(addr, "/v1/posts/check", r#"{"ids":["1001","1004",999,"1557445923210514432"],"country":"DE"}"#.into()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            r#"{"results":[{"id":"1001","visible":true},{"id":"1004","visible":false},{"id":"999","visible":false},{"id":"1557445923210514432","visible":true}]}"#
+        );
+        // The limit: 10,000 ids pass, 10,001 do not.
+        let ids = |n: usize| (0..n).map(|i| format!("\"{}\"", 1001 + i)).collect::<Vec<_>>().join(",");
+        let (status, body) = post(addr, "/v1/posts/check", format!("{{\"ids\":[{}]}}", ids(10_000))).await;
+        assert_eq!(status, 200, "{}", &body[..body.len().min(300)]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let results = v["results"].as_array().unwrap();
+        assert_eq!(results.len(), 10_000);
+        assert_eq!(results[0], serde_json::json!({"id": "1001", "visible": true}));
+        assert_eq!(results[2], serde_json::json!({"id": "1003", "visible": false}));
+        let (status, body) = post(addr, "/v1/posts/check", format!("{{\"ids\":[{}]}}", ids(10_001))).await;
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("at most 10000"), "{body}");
+        for bad in [r#"{"ids":["1001","x1"]}"#, r#"{"ids":["1001"],"country":"Germany"}"#, r#"{"ids":"1001"}"#, "not json", r#"{"ids":[],"why":1}"#] {
+            let (status, body) = post(addr, "/v1/posts/check", bad.into()).await;
+            assert_eq!(status, 400, "{bad}: {body}");
+            assert!(body.starts_with("{\"error\":"), "{bad}: {body}");
+        }
+
+        // The admin endpoint says why, only with the token.
+        let explain = "/v1/admin/explain/1004?country=DE";
+        assert_eq!(get_with(addr, explain, None).await.0, 401);
+        assert_eq!(get_with(addr, explain, Some("Bearer wrong")).await.0, 401);
+        assert_eq!(get_with(addr, explain, Some(&format!("Basic {TOKEN}"))).await.0, 401);
+        let auth = format!("Bearer {TOKEN}");
+        let (status, body) = get_with(addr, explain, Some(&auth)).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["visible"], false);
+        assert_eq!(v["reasons"], serde_json::json!(["withheld in DE"]));
+        // The retweet of the deleted post was cascaded when the replay ended.
+        let (_, body) = get_with(addr, "/v1/admin/explain/2001", Some(&auth)).await;
+        assert!(body.contains("\"reasons\":[\"deleted\"]"), "{body}");
+        let (_, body) = get_with(addr, "/v1/admin/explain/999", Some(&auth)).await;
+        assert!(body.contains("not stored"), "{body}");
+        let (_, body) = get_with(addr, "/v1/admin/explain/1001", Some(&auth)).await;
+        assert!(body.contains("\"visible\":true") && body.contains("\"reasons\":[]"), "{body}");
+
+        // Nothing secret in the metrics or the health report.
+        for p in ["/metrics", "/healthz", "/readyz"] {
+            let (_, body) = http_get(addr, p).await;
+            assert!(!body.contains(TOKEN) && !body.contains(&cfg.password), "{p} shows a secret");
+        }
+        daemon.shutdown().await;
+        sim.stop().await;
+    })
+    .await
+    .expect("the test timed out");
+}
+
+#[actix_rt::test]
+async fn the_admin_endpoint_is_off_without_a_token_and_the_api_can_be_off() {
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let cfg = sim_config(&d, 100.0);
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
+        s.store.url = example_store(&d);
+        s.stream.partitions = vec![2];
+        let daemon = Daemon::start(s.clone(), password(&cfg)).await.unwrap();
+        let addr = daemon.http_addr().unwrap();
+        let (status, body) = get_with(addr, "/v1/admin/explain/1004", Some("Bearer anything")).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(http_get(addr, "/v1/posts/1001").await.0, 200);
+        daemon.shutdown().await;
+
+        s.http.query = false;
+        s.stream.partitions = vec![3];
+        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let addr = daemon.http_addr().unwrap();
+        assert_eq!(http_get(addr, "/v1/posts/1001").await.0, 404);
+        assert_eq!(http_get(addr, "/healthz").await.0, 200);
+        daemon.shutdown().await;
+        sim.stop().await;
+    })
+    .await
+    .expect("the test timed out");
+}
