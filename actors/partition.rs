@@ -477,19 +477,19 @@ impl Connection {
                     self.counters.data_loss.fetch_add(1, Relaxed);
                     tracing::error!(
                         partition = self.partition,
-                        message = %n.message,
+                        notice = %n.message,
                         sent = n.sent.as_deref().unwrap_or(""),
                         last_byte_ms = self.counters.last_byte_ms.load(Relaxed),
                         gap_from_event_ms = self.batch.max_event_ms.max(self.counters.last_event_ms.load(Relaxed)),
                         "Data lost: the server dropped what it had buffered for this partition; recover the gap with Replay from gap_from_event_ms"
                     );
                 } else {
-                    tracing::warn!(partition = self.partition, message = %n.message, sent = n.sent.as_deref().unwrap_or(""), "The server is disconnecting");
+                    tracing::warn!(partition = self.partition, notice = %n.message, sent = n.sent.as_deref().unwrap_or(""), "The server is disconnecting");
                 }
                 self.notice = Some(n.message);
             }
             Ok(Message::Info(i)) => {
-                tracing::info!(partition = self.partition, message = %i.message, complete = i.is_complete(), "Info line on the stream");
+                tracing::info!(partition = self.partition, notice = %i.message, complete = i.is_complete(), "Info line on the stream");
             }
             Ok(Message::Unknown { kind }) => {
                 stats.unknown += 1;

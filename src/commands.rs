@@ -128,11 +128,11 @@ impl<'s> Applier<'s> {
             Message::Heartbeat => self.heartbeats += 1,
             Message::Error(n) => {
                 self.notices += 1;
-                tracing::warn!(message = %n.message, "Stream error notice in the input");
+                tracing::warn!(notice = %n.message, "Stream error notice in the input");
             }
             Message::Info(i) => {
                 self.notices += 1;
-                tracing::info!(message = %i.message, complete = i.is_complete(), "Replay info line in the input");
+                tracing::info!(notice = %i.message, complete = i.is_complete(), "Replay info line in the input");
             }
             Message::Unknown { .. } => {}
         }

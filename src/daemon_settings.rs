@@ -476,7 +476,7 @@ impl DaemonSettings {
             .filter(|(k, _)| k.strip_prefix("COMPLYD_").is_some_and(|rest| rest.contains("__")))
             .collect();
         b = b.add_source(
-            config::Environment::with_prefix("COMPLYD").separator("__").try_parsing(true).source(Some(overrides)),
+            config::Environment::with_prefix("COMPLYD").prefix_separator("_").separator("__").try_parsing(true).source(Some(overrides)),
         );
         let cfg = b.build().map_err(|e| ConfigErrors(vec![e.to_string()]))?;
         let tree: serde_json::Value = cfg.try_deserialize().map_err(|e| ConfigErrors(vec![e.to_string()]))?;

@@ -1,0 +1,280 @@
+//! Operating complyd as an operator does, through the real binary:
+//! `validate` on good and bad files, environment overrides, and a known
+//! password (and admin token) searched for in every log line, error message,
+//! metric and health body of `complyd run`.
+
+#[path = "daemon_common.rs"]
+mod common;
+
+use common::*;
+use complyd::sim::{Fault, FaultKind};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "pw-Known-Secret-4417";
+const TOKEN: &str = "tok-Known-Admin-9932";
+
+fn complyd(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_complyd"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.env_remove("COMPLYD_LOG");
+    c.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+const GOOD: &str = r#"
+[stream]
+account = "acme"
+username = "ops@acme.example"
+password_env = "COMPLYD_TEST_OPERATING_PW"
+[store]
+url = "sqlite:/tmp/complyd-operating-unused.db"
+"#;
+
+#[test]
+fn validate_passes_a_good_file_and_lists_every_problem_of_a_bad_one() {
+    let dir = tempdir();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    let pw = [("COMPLYD_TEST_OPERATING_PW", PASSWORD)];
+    let out = complyd(&["validate", "--config", good.to_str().unwrap()], &pw);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("good.toml: ok"), "{}", text(&out));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[stream]
+url = "http://stream.example.com/compliance"
+account = "acme"
+username = "ops@acme.example"
+pasword = "oops"
+partitions = [1, 2, 9]
+idle_timeout_ms = 20000
+connect_timeout_ms = "ten seconds"
+[limiter]
+max_requests = 20
+[store]
+url = "mysql://u:dbpass-77@db/x"
+[htp]
+listen = "0.0.0.0:80"
+"#,
+    )
+    .unwrap();
+    let out = complyd(&["validate", "--config", bad.to_str().unwrap()], &[]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    for needle in [
+        "unknown key stream.pasword",
+        "unknown section [htp]",
+        "stream.connect_timeout_ms: invalid type",
+        "9 is not a partition",
+        "stream.idle_timeout_ms 20000",
+        "not loopback",
+        "limiter allows 20",
+        "store.url",
+        "COMPLYD_STREAM_PASSWORD",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    assert!(!all.contains("dbpass-77"), "a password in the store URL was printed:\n{all}");
+
+    for (file, needle) in [("missing.toml", "no such config file"), ("syntax.toml", "syntax.toml")] {
+        let p = dir.path().join(file);
+        if file == "syntax.toml" {
+            std::fs::write(&p, "[stream\nurl = 1\n").unwrap();
+        }
+        let out = complyd(&["validate", "--config", p.to_str().unwrap()], &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(needle), "{}", text(&out));
+    }
+}
+
+#[test]
+fn environment_variables_override_any_key() {
+    let dir = tempdir();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, GOOD).unwrap();
+    let cfg = good.to_str().unwrap();
+    let pw = ("COMPLYD_TEST_OPERATING_PW", PASSWORD);
+    let out = complyd(&["validate", "--config", cfg], &[pw, ("COMPLYD_STREAM__IDLE_TIMEOUT_MS", "20000")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("stream.idle_timeout_ms 20000"), "{}", text(&out));
+    let out = complyd(&["validate", "--config", cfg], &[pw, ("COMPLYD_STREAM__BOGUS", "1")]);
+    assert!(text(&out).contains("unknown key stream.bogus"), "{}", text(&out));
+    let out = complyd(&["validate", "--config", cfg], &[pw, ("COMPLYD_HTTP__LISTEN", "nowhere")]);
+    assert!(text(&out).contains("http.listen \"nowhere\""), "{}", text(&out));
+
+    // A real command follows the overridden store.
+    let db = format!("sqlite:{}", dir.path().join("env.db").display());
+    let posts = dir.path().join("posts.jsonl");
+    std::fs::write(&posts, "{\"id\":7,\"id_str\":\"7\",\"user\":{\"id\":1,\"id_str\":\"1\"},\"text\":\"x\"}\n").unwrap();
+    let env = [("COMPLYD_STORE__URL", db.as_str())];
+    let out = complyd(&["import", "--config", cfg, posts.to_str().unwrap()], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = complyd(&["check", "--config", cfg, "7"], &env);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"id\":\"7\",\"visible\":true}\n", "{}", text(&out));
+    assert!(dir.path().join("env.db").exists());
+}
+
+/// Writes a `complyd run` config for the simulator at `sim_addr`.
+fn run_config(dir: &Path, sim_addr: std::net::SocketAddr, http_port: u16, cfg: &complyd::sim::SimConfig) -> std::path::PathBuf {
+    let p = dir.join("run.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+[stream]
+url = "http://{sim_addr}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json"
+account = "{}"
+label = "{}"
+username = "{}"
+password_env = "COMPLYD_TEST_RUN_PW"
+partitions = [1, 2]
+[backoff]
+config_retry_ms = 1000
+[store]
+url = "sqlite:{}"
+[http]
+listen = "127.0.0.1:{http_port}"
+admin_token_env = "COMPLYD_TEST_RUN_TOKEN"
+[log]
+level = "debug"
+"#,
+            cfg.account,
+            cfg.label,
+            cfg.username,
+            dir.join("run.db").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Runs `complyd run` until `f` returns, then SIGTERM; returns the output.
+async fn run_daemon<F: std::future::Future<Output = ()>>(config: &Path, password: &str, f: F) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_complyd"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("COMPLYD_TEST_RUN_PW", password)
+        .env("COMPLYD_TEST_RUN_TOKEN", TOKEN)
+        .env_remove("COMPLYD_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    f.await;
+    let t = Instant::now();
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "run took {:?} to stop", t.elapsed());
+    out
+}
+
+async fn wait_http(addr: std::net::SocketAddr, path: &str, want: u16) -> String {
+    for _ in 0..300 {
+        if let Ok(mut r) = awc::Client::default().get(format!("http://{addr}{path}")).send().await {
+            let body = String::from_utf8_lossy(&r.body().await.unwrap_or_default()).into_owned();
+            if r.status().as_u16() == want {
+                return body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never answered {want}");
+}
+
+fn assert_no_secret(what: &str, s: &str) {
+    use base64::Engine as _;
+    for secret in [PASSWORD, TOKEN] {
+        assert!(!s.contains(secret), "{what} shows a secret:\n{s}");
+    }
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("ops@acme.example:{PASSWORD}"));
+    assert!(!s.contains(&basic) && !s.contains(&basic[..16]), "{what} shows the Authorization header");
+}
+
+#[actix_rt::test]
+async fn a_known_password_never_appears_in_logs_errors_or_metrics() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let mut cfg = sim_config(&d, 500.0);
+        cfg.username = "ops@acme.example".into();
+        cfg.password = PASSWORD.into();
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config = run_config(&d, sim.addr(), port, &cfg);
+
+        // The right password, debug logs, a reconnect, every endpoint.
+        let mut bodies = String::new();
+        let out = run_daemon(&config, PASSWORD, async {
+            bodies.push_str(&wait_http(addr, "/readyz", 200).await);
+            sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: None }).on_partition(2));
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            for p in ["/metrics", "/healthz", "/readyz", "/v1/posts/1"] {
+                bodies.push_str(&wait_http(addr, p, 200).await);
+            }
+            let mut r = awc::Client::default()
+                .get(format!("http://{addr}/v1/admin/explain/1"))
+                .insert_header(("authorization", format!("Bearer {TOKEN}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            bodies.push_str(&String::from_utf8_lossy(&r.body().await.unwrap()));
+        })
+        .await;
+        let logs = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{logs}");
+        assert_no_secret("the logs", &logs);
+        assert_no_secret("the endpoints", &bodies);
+        assert!(bodies.contains("complyd_partition_connected"), "{bodies}");
+        // JSON lines, the partition's span on its lines.
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8_lossy(&out.stderr).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+        assert!(lines.len() > 10, "{logs}");
+        let connected: Vec<&serde_json::Value> = lines.iter().filter(|l| l["message"] == "Stream connected").collect();
+        assert!(connected.len() >= 2, "two partitions: {logs}");
+        assert!(connected.iter().all(|l| l["span"]["name"] == "partition" && l["level"] == "INFO"), "{connected:?}");
+        let backoff = lines.iter().find(|l| l["message"].as_str().is_some_and(|m| m.contains("reconnecting"))).expect(&logs);
+        assert_eq!(backoff["partition"], 2, "{backoff}");
+        assert!(backoff["retry_in_ms"].is_u64() && backoff["attempt"].is_u64() && backoff["reason"].is_string(), "{backoff}");
+
+        // The wrong password: refused (401), one ERROR line, still no secret.
+        const WRONG: &str = "pw-Wrong-Secret-5523";
+        let out = run_daemon(&config, WRONG, async {
+            let mut body = String::new();
+            for _ in 0..100 {
+                body = wait_http(addr, "/readyz", 503).await;
+                if body.contains("401") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(body.contains("401"), "{body}");
+            assert!(!body.contains(WRONG));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        })
+        .await;
+        let logs = text(&out);
+        assert!(logs.contains("\"level\":\"ERROR\"") && logs.contains("401"), "{logs}");
+        assert!(!logs.contains(WRONG), "the wrong password was logged:\n{logs}");
+        assert_no_secret("the logs of the refused run", &logs);
+        sim.stop().await;
+    })
+    .await
+    .expect("the test timed out");
+
+    // Errors: a store URL with a password.
+    let out = complyd(&["check", "--db", &format!("postgres://u:{PASSWORD}@127.0.0.1:1/db"), "1"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_no_secret("a store error", &text(&out));
+}
