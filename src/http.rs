@@ -65,28 +65,53 @@ struct ReadPool {
     keep: usize,
 }
 
+thread_local! {
+    /// An SQLite read connection per HTTP worker thread (keyed by store URL).
+    static LOCAL: std::cell::RefCell<Option<(String, Box<dyn Store>)>> = const { std::cell::RefCell::new(None) };
+}
+
 impl ReadPool {
-    /// Runs `f` on a pooled connection on a blocking thread. A connection
-    /// that failed is dropped (the next query opens a new one).
+    /// Runs `f` on a store connection. SQLite (a local file in WAL mode,
+    /// where readers never wait for the writers) is read in the worker
+    /// thread itself, with the worker's own connection: a lookup takes
+    /// microseconds, less than handing it to another thread. Other stores
+    /// (a network round trip) run on a blocking thread with a pooled
+    /// connection. A connection that failed is dropped (the next query opens
+    /// a new one).
     async fn with<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let pool = self.clone();
-        let res = web::block(move || {
-            let taken = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let mut conn = match taken {
-                Some(c) => c,
-                None => store::open(&pool.url)?,
-            };
-            let out = f(conn.as_mut())?;
-            let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < pool.keep {
-                idle.push(conn);
-            }
-            Ok::<_, StoreError>(out)
-        })
-        .await;
+        let res = if self.url.starts_with("sqlite:") {
+            Ok(LOCAL.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                if !slot.as_ref().is_some_and(|(url, _)| *url == self.url) {
+                    *slot = Some((self.url.clone(), store::open(&self.url)?));
+                }
+                let (_, conn) = slot.as_mut().expect("opened above");
+                let out = f(conn.as_mut());
+                if out.is_err() {
+                    *slot = None;
+                }
+                out
+            }))
+        } else {
+            let pool = self.clone();
+            web::block(move || {
+                let taken = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let mut conn = match taken {
+                    Some(c) => c,
+                    None => store::open(&pool.url)?,
+                };
+                let out = f(conn.as_mut())?;
+                let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < pool.keep {
+                    idle.push(conn);
+                }
+                Ok::<_, StoreError>(out)
+            })
+            .await
+        };
         match res {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
