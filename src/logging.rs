@@ -36,7 +36,9 @@ pub fn init(settings: Option<&LogSettings>, auto_format: LogFormat, default_leve
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Human | LogFormat::Auto => builder.try_init(),
+        LogFormat::Human | LogFormat::Auto => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        }
     };
 }
 
