@@ -14,7 +14,7 @@
 //! Queries read the store through a small pool of their own connections, on
 //! blocking threads (the store clients are synchronous).
 
-use crate::actors::health::{now_ms, Health, LinkState, PartitionCounters};
+use crate::actors::health::{now_ms, Health, LinkState, PartitionCounters, PartitionHealth};
 use crate::daemon_settings::{HttpSettings, Secret};
 use crate::event::{parse_id_str, Country, Id, EVENT_TYPES};
 use crate::rules::visibility::{explain, visible, Facts};
@@ -343,6 +343,11 @@ fn sample(out: &mut String, name: &str, labels: &str, v: impl std::fmt::Display)
     let _ = writeln!(out, "{name}{{{labels}}} {v}");
 }
 
+/// A partition gauge read at scrape time (None: no sample).
+type GaugeFn = fn(&PartitionHealth, &PartitionCounters, i64) -> Option<f64>;
+/// A partition counter.
+type CounterFn = fn(&PartitionCounters) -> u64;
+
 /// `/metrics`: the recorder's metrics (handlers, reconnects, dead letters,
 /// latencies) plus the partitions' state and counters read from [`Health`].
 async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
@@ -354,7 +359,7 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
     }
     let parts = h.partitions();
     let now = now_ms();
-    let gauges: [(&str, &str, fn(&crate::actors::health::PartitionHealth, &PartitionCounters, i64) -> Option<f64>); 4] = [
+    let gauges: [(&str, &str, GaugeFn); 4] = [
         ("complyd_partition_connected", "1 while the partition's stream is open", |p, _, _| {
             Some(f64::from(u8::from(p.state == LinkState::Connected)))
         }),
@@ -377,7 +382,7 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
             }
         }
     }
-    let counters: [(&str, &str, fn(&PartitionCounters) -> u64); 7] = [
+    let counters: [(&str, &str, CounterFn); 7] = [
         ("complyd_partition_bytes_total", "compressed bytes received", |c| c.bytes.load(Relaxed)),
         ("complyd_partition_decoded_bytes_total", "decompressed bytes framed", |c| c.bytes_decoded.load(Relaxed)),
         ("complyd_partition_heartbeats_total", "heartbeats received", |c| c.heartbeats.load(Relaxed)),
