@@ -4,6 +4,9 @@
 
 #[path = "daemon_common.rs"]
 mod common;
+#[allow(dead_code)]
+#[path = "common/mod.rs"]
+mod store_common;
 
 use common::*;
 use complyd::daemon::Daemon;
@@ -13,15 +16,19 @@ use std::time::Duration;
 
 const TOKEN: &str = "admin-tok-Kq83";
 
-/// The example store: posts imported, the README's events applied.
-fn example_store(dir: &std::path::Path) -> String {
-    let url = format!("sqlite:{}", dir.join("q.db").display());
-    let mut st = complyd::store::open(&url).unwrap();
-    let mut dl = DeadLetter::new(dir.join("dl.jsonl"));
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
-    complyd::commands::import(st.as_mut(), &mut dl, &[format!("{data}posts.jsonl")]).unwrap();
-    complyd::commands::replay(st.as_mut(), &mut dl, &[format!("{data}events.txt")]).unwrap();
-    url
+/// The example store at `url`: posts imported, the README's events applied
+/// (on a plain thread: the PostgreSQL client is synchronous).
+fn example_store(url: &str, dir: &std::path::Path) {
+    let (url, dl) = (url.to_owned(), dir.join("dl.jsonl"));
+    std::thread::spawn(move || {
+        let mut st = complyd::store::open(&url).unwrap();
+        let mut dl = DeadLetter::new(dl);
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/");
+        complyd::commands::import(st.as_mut(), &mut dl, &[format!("{data}posts.jsonl")]).unwrap();
+        complyd::commands::replay(st.as_mut(), &mut dl, &[format!("{data}events.txt")]).unwrap();
+    })
+    .join()
+    .unwrap();
 }
 
 async fn post(addr: SocketAddr, path: &str, body: String) -> (u16, String) {
@@ -46,7 +53,24 @@ async fn get_with(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, Str
 }
 
 #[actix_rt::test]
-async fn the_query_api_answers_visibility_and_nothing_more() {
+async fn the_query_api_answers_visibility_and_nothing_more_sqlite() {
+    let dir = tempdir();
+    let url = format!("sqlite:{}", path(&dir).join("q.db").display());
+    the_query_api_answers_visibility_and_nothing_more(&url).await;
+}
+
+/// The same on PostgreSQL, where queries run on blocking threads with
+/// pooled connections.
+#[actix_rt::test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+async fn the_query_api_answers_visibility_and_nothing_more_postgres() {
+    // The synchronous PostgreSQL client runs on plain threads only.
+    let schema = std::thread::spawn(store_common::PgSchema::new).join().unwrap();
+    the_query_api_answers_visibility_and_nothing_more(&schema.url()).await;
+    std::thread::spawn(move || drop(schema)).join().unwrap();
+}
+
+async fn the_query_api_answers_visibility_and_nothing_more(url: &str) {
     init_logs();
     tokio::time::timeout(Duration::from_secs(60), async {
         let dir = tempdir();
@@ -54,7 +78,8 @@ async fn the_query_api_answers_visibility_and_nothing_more() {
         let cfg = sim_config(&d, 100.0);
         let sim = complyd::sim::start(cfg.clone()).await.unwrap();
         let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
-        s.store.url = example_store(&d);
+        example_store(url, &d);
+        s.store.url = url.to_owned();
         s.stream.partitions = vec![1];
         std::env::set_var("COMPLYD_TEST_QUERY_ADMIN_TOKEN", TOKEN);
         s.http.admin_token_env = "COMPLYD_TEST_QUERY_ADMIN_TOKEN".into();
@@ -162,7 +187,8 @@ async fn the_admin_endpoint_is_off_without_a_token_and_the_api_can_be_off() {
         let cfg = sim_config(&d, 100.0);
         let sim = complyd::sim::start(cfg.clone()).await.unwrap();
         let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
-        s.store.url = example_store(&d);
+        s.store.url = format!("sqlite:{}", d.join("q.db").display());
+        example_store(&s.store.url, &d);
         s.stream.partitions = vec![2];
         let daemon = Daemon::start(s.clone(), password(&cfg)).await.unwrap();
         let addr = daemon.http_addr().unwrap();
