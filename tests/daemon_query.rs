@@ -80,6 +80,7 @@ async fn the_query_api_answers_visibility_and_nothing_more(url: &str) {
         let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
         example_store(url, &d);
         s.store.url = url.to_owned();
+        s.limiter.state_file = Some(d.join("connections.json"));
         s.stream.partitions = vec![1];
         std::env::set_var("COMPLYD_TEST_QUERY_ADMIN_TOKEN", TOKEN);
         s.http.admin_token_env = "COMPLYD_TEST_QUERY_ADMIN_TOKEN".into();
