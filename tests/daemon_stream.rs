@@ -58,6 +58,13 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
             .map(|p| m("complyd_partition_messages_total", &[("partition", &p.to_string()), ("type", "delete")]))
             .sum();
         assert!(by_type > 0.0, "{body}");
+        for p in ["1", "5"] {
+            let typed: f64 = complyd::event::EVENT_TYPES
+                .iter()
+                .map(|t| m("complyd_partition_messages_total", &[("partition", p), ("type", t)]))
+                .sum();
+            assert_eq!(typed, m("complyd_partition_events_total", &[("partition", p)]), "partition {p}: {body}");
+        }
         assert!(m("complyd_partition_heartbeats_total", &[("partition", "1")]) >= 0.0, "{body}");
         assert!(m("complyd_partition_bytes_total", &[("partition", "1")]) > 0.0, "{body}");
         assert!(m("complyd_dead_lettered_total", &[("partition", "5"), ("reason", "oversized")]) >= 1.0, "{body}");
