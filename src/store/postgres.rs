@@ -101,6 +101,8 @@ pub struct PostgresStore {
     /// Statements prepared once per session: planning the read query's seven
     /// joins costs more than running it.
     statements: HashMap<String, Statement>,
+    /// For cancelling a scan the visitor stopped.
+    tls: postgres_openssl::MakeTlsConnector,
 }
 
 /// A transaction with the session's statement cache.
@@ -259,11 +261,11 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unsupported(format!("TLS setup: {e}")))?;
         builder.set_verify(openssl::ssl::SslVerifyMode::PEER);
         let tls = postgres_openssl::MakeTlsConnector::new(builder.build());
-        let client = Client::connect(url, tls).map_err(|e| {
+        let client = Client::connect(url, tls.clone()).map_err(|e| {
             let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
             StoreError::Connect(format!("cannot connect to {}: {e}{cause}", redact_url(url)))
         })?;
-        let mut store = PostgresStore { client, statements: HashMap::new() };
+        let mut store = PostgresStore { client, statements: HashMap::new(), tls };
         store.migrate()?;
         Ok(store)
     }
@@ -754,6 +756,7 @@ impl Store for PostgresStore {
         // side decodes (TCP flow control keeps memory flat), where fetching a
         // portal in slices left each side idle while the other worked; and
         // binary fields decode with no per-row allocation.
+        let cancel = self.client.cancel_token();
         let mut tx = self.client.build_transaction().read_only(true).start()?;
         // The planner prices the LATERAL lookups (done for retweets only) far
         // above the JIT thresholds: compiling would cost more than it saves.
@@ -765,21 +768,30 @@ impl Store for PostgresStore {
         let mut reader = tx.copy_out(format!("COPY ({SCAN_ALL_LATERAL}) TO STDOUT (FORMAT binary)").as_str())?;
         CopyRow::read_header(&mut reader)?;
         let mut row = CopyRow::default();
-        while row.read(&mut reader)? {
-            if row.fields.len() != SCAN_COLUMNS {
-                return Err(copy_format_error(&format!("{} columns instead of {SCAN_COLUMNS}", row.fields.len())));
+        let res = (|| {
+            while row.read(&mut reader)? {
+                if row.fields.len() != SCAN_COLUMNS {
+                    return Err(copy_format_error(&format!("{} columns instead of {SCAN_COLUMNS}", row.fields.len())));
+                }
+                let s = scanned_from(&row)?;
+                visit(ScanRow {
+                    id: s.id,
+                    author_id: s.author_id,
+                    has_geo: s.has_geo,
+                    json: row.text(4)?,
+                    facts: s.facts,
+                    original_geo_scrubbed: s.original_geo_scrubbed,
+                })?;
             }
-            let s = scanned_from(&row)?;
-            visit(ScanRow {
-                id: s.id,
-                author_id: s.author_id,
-                has_geo: s.has_geo,
-                json: row.text(4)?,
-                facts: s.facts,
-                original_geo_scrubbed: s.original_geo_scrubbed,
-            })?;
-        }
+            Ok(())
+        })();
         drop(reader);
+        if res.is_err() {
+            // Stopped early (`complyd export | head`): the rollback would
+            // otherwise wait for the server to send the rest of the COPY.
+            let _ = cancel.cancel_query(self.tls.clone());
+            return res;
+        }
         tx.commit()?;
         Ok(())
     }
