@@ -27,7 +27,8 @@ use crate::rules::status::{superseded_ids, StatusState};
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
 use crate::rules::{countries_to_text, Change};
-use postgres::types::ToSql;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, Row, Statement, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -406,6 +407,38 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64), Store
     Ok((removed, retweets.len() as u64))
 }
 
+/// Writes posts none of which is stored yet (a stored one fails the COPY with
+/// a unique violation).
+fn copy_posts(c: &mut Conn<'_, '_>, rows: &[(i64, PostRow)]) -> Result<(), StoreError> {
+    let sink = c.tx.copy_in("COPY posts (id, author_id, retweet_of, has_geo, json) FROM STDIN (FORMAT binary)")?;
+    let mut w = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::INT8, Type::BOOL, Type::TEXT]);
+    for (id, (a, rt, g, j)) in rows {
+        w.write(&[id, a, rt, g, j])?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
+/// Writes posts, replacing those already stored.
+fn upsert_posts(c: &mut Conn<'_, '_>, rows: Vec<(i64, PostRow)>) -> Result<(), StoreError> {
+    let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, (a, rt, g, j)) in rows {
+        cols.0.push(id);
+        cols.1.push(a);
+        cols.2.push(rt);
+        cols.3.push(g);
+        cols.4.push(j);
+    }
+    c.execute(
+        "INSERT INTO posts (id, author_id, retweet_of, has_geo, json)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[])
+         ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id, retweet_of = excluded.retweet_of,
+           has_geo = excluded.has_geo, json = excluded.json",
+        &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4],
+    )?;
+    Ok(())
+}
+
 fn load_users(c: &mut Conn<'_, '_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {
     let sql = format!(
         "SELECT id, {USER_COLS} FROM user_state WHERE id = ANY($1) ORDER BY id{}",
@@ -679,21 +712,20 @@ impl PostgresStore {
         if !rows.is_empty() {
             let mut sorted: Vec<(i64, PostRow)> = rows.into_iter().collect();
             sorted.sort_unstable_by_key(|r| r.0);
-            let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (id, (a, rt, g, j)) in sorted {
-                cols.0.push(id);
-                cols.1.push(a);
-                cols.2.push(rt);
-                cols.3.push(g);
-                cols.4.push(j);
+            // New posts, the usual case, go in with one binary COPY (the
+            // server inserts them in pages rather than row by row, and has no
+            // 50,000-element arrays to unpack). When one of them is already
+            // stored, the COPY fails on the primary key: the savepoint undoes
+            // it and the batch is written with the upsert below.
+            c.tx.batch_execute("SAVEPOINT import_copy")?;
+            match copy_posts(c, &sorted) {
+                Ok(()) => c.tx.batch_execute("RELEASE SAVEPOINT import_copy")?,
+                Err(StoreError::Postgres(e)) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    c.tx.batch_execute("ROLLBACK TO SAVEPOINT import_copy")?;
+                    upsert_posts(c, sorted)?;
+                }
+                Err(e) => return Err(e),
             }
-            c.execute(
-                "INSERT INTO posts (id, author_id, retweet_of, has_geo, json)
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[])
-                 ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id, retweet_of = excluded.retweet_of,
-                   has_geo = excluded.has_geo, json = excluded.json",
-                &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4],
-            )?;
         }
         if !likes.is_empty() {
             let mut pairs: Vec<(i64, i64)> = likes.iter().map(|l| (key(l.user_id), key(l.post_id))).collect();
