@@ -1,6 +1,9 @@
 //! The PostgreSQL store, for large datasets and several daemons sharing one
 //! database. Same schema semantics as SQLite; every batch is a handful of
 //! set-based statements (`unnest` arrays), never one statement per event.
+//! The two bulk paths use binary COPY: an import writes its new posts with
+//! `COPY ... FROM STDIN`, and a scan (export) reads one `COPY ... TO STDOUT`
+//! stream.
 //!
 //! Concurrent writers converge: state rows are created when missing, then
 //! locked in id order (`FOR UPDATE`), merged by the same pure rules as every
@@ -31,7 +34,7 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Row, Statement, Transaction};
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{BufRead, Read};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -148,13 +151,31 @@ impl Cols for Row {
     }
 }
 
-/// One row of a binary `COPY ... TO STDOUT`: the fields' bytes in one buffer
-/// reused from row to row, so a scan allocates nothing per row.
+/// Binary `COPY ... TO STDOUT` data, read row by row. The server sends each
+/// row as one message: a row is decoded where it lies in the reader's buffer
+/// when it is whole there, and copied into `buf` only when it is not, so a
+/// scan allocates nothing per row.
 #[derive(Default)]
-struct CopyRow {
+struct CopyRows {
     buf: Vec<u8>,
-    /// (start, end) in `buf`; `None` for NULL.
+    /// (start, end) of each field of the current row; `None` for NULL.
     fields: Vec<Option<(usize, usize)>>,
+}
+
+/// One row of [`CopyRows`]: its bytes and its fields' places in them.
+struct CopyRow<'a> {
+    data: &'a [u8],
+    fields: &'a [Option<(usize, usize)>],
+}
+
+/// What the start of some binary COPY data holds.
+enum Parsed {
+    /// A whole row, this many bytes long.
+    Row(usize),
+    /// The trailer: no more rows.
+    End,
+    /// The beginning of a row only.
+    Partial,
 }
 
 /// The signature that opens binary COPY data.
@@ -164,7 +185,32 @@ fn copy_format_error(what: &str) -> StoreError {
     StoreError::Unsupported(format!("unexpected binary COPY data from the server: {what}"))
 }
 
-impl CopyRow {
+/// Finds the fields of the row at the start of `data`.
+fn parse_row(data: &[u8], fields: &mut Vec<Option<(usize, usize)>>) -> Parsed {
+    fields.clear();
+    let Some(&[a, b]) = data.get(..2) else { return Parsed::Partial };
+    let count = i16::from_be_bytes([a, b]);
+    if count == -1 {
+        return Parsed::End;
+    }
+    let mut at = 2;
+    for _ in 0..count {
+        let Some(len) = data.get(at..at + 4) else { return Parsed::Partial };
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        at += 4;
+        match usize::try_from(len) {
+            Err(_) => fields.push(None),
+            Ok(len) if at + len <= data.len() => {
+                fields.push(Some((at, at + len)));
+                at += len;
+            }
+            Ok(_) => return Parsed::Partial,
+        }
+    }
+    Parsed::Row(at)
+}
+
+impl CopyRows {
     /// Reads the header of binary COPY data.
     fn read_header(r: &mut impl Read) -> Result<(), StoreError> {
         let mut head = [0u8; 19];
@@ -177,8 +223,36 @@ impl CopyRow {
         Ok(())
     }
 
-    /// Reads the next row; `false` after the last.
-    fn read(&mut self, r: &mut impl Read) -> Result<bool, StoreError> {
+    /// Calls `f` with each row of `r` in turn, up to the trailer.
+    fn for_each(
+        &mut self,
+        r: &mut impl BufRead,
+        mut f: impl FnMut(&CopyRow<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let data = r.fill_buf()?;
+            if data.is_empty() {
+                return Err(copy_format_error("no trailer"));
+            }
+            match parse_row(data, &mut self.fields) {
+                Parsed::End => return Ok(()),
+                Parsed::Row(len) => {
+                    f(&CopyRow { data, fields: &self.fields })?;
+                    r.consume(len);
+                }
+                Parsed::Partial => {
+                    if !self.read_row(r)? {
+                        return Ok(());
+                    }
+                    f(&CopyRow { data: &self.buf, fields: &self.fields })?;
+                }
+            }
+        }
+    }
+
+    /// Reads the next row into `buf`, field by field (for a row split
+    /// across messages); `false` at the trailer.
+    fn read_row(&mut self, r: &mut impl Read) -> Result<bool, StoreError> {
         let mut count = [0u8; 2];
         r.read_exact(&mut count)?;
         let count = i16::from_be_bytes(count);
@@ -202,11 +276,13 @@ impl CopyRow {
         }
         Ok(true)
     }
+}
 
+impl CopyRow<'_> {
     fn bytes(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
         match self.fields.get(i) {
             None => Err(copy_format_error(&format!("no column {i}"))),
-            Some(f) => Ok(f.map(|(a, b)| &self.buf[a..b])),
+            Some(f) => Ok(f.map(|(a, b)| &self.data[a..b])),
         }
     }
 
@@ -219,7 +295,7 @@ impl CopyRow {
 
 /// The columns as the query types them (bigint, boolean, text): a value of
 /// another size is refused, as `Row::try_get` refuses another type.
-impl Cols for CopyRow {
+impl Cols for CopyRow<'_> {
     fn i64_opt(&self, i: usize) -> Result<Option<i64>, StoreError> {
         self.bytes(i)?
             .map(|b| {
@@ -798,25 +874,21 @@ impl Store for PostgresStore {
         // this one query.
         tx.batch_execute("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")?;
         let mut reader = tx.copy_out(format!("COPY ({SCAN_ALL_LATERAL}) TO STDOUT (FORMAT binary)").as_str())?;
-        CopyRow::read_header(&mut reader)?;
-        let mut row = CopyRow::default();
-        let res = (|| {
-            while row.read(&mut reader)? {
-                if row.fields.len() != SCAN_COLUMNS {
-                    return Err(copy_format_error(&format!("{} columns instead of {SCAN_COLUMNS}", row.fields.len())));
-                }
-                let s = scanned_from(&row)?;
-                visit(ScanRow {
-                    id: s.id,
-                    author_id: s.author_id,
-                    has_geo: s.has_geo,
-                    json: row.text(4)?,
-                    facts: s.facts,
-                    original_geo_scrubbed: s.original_geo_scrubbed,
-                })?;
+        CopyRows::read_header(&mut reader)?;
+        let res = CopyRows::default().for_each(&mut reader, |row| {
+            if row.fields.len() != SCAN_COLUMNS {
+                return Err(copy_format_error(&format!("{} columns instead of {SCAN_COLUMNS}", row.fields.len())));
             }
-            Ok(())
-        })();
+            let s = scanned_from(row)?;
+            visit(ScanRow {
+                id: s.id,
+                author_id: s.author_id,
+                has_geo: s.has_geo,
+                json: row.text(4)?,
+                facts: s.facts,
+                original_geo_scrubbed: s.original_geo_scrubbed,
+            })
+        });
         drop(reader);
         if res.is_err() {
             // Stopped early (`complyd export | head`): the rollback would
@@ -945,5 +1017,62 @@ impl Store for PostgresStore {
     fn has_like(&mut self, user_id: Id, post_id: Id) -> Result<bool, StoreError> {
         let st = self.statement("SELECT 1 FROM likes WHERE user_id = $1 AND post_id = $2")?;
         Ok(self.client.query_opt(&st, &[&key(user_id), &key(post_id)])?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Binary COPY data: the header, then rows of (bigint or NULL, text).
+    fn copy_data(rows: &[(Option<i64>, &str)]) -> Vec<u8> {
+        let mut d = COPY_SIGNATURE.to_vec();
+        d.extend([0, 0, 0, 0, 0, 0, 0, 0]);
+        for (n, text) in rows {
+            d.extend(2i16.to_be_bytes());
+            match n {
+                Some(n) => {
+                    d.extend(8i32.to_be_bytes());
+                    d.extend(n.to_be_bytes());
+                }
+                None => d.extend((-1i32).to_be_bytes()),
+            }
+            d.extend((text.len() as i32).to_be_bytes());
+            d.extend(text.as_bytes());
+        }
+        d.extend((-1i16).to_be_bytes());
+        d
+    }
+
+    fn read_all(data: &[u8], chunk: usize) -> Vec<(Option<i64>, String)> {
+        let mut r = std::io::BufReader::with_capacity(chunk, data);
+        CopyRows::read_header(&mut r).unwrap();
+        let mut out = Vec::new();
+        CopyRows::default()
+            .for_each(&mut r, |row| {
+                out.push((row.i64_opt(0)?, row.text(1)?.to_owned()));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn binary_copy_rows_read_the_same_whole_or_split_across_messages() {
+        let rows = [(Some(-5), "{\"id\":1}"), (None, ""), (Some(i64::MAX), "é")];
+        let data = copy_data(&rows);
+        let want: Vec<(Option<i64>, String)> = rows.iter().map(|(n, t)| (*n, t.to_string())).collect();
+        assert_eq!(read_all(&data, 1 << 16), want);
+        for chunk in [1, 2, 3, 7] {
+            assert_eq!(read_all(&data, chunk), want, "chunks of {chunk} bytes");
+        }
+    }
+
+    #[test]
+    fn binary_copy_data_cut_short_is_an_error() {
+        let data = copy_data(&[(Some(1), "abc")]);
+        let mut r = std::io::BufReader::new(&data[..data.len() - 4]);
+        CopyRows::read_header(&mut r).unwrap();
+        assert!(CopyRows::default().for_each(&mut r, |_| Ok(())).is_err());
     }
 }
