@@ -7,6 +7,12 @@
 //! COMPLYD_BENCH_DB=postgres://... to measure PostgreSQL (each run works in
 //! fresh schemas of that database and drops them); the default is SQLite in a
 //! temporary directory.
+//!
+//! Knobs for quicker iterations: COMPLYD_BENCH_SKIP=suspend,export,check,writers
+//! skips those phases (import and replay always run: they build the store);
+//! COMPLYD_BENCH_EXPORT_OUT=FILE writes the export to FILE (to compare the
+//! output of two builds); COMPLYD_BENCH_KEEP=1 keeps the PostgreSQL schemas
+//! (their names are printed) for `EXPLAIN ANALYZE`.
 
 use complyd::event::{parse_line, Country, EventKind, Message};
 use complyd::post::parse_post_line;
@@ -102,6 +108,10 @@ impl Places {
 
 impl Drop for Places {
     fn drop(&mut self) {
+        if std::env::var_os("COMPLYD_BENCH_KEEP").is_some() {
+            println!("kept schemas: {}", self.schemas.join(", "));
+            return;
+        }
         if let Some(base) = &self.base {
             if let Ok(mut c) = postgres::Client::connect(base, postgres::NoTls) {
                 for s in &self.schemas {
@@ -119,6 +129,8 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 fn main() {
     let posts: u64 = std::env::var("COMPLYD_BENCH_POSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let users = posts / 10;
+    let skip = std::env::var("COMPLYD_BENCH_SKIP").unwrap_or_default();
+    let run = |phase: &str| !skip.split(',').any(|s| s.trim() == phase);
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
     // 1. Parsing a realistic mix, one core.
@@ -191,7 +203,7 @@ fn main() {
 
     // 4. user_suspend of a user with `posts` posts vs a user with one,
     // interleaved so that both see the same machine; medians.
-    let reps = 2_000;
+    let reps = if run("suspend") { 2_000 } else { 0 };
     let mut small = Vec::with_capacity(reps);
     let mut big = Vec::with_capacity(reps);
     for k in 0..reps {
@@ -208,30 +220,38 @@ fn main() {
     small.sort();
     big.sort();
     let med = |v: &[Duration]| v[v.len() / 2].as_secs_f64() * 1e6;
-    rows.push(("user_suspend/unsuspend, user with 1 post".into(), format!("{:.1} µs/event (median)", med(&small)), "one event a transaction, commit included".into()));
-    rows.push((format!("user_suspend/unsuspend, user with {posts} posts"), format!("{:.1} µs/event (median)", med(&big)), "same".into()));
-    rows.push(("  ratio (many-post user / 1-post user)".into(), format!("{:.2}", med(&big) / med(&small)), "goal: no more (≈ 1)".into()));
+    if reps > 0 {
+        rows.push(("user_suspend/unsuspend, user with 1 post".into(), format!("{:.1} µs/event (median)", med(&small)), "one event a transaction, commit included".into()));
+        rows.push((format!("user_suspend/unsuspend, user with {posts} posts"), format!("{:.1} µs/event (median)", med(&big)), "same".into()));
+        rows.push(("  ratio (many-post user / 1-post user)".into(), format!("{:.2}", med(&big) / med(&small)), "goal: no more (≈ 1)".into()));
+    }
 
     // 5. Export everything visible.
-    let rss_before = rss_kib();
-    let start = Instant::now();
-    let exported = complyd::commands::export(st.as_mut(), None, std::io::sink()).expect("export");
-    let d = start.elapsed();
-    let rss_after = rss_kib();
-    let mut scanned = 0u64;
-    st.scan(&mut |_| {
-        scanned += 1;
-        Ok(())
-    })
-    .expect("scan");
-    rows.push((format!("export (scanned {scanned} stored posts, wrote {exported})"), format!("{:.0} posts/s", per_sec(scanned, d)), format!("goal ≥ 500,000/s; RSS {} → {} MiB", rss_before / 1024, rss_after / 1024)));
+    if run("export") {
+        let out: Box<dyn std::io::Write> = match std::env::var_os("COMPLYD_BENCH_EXPORT_OUT") {
+            Some(path) => Box::new(std::fs::File::create(path).expect("export file")),
+            None => Box::new(std::io::sink()),
+        };
+        let rss_before = rss_kib();
+        let start = Instant::now();
+        let exported = complyd::commands::export(st.as_mut(), None, out).expect("export");
+        let d = start.elapsed();
+        let rss_after = rss_kib();
+        let mut scanned = 0u64;
+        st.scan(&mut |_| {
+            scanned += 1;
+            Ok(())
+        })
+        .expect("scan");
+        rows.push((format!("export (scanned {scanned} stored posts, wrote {exported})"), format!("{:.0} posts/s", per_sec(scanned, d)), format!("goal ≥ 500,000/s; RSS {} → {} MiB", rss_before / 1024, rss_after / 1024)));
+    }
 
     // 6. check: latency per id (facts + visibility), random stored and unstored ids.
     let now = chrono::Utc::now().timestamp_millis();
     let de = Country::parse("DE").ok();
     let mut lat = Vec::with_capacity(20_000);
     let mut r = Rng(42);
-    for _ in 0..20_000 {
+    for _ in 0..if run("check") { 20_000 } else { 0 } {
         let id = if r.below(2) == 0 { post_id(r.below(posts)) } else { POST_BASE / 2 + posts + r.below(posts) };
         let start = Instant::now();
         let f = st.facts(id).expect("facts");
@@ -239,15 +259,17 @@ fn main() {
         lat.push(start.elapsed());
     }
     lat.sort();
-    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
-    rows.push(("check, per id".into(), format!("p50 {:.1} µs, p99 {:.1} µs", q(0.5), q(0.99)), "goal p99 < 1 ms".into()));
+    if !lat.is_empty() {
+        let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+        rows.push(("check, per id".into(), format!("p50 {:.1} µs, p99 {:.1} µs", q(0.5), q(0.99)), "goal p99 < 1 ms".into()));
+    }
 
     // 7. Several writers at once (several daemons sharing one database, each
     // with its share of the partitions): 1,000,000 events split by index into
     // N disjoint streams, each applied by its own connection, into a fresh
     // store each time.
     drop(st);
-    for writers in [1usize, 2, 4] {
+    for writers in if run("writers") { vec![1usize, 2, 4] } else { vec![] } {
         let url = places.fresh(&format!("w{writers}"));
         store::open(&url).expect("store");
         let start = Instant::now();

@@ -159,3 +159,28 @@ fn a_schema_newer_than_this_build_is_refused() {
         other => panic!("expected SchemaTooNew, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn importing_a_batch_that_holds_stored_posts_replaces_them_and_stores_the_new_ones() {
+    // New posts go in with COPY, which a stored id makes fail: the batch
+    // must then still store everything, the stored post replaced.
+    let schema = PgSchema::new();
+    let mut s = store::open(&schema.url()).unwrap();
+    let line = |id: u64, text: &str| format!(r#"{{"id_str":"{id}","user":{{"id_str":"7"}},"text":"{text}"}}"#);
+    s.import(&parse_post_line(&line(10, "first")).unwrap(), &[], 0).unwrap();
+    let batch: Vec<_> = [line(9, "new"), line(10, "second"), line(11, "new")]
+        .iter()
+        .flat_map(|l| parse_post_line(l).unwrap())
+        .collect();
+    let stats = s.import(&batch, &[], 0).unwrap();
+    assert_eq!(stats.stored, 3);
+    let mut out = Vec::new();
+    complyd::commands::export(s.as_mut(), None, &mut out).unwrap();
+    let texts: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["new", "second", "new"]);
+}

@@ -80,6 +80,39 @@ LEFT JOIN tombstones qt ON qt.id = p.retweet_of
 LEFT JOIN status_state qs ON qs.id = p.retweet_of
 LEFT JOIN user_state qu ON qu.id = q.author_id";
 
+/// [`SCAN_SELECT`]'s columns for a scan of every post (PostgreSQL only): the
+/// original's facts are looked up for retweets alone (`LATERAL`), so the
+/// planner streams `posts` in id order with merge joins instead of hashing the
+/// whole `posts` table a second time and sorting the result on disk. For a
+/// post that is not a retweet the original's columns are all NULL, which
+/// [`scanned_from`] never reads.
+pub(crate) const SCAN_ALL_LATERAL: &str = "
+SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json, pt.id IS NOT NULL,
+       s.id IS NOT NULL, s.dropped, s.drop_t, s.superseded_by, s.withheld,
+       u.id IS NOT NULL, u.deleted, u.deleted_t, u.protected, u.protected_t, u.suspended, u.suspended_t,
+                         u.withheld, u.scrub_up_to, u.delete_log,
+       o.*
+FROM posts p
+LEFT JOIN tombstones pt ON pt.id = p.id
+LEFT JOIN status_state s ON s.id = p.id
+LEFT JOIN user_state u ON u.id = p.author_id
+LEFT JOIN LATERAL (
+  SELECT q.id IS NOT NULL, qt.id IS NOT NULL,
+         qs.id IS NOT NULL, qs.dropped, qs.drop_t, qs.superseded_by, qs.withheld,
+         qu.id IS NOT NULL, qu.deleted, qu.deleted_t, qu.protected, qu.protected_t, qu.suspended, qu.suspended_t,
+                            qu.withheld, qu.scrub_up_to, qu.delete_log
+  FROM (SELECT p.retweet_of AS rid) r
+  LEFT JOIN posts q ON q.id = r.rid
+  LEFT JOIN tombstones qt ON qt.id = r.rid
+  LEFT JOIN status_state qs ON qs.id = r.rid
+  LEFT JOIN user_state qu ON qu.id = q.author_id
+  WHERE p.retweet_of IS NOT NULL
+) o ON true
+ORDER BY p.id";
+
+/// The number of columns of [`SCAN_SELECT`] and [`SCAN_ALL_LATERAL`].
+pub(crate) const SCAN_COLUMNS: usize = 38;
+
 /// One row of [`SCAN_SELECT`], decoded (the JSON stays in the row).
 pub(crate) struct Scanned {
     pub id: Id,
