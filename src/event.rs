@@ -141,16 +141,21 @@ impl UserEvent {
 }
 
 impl StatusEvent {
+    /// [`StatusEvent::type_name`] of a post delete.
+    pub const DELETE: &'static str = "delete";
+    /// [`StatusEvent::type_name`] of a like-delete.
+    pub const FAVORITE_DELETE: &'static str = "delete_favorite";
+
     /// The wire name of the message type, with `delete_favorite` for the
     /// like-delete. Used as a metric label and in summaries.
     pub fn type_name(&self) -> &'static str {
         match self {
-            StatusEvent::Delete { .. } => "delete",
+            StatusEvent::Delete { .. } => Self::DELETE,
             StatusEvent::Withheld { .. } => "status_withheld",
             StatusEvent::Drop { .. } => "drop",
             StatusEvent::Undrop { .. } => "undrop",
             StatusEvent::Edit { .. } => "tweet_edit",
-            StatusEvent::FavoriteDelete { .. } => "delete_favorite",
+            StatusEvent::FavoriteDelete { .. } => Self::FAVORITE_DELETE,
         }
     }
 }
