@@ -744,6 +744,14 @@ fn bench_settings(dir: &Path, name: &str, sim: &crate::sim::SimHandle, sim_cfg: 
     s.stream.label = sim_cfg.label.clone();
     s.stream.username = sim_cfg.username.clone();
     s.http.enabled = false;
+    // Experiments only: other group-commit sizes than the defaults.
+    let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = knob("COMPLYD_BENCH_IN_FLIGHT") {
+        s.handlers.in_flight = n;
+    }
+    if let Some(n) = knob("COMPLYD_BENCH_MAX_EVENTS") {
+        s.batch.max_events = n;
+    }
     s
 }
 
