@@ -31,6 +31,24 @@ fn example_store(url: &str, dir: &std::path::Path) {
     .unwrap();
 }
 
+/// A simulator at 100 events/s, and daemon settings reading partition
+/// `partition` into the example store at `url` (a new SQLite file when empty).
+async fn example_setup(
+    url: &str,
+    partition: u8,
+) -> (tempfile::TempDir, complyd::sim::SimConfig, complyd::sim::SimHandle, complyd::daemon_settings::DaemonSettings) {
+    let dir = tempdir();
+    let d = path(&dir);
+    let cfg = sim_config(&d, 100.0);
+    let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+    let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
+    s.store.url = if url.is_empty() { format!("sqlite:{}", d.join("q.db").display()) } else { url.to_owned() };
+    example_store(&s.store.url, &d);
+    s.limiter.state_file = Some(d.join("connections.json"));
+    s.stream.partitions = vec![partition];
+    (dir, cfg, sim, s)
+}
+
 async fn post(addr: SocketAddr, path: &str, body: String) -> (u16, String) {
     let mut r = awc::Client::default()
         .post(format!("http://{addr}{path}"))
@@ -73,15 +91,7 @@ async fn the_query_api_answers_visibility_and_nothing_more_postgres() {
 async fn the_query_api_answers_visibility_and_nothing_more(url: &str) {
     init_logs();
     tokio::time::timeout(Duration::from_secs(60), async {
-        let dir = tempdir();
-        let d = path(&dir);
-        let cfg = sim_config(&d, 100.0);
-        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
-        let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
-        example_store(url, &d);
-        s.store.url = url.to_owned();
-        s.limiter.state_file = Some(d.join("connections.json"));
-        s.stream.partitions = vec![1];
+        let (_dir, cfg, sim, mut s) = example_setup(url, 1).await;
         std::env::set_var("COMPLYD_TEST_QUERY_ADMIN_TOKEN", TOKEN);
         s.http.admin_token_env = "COMPLYD_TEST_QUERY_ADMIN_TOKEN".into();
         let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
@@ -183,14 +193,7 @@ async fn the_query_api_answers_visibility_and_nothing_more(url: &str) {
 async fn the_admin_endpoint_is_off_without_a_token_and_the_api_can_be_off() {
     init_logs();
     tokio::time::timeout(Duration::from_secs(60), async {
-        let dir = tempdir();
-        let d = path(&dir);
-        let cfg = sim_config(&d, 100.0);
-        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
-        let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
-        s.store.url = format!("sqlite:{}", d.join("q.db").display());
-        example_store(&s.store.url, &d);
-        s.stream.partitions = vec![2];
+        let (_dir, cfg, sim, mut s) = example_setup("", 2).await;
         let daemon = Daemon::start(s.clone(), password(&cfg)).await.unwrap();
         let addr = daemon.http_addr().unwrap();
         let (status, body) = get_with(addr, "/v1/admin/explain/1004", Some("Bearer anything")).await;
