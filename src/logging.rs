@@ -57,7 +57,7 @@ struct Window {
 }
 
 /// Rate-limits one repeated error: `key` names the place and the reason
-/// (`"commit:status"`, `"deadletter-write:3"`). Returns `Some(n)` when this
+/// (`"commit-again:status"`, `"stream-failed:3:network"`). Returns `Some(n)` when this
 /// occurrence may be logged, `n` being how many were suppressed since the
 /// last logged one (put it in a `suppressed` field); `None` to stay quiet.
 pub fn allow(key: &str) -> Option<u64> {
