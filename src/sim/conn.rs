@@ -486,12 +486,7 @@ impl StreamConn {
         }
         self.backfill = if stop < end { Some((stop, end)) } else { None };
         if n > 0 {
-            let comp = self
-                .one_off
-                .get_or_insert_with(|| SegmentCompressor::new(self.ctx.cfg.gzip_level));
-            let compressed = comp.segment(&raw);
-            let mut crc = Crc::new();
-            crc.update(&raw);
+            let (compressed, crc) = self.compress_one_off(&raw);
             let seg = Segment {
                 compressed,
                 crc,
@@ -533,14 +528,21 @@ impl StreamConn {
         });
     }
 
-    /// Compresses `raw` (complete lines) for this connection alone.
-    fn push_raw(&mut self, raw: Bytes, events: u32, lines: u32, backfill: bool) {
+    /// Compresses `raw` (complete lines) with this connection's own
+    /// compressor; returns the compressed bytes and the CRC of `raw`.
+    fn compress_one_off(&mut self, raw: &[u8]) -> (Bytes, Crc) {
         let comp = self
             .one_off
             .get_or_insert_with(|| SegmentCompressor::new(self.ctx.cfg.gzip_level));
-        let compressed = comp.segment(&raw);
+        let compressed = comp.segment(raw);
         let mut crc = Crc::new();
-        crc.update(&raw);
+        crc.update(raw);
+        (compressed, crc)
+    }
+
+    /// Compresses `raw` (complete lines) for this connection alone.
+    fn push_raw(&mut self, raw: Bytes, events: u32, lines: u32, backfill: bool) {
+        let (compressed, crc) = self.compress_one_off(&raw);
         self.push_piece(compressed, &crc, raw, events, lines, backfill);
     }
 
