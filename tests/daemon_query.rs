@@ -4,7 +4,6 @@
 
 #[path = "daemon_common.rs"]
 mod common;
-#[allow(dead_code)]
 #[path = "common/mod.rs"]
 mod store_common;
 
