@@ -732,11 +732,14 @@ pub fn rss_mb() -> f64 {
 fn bench_settings(dir: &Path, name: &str, sim: &crate::sim::SimHandle, sim_cfg: &crate::sim::SimConfig) -> DaemonSettings {
     let mut s = DaemonSettings::default();
     let db = dir.join(format!("{name}.db"));
-    // A fresh simulator each run: forget the connection requests of earlier
-    // runs (the limiter keeps them beside the store).
-    for suffix in ["", "-wal", "-shm", ".connections.json"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    // A fresh store and simulator each run: forget the connection requests
+    // of earlier runs too (the limiter keeps them beside the store).
+    for file in crate::store::sqlite::store_files(&db.to_string_lossy()) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{file}{suffix}"));
+        }
     }
+    let _ = std::fs::remove_file(format!("{}.connections.json", db.display()));
     s.store.url = format!("sqlite:{}", db.display());
     s.store.dead_letter = Some(dir.join(format!("{name}.deadletter.jsonl")));
     s.stream.url = format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
@@ -840,7 +843,7 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             // nothing is dropped.
             if args.stall_secs > 0 {
                 let db = args.dir.join("full.db");
-                let lock = rusqlite::Connection::open(&db)?;
+                let lock = crate::store::sqlite::connect(&db.to_string_lossy())?;
                 lock.execute_batch("BEGIN EXCLUSIVE")?;
                 let h = d.health().clone();
                 let received_before = h.received();

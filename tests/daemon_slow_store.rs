@@ -33,7 +33,7 @@ async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
         let rss_before = rss_mb();
 
         // Stall the store for 3 s.
-        let lock = rusqlite::Connection::open(&db).unwrap();
+        let lock = complyd::store::sqlite::connect(db.to_str().unwrap()).unwrap();
         lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
         let committed_at_lock = h.committed();
         let t = Instant::now();

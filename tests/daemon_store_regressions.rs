@@ -29,6 +29,6 @@ fn a_stale_delete_alone_in_its_batch_is_kept_in_the_delete_history() {
 }
 
 fn author_log(db: &std::path::Path) -> Option<String> {
-    let c = rusqlite::Connection::open(db).unwrap();
+    let c = complyd::store::sqlite::connect(db.to_str().unwrap()).unwrap();
     c.query_row("SELECT delete_log FROM user_state WHERE id = 5", [], |r| r.get(0)).unwrap()
 }

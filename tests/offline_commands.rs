@@ -192,7 +192,7 @@ fn a_deleted_posts_content_and_its_retweets_are_gone_from_the_store_when_replay_
     s.import(&[post(10, 1), retweet(20, 2, 10, 1), post(30, 3)]);
     let summary = s.replay(&[delete(10, 1, T)]);
     assert!(summary.contains("removed 1 deleted posts and 1 of their retweets"), "{summary}");
-    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
+    let conn = complyd::store::sqlite::connect(s.db_path().to_str().unwrap()).unwrap();
     let ids: Vec<i64> = conn
         .prepare("SELECT id FROM posts ORDER BY id")
         .unwrap()

@@ -178,6 +178,9 @@ pub enum StoreError {
     Postgres(#[from] ::postgres::Error),
     #[error("the store's schema version {found} is newer than this complyd understands ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
+    /// A file of the store is missing or belongs to another store.
+    #[error("{0}")]
+    Damaged(String),
     #[error("store URL {0:?} is not sqlite:PATH or postgres://...")]
     BadUrl(String),
     #[error("{0}")]
