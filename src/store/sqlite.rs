@@ -273,10 +273,16 @@ impl SqliteStore {
     pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
         let conn = connect(path)?;
         conn.busy_handler(Some(wait_for_writer))?;
-        for schema in ["main", "status", "user"] {
-            conn.pragma_update(Some(DatabaseName::Attached(schema)), "journal_mode", "WAL")?;
-            conn.pragma_update(Some(DatabaseName::Attached(schema)), "synchronous", "NORMAL")?;
-            conn.pragma_update(Some(DatabaseName::Attached(schema)), "cache_size", -65536)?; // up to 64 MiB
+        // Page cache limits (KiB), per file and connection. A connection's
+        // cache of a file lasts until another connection commits to that
+        // file, so each handler's cache of its own file fills up to its
+        // limit and stays: 2 x 32 MiB for the handlers, the bulk of the
+        // daemon's memory budget. The main file is mostly read by queries.
+        for (schema, cache_kib) in [("main", 16_384), ("status", 32_768), ("user", 32_768)] {
+            let db = Some(DatabaseName::Attached(schema));
+            conn.pragma_update(db, "journal_mode", "WAL")?;
+            conn.pragma_update(db, "synchronous", "NORMAL")?;
+            conn.pragma_update(db, "cache_size", -cache_kib)?;
         }
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Checkpoint every 40 MiB of WAL rather than 4: pages written by many
