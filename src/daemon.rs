@@ -617,6 +617,8 @@ pub struct BenchReport {
     /// at full rate, and while the store was locked.
     pub rss_full_rate_mb: f64,
     pub rss_stalled_mb: Option<f64>,
+    /// Peak size (MB) of the store's WAL files together at full rate.
+    pub wal_full_rate_mb: f64,
     /// The store locked at full rate.
     pub stall: Option<StallFigures>,
 }
@@ -653,6 +655,7 @@ impl std::fmt::Display for BenchReport {
             self.latency_p99_ms.map_or("-".into(), |v| v.to_string())
         )?;
         writeln!(f, "peak RSS at full rate: {:.1} MB (simulator included)", self.rss_full_rate_mb)?;
+        writeln!(f, "peak size of the WAL files at full rate: {:.0} MB", self.wal_full_rate_mb)?;
         if let Some(r) = self.rss_stalled_mb {
             writeln!(f, "peak RSS with the store locked: {r:.1} MB")?;
         }
@@ -758,14 +761,24 @@ fn bench_settings(dir: &Path, name: &str, sim: &crate::sim::SimHandle, sim_cfg: 
     s
 }
 
-async fn peak_rss_during(d: Duration) -> f64 {
+/// Peak resident memory (MB) and peak size of the store's WAL files (MB, all
+/// files together) over `d`, sampled every 200 ms.
+async fn peaks_during(d: Duration, db: &Path) -> (f64, f64) {
+    let wal_mb = || {
+        crate::store::sqlite::store_files(&db.to_string_lossy())
+            .iter()
+            .filter_map(|f| std::fs::metadata(format!("{f}-wal")).ok())
+            .map(|m| m.len() as f64 / 1e6)
+            .sum::<f64>()
+    };
     let end = Instant::now() + d;
-    let mut peak = rss_mb();
+    let (mut rss, mut wal) = (rss_mb(), wal_mb());
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        peak = peak.max(rss_mb());
+        rss = rss.max(rss_mb());
+        wal = wal.max(wal_mb());
     }
-    peak
+    (rss, wal)
 }
 
 /// The end-to-end benchmark: the ceiling (`curl --compressed` draining the
@@ -834,10 +847,11 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             tokio::time::sleep(warmup).await;
             let before = d.health().committed();
             let t = Instant::now();
-            let peak = peak_rss_during(secs).await;
+            let (peak, wal) = peaks_during(secs, &args.dir.join("full.db")).await;
             let after = d.health().committed();
             report.e2e_events_per_sec = (after - before) as f64 / t.elapsed().as_secs_f64();
             report.rss_full_rate_mb = peak;
+            report.wal_full_rate_mb = wal;
 
             // 4. The store locked for a while at full rate: memory stays flat,
             // nothing is dropped.

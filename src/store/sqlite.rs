@@ -10,10 +10,12 @@
 //! `likes`, `purge_done`), `PATH-status` the status handler's tables and
 //! `PATH-user` the user handler's, each with the stream positions its handler
 //! commits. Every connection attaches the two handler files (as `status` and
-//! `user`). Each file has a single writer on the event path, which also lets
-//! SQLite's checkpoints catch up and keeps each WAL bounded; with one file and
-//! two writers committing back to back, the WAL grew by hundreds of MB a
-//! minute at full rate.
+//! `user`). On the event path each handler writes its own file only, under
+//! that file's lock only (removing content, likes included, is left to the
+//! maintenance pass, which writes one file per transaction). One writer per
+//! file also lets SQLite's checkpoints catch up and keeps each WAL bounded;
+//! with one file and two writers committing back to back, the WAL grew by
+//! hundreds of MB a minute at full rate.
 
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store,
@@ -141,6 +143,13 @@ const HANDLER_FILES: [HandlerFile; 2] = [
             post_id INTEGER NOT NULL,
             PRIMARY KEY (user_id, post_id)
         ) WITHOUT ROWID;
+        -- removed likes the maintenance pass has yet to delete from the main
+        -- file's likes (until then, the like tombstone hides them)
+        CREATE TABLE status.like_pending (
+            seq     INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL,
+            post_id INTEGER NOT NULL
+        );
         CREATE TABLE status.positions (
             partition     INTEGER PRIMARY KEY,
             last_event_ms INTEGER NOT NULL,
@@ -155,6 +164,7 @@ const HANDLER_FILES: [HandlerFile; 2] = [
             ),
             ("content_pending", "INSERT INTO status.content_pending SELECT seq, id FROM main.content_pending"),
             ("like_tombstones", "INSERT INTO status.like_tombstones SELECT user_id, post_id FROM main.like_tombstones"),
+            ("like_pending", ""), // new in version 2: version 1 removed likes at once
             (
                 "positions",
                 "INSERT INTO status.positions SELECT partition, last_event_ms, last_byte_ms FROM main.positions WHERE handler = 'status'",
@@ -582,12 +592,18 @@ impl Store for SqliteStore {
             let total = like_deletes.len() as u64;
             like_deletes.sort_unstable();
             like_deletes.dedup();
-            let mut gone = tx.prepare_cached("INSERT OR IGNORE INTO like_tombstones (user_id, post_id) VALUES (?1, ?2)")?;
-            let mut unlike = tx.prepare_cached("DELETE FROM likes WHERE user_id = ?1 AND post_id = ?2")?;
+            // The like tombstone hides the like at once; the row in the main
+            // file is deleted by the maintenance pass, so that the event
+            // path writes the status file only (one lock: no handler ever
+            // waits for a lock while holding another).
+            let mut gone = tx.prepare_cached("INSERT OR IGNORE INTO status.like_tombstones (user_id, post_id) VALUES (?1, ?2)")?;
+            let mut unlike = tx.prepare_cached("INSERT INTO status.like_pending (user_id, post_id) VALUES (?1, ?2)")?;
             let mut applied = 0;
             for (user_id, post_id) in like_deletes {
-                applied += gone.execute(params![user_id, post_id])? as u64;
-                unlike.execute(params![user_id, post_id])?;
+                if gone.execute(params![user_id, post_id])? > 0 {
+                    unlike.execute(params![user_id, post_id])?;
+                    applied += 1;
+                }
             }
             stats.applied.add(StatusEvent::FAVORITE_DELETE, applied);
             stats.duplicates.add(StatusEvent::FAVORITE_DELETE, total - applied);
@@ -810,6 +826,32 @@ impl Store for SqliteStore {
         } else {
             tx.commit()?;
         }
+        // Removed likes.
+        let likes: Vec<(i64, i64, i64)> = self
+            .conn
+            .prepare_cached("SELECT seq, user_id, post_id FROM status.like_pending ORDER BY seq LIMIT ?1")?
+            .query_map([i64::try_from(max_deleted).unwrap_or(i64::MAX).saturating_add(1)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        if likes.len() > max_deleted {
+            stats.pending += 1;
+        }
+        if let Some(&(last_seq, _, _)) = likes.iter().take(max_deleted).last() {
+            let mut pairs: Vec<(i64, i64)> = likes.iter().take(max_deleted).map(|&(_, u, p)| (u, p)).collect();
+            pairs.sort_unstable();
+            let tx = write_tx(&mut self.conn, "main")?;
+            {
+                let mut del = tx.prepare_cached("DELETE FROM main.likes WHERE user_id = ?1 AND post_id = ?2")?;
+                for (u, p) in pairs {
+                    del.execute(params![u, p])?;
+                }
+            }
+            tx.commit()?;
+            let tx = write_tx(&mut self.conn, "status")?;
+            tx.prepare_cached("DELETE FROM status.like_pending WHERE seq <= ?1")?.execute([last_seq])?;
+            tx.commit()?;
+        }
         // Purges whose 30 days have passed.
         let due: Vec<i64> = self
             .conn
@@ -955,6 +997,25 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_like_is_hidden_at_once_and_deleted_by_the_maintenance_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(dir.path().join("s.db").to_str().unwrap()).unwrap();
+        let like = |user_id, post_id| NewLike { user_id, post_id };
+        s.import(&[], &[like(7, 5), like(8, 5)], 0).unwrap();
+        let unlike = Timed { time_ms: 1, event: StatusEvent::FavoriteDelete { user_id: 7, post_id: 5 } };
+        s.apply_status(&[unlike.clone(), unlike], &[]).unwrap();
+        assert!(!s.has_like(7, 5).unwrap() && s.has_like(8, 5).unwrap());
+        let rows = |s: &SqliteStore| -> i64 { s.conn.query_row("SELECT count(*) FROM main.likes", [], |r| r.get(0)).unwrap() };
+        assert_eq!(rows(&s), 2, "the event path does not write the main file");
+        s.maintain(0, 100).unwrap();
+        assert_eq!(rows(&s), 1, "the removed like's row is gone");
+        let pending: i64 = s.conn.query_row("SELECT count(*) FROM status.like_pending", [], |r| r.get(0)).unwrap();
+        assert_eq!(pending, 0);
+        s.import(&[], &[like(7, 5)], 0).unwrap();
+        assert!(!s.has_like(7, 5).unwrap(), "nor does a later import bring it back");
+    }
+
+    #[test]
     fn a_writer_waits_for_the_other_writer_instead_of_failing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
@@ -1006,6 +1067,11 @@ mod tests {
         };
         assert!(runs_while_locked(&path, "status", user), "the user handler waited for the status handler's file");
         assert!(runs_while_locked(&path, "user", status), "the status handler waited for the user handler's file");
+        // Nor for the main file, which imports and the maintenance pass write
+        // (a handler holding its lock while waiting for another could
+        // deadlock with an import, which takes them all).
+        assert!(runs_while_locked(&path, "main", status), "the status handler waited for the main file");
+        assert!(runs_while_locked(&path, "main", user), "the user handler waited for the main file");
         // And the lock is real: a writer of the same file waits for it.
         let writer_waits = !runs_while_locked(&path, "user", |s| {
             // Gives up after 200 ms of "database is locked" instead of 30 s.
