@@ -827,7 +827,7 @@ impl Store for SqliteStore {
             tx.commit()?;
         }
         // Removed likes.
-        let likes: Vec<(i64, i64, i64)> = self
+        let mut likes: Vec<(i64, i64, i64)> = self
             .conn
             .prepare_cached("SELECT seq, user_id, post_id FROM status.like_pending ORDER BY seq LIMIT ?1")?
             .query_map([i64::try_from(max_deleted).unwrap_or(i64::MAX).saturating_add(1)], |r| {
@@ -835,10 +835,11 @@ impl Store for SqliteStore {
             })?
             .collect::<Result<_, _>>()?;
         if likes.len() > max_deleted {
+            likes.truncate(max_deleted);
             stats.pending += 1;
         }
-        if let Some(&(last_seq, _, _)) = likes.iter().take(max_deleted).last() {
-            let mut pairs: Vec<(i64, i64)> = likes.iter().take(max_deleted).map(|&(_, u, p)| (u, p)).collect();
+        if let Some(&(last_seq, _, _)) = likes.last() {
+            let mut pairs: Vec<(i64, i64)> = likes.iter().map(|&(_, u, p)| (u, p)).collect();
             pairs.sort_unstable();
             let tx = write_tx(&mut self.conn, "main")?;
             {
