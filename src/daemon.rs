@@ -617,6 +617,10 @@ pub struct BenchReport {
     /// at full rate, and while the store was locked.
     pub rss_full_rate_mb: f64,
     pub rss_stalled_mb: Option<f64>,
+    /// CPU time of the whole process (simulator included) per event
+    /// committed during the full-rate phase, in µs: steadier than the rate
+    /// on a shared machine, for comparing builds.
+    pub e2e_cpu_us_per_event: f64,
     /// Peak size (MB) of the store's WAL files together at full rate.
     pub wal_full_rate_mb: f64,
     /// The store locked at full rate.
@@ -641,6 +645,7 @@ impl std::fmt::Display for BenchReport {
             writeln!(f, "ceiling (curl --compressed, 8 partitions): {c:.0} events/s")?;
         }
         writeln!(f, "end to end (simulator -> committed SQLite): {:.0} events/s", self.e2e_events_per_sec)?;
+        writeln!(f, "CPU per event committed at full rate: {:.2} µs (whole process, simulator included)", self.e2e_cpu_us_per_event)?;
         if let Some(p) = self.pipeline_events_per_sec {
             writeln!(f, "daemon pipeline without a store (simulator -> null store): {p:.0} events/s")?;
         }
@@ -730,6 +735,19 @@ pub fn rss_mb() -> f64 {
             })
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU time (user + system) this process has used, in seconds
+/// (`/proc/self/stat`, in USER_HZ = 100 ticks a second); 0 where unreadable.
+fn process_cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+            Some((ticks(11)? + ticks(12)?) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 fn bench_settings(dir: &Path, name: &str, sim: &crate::sim::SimHandle, sim_cfg: &crate::sim::SimConfig) -> DaemonSettings {
@@ -846,10 +864,11 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             let d = Daemon::start(s, Secret::new(unlimited.password.clone())).await?;
             tokio::time::sleep(warmup).await;
             let before = d.health().committed();
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), process_cpu_secs());
             let (peak, wal) = peaks_during(secs, &args.dir.join("full.db")).await;
             let after = d.health().committed();
             report.e2e_events_per_sec = (after - before) as f64 / t.elapsed().as_secs_f64();
+            report.e2e_cpu_us_per_event = (process_cpu_secs() - cpu) * 1e6 / (after - before).max(1) as f64;
             report.rss_full_rate_mb = peak;
             report.wal_full_rate_mb = wal;
 
