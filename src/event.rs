@@ -6,6 +6,8 @@
 //! a typed [`Message`] or a typed [`ParseError`] out. Nothing here allocates
 //! per message beyond the few vectors the message itself owns.
 
+mod fast;
+
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -351,6 +353,22 @@ pub fn parse_line(line: &[u8]) -> Result<Message, ParseError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(Message::Heartbeat);
     }
+    match fast::parse(line) {
+        Some(raw) => raw.into_message(),
+        None => parse_with_serde(line),
+    }
+}
+
+/// Whether the fast path reads `line` (for tests that check the stream's
+/// usual lines take it).
+#[cfg(test)]
+pub(crate) fn reads_fast(line: &[u8]) -> bool {
+    fast::parse(line).is_some()
+}
+
+/// The reference parser, for every line the fast path leaves (and, in
+/// tests, for every line, to compare the two).
+pub(crate) fn parse_with_serde(line: &[u8]) -> Result<Message, ParseError> {
     let raw: RawMessage = match serde_json::from_slice(line) {
         Ok(raw) => raw,
         Err(e) => return Err(classify_json_error(e)),
@@ -494,6 +512,15 @@ pub fn parse_time_str(s: &str) -> Result<TimeMs, ParseError> {
 
 struct WireCountries(Vec<Country>);
 
+impl WireCountries {
+    /// The codes in order, each once.
+    fn from_codes(mut codes: Vec<Country>) -> WireCountries {
+        codes.sort_unstable();
+        codes.dedup();
+        WireCountries(codes)
+    }
+}
+
 impl<'de> Deserialize<'de> for WireCountries {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -505,13 +532,9 @@ impl<'de> Deserialize<'de> for WireCountries {
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<WireCountries, A::Error> {
                 let mut out = Vec::with_capacity(2);
                 while let Some(s) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
-                    let c = Country::parse(&s).map_err(|e| custom(e.kind, e.detail))?;
-                    if !out.contains(&c) {
-                        out.push(c);
-                    }
+                    out.push(Country::parse(&s).map_err(|e| custom(e.kind, e.detail))?);
                 }
-                out.sort();
-                Ok(WireCountries(out))
+                Ok(WireCountries::from_codes(out))
             }
         }
         d.deserialize_seq(V)

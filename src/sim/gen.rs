@@ -971,6 +971,26 @@ mod tests {
         assert!(dups > 20, "duplicates: {dups}");
     }
 
+    /// The daemon's parser reads every documented line the simulator sends
+    /// (unknown fields included) on its fast path, to the same message as
+    /// the reference parser; only the unknown type is left to serde.
+    #[test]
+    fn the_parser_s_fast_path_reads_every_documented_line() {
+        let g = generator(5);
+        let mut extra = 0;
+        for i in 0..20_000 {
+            let ev = g.event(i);
+            let l = line(&g, i);
+            let fast = crate::event::reads_fast(l.as_bytes());
+            assert_eq!(fast, ev.kind != EventKind::Unknown, "{l}");
+            let parsed = crate::event::parse_line(l.as_bytes());
+            assert_eq!(parsed, crate::event::parse_with_serde(l.as_bytes()), "{l}");
+            assert!(parsed.is_ok(), "{l}");
+            extra += usize::from(ev.extra && fast);
+        }
+        assert!(extra > 50, "lines with an unknown field read fast: {extra}");
+    }
+
     #[test]
     fn index_time_mapping_round_trips() {
         for rate in [0.3, 1.0, 7.0, 1000.0, 333_333.0] {
