@@ -761,8 +761,12 @@ fn bench_settings(dir: &Path, name: &str, sim: &crate::sim::SimHandle, sim_cfg: 
         }
     }
     let _ = std::fs::remove_file(format!("{}.connections.json", db.display()));
+    // The dead-letter file is appended to: start it afresh too, or every run
+    // adds the simulator's unknown-type lines to the last one's.
+    let dead_letter = dir.join(format!("{name}.deadletter.jsonl"));
+    let _ = std::fs::remove_file(&dead_letter);
     s.store.url = format!("sqlite:{}", db.display());
-    s.store.dead_letter = Some(dir.join(format!("{name}.deadletter.jsonl")));
+    s.store.dead_letter = Some(dead_letter);
     s.stream.url = format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
     s.stream.account = sim_cfg.account.clone();
     s.stream.label = sim_cfg.label.clone();
