@@ -996,6 +996,25 @@ mod tests {
         Timed { time_ms: 1, event: StatusEvent::Delete { id, user_id: Some(1) } }
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite without the options
+    /// that make every connection of the process share one page cache
+    /// behind one mutex, and one allocator counter behind another: the two
+    /// handlers (and the query API's readers) contended for them on every
+    /// page fetch and allocation.
+    #[test]
+    fn the_bundled_sqlite_gives_each_connection_its_own_page_cache() {
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+    }
+
     #[test]
     fn deletes_count_once_per_post_whatever_their_order_in_the_batch() {
         let dir = tempfile::tempdir().unwrap();
