@@ -413,6 +413,18 @@ fn status_entry(states: &mut HashMap<Id, (StatusState, bool)>, id: Id) -> &mut (
 }
 
 
+/// A user's state as loaded for a batch of user events.
+#[derive(Default)]
+struct LoadedUser {
+    state: UserState,
+    /// The row's stored purge time; `None` when there is no row yet.
+    stored: Option<Option<TimeMs>>,
+    /// Changed by the batch.
+    dirty: bool,
+    /// A geo scrub of the batch changed it.
+    scrub: bool,
+}
+
 fn load_user(tx: &rusqlite::Transaction, id: Id) -> Result<UserState, StoreError> {
     let sql = format!("SELECT {USER_COLS} FROM user_state WHERE id = ?1");
     let mut st = tx.prepare_cached(&sql)?;
@@ -651,54 +663,57 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         save_positions(&tx, HandlerKind::User, positions)?;
         let mut stats = ApplyStats::default();
-        // Each user's row loaded once, in key order (neighbours share pages).
+        // Each user's row loaded once, in key order (neighbours share pages),
+        // with its stored purge time (None: no row yet).
         let mut ids: Vec<Id> = events.iter().map(|e| e.event.user_id()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut states: HashMap<Id, (UserState, bool, bool)> = HashMap::with_capacity(ids.len()); // (state, dirty, scrub changed)
+        let mut states: HashMap<Id, LoadedUser> = HashMap::with_capacity(ids.len());
         {
-            let mut load = tx.prepare_cached(&format!("SELECT {USER_COLS} FROM user_state WHERE id = ?1"))?;
+            let mut load = tx.prepare_cached(&format!("SELECT {USER_COLS}, purge_at FROM user_state WHERE id = ?1"))?;
             for id in ids {
-                let s = match load.query([key(id)])?.next()? {
-                    Some(row) => user_from(row, 0)?,
-                    None => UserState::default(),
+                let loaded = match load.query([key(id)])?.next()? {
+                    Some(row) => LoadedUser { state: user_from(row, 0)?, stored: Some(row.i64_opt(9)?), ..LoadedUser::default() },
+                    None => LoadedUser::default(),
                 };
-                states.insert(id, (s, false, false));
+                states.insert(id, loaded);
             }
         }
         for ev in events {
             let entry = states.entry(ev.event.user_id()).or_default();
-            let change = entry.0.apply(&ev.event, ev.time_ms);
-            entry.1 |= change.changed();
-            entry.2 |= change.changed() && matches!(ev.event, UserEvent::ScrubGeo { .. });
+            let change = entry.state.apply(&ev.event, ev.time_ms);
+            entry.dirty |= change.changed();
+            entry.scrub |= change.changed() && matches!(ev.event, UserEvent::ScrubGeo { .. });
             stats.record(ev.event.type_name(), change);
         }
         {
-            let sql = format!(
-                "INSERT OR REPLACE INTO user_state (id, {USER_COLS}, purge_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-            );
-            let mut save = tx.prepare_cached(&sql)?;
+            // A stored row is updated in place; the purge index is touched
+            // only when the purge time changes (most toggles leave it).
+            const SET: &str = "deleted = ?2, deleted_t = ?3, protected = ?4, protected_t = ?5, suspended = ?6, suspended_t = ?7,
+                               withheld = ?8, scrub_up_to = ?9, delete_log = ?10";
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO user_state (id, {USER_COLS}, purge_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))?;
+            let mut update = tx.prepare_cached(&format!("UPDATE user_state SET {SET} WHERE id = ?1"))?;
+            let mut update_purge = tx.prepare_cached(&format!("UPDATE user_state SET {SET}, purge_at = ?11 WHERE id = ?1"))?;
             let mut pending = tx.prepare_cached("INSERT OR IGNORE INTO geo_scrub_pending (user_id) VALUES (?1)")?;
-            let mut dirty: Vec<(&Id, &(UserState, bool, bool))> = states.iter().filter(|(_, v)| v.1).collect();
+            let mut dirty: Vec<(&Id, &LoadedUser)> = states.iter().filter(|(_, v)| v.dirty).collect();
             dirty.sort_unstable_by_key(|(id, _)| **id);
-            for (id, (s, _, scrub)) in dirty {
+            for (id, u) in dirty {
+                let s = &u.state;
                 let (d, dt) = toggle_cols(s.deleted);
                 let (p, pt) = toggle_cols(s.protected);
                 let (su, st) = toggle_cols(s.suspended);
-                save.execute(params![
-                    key(*id),
-                    d,
-                    dt,
-                    p,
-                    pt,
-                    su,
-                    st,
-                    countries_to_text(&s.withheld),
-                    s.scrub_up_to.map(key),
-                    s.delete_log_text(),
-                    s.purge_at()
-                ])?;
-                if *scrub {
+                let (withheld, scrub_up_to, delete_log, purge_at) =
+                    (countries_to_text(&s.withheld), s.scrub_up_to.map(key), s.delete_log_text(), s.purge_at());
+                let row: [&dyn rusqlite::ToSql; 11] =
+                    [&key(*id), &d, &dt, &p, &pt, &su, &st, &withheld, &scrub_up_to, &delete_log, &purge_at];
+                match u.stored {
+                    Some(stored) if stored == purge_at => update.execute(&row[..10])?,
+                    Some(_) => update_purge.execute(&row[..])?,
+                    None => insert.execute(&row[..])?,
+                };
+                if u.scrub {
                     pending.execute([key(*id)])?;
                 }
             }
@@ -1029,6 +1044,40 @@ mod tests {
             s.conn.prepare("SELECT id FROM content_pending ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         assert_eq!(pending, [10, 20, 30], "each deleted post's content is removed once");
         assert!(s.facts(10).unwrap().post.tombstone && s.facts(20).unwrap().post.tombstone);
+    }
+
+    /// A stored user row is updated in place, its purge-index entry only
+    /// when the purge time changes: a user deleted in a later batch than
+    /// its first event must enter the index, one toggled after its delete
+    /// must stay in it, and one undeleted in time must leave it.
+    #[test]
+    fn user_rows_updated_in_place_keep_the_purge_index_right() {
+        const DAY: TimeMs = 86_400_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(dir.path().join("s.db").to_str().unwrap()).unwrap();
+        let ev = |t, event| Timed { time_ms: t, event };
+        // Batch 1: every user gets a row without a purge time.
+        let first: Vec<_> = (1..=4).map(|u| ev(DAY, UserEvent::Protect { user_id: u })).collect();
+        s.apply_user(&first, &[]).unwrap();
+        // Batch 2: 1, 2 and 3 deleted (purge time set on a stored row).
+        let deletes: Vec<_> = (1..=3).map(|u| ev(2 * DAY, UserEvent::Delete { user_id: u })).collect();
+        s.apply_user(&deletes, &[]).unwrap();
+        // Batch 3: 2 toggled (purge time unchanged), 3 undeleted within 30 days.
+        s.apply_user(&[ev(3 * DAY, UserEvent::Unprotect { user_id: 2 }), ev(4 * DAY, UserEvent::Undelete { user_id: 3 })], &[])
+            .unwrap();
+        let indexed: Vec<i64> = s
+            .conn
+            .prepare("SELECT id FROM user.user_state INDEXED BY user_state_purge_at WHERE purge_at IS NOT NULL ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexed, vec![1, 2], "deleted and not undeleted in time");
+        let check: String = s.conn.query_row("PRAGMA user.integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+        let m = s.maintain(40 * DAY, 100).unwrap();
+        assert_eq!(m.users_purged, 2, "{m:?}");
     }
 
     #[test]
