@@ -541,7 +541,7 @@ impl<'de> Deserialize<'de> for WireCountries {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireStatusRef {
     id: Option<WireId>,
     id_str: Option<WireId>,
@@ -549,7 +549,7 @@ struct WireStatusRef {
     user_id_str: Option<WireId>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireFavoriteRef {
     tweet_id: Option<WireId>,
     tweet_id_str: Option<WireId>,
@@ -557,7 +557,7 @@ struct WireFavoriteRef {
     user_id_str: Option<WireId>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireDelete {
     status: Option<WireStatusRef>,
     favorite: Option<WireFavoriteRef>,
@@ -565,7 +565,7 @@ struct WireDelete {
     timestamp_ms: Option<WireTime>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireStatusEvent {
     status: Option<WireStatusRef>,
     withheld_in_countries: Option<WireCountries>,
@@ -573,7 +573,7 @@ struct WireStatusEvent {
     timestamp_ms: Option<WireTime>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireEdit {
     id: Option<WireId>,
     id_str: Option<WireId>,
@@ -584,13 +584,13 @@ struct WireEdit {
     timestamp_ms: Option<WireTime>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireUserRef {
     id: Option<WireId>,
     id_str: Option<WireId>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct WireUserEvent {
     id: Option<WireId>,
     id_str: Option<WireId>,

@@ -233,7 +233,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn status_ref(&mut self) -> Option<WireStatusRef> {
-        let mut r = WireStatusRef { id: None, id_str: None, user_id: None, user_id_str: None };
+        let mut r = WireStatusRef::default();
         self.object(|c, key| match key {
             b"id" => set(&mut r.id, c.id()),
             b"id_str" => set(&mut r.id_str, c.id()),
@@ -245,7 +245,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn favorite_ref(&mut self) -> Option<WireFavoriteRef> {
-        let mut r = WireFavoriteRef { tweet_id: None, tweet_id_str: None, user_id: None, user_id_str: None };
+        let mut r = WireFavoriteRef::default();
         self.object(|c, key| match key {
             b"tweet_id" => set(&mut r.tweet_id, c.id()),
             b"tweet_id_str" => set(&mut r.tweet_id_str, c.id()),
@@ -257,7 +257,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn delete(&mut self) -> Option<WireDelete> {
-        let mut d = WireDelete { status: None, favorite: None, timestamp_ms: None };
+        let mut d = WireDelete::default();
         self.object(|c, key| match key {
             b"status" => set(&mut d.status, c.status_ref()),
             b"favorite" => set(&mut d.favorite, c.favorite_ref()),
@@ -268,7 +268,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn status_event(&mut self) -> Option<WireStatusEvent> {
-        let mut e = WireStatusEvent { status: None, withheld_in_countries: None, timestamp_ms: None };
+        let mut e = WireStatusEvent::default();
         self.object(|c, key| match key {
             b"status" => set(&mut e.status, c.status_ref()),
             b"withheld_in_countries" => set(&mut e.withheld_in_countries, c.countries()),
@@ -279,14 +279,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn edit(&mut self) -> Option<WireEdit> {
-        let mut e = WireEdit {
-            id: None,
-            id_str: None,
-            initial_tweet_id: None,
-            initial_tweet_id_str: None,
-            edit_tweet_ids: None,
-            timestamp_ms: None,
-        };
+        let mut e = WireEdit::default();
         self.object(|c, key| match key {
             b"id" => set(&mut e.id, c.id()),
             b"id_str" => set(&mut e.id_str, c.id()),
@@ -300,7 +293,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn user_ref(&mut self) -> Option<WireUserRef> {
-        let mut r = WireUserRef { id: None, id_str: None };
+        let mut r = WireUserRef::default();
         self.object(|c, key| match key {
             b"id" => set(&mut r.id, c.id()),
             b"id_str" => set(&mut r.id_str, c.id()),
@@ -310,17 +303,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn user_event(&mut self) -> Option<WireUserEvent> {
-        let mut u = WireUserEvent {
-            id: None,
-            id_str: None,
-            user_id: None,
-            user_id_str: None,
-            user: None,
-            withheld_in_countries: None,
-            up_to_status_id: None,
-            up_to_status_id_str: None,
-            timestamp_ms: None,
-        };
+        let mut u = WireUserEvent::default();
         self.object(|c, key| match key {
             b"id" => set(&mut u.id, c.id()),
             b"id_str" => set(&mut u.id_str, c.id()),

@@ -1007,6 +1007,11 @@ mod tests {
     use super::*;
     use crate::event::UserEvent;
 
+    /// The first column of every row `sql` returns.
+    fn column<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
+        conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
     fn delete(id: Id) -> Timed<StatusEvent> {
         Timed { time_ms: 1, event: StatusEvent::Delete { id, user_id: Some(1) } }
     }
@@ -1018,14 +1023,7 @@ mod tests {
     /// page fetch and allocation.
     #[test]
     fn the_bundled_sqlite_gives_each_connection_its_own_page_cache() {
-        let conn = Connection::open_in_memory().unwrap();
-        let options: Vec<String> = conn
-            .prepare("PRAGMA compile_options")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let options: Vec<String> = column(&Connection::open_in_memory().unwrap(), "PRAGMA compile_options");
         assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
         assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
     }
@@ -1065,14 +1063,8 @@ mod tests {
         // Batch 3: 2 toggled (purge time unchanged), 3 undeleted within 30 days.
         s.apply_user(&[ev(3 * DAY, UserEvent::Unprotect { user_id: 2 }), ev(4 * DAY, UserEvent::Undelete { user_id: 3 })], &[])
             .unwrap();
-        let indexed: Vec<i64> = s
-            .conn
-            .prepare("SELECT id FROM user.user_state INDEXED BY user_state_purge_at WHERE purge_at IS NOT NULL ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let indexed: Vec<i64> =
+            column(&s.conn, "SELECT id FROM user.user_state INDEXED BY user_state_purge_at WHERE purge_at IS NOT NULL ORDER BY id");
         assert_eq!(indexed, vec![1, 2], "deleted and not undeleted in time");
         let check: String = s.conn.query_row("PRAGMA user.integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok");
