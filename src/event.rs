@@ -728,6 +728,14 @@ fn missing(what: &str) -> ParseError {
 
 /// Prefers the exact `*_str` form (trap 1): the bare number may have been
 /// rounded by a float somewhere upstream.
+///
+/// Not inlined: at `opt-level = 1` (the test profile) rustc 1.95 turned
+/// `u.user.and_then(|r| pick(r.id_str, r.id))` into a load whose address it
+/// computed from the absent `user`'s uninitialised bytes, before testing
+/// whether `user` was there: a SIGSEGV on a line without any user id (found
+/// by `fast::tests::corrupted_lines_get_the_same_answer_as_serde_s`). A call
+/// cannot be hoisted above that test.
+#[inline(never)]
 fn pick(exact: Option<WireId>, number: Option<WireId>) -> Option<Id> {
     exact.or(number).map(|w| w.0)
 }
