@@ -303,17 +303,13 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn version(&self, schema: &str) -> rusqlite::Result<i64> {
-        self.conn.pragma_query_value(Some(DatabaseName::Attached(schema)), "user_version", |r| r.get(0))
-    }
-
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let found = self.version("main")?;
+        let found = user_version(&self.conn, "main")?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
         }
         for f in &HANDLER_FILES {
-            let v = self.version(f.schema)?;
+            let v = user_version(&self.conn, f.schema)?;
             if found == 0 && v != 0 {
                 return Err(StoreError::Damaged(format!(
                     "{} belongs to another store ({} is new): move it away, or restore {} with it",
@@ -332,7 +328,7 @@ impl SqliteStore {
         }
         if found < 1 {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if self_version(&tx)? == 0 {
+            if user_version(&tx, "main")? == 0 {
                 tx.execute_batch(MIGRATIONS[0])?;
                 tx.pragma_update(Some(DatabaseName::Main), "user_version", 1)?;
             }
@@ -352,7 +348,7 @@ impl SqliteStore {
     fn migrate_1_to_2(&mut self) -> Result<(), StoreError> {
         for f in &HANDLER_FILES {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if self_version(&tx)? != 1 {
+            if user_version(&tx, "main")? != 1 {
                 return Ok(()); // another connection did it meanwhile
             }
             for (table, _) in f.tables {
@@ -366,7 +362,7 @@ impl SqliteStore {
             tx.commit()?;
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if self_version(&tx)? == 1 {
+        if user_version(&tx, "main")? == 1 {
             for f in &HANDLER_FILES {
                 for (table, _) in f.tables {
                     tx.execute_batch(&format!("DROP TABLE IF EXISTS main.{table}"))?;
@@ -383,12 +379,13 @@ impl SqliteStore {
     /// # Errors
     /// SQLite errors.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self.version("main")?)
+        Ok(user_version(&self.conn, "main")?)
     }
 }
 
-fn self_version(tx: &rusqlite::Transaction) -> rusqlite::Result<i64> {
-    tx.pragma_query_value(Some(DatabaseName::Main), "user_version", |r| r.get(0))
+/// The schema version of one of the store's files (`main`, `status`, `user`).
+fn user_version(conn: &Connection, schema: &str) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(Some(DatabaseName::Attached(schema)), "user_version", |r| r.get(0))
 }
 
 impl Cols for Row<'_> {
@@ -520,10 +517,7 @@ fn delete_posts(tx: &rusqlite::Transaction, ids: &[i64], retweets: &[i64]) -> ru
 /// Saves the handler's stream positions, in its own file. The first
 /// statement of each handler transaction, after the file's write lock.
 fn save_positions(tx: &rusqlite::Transaction, handler: HandlerKind, positions: &[Position]) -> rusqlite::Result<()> {
-    let schema = match handler {
-        HandlerKind::Status => "status",
-        HandlerKind::User => "user",
-    };
+    let schema = handler.as_str(); // each handler's schema is named after it
     take_write_lock(tx, schema)?;
     let mut st = tx.prepare_cached(&format!(
         "INSERT INTO {schema}.positions (partition, last_event_ms, last_byte_ms) VALUES (?1, ?2, ?3)
