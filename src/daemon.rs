@@ -867,9 +867,10 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             let s = bench_settings(&args.dir, "full", &sim, &unlimited);
             let d = Daemon::start(s, Secret::new(unlimited.password.clone())).await?;
             tokio::time::sleep(warmup).await;
+            let db = args.dir.join("full.db");
             let before = d.health().committed();
             let (t, cpu) = (Instant::now(), process_cpu_secs());
-            let (peak, wal) = peaks_during(secs, &args.dir.join("full.db")).await;
+            let (peak, wal) = peaks_during(secs, &db).await;
             let after = d.health().committed();
             report.e2e_events_per_sec = (after - before) as f64 / t.elapsed().as_secs_f64();
             report.e2e_cpu_us_per_event = (process_cpu_secs() - cpu) * 1e6 / (after - before).max(1) as f64;
@@ -879,7 +880,6 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             // 4. The store locked for a while at full rate: memory stays flat,
             // nothing is dropped.
             if args.stall_secs > 0 {
-                let db = args.dir.join("full.db");
                 let lock = crate::store::sqlite::connect(&db.to_string_lossy())?;
                 lock.execute_batch("BEGIN EXCLUSIVE")?;
                 let h = d.health().clone();
