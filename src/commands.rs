@@ -4,7 +4,8 @@
 
 use crate::deadletter::DeadLetter;
 use crate::event::{parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, TimeMs, UserEvent};
-use crate::post::{parse_import_line, strip_geo, GeoScrub, ImportItem, NewLike, NewPost};
+use crate::post::{parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
+use crate::rules::embedded;
 use crate::rules::visibility::visible;
 use crate::store::{ApplyStats, ImportStats, MaintenanceStats, Store, StoreError, Timed};
 use std::fs::File;
@@ -47,9 +48,7 @@ impl From<io::Error> for Failure {
     }
 }
 
-pub fn now_ms() -> TimeMs {
-    chrono::Utc::now().timestamp_millis()
-}
+pub use crate::clock::now_ms;
 
 /// Opens one input: a path, or `-` for standard input.
 fn open_input(name: &str) -> Result<Box<dyn BufRead>, Failure> {
@@ -412,7 +411,10 @@ pub fn check(store: &mut dyn Store, country: Option<Country>, ids: &[String], ou
 }
 
 /// `complyd export`: the stored posts visible in `country` (or everywhere),
-/// ascending id, scrubbed geo removed. Returns how many were written.
+/// ascending id, scrubbed geo removed, and each embedded post or user that
+/// is not visible there removed ([`crate::rules::embedded`]). Returns how
+/// many posts were written. A post is parsed only when something in it must
+/// go; every other line is written as stored, byte for byte.
 ///
 /// # Errors
 /// Store failures or a write error (a closed pipe ends the export quietly).
@@ -424,11 +426,10 @@ pub fn export(store: &mut dyn Store, country: Option<Country>, out: impl Write) 
         if !visible(&row.facts, country, now) {
             return Ok(());
         }
-        let own = row.has_geo && row.facts.post.author.geo_scrubbed(row.id);
-        let embedded = row.has_geo && row.original_geo_scrubbed;
-        let io = if own || embedded {
-            let s = strip_geo(row.json, GeoScrub { own, embedded });
-            w.write_all(s.as_bytes())
+        let own_geo = row.has_geo && row.facts.post.author.geo_scrubbed(row.id);
+        let judge = embedded::InCountry { facts: row.embedded, country, now_ms: now };
+        let io = if own_geo || embedded::changes_anything(&judge, &row.embeds.posts, &row.embeds.users) {
+            w.write_all(shown_json(row.json, own_geo, &judge).as_bytes())
         } else {
             w.write_all(row.json.as_bytes())
         };
@@ -446,4 +447,19 @@ pub fn export(store: &mut dyn Store, country: Option<Country>, out: impl Write) 
         Err(e) => Err(e.into()),
         Ok(()) => Ok(written),
     }
+}
+
+/// A stored post's JSON as it may be shown: without its own geo when
+/// `own_geo` (its author scrubbed it), and without what `judge` hides of the
+/// posts and users it embeds. Unchanged bytes when nothing was removed.
+fn shown_json(json: &str, own_geo: bool, judge: &dyn embedded::Judge) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_owned();
+    };
+    let mut changed = own_geo && remove_own_geo(&mut v);
+    changed |= embedded::filter(&mut v, judge);
+    if !changed {
+        return json.to_owned();
+    }
+    serde_json::to_string(&v).unwrap_or_else(|_| json.to_owned())
 }

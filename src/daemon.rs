@@ -708,6 +708,9 @@ impl Store for NullStore {
     fn facts(&mut self, _: crate::event::Id) -> Result<crate::rules::visibility::Facts, store::StoreError> {
         Ok(crate::rules::visibility::Facts::default())
     }
+    fn user_state(&mut self, _: crate::event::Id) -> Result<crate::rules::user::UserState, store::StoreError> {
+        Ok(crate::rules::user::UserState::default())
+    }
     fn scan(&mut self, _: &mut dyn FnMut(store::ScanRow<'_>) -> Result<(), store::StoreError>) -> Result<(), store::StoreError> {
         Ok(())
     }

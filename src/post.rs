@@ -1,10 +1,108 @@
 //! Posts as they are imported into the dataset: X API v1.1 / enterprise
 //! "original format" objects, and X API v2 objects (wrapped in `{"data":...}`
-//! or bare). A retweet carries its original embedded; importing it stores both.
+//! or bare). A post's JSON may carry other posts (v1.1 `retweeted_status`,
+//! `quoted_status`, at any depth; v2 `includes.tweets`) and users (v2
+//! `includes.users`): importing it stores each embedded post as a post of its
+//! own, and records the ids of everything embedded so that every read path
+//! can remove what is no longer visible (docs: README, "What the rules are").
 
 use crate::event::{parse_id_str, Id, ParseError, ParseErrorKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+/// How deep embedded posts are followed (a retweet of a quote of a quote is
+/// depth 3). Whatever lies deeper is never stored, and every read path
+/// removes it ([`crate::rules::embedded`]).
+pub const MAX_EMBED_DEPTH: usize = 4;
+
+/// Where a stored post's JSON came from. A post's own import line beats a
+/// copy embedded in another post: the merge never lets a copy replace it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Form {
+    /// A copy carried inside another post (`retweeted_status`,
+    /// `quoted_status`, `includes.tweets`).
+    Embedded,
+    /// The object of an import line of its own.
+    TopLevel,
+}
+
+impl Form {
+    /// The storage form (a small integer column).
+    pub fn as_i64(self) -> i64 {
+        match self {
+            Form::Embedded => 0,
+            Form::TopLevel => 1,
+        }
+    }
+
+    /// From the storage form; anything but 0 is a top-level object (rows
+    /// stored before the column existed were written by their own line).
+    pub fn from_i64(v: i64) -> Form {
+        if v == 0 {
+            Form::Embedded
+        } else {
+            Form::TopLevel
+        }
+    }
+}
+
+/// The ids of the posts and users a post's JSON carries, at any depth. An
+/// embedded object whose id cannot be read is listed as id 0, which is never
+/// stored, so that every read path looks at it (and removes it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Embeds {
+    pub posts: Vec<Id>,
+    pub users: Vec<Id>,
+}
+
+impl Embeds {
+    pub fn is_empty(&self) -> bool {
+        self.posts.is_empty() && self.users.is_empty()
+    }
+
+    fn add_post(&mut self, id: Id) {
+        if !self.posts.contains(&id) {
+            self.posts.push(id);
+        }
+    }
+
+    fn add_user(&mut self, id: Id) {
+        if !self.users.contains(&id) {
+            self.users.push(id);
+        }
+    }
+
+    /// Adds everything `other` lists.
+    pub fn extend(&mut self, other: &Embeds) {
+        for p in &other.posts {
+            self.add_post(*p);
+        }
+        for u in &other.users {
+            self.add_user(*u);
+        }
+    }
+
+    /// The storage form: post ids, then `;` and user ids when there are any
+    /// (`100,200;5`); `None` when nothing is embedded.
+    pub fn to_column(&self) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
+        let join = |v: &[Id]| v.iter().map(Id::to_string).collect::<Vec<_>>().join(",");
+        Some(if self.users.is_empty() { join(&self.posts) } else { format!("{};{}", join(&self.posts), join(&self.users)) })
+    }
+
+    /// From the storage form. A part that is not an id (never written) reads
+    /// as id 0, so the row is still looked at on every read.
+    pub fn from_column(text: Option<&str>) -> Embeds {
+        let Some(text) = text.filter(|t| !t.is_empty()) else {
+            return Embeds::default();
+        };
+        let (posts, users) = text.split_once(';').unwrap_or((text, ""));
+        let ids = |s: &str| -> Vec<Id> { s.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().unwrap_or(0)).collect() };
+        Embeds { posts: ids(posts), users: ids(users) }
+    }
+}
 
 /// One post ready to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,10 +111,16 @@ pub struct NewPost {
     pub author_id: Id,
     /// The post this one retweets, if it is a retweet.
     pub retweet_of: Option<Id>,
-    /// The JSON holds geo data (`coordinates`, `geo` or `place`, here or in
-    /// the embedded original).
+    /// The post this one quotes, if it is a quote.
+    pub quote_of: Option<Id>,
+    /// The post's own JSON holds geo data (`coordinates`, `geo` or `place`;
+    /// v2 `data.geo` or `includes.places`). Embedded posts' geo is theirs.
     pub has_geo: bool,
-    /// The original JSON object, byte for byte.
+    /// Its own import line, or a copy carried by another post.
+    pub form: Form,
+    /// What the JSON carries of other posts and users.
+    pub embeds: Embeds,
+    /// The JSON object, byte for byte.
     pub json: String,
 }
 
@@ -56,6 +160,10 @@ struct WirePost<'a> {
     #[serde(borrow)]
     retweeted_status: Option<&'a RawValue>,
     #[serde(borrow)]
+    quoted_status: Option<&'a RawValue>,
+    quoted_status_id_str: Option<IdAny>,
+    quoted_status_id: Option<IdAny>,
+    #[serde(borrow)]
     coordinates: Option<&'a RawValue>,
     #[serde(borrow)]
     place: Option<&'a RawValue>,
@@ -89,7 +197,7 @@ pub struct NewLike {
 /// What one import line holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportItem {
-    /// A post, and the original it retweets first when it is a retweet.
+    /// A post, and the posts embedded in it first.
     Posts(Vec<NewPost>),
     Like(NewLike),
 }
@@ -113,6 +221,16 @@ pub fn parse_import_line(line: &str) -> Result<ImportItem, ParseError> {
 struct Includes<'a> {
     #[serde(borrow, default)]
     tweets: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    users: Vec<&'a RawValue>,
+    #[serde(borrow, default)]
+    places: Option<&'a RawValue>,
+}
+
+/// Just an object's `id` (v2 users and tweets), read leniently.
+#[derive(Deserialize)]
+struct JustId {
+    id: Option<IdAny>,
 }
 
 fn is_present(v: Option<&RawValue>) -> bool {
@@ -123,9 +241,24 @@ fn bad(kind: ParseErrorKind, detail: impl Into<String>) -> ParseError {
     ParseError::new(kind, detail)
 }
 
-/// Parses one import line into the posts it stores: the post itself and, for
-/// a retweet, the original embedded in it (first the original, then the
-/// retweet). A blank line gives nothing.
+fn wire(json: &str) -> Result<WirePost<'_>, ParseError> {
+    serde_json::from_str(json).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Data if e.to_string().starts_with("bad_id") => ParseErrorKind::BadId,
+            serde_json::error::Category::Data => ParseErrorKind::BadPayload,
+            _ => ParseErrorKind::InvalidJson,
+        };
+        bad(kind, e.to_string())
+    })
+}
+
+/// Parses one import line into the posts it stores: every post embedded in
+/// it (deepest first), then the post itself. A blank line gives nothing.
+///
+/// A retweet's embedded original must be a post (it is what the retweet
+/// shows); a quoted copy or a v2 `includes.tweets` entry that lacks an id or
+/// author is not stored (its id is still listed in [`NewPost::embeds`], so
+/// that reads remove it unless the post is stored from elsewhere).
 ///
 /// # Errors
 /// A [`ParseError`] when the line is not JSON, or lacks an id or author.
@@ -133,48 +266,79 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
     if line.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let wire: WirePost = serde_json::from_str(line).map_err(|e| {
-        let kind = match e.classify() {
-            serde_json::error::Category::Data if e.to_string().starts_with("bad_id") => ParseErrorKind::BadId,
-            serde_json::error::Category::Data => ParseErrorKind::BadPayload,
-            _ => ParseErrorKind::InvalidJson,
-        };
-        bad(kind, e.to_string())
-    })?;
+    let w = wire(line)?;
     let mut out = Vec::with_capacity(2);
-    if let Some(data) = wire.data {
-        // v2 wrapped: {"data":{...},"includes":{"tweets":[...]}}
+    if let Some(data) = w.data {
+        // v2 wrapped: {"data":{...},"includes":{"tweets":[...],"users":[...]}}
         let inner: WirePost = serde_json::from_str(data.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
-        let post = v2_post(&inner, line)?;
-        if let Some(q) = post.retweet_of {
-            for t in wire.includes.iter().flat_map(|i| i.tweets.iter()) {
-                let inc: WirePost = serde_json::from_str(t.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
-                if inc.id.as_ref().map(|i| i.0) == Some(q) {
-                    out.push(v2_post(&inc, t.get())?);
+        let mut post = v2_post(&inner, line, Form::TopLevel)?;
+        if let Some(inc) = &w.includes {
+            post.has_geo |= is_present(inc.places);
+            for t in &inc.tweets {
+                match serde_json::from_str::<WirePost>(t.get()) {
+                    Ok(tw) => match v2_post(&tw, t.get(), Form::Embedded) {
+                        Ok(embedded) => {
+                            post.embeds.add_post(embedded.id);
+                            out.push(embedded);
+                        }
+                        // No author: not stored, but listed so reads remove it.
+                        Err(_) => post.embeds.add_post(tw.id.map_or(0, |i| i.0)),
+                    },
+                    Err(_) => post.embeds.add_post(0),
                 }
+            }
+            for u in &inc.users {
+                let id = serde_json::from_str::<JustId>(u.get()).ok().and_then(|j| j.id).map_or(0, |i| i.0);
+                post.embeds.add_user(id);
             }
         }
         out.push(post);
         return Ok(out);
     }
-    if wire.author_id.is_some() && wire.user.is_none() {
-        out.push(v2_post(&wire, line)?);
+    if w.author_id.is_some() && w.user.is_none() {
+        out.push(v2_post(&w, line, Form::TopLevel)?);
         return Ok(out);
     }
     // v1.1 / original format.
-    let mut post = v1_post(&wire, line)?;
-    if let Some(rt) = wire.retweeted_status {
-        let orig: WirePost = serde_json::from_str(rt.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
-        let original = v1_post(&orig, rt.get())?;
-        post.retweet_of = Some(original.id);
-        post.has_geo |= original.has_geo;
-        out.push(original);
-    }
+    let post = v1_tree(&w, line, Form::TopLevel, 0, &mut out)?;
     out.push(post);
     Ok(out)
 }
 
-fn v1_post(w: &WirePost, json: &str) -> Result<NewPost, ParseError> {
+/// A v1.1 post and, pushed to `out` first, the posts embedded in it.
+fn v1_tree(w: &WirePost, json: &str, form: Form, depth: usize, out: &mut Vec<NewPost>) -> Result<NewPost, ParseError> {
+    let mut post = v1_post(w, json, form)?;
+    post.quote_of = w.quoted_status_id_str.as_ref().or(w.quoted_status_id.as_ref()).map(|i| i.0);
+    if let Some(rt) = w.retweeted_status.filter(|r| is_present(Some(r))) {
+        if depth + 1 >= MAX_EMBED_DEPTH {
+            post.embeds.add_post(0);
+        } else {
+            let orig = wire(rt.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.detail))?;
+            let original = v1_tree(&orig, rt.get(), Form::Embedded, depth + 1, out)?;
+            post.retweet_of = Some(original.id);
+            post.embeds.add_post(original.id);
+            post.embeds.extend(&original.embeds);
+            out.push(original);
+        }
+    }
+    if let Some(qs) = w.quoted_status.filter(|q| is_present(Some(q))) {
+        let quoted = if depth + 1 >= MAX_EMBED_DEPTH { None } else { wire(qs.get()).ok() };
+        match quoted.map(|q| (q.id_str.as_ref().or(q.id.as_ref()).map(|i| i.0), v1_tree(&q, qs.get(), Form::Embedded, depth + 1, out))) {
+            Some((_, Ok(copy))) => {
+                post.quote_of = post.quote_of.or(Some(copy.id));
+                post.embeds.add_post(copy.id);
+                post.embeds.extend(&copy.embeds);
+                out.push(copy);
+            }
+            // Not storable (no author, bad id, too deep): listed, so reads remove it.
+            Some((id, Err(_))) => post.embeds.add_post(id.unwrap_or(0)),
+            None => post.embeds.add_post(0),
+        }
+    }
+    Ok(post)
+}
+
+fn v1_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> {
     let id = w
         .id_str
         .as_ref()
@@ -188,19 +352,27 @@ fn v1_post(w: &WirePost, json: &str) -> Result<NewPost, ParseError> {
         .map(|i| i.0)
         .ok_or_else(|| bad(ParseErrorKind::MissingField, format!("post {id} has no user.id_str")))?;
     let has_geo = is_present(w.coordinates) || is_present(w.geo) || is_present(w.place);
-    Ok(NewPost { id, author_id, retweet_of: None, has_geo, json: json.to_owned() })
+    Ok(NewPost { id, author_id, retweet_of: None, quote_of: None, has_geo, form, embeds: Embeds::default(), json: json.to_owned() })
 }
 
-fn v2_post(w: &WirePost, json: &str) -> Result<NewPost, ParseError> {
+fn v2_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> {
     let id = w.id.as_ref().map(|i| i.0).ok_or_else(|| bad(ParseErrorKind::MissingField, "v2 post has no id"))?;
     let author_id = w
         .author_id
         .as_ref()
         .map(|i| i.0)
         .ok_or_else(|| bad(ParseErrorKind::MissingField, format!("v2 post {id} has no author_id")))?;
-    let retweet_of =
-        w.referenced_tweets.iter().flatten().find(|r| r.kind == "retweeted").map(|r| r.id.0);
-    Ok(NewPost { id, author_id, retweet_of, has_geo: is_present(w.geo), json: json.to_owned() })
+    let linked = |kind: &str| w.referenced_tweets.iter().flatten().find(|r| r.kind == kind).map(|r| r.id.0);
+    Ok(NewPost {
+        id,
+        author_id,
+        retweet_of: linked("retweeted"),
+        quote_of: linked("quoted"),
+        has_geo: is_present(w.geo),
+        form,
+        embeds: Embeds::default(),
+        json: json.to_owned(),
+    })
 }
 
 /// Which geo data to remove from a stored JSON object.
@@ -215,38 +387,82 @@ pub struct GeoScrub {
 
 const GEO_KEYS: [&str; 3] = ["coordinates", "geo", "place"];
 
+/// Removes `coordinates`, `geo` and `place` from one post object; says
+/// whether there was any.
+pub fn remove_geo_keys(v: &mut serde_json::Value) -> bool {
+    let mut removed = false;
+    if let Some(o) = v.as_object_mut() {
+        for k in GEO_KEYS {
+            removed |= o.shift_remove(k).is_some();
+        }
+    }
+    removed
+}
+
+/// Removes a post's own geo from its parsed JSON (see [`GeoScrub::own`]);
+/// says whether there was any.
+pub fn remove_own_geo(v: &mut serde_json::Value) -> bool {
+    let mut removed = remove_geo_keys(v);
+    if let Some(data) = v.get_mut("data") {
+        removed |= remove_geo_keys(data);
+    }
+    if let Some(inc) = v.get_mut("includes").and_then(|i| i.as_object_mut()) {
+        removed |= inc.shift_remove("places").is_some();
+    }
+    removed
+}
+
 /// Returns `json` without the geo data `scrub` names. Unparseable JSON (which
-/// import never stores) is returned unchanged.
+/// import never stores) is returned unchanged, and so is JSON that holds none
+/// of it (byte for byte).
 pub fn strip_geo(json: &str, scrub: GeoScrub) -> String {
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
         return json.to_owned();
     };
-    fn strip_obj(v: &mut serde_json::Value) {
-        if let Some(o) = v.as_object_mut() {
-            for k in GEO_KEYS {
-                o.shift_remove(k);
-            }
-        }
-    }
+    let mut removed = false;
     if scrub.own {
-        strip_obj(&mut v);
-        if let Some(data) = v.get_mut("data") {
-            strip_obj(data);
-        }
-        if let Some(inc) = v.get_mut("includes").and_then(|i| i.as_object_mut()) {
-            inc.shift_remove("places");
-        }
+        removed |= remove_own_geo(&mut v);
     }
     if scrub.embedded {
         if let Some(rt) = v.get_mut("retweeted_status") {
-            strip_obj(rt);
+            removed |= remove_geo_keys(rt);
         }
         if let Some(tweets) = v.pointer_mut("/includes/tweets").and_then(|t| t.as_array_mut()) {
             for t in tweets {
-                strip_obj(t);
+                removed |= remove_geo_keys(t);
             }
         }
     }
+    if !removed {
+        return json.to_owned();
+    }
+    serde_json::to_string(&v).unwrap_or_else(|_| json.to_owned())
+}
+
+/// `json` with every geo key removed at every depth (and v2
+/// `includes.places`): what two forms of one post are compared on, so that
+/// the choice between them does not depend on whether a `scrub_geo` came
+/// before or after either import.
+pub fn without_any_geo(json: &str) -> String {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                for k in GEO_KEYS {
+                    o.shift_remove(k);
+                }
+                if let Some(inc) = o.get_mut("includes").and_then(|i| i.as_object_mut()) {
+                    inc.shift_remove("places");
+                }
+                o.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_owned();
+    };
+    walk(&mut v);
     serde_json::to_string(&v).unwrap_or_else(|_| json.to_owned())
 }
 
@@ -285,6 +501,69 @@ mod tests {
         let bare = r#"{"id":"31","author_id":"3","geo":{"place_id":"p"}}"#;
         let posts = parse_post_line(bare).unwrap();
         assert_eq!((posts[0].id, posts[0].has_geo, posts[0].retweet_of), (31, true, None));
+    }
+
+    #[test]
+    fn quotes_and_retweets_of_quotes_store_every_embedded_post_deepest_first() {
+        // 30 retweets 20, which quotes 10 (ids above 2^53 in the quote link).
+        let line = r#"{"id_str":"30","user":{"id_str":"3"},"retweeted_status":{"id_str":"20","user":{"id_str":"2"},"quoted_status_id_str":"1557433858676740098","quoted_status":{"id_str":"1557433858676740098","user":{"id_str":"1"},"coordinates":[1,2]}}}"#;
+        let posts = parse_post_line(line).unwrap();
+        let q = 1557433858676740098;
+        let got: Vec<_> = posts.iter().map(|p| (p.id, p.author_id, p.retweet_of, p.quote_of, p.form)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (q, 1, None, None, Form::Embedded),
+                (20, 2, None, Some(q), Form::Embedded),
+                (30, 3, Some(20), None, Form::TopLevel)
+            ]
+        );
+        assert!(posts[0].has_geo && !posts[1].has_geo && !posts[2].has_geo, "geo belongs to the post that has it");
+        assert_eq!(posts[2].embeds, Embeds { posts: vec![20, q], users: vec![] });
+        assert_eq!(posts[1].embeds, Embeds { posts: vec![q], users: vec![] });
+    }
+
+    #[test]
+    fn a_quoted_copy_that_cannot_be_stored_is_still_listed() {
+        let line = r#"{"id_str":"30","user":{"id_str":"3"},"quoted_status_id_str":"10","quoted_status":{"id_str":"10","text":"no user"}}"#;
+        let posts = parse_post_line(line).unwrap();
+        assert_eq!(posts.len(), 1);
+        assert_eq!((posts[0].quote_of, posts[0].embeds.posts.clone()), (Some(10), vec![10]));
+        let no_id = r#"{"id_str":"31","user":{"id_str":"3"},"quoted_status":{"text":"no id"}}"#;
+        assert_eq!(parse_post_line(no_id).unwrap()[0].embeds.posts, vec![0]);
+    }
+
+    #[test]
+    fn v2_includes_store_every_tweet_with_an_author_and_list_the_users() {
+        let line = r#"{"data":{"id":"40","author_id":"4","referenced_tweets":[{"type":"quoted","id":"50"},{"type":"replied_to","id":"60"}]},"includes":{"tweets":[{"id":"50","author_id":"5"},{"id":"60","text":"no author_id asked for"}],"users":[{"id":"4"},{"id":"5"}]}}"#;
+        let posts = parse_post_line(line).unwrap();
+        let got: Vec<_> = posts.iter().map(|p| (p.id, p.author_id, p.quote_of, p.form)).collect();
+        assert_eq!(got, vec![(50, 5, None, Form::Embedded), (40, 4, Some(50), Form::TopLevel)]);
+        assert_eq!(posts[1].embeds, Embeds { posts: vec![50, 60], users: vec![4, 5] });
+    }
+
+    #[test]
+    fn embeds_column_round_trip() {
+        for e in [
+            Embeds::default(),
+            Embeds { posts: vec![1, u64::MAX], users: vec![] },
+            Embeds { posts: vec![], users: vec![7] },
+            Embeds { posts: vec![2], users: vec![3, 4] },
+        ] {
+            assert_eq!(Embeds::from_column(e.to_column().as_deref()), e);
+        }
+        assert_eq!(Embeds::from_column(Some("x")).posts, vec![0], "garbage still makes the row looked at");
+    }
+
+    #[test]
+    fn without_any_geo_is_the_same_before_and_after_a_scrub() {
+        let line = r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"quoted_status":{"id_str":"10","place":{"b":2}}}"#;
+        let scrubbed = strip_geo(line, GeoScrub { own: true, embedded: false });
+        assert_ne!(scrubbed, line);
+        assert_eq!(without_any_geo(line), without_any_geo(&scrubbed));
+        assert!(!without_any_geo(line).contains("place"));
+        let plain = r#"{"id_str":"1", "text":"spaces kept"}"#;
+        assert_eq!(strip_geo(plain, GeoScrub { own: true, embedded: true }), plain, "nothing to remove: the same bytes");
     }
 
     #[test]

@@ -1,9 +1,17 @@
-//! The rules that apply when a post is imported after events about it
-//! (rules.md: "rules already known apply at import").
+//! The rules that apply when a post is imported (README, "What the rules
+//! are"): rules already known apply at import (tombstones, purges, scrubbed
+//! geo), and import is a merge, never a replacement.
+//!
+//! A store loads what it knows of a batch's posts ([`Loaded`]), [`plan`]
+//! decides, and the store saves the plan: the same decisions on every
+//! backend.
 
 use super::user::UserState;
-use crate::event::TimeMs;
-use crate::post::{strip_geo, GeoScrub, NewPost};
+use crate::event::{Id, TimeMs};
+use crate::post::{strip_geo, without_any_geo, Embeds, Form, GeoScrub, NewPost};
+use crate::store::ImportStats;
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 
 /// Why a post is not stored; the id becomes (or stays) a tombstone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,20 +27,20 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Refuse(Refusal),
-    /// Store this JSON (geo already removed where scrubbed).
+    /// Store this JSON (its own geo already removed where scrubbed).
     Store { json: String, has_geo: bool, geo_stripped: bool },
 }
 
 /// What the store knows about a post being imported.
 pub struct Known<'a> {
     pub tombstoned: bool,
+    /// The post it retweets (by this form or an earlier one) is a tombstone.
     pub original_tombstoned: bool,
     pub author: &'a UserState,
-    /// The author of the retweeted original, when it is stored.
-    pub original_author: Option<&'a UserState>,
 }
 
-/// Decides whether and how `p` is stored.
+/// Decides whether and how `p` is stored. A post's embedded copies of other
+/// posts are judged on every read ([`super::embedded`]), not here.
 pub fn decide(p: &NewPost, k: &Known<'_>, now_ms: TimeMs) -> Decision {
     if k.tombstoned {
         return Decision::Refuse(Refusal::Tombstoned);
@@ -40,16 +48,212 @@ pub fn decide(p: &NewPost, k: &Known<'_>, now_ms: TimeMs) -> Decision {
     if k.author.is_purged(now_ms) {
         return Decision::Refuse(Refusal::AuthorPurged);
     }
-    if p.retweet_of.is_some() && k.original_tombstoned {
+    if k.original_tombstoned {
         return Decision::Refuse(Refusal::RetweetOfTombstone);
     }
-    let own = p.has_geo && k.author.geo_scrubbed(p.id);
-    let embedded =
-        p.has_geo && p.retweet_of.is_some_and(|q| k.original_author.is_some_and(|a| a.geo_scrubbed(q)));
-    if !own && !embedded {
-        return Decision::Store { json: p.json.clone(), has_geo: p.has_geo, geo_stripped: false };
+    if p.has_geo && k.author.geo_scrubbed(p.id) {
+        let json = strip_geo(&p.json, GeoScrub { own: true, embedded: false });
+        return Decision::Store { json, has_geo: false, geo_stripped: true };
     }
-    // Geo may remain in the part that was not scrubbed.
-    let still = !(own && (embedded || p.retweet_of.is_none()));
-    Decision::Store { json: strip_geo(&p.json, GeoScrub { own, embedded }), has_geo: still, geo_stripped: true }
+    Decision::Store { json: p.json.clone(), has_geo: p.has_geo, geo_stripped: false }
+}
+
+/// A stored post, as import reads and writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostRow {
+    pub author_id: Id,
+    pub retweet_of: Option<Id>,
+    pub quote_of: Option<Id>,
+    /// The stored JSON may hold the post's own geo.
+    pub has_geo: bool,
+    pub form: Form,
+    /// What the stored JSON carries of other posts and users.
+    pub embeds: Embeds,
+    pub json: String,
+}
+
+/// Whether form `a` of a post is to be kept over form `b`: a post's own
+/// import line beats an embedded copy; between two of the same kind the
+/// richer wins (the longer, geo aside, then the greater bytes). A total
+/// order, so the kept form is the same for any order and number of imports,
+/// and for a `scrub_geo` before or after either.
+fn richer(a: &PostRow, b: &PostRow) -> bool {
+    match a.form.cmp(&b.form) {
+        Ordering::Greater => return true,
+        Ordering::Less => return false,
+        Ordering::Equal => {}
+    }
+    if a.json == b.json {
+        return false;
+    }
+    let (ka, kb) = (without_any_geo(&a.json), without_any_geo(&b.json));
+    (ka.len(), &ka, a.json.len(), &a.json) > (kb.len(), &kb, b.json.len(), &b.json)
+}
+
+/// Merges a new form of a post into what is stored: the JSON of the richer
+/// form, and the facts compliance depends on (retweet link, quote link, geo)
+/// kept once known from either.
+pub fn merge(stored: Option<&PostRow>, new: PostRow) -> PostRow {
+    let Some(old) = stored else {
+        return new;
+    };
+    let (mut keep, other) = if richer(&new, old) { (new, old.clone()) } else { (old.clone(), new) };
+    keep.retweet_of = keep.retweet_of.or(other.retweet_of);
+    keep.quote_of = keep.quote_of.or(other.quote_of);
+    keep.has_geo |= other.has_geo && keep.json == other.json;
+    if keep.json == other.json {
+        keep.embeds.extend(&other.embeds);
+    }
+    keep
+}
+
+/// What the store knows, before a batch is planned, about the batch's posts.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The stored rows of the batch's post ids.
+    pub rows: HashMap<Id, PostRow>,
+    /// Which of [`Loaded::tombstone_ids`] are tombstones.
+    pub tombstones: HashSet<Id>,
+    /// The state of the batch's authors (those with none are absent).
+    pub users: HashMap<Id, UserState>,
+}
+
+impl Loaded {
+    /// The distinct post ids of a batch: load their stored rows first.
+    pub fn post_ids(posts: &[NewPost]) -> Vec<Id> {
+        sorted(posts.iter().map(|p| p.id))
+    }
+
+    /// The ids whose tombstones a batch needs, once its rows are loaded: its
+    /// posts and the posts they retweet (by this form or a stored one).
+    pub fn tombstone_ids(posts: &[NewPost], rows: &HashMap<Id, PostRow>) -> Vec<Id> {
+        sorted(posts.iter().flat_map(|p| [Some(p.id), p.retweet_of]).flatten().chain(rows.values().filter_map(|r| r.retweet_of)))
+    }
+
+    /// The authors whose state a batch needs.
+    pub fn user_ids(posts: &[NewPost]) -> Vec<Id> {
+        sorted(posts.iter().map(|p| p.author_id))
+    }
+}
+
+fn sorted(ids: impl Iterator<Item = Id>) -> Vec<Id> {
+    let mut v: Vec<Id> = ids.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// What a store writes for one import batch.
+#[derive(Debug, Default)]
+pub struct ImportPlan {
+    /// Rows to write, in id order, with whether the id was stored before
+    /// (an update) or not (an insert).
+    pub rows: Vec<(Id, PostRow, bool)>,
+    /// New tombstones for refused posts, in id order.
+    pub tombstones: Vec<(Id, Refusal)>,
+    pub stats: ImportStats,
+}
+
+/// Decides a batch: the posts in order (embedded posts before the post that
+/// carries them), each merged into what is stored or was planned before it.
+pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan {
+    let none = UserState::default();
+    let mut rows: HashMap<Id, PostRow> = HashMap::new();
+    let mut tombstones: HashMap<Id, Refusal> = HashMap::new();
+    let mut stats = ImportStats::default();
+    for p in posts {
+        let current = rows.get(&p.id).or_else(|| loaded.rows.get(&p.id));
+        let retweet_of = p.retweet_of.or_else(|| current.and_then(|c| c.retweet_of));
+        let known = Known {
+            tombstoned: loaded.tombstones.contains(&p.id),
+            original_tombstoned: retweet_of.is_some_and(|q| loaded.tombstones.contains(&q)),
+            author: loaded.users.get(&p.author_id).unwrap_or(&none),
+        };
+        match decide(p, &known, now_ms) {
+            Decision::Refuse(why) => {
+                loaded.tombstones.insert(p.id);
+                rows.remove(&p.id);
+                tombstones.entry(p.id).or_insert(why);
+                stats.refused += 1;
+            }
+            Decision::Store { json, has_geo, geo_stripped } => {
+                let new = PostRow {
+                    author_id: p.author_id,
+                    retweet_of: p.retweet_of,
+                    quote_of: p.quote_of,
+                    has_geo,
+                    form: p.form,
+                    embeds: p.embeds.clone(),
+                    json,
+                };
+                let merged = merge(current, new);
+                if current != Some(&merged) {
+                    rows.insert(p.id, merged);
+                }
+                stats.stored += 1;
+                stats.geo_stripped += u64::from(geo_stripped);
+            }
+        }
+    }
+    let mut rows: Vec<(Id, PostRow, bool)> =
+        rows.into_iter().map(|(id, row)| (id, row, loaded.rows.contains_key(&id))).collect();
+    rows.sort_unstable_by_key(|r| r.0);
+    let mut tombstones: Vec<(Id, Refusal)> = tombstones.into_iter().collect();
+    tombstones.sort_unstable_by_key(|t| t.0);
+    ImportPlan { rows, tombstones, stats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::post::parse_post_line;
+
+    fn plan_of(lines: &[&str], stored: &HashMap<Id, PostRow>) -> HashMap<Id, PostRow> {
+        let mut all = stored.clone();
+        for line in lines {
+            let posts = parse_post_line(line).unwrap();
+            let loaded = Loaded { rows: all.clone(), ..Loaded::default() };
+            for (id, row, _) in plan(&posts, loaded, 0).rows {
+                all.insert(id, row);
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_kept_form_and_links_do_not_depend_on_the_order_of_imports() {
+        // Post 200 retweets 100: in full, as a copy inside 300 (without its
+        // retweeted_status), and bare (v2, no referenced_tweets).
+        let full = r#"{"id_str":"200","user":{"id_str":"2"},"text":"RT full","retweeted_status":{"id_str":"100","user":{"id_str":"1"},"text":"orig"}}"#;
+        let copy = r#"{"id_str":"300","user":{"id_str":"3"},"text":"RT of RT","retweeted_status":{"id_str":"200","user":{"id_str":"2"},"text":"RT full"}}"#;
+        let bare = r#"{"id":"200","author_id":"2","text":"RT full"}"#;
+        let orders = [[full, copy, bare], [full, bare, copy], [copy, full, bare], [copy, bare, full], [bare, full, copy], [bare, copy, full]];
+        let results: Vec<_> = orders.iter().map(|o| plan_of(o, &HashMap::new())).collect();
+        for r in &results {
+            assert_eq!(r, &results[0]);
+        }
+        let p200 = &results[0][&200];
+        assert_eq!((p200.retweet_of, p200.form, p200.json.as_str()), (Some(100), Form::TopLevel, full));
+        // Importing any form again changes nothing.
+        assert_eq!(plan_of(&[full, copy, bare], &results[0]), results[0]);
+    }
+
+    #[test]
+    fn an_embedded_copy_never_replaces_a_top_level_object() {
+        let top = r#"{"id_str":"100","user":{"id_str":"1"},"text":"t"}"#;
+        let longer_copy = r#"{"id_str":"300","user":{"id_str":"3"},"quoted_status_id_str":"100","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"t","extra":"a much longer embedded copy"}}"#;
+        let r = plan_of(&[top, longer_copy], &HashMap::new());
+        assert_eq!(r[&100].json, top);
+        assert_eq!(r[&300].quote_of, Some(100));
+    }
+
+    #[test]
+    fn a_post_retweeting_a_tombstone_by_a_stored_link_is_refused() {
+        let stored = plan_of(&[r#"{"id_str":"200","user":{"id_str":"2"},"retweeted_status":{"id_str":"100","user":{"id_str":"1"}}}"#], &HashMap::new());
+        let bare = parse_post_line(r#"{"id":"200","author_id":"2"}"#).unwrap();
+        let loaded = Loaded { rows: stored, tombstones: [100].into(), users: HashMap::new() };
+        let p = plan(&bare, loaded, 0);
+        assert_eq!(p.tombstones, vec![(200, Refusal::RetweetOfTombstone)]);
+        assert!(p.rows.is_empty());
+    }
 }

@@ -5,6 +5,7 @@
 //! Stores load state rows, let these functions merge events into them, and
 //! save the result: the rules live here once for every backend.
 
+pub mod embedded;
 pub mod import;
 pub mod status;
 pub mod user;

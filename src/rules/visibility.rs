@@ -33,6 +33,13 @@ pub fn withheld_in(list: &[Country], country: Option<Country>) -> bool {
     }
 }
 
+/// Whether a user's state hides their posts in `country` (or anywhere,
+/// without a country): deleted, protected, suspended, purged, or withheld
+/// there. An embedded user in this state is removed from a post's JSON.
+pub fn user_hides(u: &UserState, country: Option<Country>, now_ms: TimeMs) -> bool {
+    u.hides_everywhere(now_ms) || withheld_in(&u.withheld, country)
+}
+
 /// Rules 1 to 4 for one post.
 fn own_rules_allow(p: &PostView, country: Option<Country>, now_ms: TimeMs) -> bool {
     p.stored
@@ -40,8 +47,7 @@ fn own_rules_allow(p: &PostView, country: Option<Country>, now_ms: TimeMs) -> bo
         && !p.status.is_dropped()
         && !p.status.is_superseded()
         && !withheld_in(&p.status.withheld, country)
-        && !p.author.hides_everywhere(now_ms)
-        && !withheld_in(&p.author.withheld, country)
+        && !user_hides(&p.author, country, now_ms)
 }
 
 /// The visibility rule, all five clauses.

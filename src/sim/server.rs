@@ -38,10 +38,7 @@ pub(crate) struct Ctx {
     pub heartbeat: Piece,
 }
 
-/// Wall clock, Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub(crate) use crate::clock::now_ms;
 
 /// `{"error":{"message":"...","sent":"..."}}`
 pub(crate) fn error_json(message: &str) -> String {

@@ -15,7 +15,9 @@ mod rows;
 pub mod sqlite;
 
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent, EVENT_TYPES};
-pub use crate::post::{NewLike, NewPost};
+pub use crate::post::{Embeds, NewLike, NewPost};
+use crate::rules::embedded::Facts as EmbeddedFacts;
+use crate::rules::user::UserState;
 use crate::rules::visibility::Facts;
 use crate::rules::Change;
 use std::fmt;
@@ -162,13 +164,15 @@ pub struct MaintenanceStats {
 pub struct ScanRow<'a> {
     pub id: Id,
     pub author_id: Id,
+    /// The stored JSON may hold the post's own geo.
     pub has_geo: bool,
     pub json: &'a str,
     pub facts: Facts,
-    /// The embedded original's author has scrubbed geo up to (at least) it.
-    pub original_geo_scrubbed: bool,
+    /// The posts and users the JSON carries.
+    pub embeds: &'a Embeds,
+    /// What the store knows of them (looked up for a batch of rows at once).
+    pub embedded: &'a EmbeddedFacts,
 }
-
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -217,7 +221,8 @@ pub trait Store: Send {
     fn apply_user(&mut self, events: &[Timed<UserEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError>;
 
     /// Stores posts, applying the rules already known (tombstones, purges,
-    /// scrubbed geo). Posts must come originals first (as
+    /// scrubbed geo), merging each into what is stored
+    /// ([`crate::rules::import`]). Posts must come embedded posts first (as
     /// [`crate::post::parse_post_line`] returns them).
     ///
     /// # Errors
@@ -230,8 +235,16 @@ pub trait Store: Send {
     /// A [`StoreError`] when the store cannot be read.
     fn facts(&mut self, id: Id) -> Result<Facts, StoreError>;
 
+    /// The state of one user (the default when no event ever named them).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read.
+    fn user_state(&mut self, id: Id) -> Result<UserState, StoreError>;
+
     /// Visits every stored post in ascending id order, streaming: memory stays
-    /// flat whatever the size of the store. A visitor error stops the scan.
+    /// flat whatever the size of the store. Each row comes with the facts of
+    /// the posts and users embedded in it, looked up for a chunk of rows at a
+    /// time. A visitor error stops the scan.
     ///
     /// # Errors
     /// A [`StoreError`] from the store or the visitor.

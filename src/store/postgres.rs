@@ -16,8 +16,8 @@
 //! a plain thread (a SyncArbiter actor), never from inside an async task.
 
 use super::rows::{
-    scanned_from, status_from, toggle_cols, user_from, Cols, SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS,
-    USER_COLS,
+    post_row_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_ROW_COLS,
+    SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow,
@@ -25,21 +25,22 @@ use super::{
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::post::{strip_geo, GeoScrub, NewPost};
-use crate::rules::import::{decide, Decision, Known, Refusal};
+use crate::rules::embedded::Facts as EmbeddedFacts;
+use crate::rules::import::{self, Loaded, PostRow, Refusal};
 use crate::rules::status::{superseded_ids, StatusState};
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
 use crate::rules::{countries_to_text, Change};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, Row, Statement, Transaction};
+use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 0 -> 1
     "
     CREATE TABLE posts (
@@ -82,14 +83,26 @@ const MIGRATIONS: [&str; 1] = [
         PRIMARY KEY (handler, partition)
     );
     ",
+    // 1 -> 2: the quote link, the form and the embedded ids (the posts
+    // embedded in stored JSON are then re-imported: `reimport_embedded`)
+    "
+    ALTER TABLE posts ADD COLUMN IF NOT EXISTS quote_of bigint,
+                      ADD COLUMN IF NOT EXISTS form smallint NOT NULL DEFAULT 1,
+                      ADD COLUMN IF NOT EXISTS embeds text;
+    ",
 ];
-
-/// A post to write: (author, retweet of, has geo, json).
-type PostRow = (i64, Option<i64>, bool, String);
 
 const TOMBSTONE_DELETE: i16 = 1;
 const TOMBSTONE_CASCADE: i16 = 2;
 const TOMBSTONE_PURGE: i16 = 3;
+
+fn tombstone_reason(why: Refusal) -> i16 {
+    match why {
+        Refusal::Tombstoned => TOMBSTONE_DELETE,
+        Refusal::RetweetOfTombstone => TOMBSTONE_CASCADE,
+        Refusal::AuthorPurged => TOMBSTONE_PURGE,
+    }
+}
 
 /// Advisory lock keys (per schema, so that stores in different schemas of
 /// one database never contend).
@@ -105,8 +118,16 @@ pub struct PostgresStore {
     /// Statements prepared once per session: planning the read query's seven
     /// joins costs more than running it.
     statements: HashMap<String, Statement>,
-    /// For cancelling a scan the visitor stopped.
+    /// For cancelling a scan the visitor stopped, and for the look-up
+    /// connection.
     tls: postgres_openssl::MakeTlsConnector,
+    /// The URL, for the look-up connection (never logged: it may hold a
+    /// password).
+    url: String,
+    /// A second connection, opened on the first scan that needs it: while
+    /// the scan's COPY streams on the first, the facts of embedded posts are
+    /// looked up here, in the scan's snapshot.
+    lookup: Option<Client>,
 }
 
 /// A transaction with the session's statement cache.
@@ -342,7 +363,7 @@ impl PostgresStore {
             let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
             StoreError::Connect(format!("cannot connect to {}: {e}{cause}", redact_url(url)))
         })?;
-        let mut store = PostgresStore { client, statements: HashMap::new(), tls };
+        let mut store = PostgresStore { client, statements: HashMap::new(), tls, url: url.to_owned(), lookup: None };
         store.migrate()?;
         Ok(store)
     }
@@ -364,6 +385,12 @@ impl PostgresStore {
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 &[&(v as i64 + 1)],
             )?;
+        }
+        if (1..2).contains(&found) {
+            let reimported = reimport_embedded(&mut Conn { tx: &mut tx, statements: &mut self.statements })?;
+            if reimported > 0 {
+                tracing::info!(posts = reimported, "Store moved to schema 2: the posts embedded in stored retweets, quotes and expansions are now stored and listed");
+            }
         }
         tx.commit()?;
         Ok(())
@@ -485,34 +512,81 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64), Store
 
 /// Writes posts none of which is stored yet (a stored one fails the COPY with
 /// a unique violation).
-fn copy_posts(c: &mut Conn<'_, '_>, rows: &[(i64, PostRow)]) -> Result<(), StoreError> {
-    let sink = c.tx.copy_in("COPY posts (id, author_id, retweet_of, has_geo, json) FROM STDIN (FORMAT binary)")?;
-    let mut w = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::INT8, Type::BOOL, Type::TEXT]);
-    for (id, (a, rt, g, j)) in rows {
-        w.write(&[id, a, rt, g, j])?;
+fn copy_posts(c: &mut Conn<'_, '_>, rows: &[&(Id, PostRow, bool)]) -> Result<(), StoreError> {
+    let sink = c
+        .tx
+        .copy_in("COPY posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json) FROM STDIN (FORMAT binary)")?;
+    let types = [Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::BOOL, Type::INT2, Type::TEXT, Type::TEXT];
+    let mut w = BinaryCopyInWriter::new(sink, &types);
+    for (id, r, _) in rows {
+        let form = r.form.as_i64() as i16;
+        w.write(&[
+            &key(*id),
+            &key(r.author_id),
+            &r.retweet_of.map(key),
+            &r.quote_of.map(key),
+            &r.has_geo,
+            &form,
+            &r.embeds.to_column(),
+            &r.json,
+        ])?;
     }
     w.finish()?;
     Ok(())
 }
 
-/// Writes posts, replacing those already stored.
-fn upsert_posts(c: &mut Conn<'_, '_>, rows: Vec<(i64, PostRow)>) -> Result<(), StoreError> {
-    let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (id, (a, rt, g, j)) in rows {
-        cols.0.push(id);
-        cols.1.push(a);
-        cols.2.push(rt);
-        cols.3.push(g);
-        cols.4.push(j);
+/// Writes posts as the plan merged them. Should another importer have
+/// written one of them meanwhile, the links it knew are kept all the same.
+fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&(Id, PostRow, bool)]) -> Result<(), StoreError> {
+    let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, r, _) in rows {
+        cols.0.push(key(*id));
+        cols.1.push(key(r.author_id));
+        cols.2.push(r.retweet_of.map(key));
+        cols.3.push(r.quote_of.map(key));
+        cols.4.push(r.has_geo);
+        cols.5.push(r.form.as_i64() as i16);
+        cols.6.push(r.embeds.to_column());
+        cols.7.push(r.json.as_str());
     }
     c.execute(
-        "INSERT INTO posts (id, author_id, retweet_of, has_geo, json)
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[])
-         ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id, retweet_of = excluded.retweet_of,
-           has_geo = excluded.has_geo, json = excluded.json",
-        &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4],
+        "INSERT INTO posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::boolean[], $6::smallint[],
+                              $7::text[], $8::text[])
+         ON CONFLICT (id) DO UPDATE SET author_id = excluded.author_id,
+           retweet_of = COALESCE(excluded.retweet_of, posts.retweet_of),
+           quote_of = COALESCE(excluded.quote_of, posts.quote_of),
+           has_geo = excluded.has_geo, form = excluded.form, embeds = excluded.embeds, json = excluded.json",
+        &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7],
     )?;
     Ok(())
+}
+
+/// Re-imports the stored JSON of every post that may carry another (a
+/// retweet, a quote, v2 expansions), so that the posts embedded in it are
+/// stored and listed (the move to schema 2). Returns how many were read.
+fn reimport_embedded(c: &mut Conn<'_, '_>) -> Result<u64, StoreError> {
+    let mut after = i64::MIN;
+    let mut read = 0u64;
+    loop {
+        let rows: Vec<(i64, String)> = c
+            .query(
+                "SELECT id, json FROM posts WHERE id > $1 AND (retweet_of IS NOT NULL
+                 OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0)
+                 ORDER BY id LIMIT 10000",
+                &[&after],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let Some(&(last, _)) = rows.last() else { break };
+        after = last;
+        read += rows.len() as u64;
+        let posts: Vec<NewPost> =
+            rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
+        PostgresStore::import_once(c, &posts, &[], crate::clock::now_ms())?;
+    }
+    Ok(read)
 }
 
 fn load_users(c: &mut Conn<'_, '_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {
@@ -725,80 +799,42 @@ impl PostgresStore {
         now_ms: TimeMs,
     ) -> Result<ImportStats, StoreError> {
         c.execute(LOCK_IMPORT, &[])?;
-        let mut stats = ImportStats::default();
-        let ids: Vec<i64> = posts.iter().flat_map(|p| [Some(key(p.id)), p.retweet_of.map(key)]).flatten().collect();
-        let mut tombstoned: HashSet<i64> = c
-            .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ids])?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        // Authors of the originals of retweets with geo: stored before, or
-        // earlier in this batch.
-        let originals: Vec<i64> =
-            sorted_unique(posts.iter().filter(|p| p.has_geo).filter_map(|p| p.retweet_of.map(key)).collect());
-        let mut author_of: HashMap<i64, i64> = c
-            .query("SELECT id, author_id FROM posts WHERE id = ANY($1)", &[&originals])?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let mut user_ids: Vec<i64> = posts.iter().map(|p| key(p.author_id)).collect();
-        user_ids.extend(author_of.values().copied());
-        let users = load_users(c, &sorted_unique(user_ids), false)?;
-        let none = UserState::default();
-        let user = |id: Id| users.get(&id).unwrap_or(&none);
-        let mut rows: HashMap<i64, PostRow> = HashMap::new();
-        let mut refused: Vec<(i64, i16)> = Vec::new();
-        for p in posts {
-            let original_author = p.retweet_of.and_then(|q| author_of.get(&key(q))).map(|a| user(id_of(*a)));
-            let known = Known {
-                tombstoned: tombstoned.contains(&key(p.id)),
-                original_tombstoned: p.retweet_of.is_some_and(|q| tombstoned.contains(&key(q))),
-                author: user(p.author_id),
-                original_author,
-            };
-            match decide(p, &known, now_ms) {
-                Decision::Refuse(why) => {
-                    let reason = match why {
-                        Refusal::Tombstoned => TOMBSTONE_DELETE,
-                        Refusal::RetweetOfTombstone => TOMBSTONE_CASCADE,
-                        Refusal::AuthorPurged => TOMBSTONE_PURGE,
-                    };
-                    tombstoned.insert(key(p.id));
-                    rows.remove(&key(p.id));
-                    refused.push((key(p.id), reason));
-                    stats.refused += 1;
-                }
-                Decision::Store { json, has_geo, geo_stripped } => {
-                    author_of.insert(key(p.id), key(p.author_id));
-                    rows.insert(key(p.id), (key(p.author_id), p.retweet_of.map(key), has_geo, json));
-                    stats.stored += 1;
-                    stats.geo_stripped += u64::from(geo_stripped);
-                }
-            }
+        let mut loaded = Loaded::default();
+        let ids: Vec<i64> = Loaded::post_ids(posts).into_iter().map(key).collect();
+        for row in c.query(&format!("SELECT id, {POST_ROW_COLS} FROM posts WHERE id = ANY($1)"), &[&ids])? {
+            loaded.rows.insert(id_of(row.get(0)), post_row_from(&row, 1)?);
         }
-        refused.sort_unstable();
-        refused.dedup_by_key(|r| r.0);
-        if !refused.is_empty() {
-            let (ids, reasons): (Vec<i64>, Vec<i16>) = refused.into_iter().unzip();
+        let ids: Vec<i64> = Loaded::tombstone_ids(posts, &loaded.rows).into_iter().map(key).collect();
+        loaded.tombstones =
+            c.query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ids])?.iter().map(|r| id_of(r.get(0))).collect();
+        let users: Vec<i64> = Loaded::user_ids(posts).into_iter().map(key).collect();
+        loaded.users = load_users(c, &users, false)?;
+        let plan = import::plan(posts, loaded, now_ms);
+        let mut stats = plan.stats;
+        if !plan.tombstones.is_empty() {
+            let (ids, reasons): (Vec<i64>, Vec<i16>) =
+                plan.tombstones.iter().map(|(id, why)| (key(*id), tombstone_reason(*why))).unzip();
             c.execute(
                 "INSERT INTO tombstones (id, reason) SELECT * FROM unnest($1::bigint[], $2::smallint[]) ON CONFLICT DO NOTHING",
                 &[&ids, &reasons],
             )?;
         }
-        if !rows.is_empty() {
-            let mut sorted: Vec<(i64, PostRow)> = rows.into_iter().collect();
-            sorted.sort_unstable_by_key(|r| r.0);
+        let (stored, new): (Vec<&(Id, PostRow, bool)>, Vec<&(Id, PostRow, bool)>) = plan.rows.iter().partition(|r| r.2);
+        if !stored.is_empty() {
+            upsert_posts(c, &stored)?;
+        }
+        if !new.is_empty() {
             // New posts, the usual case, go in with one binary COPY (the
             // server inserts them in pages rather than row by row, and has no
-            // 50,000-element arrays to unpack). When one of them is already
-            // stored, the COPY fails on the primary key: the savepoint undoes
-            // it and the batch is written with the upsert below.
+            // 50,000-element arrays to unpack). When another importer stored
+            // one of them meanwhile, the COPY fails on the primary key: the
+            // savepoint undoes it and they are written with the upsert.
             c.tx.batch_execute("SAVEPOINT import_copy")?;
-            match copy_posts(c, &sorted) {
+            match copy_posts(c, &new) {
                 Ok(()) => c.tx.batch_execute("RELEASE SAVEPOINT import_copy")?,
                 Err(StoreError::Postgres(e)) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
                     c.tx.batch_execute("ROLLBACK TO SAVEPOINT import_copy")?;
-                    upsert_posts(c, sorted)?;
+                    upsert_posts(c, &new)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -836,6 +872,72 @@ impl PostgresStore {
     }
 }
 
+/// The facts of embedded posts and users for a chunk of a scan, on the
+/// look-up connection, in the scan's snapshot.
+struct PgLookup<'a> {
+    client: &'a mut Option<Client>,
+    url: &'a str,
+    tls: &'a postgres_openssl::MakeTlsConnector,
+    snapshot: String,
+    /// A transaction in the snapshot is open on `client`.
+    open: bool,
+}
+
+impl PgLookup<'_> {
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            *self.client = None;
+        }
+        if self.client.is_none() {
+            let c = Client::connect(self.url, self.tls.clone()).map_err(|e| {
+                StoreError::Connect(format!("cannot open the look-up connection to {}: {e}", redact_url(self.url)))
+            })?;
+            *self.client = Some(c);
+        }
+        let c = self.client.as_mut().expect("connected above");
+        if !self.open {
+            c.batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                self.snapshot.replace('\'', "")
+            ))?;
+            self.open = true;
+        }
+        Ok(c)
+    }
+
+    /// Ends the look-up transaction, if one was opened.
+    fn close(&mut self) {
+        if self.open {
+            if let Some(c) = self.client.as_mut() {
+                if c.batch_execute("COMMIT").is_err() {
+                    *self.client = None;
+                }
+            }
+            self.open = false;
+        }
+    }
+}
+
+impl Lookup for PgLookup<'_> {
+    fn lookup(&mut self, posts: &[Id], users: &[Id], into: &mut EmbeddedFacts) -> Result<(), StoreError> {
+        let posts: Vec<i64> = posts.iter().map(|id| key(*id)).collect();
+        let users: Vec<i64> = users.iter().map(|id| key(*id)).collect();
+        let c = self.client()?;
+        if !posts.is_empty() {
+            for row in c.query(&format!("{SCAN_SELECT} WHERE p.id = ANY($1)"), &[&posts])? {
+                let s = scanned_from(&row)?;
+                into.posts.insert(s.id, s.facts);
+            }
+        }
+        if !users.is_empty() {
+            for row in c.query(&format!("SELECT id, {USER_COLS} FROM user_state WHERE id = ANY($1)"), &[&users])? {
+                into.users.insert(id_of(row.get(0)), user_from(&row, 1)?);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Store for PostgresStore {
     fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
         self.with_tx(|c| Self::apply_status_once(c, events, positions))
@@ -859,13 +961,22 @@ impl Store for PostgresStore {
         Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
     }
 
+    fn user_state(&mut self, id: Id) -> Result<UserState, StoreError> {
+        let st = self.statement(&format!("SELECT {USER_COLS} FROM user_state WHERE id = $1"))?;
+        match self.client.query_opt(&st, &[&key(id)])? {
+            Some(row) => user_from(&row, 0),
+            None => Ok(UserState::default()),
+        }
+    }
+
     fn scan(&mut self, visit: &mut dyn FnMut(ScanRow<'_>) -> Result<(), StoreError>) -> Result<(), StoreError> {
         // One binary COPY of the whole scan: the server streams while this
         // side decodes (TCP flow control keeps memory flat), where fetching a
         // portal in slices left each side idle while the other worked; and
         // binary fields decode with no per-row allocation.
         let cancel = self.client.cancel_token();
-        let mut tx = self.client.build_transaction().read_only(true).start()?;
+        let PostgresStore { client, lookup, url, tls, .. } = self;
+        let mut tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
         // The planner prices the LATERAL lookups (done for retweets only) far
         // above the JIT thresholds: compiling would cost more than it saves.
         // The author's state comes through a cache keyed by author (Memoize)
@@ -873,22 +984,22 @@ impl Store for PostgresStore {
         // users and keeps evicting; 64 MB holds about ten times as many, for
         // this one query.
         tx.batch_execute("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")?;
+        // Embedded posts are looked up on a second connection, in this
+        // transaction's snapshot.
+        let snapshot: String = tx.query_one("SELECT pg_export_snapshot()", &[])?.get(0);
+        let mut lookups = PgLookup { client: lookup, url, tls, snapshot, open: false };
         let mut reader = tx.copy_out(format!("COPY ({SCAN_ALL_LATERAL}) TO STDOUT (FORMAT binary)").as_str())?;
         CopyRows::read_header(&mut reader)?;
-        let res = CopyRows::default().for_each(&mut reader, |row| {
-            if row.fields.len() != SCAN_COLUMNS {
-                return Err(copy_format_error(&format!("{} columns instead of {SCAN_COLUMNS}", row.fields.len())));
-            }
-            let s = scanned_from(row)?;
-            visit(ScanRow {
-                id: s.id,
-                author_id: s.author_id,
-                has_geo: s.has_geo,
-                json: row.text(4)?,
-                facts: s.facts,
-                original_geo_scrubbed: s.original_geo_scrubbed,
+        let mut chunker = Chunker::default();
+        let res = CopyRows::default()
+            .for_each(&mut reader, |row| {
+                if row.fields.len() != SCAN_COLUMNS {
+                    return Err(copy_format_error(&format!("{} columns instead of {SCAN_COLUMNS}", row.fields.len())));
+                }
+                chunker.row(scanned_from(row)?, row.text(4)?, &mut lookups, visit)
             })
-        });
+            .and_then(|()| chunker.flush(&mut lookups, visit));
+        lookups.close();
         drop(reader);
         if res.is_err() {
             // Stopped early (`complyd export | head`): the rollback would
@@ -963,26 +1074,24 @@ impl Store for PostgresStore {
                     break;
                 }
                 if let Some(up_to) = up_to {
-                    let rows: Vec<(i64, String, bool)> = c
-                        .query(
-                            "SELECT id, json, retweet_of IS NOT NULL FROM posts WHERE author_id = $1 AND has_geo",
-                            &[uid],
-                        )?
+                    let rows: Vec<(i64, String)> = c
+                        .query("SELECT id, json FROM posts WHERE author_id = $1 AND has_geo", &[uid])?
                         .iter()
-                        .map(|r| (r.get(0), r.get(1), r.get(2)))
-                        .filter(|(id, _, _)| id_of(*id) <= id_of(*up_to))
+                        .map(|r| (r.get(0), r.get(1)))
+                        .filter(|(id, _)| id_of(*id) <= id_of(*up_to))
                         .collect();
-                    let (mut ids, mut jsons, mut geos) = (Vec::new(), Vec::new(), Vec::new());
-                    for (id, json, is_retweet) in rows {
+                    // The post's own geo; what it embeds of other posts is
+                    // judged on every read.
+                    let (mut ids, mut jsons) = (Vec::new(), Vec::new());
+                    for (id, json) in rows {
                         ids.push(id);
                         jsons.push(strip_geo(&json, GeoScrub { own: true, embedded: false }));
-                        geos.push(is_retweet);
                     }
                     stats.posts_geo_scrubbed += ids.len() as u64;
                     c.execute(
-                        "UPDATE posts p SET json = u.j, has_geo = u.g FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS u(id, j, g)
+                        "UPDATE posts p SET json = u.j, has_geo = false FROM unnest($1::bigint[], $2::text[]) AS u(id, j)
                          WHERE p.id = u.id",
-                        &[&ids, &jsons, &geos],
+                        &[&ids, &jsons],
                     )?;
                 }
                 c.execute("DELETE FROM geo_scrub_pending WHERE user_id = $1", &[uid])?;

@@ -2,7 +2,10 @@
 //! the decoding of state columns into the rules' values, over a minimal
 //! column-access trait that rusqlite and postgres rows both implement.
 
-use super::{id_of, StoreError};
+use super::{id_of, ScanRow, StoreError};
+use crate::post::{Embeds, Form};
+use crate::rules::embedded::Facts as EmbeddedFacts;
+use crate::rules::import::PostRow;
 use crate::event::Id;
 use crate::rules::status::StatusState;
 use crate::rules::user::UserState;
@@ -60,8 +63,8 @@ pub(crate) fn user_from(c: &impl Cols, at: usize) -> Result<UserState, StoreErro
     })
 }
 
-/// A post, its own tombstone, its status and author state, and for a
-/// retweet the same about its original.
+/// A post, its own tombstone, its status and author state, for a retweet
+/// the same about its original, and what its JSON embeds.
 pub(crate) const SCAN_SELECT: &str = "
 SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json, pt.id IS NOT NULL,
        s.id IS NOT NULL, s.dropped, s.drop_t, s.superseded_by, s.withheld,
@@ -70,7 +73,8 @@ SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json, pt.id IS NOT NULL,
        q.id IS NOT NULL, qt.id IS NOT NULL,
        qs.id IS NOT NULL, qs.dropped, qs.drop_t, qs.superseded_by, qs.withheld,
        qu.id IS NOT NULL, qu.deleted, qu.deleted_t, qu.protected, qu.protected_t, qu.suspended, qu.suspended_t,
-                          qu.withheld, qu.scrub_up_to, qu.delete_log
+                          qu.withheld, qu.scrub_up_to, qu.delete_log,
+       p.embeds
 FROM posts p
 LEFT JOIN tombstones pt ON pt.id = p.id
 LEFT JOIN status_state s ON s.id = p.id
@@ -91,7 +95,7 @@ SELECT p.id, p.author_id, p.retweet_of, p.has_geo, p.json, pt.id IS NOT NULL,
        s.id IS NOT NULL, s.dropped, s.drop_t, s.superseded_by, s.withheld,
        u.id IS NOT NULL, u.deleted, u.deleted_t, u.protected, u.protected_t, u.suspended, u.suspended_t,
                          u.withheld, u.scrub_up_to, u.delete_log,
-       o.*
+       o.*, p.embeds
 FROM posts p
 LEFT JOIN tombstones pt ON pt.id = p.id
 LEFT JOIN status_state s ON s.id = p.id
@@ -111,7 +115,7 @@ LEFT JOIN LATERAL (
 ORDER BY p.id";
 
 /// The number of columns of [`SCAN_SELECT`] and [`SCAN_ALL_LATERAL`].
-pub(crate) const SCAN_COLUMNS: usize = 38;
+pub(crate) const SCAN_COLUMNS: usize = 39;
 
 /// One row of [`SCAN_SELECT`], decoded (the JSON stays in the row).
 pub(crate) struct Scanned {
@@ -119,7 +123,7 @@ pub(crate) struct Scanned {
     pub author_id: Id,
     pub has_geo: bool,
     pub facts: Facts,
-    pub original_geo_scrubbed: bool,
+    pub embeds: Embeds,
 }
 
 pub(crate) fn scanned_from(c: &impl Cols) -> Result<Scanned, StoreError> {
@@ -127,25 +131,121 @@ pub(crate) fn scanned_from(c: &impl Cols) -> Result<Scanned, StoreError> {
     let retweet_of = c.i64_opt(2)?;
     let status = if c.flag(6)? { status_from(c, 7)? } else { StatusState::default() };
     let author = if c.flag(11)? { user_from(c, 12)? } else { UserState::default() };
-    let mut original_geo_scrubbed = false;
     let original = match retweet_of {
         None => None,
-        Some(q) => {
-            let q_author = if c.flag(28)? { user_from(c, 29)? } else { UserState::default() };
-            original_geo_scrubbed = q_author.geo_scrubbed(id_of(q));
-            Some(PostView {
-                stored: c.flag(21)?,
-                tombstone: c.flag(22)?,
-                status: if c.flag(23)? { status_from(c, 24)? } else { StatusState::default() },
-                author: q_author,
-            })
-        }
+        Some(_) => Some(PostView {
+            stored: c.flag(21)?,
+            tombstone: c.flag(22)?,
+            status: if c.flag(23)? { status_from(c, 24)? } else { StatusState::default() },
+            author: if c.flag(28)? { user_from(c, 29)? } else { UserState::default() },
+        }),
     };
     Ok(Scanned {
         id,
         author_id: c.i64_opt(1)?.map(id_of).unwrap_or_default(),
         has_geo: c.flag(3)?,
         facts: Facts { post: PostView { stored: true, tombstone: c.flag(5)?, status, author }, original },
-        original_geo_scrubbed,
+        embeds: Embeds::from_column(c.text_opt(38)?.as_deref()),
     })
+}
+
+/// The columns import reads of a stored post, in [`PostRow`]'s order.
+pub(crate) const POST_ROW_COLS: &str = "author_id, retweet_of, quote_of, has_geo, form, embeds, json";
+
+/// Reads [`POST_ROW_COLS`] starting at `at`.
+pub(crate) fn post_row_from(c: &impl Cols, at: usize) -> Result<PostRow, StoreError> {
+    Ok(PostRow {
+        author_id: c.i64_opt(at)?.map(id_of).unwrap_or_default(),
+        retweet_of: c.i64_opt(at + 1)?.map(id_of),
+        quote_of: c.i64_opt(at + 2)?.map(id_of),
+        has_geo: c.flag(at + 3)?,
+        form: Form::from_i64(c.i64_opt(at + 4)?.unwrap_or(1)),
+        embeds: Embeds::from_column(c.text_opt(at + 5)?.as_deref()),
+        json: c.text(at + 6)?.to_owned(),
+    })
+}
+
+/// Rows held per chunk of a scan while the facts of what they embed are
+/// looked up, and the JSON bytes they may hold: memory stays bounded.
+const CHUNK_ROWS: usize = 1024;
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// How a backend looks up, in one go, the facts of the posts and users that
+/// a chunk of rows embeds.
+pub(crate) trait Lookup {
+    fn lookup(&mut self, posts: &[Id], users: &[Id], into: &mut EmbeddedFacts) -> Result<(), StoreError>;
+}
+
+/// Hands a scan's rows to the visitor in order, each with the facts of the
+/// posts and users it embeds. Rows that embed nothing go through at once
+/// when nothing is held back; from the first row that embeds something, rows
+/// are held (their JSON copied) until the chunk is full, then its embedded
+/// ids are looked up together and the chunk is visited.
+#[derive(Default)]
+pub(crate) struct Chunker {
+    held: Vec<(Scanned, std::ops::Range<usize>)>,
+    arena: String,
+    posts: Vec<Id>,
+    users: Vec<Id>,
+    embedded: EmbeddedFacts,
+}
+
+/// The visitor a scan hands its rows to.
+pub(crate) type Visit<'v> = dyn FnMut(ScanRow<'_>) -> Result<(), StoreError> + 'v;
+
+impl Chunker {
+    pub(crate) fn row(&mut self, s: Scanned, json: &str, lookup: &mut dyn Lookup, visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        if self.held.is_empty() && s.embeds.is_empty() {
+            return visit(ScanRow {
+                id: s.id,
+                author_id: s.author_id,
+                has_geo: s.has_geo,
+                json,
+                facts: s.facts,
+                embeds: &s.embeds,
+                embedded: &self.embedded,
+            });
+        }
+        let start = self.arena.len();
+        self.arena.push_str(json);
+        self.held.push((s, start..self.arena.len()));
+        if self.held.len() >= CHUNK_ROWS || self.arena.len() >= CHUNK_BYTES {
+            self.flush(lookup, visit)?;
+        }
+        Ok(())
+    }
+
+    /// Looks up what the held rows embed, and visits them.
+    pub(crate) fn flush(&mut self, lookup: &mut dyn Lookup, visit: &mut Visit<'_>) -> Result<(), StoreError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        self.posts.clear();
+        self.users.clear();
+        for (s, _) in &self.held {
+            self.posts.extend(&s.embeds.posts);
+            self.users.extend(&s.embeds.users);
+        }
+        for ids in [&mut self.posts, &mut self.users] {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        self.embedded.clear();
+        lookup.lookup(&self.posts, &self.users, &mut self.embedded)?;
+        let Chunker { held, arena, embedded, .. } = self;
+        let res = held.drain(..).try_for_each(|(s, range)| {
+            visit(ScanRow {
+                id: s.id,
+                author_id: s.author_id,
+                has_geo: s.has_geo,
+                json: &arena[range],
+                facts: s.facts,
+                embeds: &s.embeds,
+                embedded,
+            })
+        });
+        arena.clear();
+        embedded.clear();
+        res
+    }
 }

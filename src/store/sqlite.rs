@@ -22,22 +22,28 @@ use super::{
     StoreError, Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
-use super::rows::{scanned_from, status_from, toggle_cols, user_from, Cols, SCAN_SELECT, STATUS_COLS, USER_COLS};
+use super::rows::{
+    post_row_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_ROW_COLS, SCAN_SELECT,
+    STATUS_COLS, USER_COLS,
+};
 use crate::post::{strip_geo, GeoScrub, NewPost};
-use crate::rules::import::{decide, Decision, Known, Refusal};
+use crate::rules::import::{self, Loaded, Refusal};
 use crate::rules::status::{superseded_ids, StatusState};
+use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
 use crate::rules::{countries_to_text, Change};
 use rusqlite::{params, Connection, DatabaseName, OptionalExtension, Row, TransactionBehavior};
 use std::cell::Cell;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// The schema version this build writes. Each entry of [`MIGRATIONS`] moves
-/// the schema one version up.
-pub const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build writes (the main file's). Version 3 adds
+/// the quote link, the form and the embedded ids to `posts`.
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The schema version of the handler files, since version 2 of the store.
+const HANDLER_VERSION: i64 = 2;
 
 /// Version 1, all in one file. Version 2 moves the handlers' tables to their
 /// own files ([`HANDLER_FILES`]); a new store is created at version 1 and
@@ -270,6 +276,14 @@ const TOMBSTONE_DELETE: i64 = 1;
 const TOMBSTONE_CASCADE: i64 = 2;
 const TOMBSTONE_PURGE: i64 = 3;
 
+fn tombstone_reason(why: Refusal) -> i64 {
+    match why {
+        Refusal::Tombstoned => TOMBSTONE_DELETE,
+        Refusal::RetweetOfTombstone => TOMBSTONE_CASCADE,
+        Refusal::AuthorPurged => TOMBSTONE_PURGE,
+    }
+}
+
 pub struct SqliteStore {
     conn: Connection,
     path: String,
@@ -318,9 +332,9 @@ impl SqliteStore {
                     self.path
                 )));
             }
-            if found >= 2 && v != found {
+            if found >= 2 && v != HANDLER_VERSION {
                 return Err(StoreError::Damaged(format!(
-                    "{} is missing or not of this store (schema version {v}, expected {found}): restore it from the backup taken with {}",
+                    "{} is missing or not of this store (schema version {v}, expected {HANDLER_VERSION}): restore it from the backup taken with {}",
                     handler_file(&self.path, f),
                     self.path
                 )));
@@ -336,6 +350,57 @@ impl SqliteStore {
         }
         if found < 2 {
             self.migrate_1_to_2()?;
+        }
+        if found < 3 {
+            self.migrate_2_to_3()?;
+        }
+        Ok(())
+    }
+
+    /// Adds the quote link, the form and the embedded ids to `posts`, then
+    /// re-imports the stored JSON of every post that may carry another
+    /// (a retweet, a quote, v2 expansions), so that the posts embedded in it
+    /// are stored and listed: until then, a read could not know what to
+    /// remove from it. The version moves to 3 only at the end: a run cut
+    /// short starts the re-import again, which changes nothing twice.
+    fn migrate_2_to_3(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let has_column: bool = tx
+            .prepare("SELECT 1 FROM pragma_table_info('posts', 'main') WHERE name = 'embeds'")?
+            .exists([])?;
+        if !has_column {
+            tx.execute_batch(
+                "ALTER TABLE main.posts ADD COLUMN quote_of INTEGER;
+                 ALTER TABLE main.posts ADD COLUMN form INTEGER NOT NULL DEFAULT 1;
+                 ALTER TABLE main.posts ADD COLUMN embeds TEXT;",
+            )?;
+        }
+        tx.commit()?;
+        let mut after = i64::MIN;
+        let mut reimported = 0u64;
+        loop {
+            let rows: Vec<(i64, String)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT id, json FROM main.posts WHERE id > ?1 AND (retweet_of IS NOT NULL
+                     OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)
+                     ORDER BY id LIMIT 10000",
+                )?
+                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let Some(&(last, _)) = rows.last() else { break };
+            after = last;
+            reimported += rows.len() as u64;
+            let posts: Vec<NewPost> = rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
+            self.import(&posts, &[], crate::clock::now_ms())?;
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if user_version(&tx, "main")? < 3 {
+            tx.pragma_update(Some(DatabaseName::Main), "user_version", 3)?;
+        }
+        tx.commit()?;
+        if reimported > 0 {
+            tracing::info!(posts = reimported, "Store moved to schema 3: the posts embedded in stored retweets, quotes and expansions are now stored and listed");
         }
         Ok(())
     }
@@ -531,6 +596,48 @@ fn save_positions(tx: &rusqlite::Transaction, handler: HandlerKind, positions: &
     Ok(())
 }
 
+/// The facts of embedded posts and users, for a chunk of a scan.
+struct SqliteLookup<'c> {
+    conn: &'c Connection,
+}
+
+/// A JSON array of store keys, for `IN (SELECT value FROM json_each(?1))`.
+fn key_array(ids: &[Id]) -> String {
+    let mut s = String::with_capacity(ids.len() * 20 + 2);
+    s.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&key(*id).to_string());
+    }
+    s.push(']');
+    s
+}
+
+impl Lookup for SqliteLookup<'_> {
+    fn lookup(&mut self, posts: &[Id], users: &[Id], into: &mut EmbeddedFacts) -> Result<(), StoreError> {
+        if !posts.is_empty() {
+            let sql = format!("{SCAN_SELECT} WHERE p.id IN (SELECT value FROM json_each(?1))");
+            let mut st = self.conn.prepare_cached(&sql)?;
+            let mut rows = st.query([key_array(posts)])?;
+            while let Some(row) = rows.next()? {
+                let s = scanned_from(row)?;
+                into.posts.insert(s.id, s.facts);
+            }
+        }
+        if !users.is_empty() {
+            let sql = format!("SELECT id, {USER_COLS} FROM user_state WHERE id IN (SELECT value FROM json_each(?1))");
+            let mut st = self.conn.prepare_cached(&sql)?;
+            let mut rows = st.query([key_array(users)])?;
+            while let Some(row) = rows.next()? {
+                into.users.insert(id_of(row.get(0)?), user_from(row, 1)?);
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Store for SqliteStore {
     fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
@@ -718,53 +825,52 @@ impl Store for SqliteStore {
 
     fn import(&mut self, posts: &[NewPost], likes: &[NewLike], now_ms: TimeMs) -> Result<ImportStats, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut stats = ImportStats::default();
-        let mut users: HashMap<Id, UserState> = HashMap::new();
-        for p in posts {
-            if let Entry::Vacant(v) = users.entry(p.author_id) {
-                v.insert(load_user(&tx, p.author_id)?);
-            }
-            let mut original_tombstoned = false;
-            let mut original_author = None;
-            if let Some(q) = p.retweet_of {
-                original_tombstoned = is_tombstone(&tx, q)?;
-                if p.has_geo {
-                    original_author = tx
-                        .prepare_cached("SELECT author_id FROM posts WHERE id = ?1")?
-                        .query_row([key(q)], |r| r.get::<_, i64>(0))
-                        .optional()?
-                        .map(id_of);
-                    if let Some(qa) = original_author.filter(|qa| !users.contains_key(qa)) {
-                        users.insert(qa, load_user(&tx, qa)?);
-                    }
-                }
-            }
-            let known = Known {
-                tombstoned: is_tombstone(&tx, p.id)?,
-                original_tombstoned,
-                author: &users[&p.author_id],
-                original_author: original_author.map(|qa| &users[&qa]),
-            };
-            match decide(p, &known, now_ms) {
-                Decision::Refuse(why) => {
-                    let reason = match why {
-                        Refusal::Tombstoned => TOMBSTONE_DELETE,
-                        Refusal::RetweetOfTombstone => TOMBSTONE_CASCADE,
-                        Refusal::AuthorPurged => TOMBSTONE_PURGE,
-                    };
-                    add_tombstone(&tx, p.id, reason)?;
-                    stats.refused += 1;
-                }
-                Decision::Store { json, has_geo, geo_stripped } => {
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO posts (id, author_id, retweet_of, has_geo, json) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![key(p.id), key(p.author_id), p.retweet_of.map(key), has_geo, json])?;
-                    stats.stored += 1;
-                    stats.geo_stripped += u64::from(geo_stripped);
+        let mut loaded = Loaded::default();
+        {
+            let sql = format!("SELECT {POST_ROW_COLS} FROM main.posts WHERE id = ?1");
+            let mut st = tx.prepare_cached(&sql)?;
+            for id in Loaded::post_ids(posts) {
+                if let Some(row) = st.query([key(id)])?.next()? {
+                    loaded.rows.insert(id, post_row_from(row, 0)?);
                 }
             }
         }
+        for id in Loaded::tombstone_ids(posts, &loaded.rows) {
+            if is_tombstone(&tx, id)? {
+                loaded.tombstones.insert(id);
+            }
+        }
+        for id in Loaded::user_ids(posts) {
+            loaded.users.insert(id, load_user(&tx, id)?);
+        }
+        let plan = import::plan(posts, loaded, now_ms);
+        for (id, why) in &plan.tombstones {
+            add_tombstone(&tx, *id, tombstone_reason(*why))?;
+        }
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO main.posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            let mut update = tx.prepare_cached(
+                "UPDATE main.posts SET author_id = ?2, retweet_of = ?3, quote_of = ?4, has_geo = ?5, form = ?6,
+                 embeds = ?7, json = ?8 WHERE id = ?1",
+            )?;
+            for (id, r, stored) in &plan.rows {
+                let row = params![
+                    key(*id),
+                    key(r.author_id),
+                    r.retweet_of.map(key),
+                    r.quote_of.map(key),
+                    r.has_geo,
+                    r.form.as_i64(),
+                    r.embeds.to_column(),
+                    r.json
+                ];
+                if *stored { update.execute(row)? } else { insert.execute(row)? };
+            }
+        }
+        let mut stats = plan.stats;
         for l in likes {
             let gone = tx
                 .prepare_cached("SELECT 1 FROM like_tombstones WHERE user_id = ?1 AND post_id = ?2")?
@@ -801,23 +907,29 @@ impl Store for SqliteStore {
         }
     }
 
-    fn scan(&mut self, visit: &mut dyn FnMut(ScanRow<'_>) -> Result<(), StoreError>) -> Result<(), StoreError> {
-        let sql = format!("{SCAN_SELECT} ORDER BY p.id");
-        let mut st = self.conn.prepare(&sql)?;
-        let mut rows = st.query([])?;
-        while let Some(row) = rows.next()? {
-            let s = scanned_from(row)?;
-            let json = row.text(4)?;
-            visit(ScanRow {
-                id: s.id,
-                author_id: s.author_id,
-                has_geo: s.has_geo,
-                json,
-                facts: s.facts,
-                original_geo_scrubbed: s.original_geo_scrubbed,
-            })?;
+    fn user_state(&mut self, id: Id) -> Result<UserState, StoreError> {
+        let sql = format!("SELECT {USER_COLS} FROM user_state WHERE id = ?1");
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query([key(id)])?;
+        match rows.next()? {
+            Some(row) => user_from(row, 0),
+            None => Ok(UserState::default()),
         }
-        Ok(())
+    }
+
+    fn scan(&mut self, visit: &mut dyn FnMut(ScanRow<'_>) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let conn = &self.conn;
+        let sql = format!("{SCAN_SELECT} ORDER BY p.id");
+        let mut st = conn.prepare(&sql)?;
+        let mut rows = st.query([])?;
+        // SQLite runs the look-ups on the same connection, between steps of
+        // the scan, in the same read transaction.
+        let mut lookup = SqliteLookup { conn };
+        let mut chunker = Chunker::default();
+        while let Some(row) = rows.next()? {
+            chunker.row(scanned_from(row)?, row.text(4)?, &mut lookup, visit)?;
+        }
+        chunker.flush(&mut lookup, visit)
     }
 
     /// Each step writes one file in its own transaction (a transaction over
@@ -931,19 +1043,19 @@ impl Store for SqliteStore {
                 .optional()?
                 .flatten();
             if let Some(up_to) = up_to {
-                let rows: Vec<(i64, String, bool)> = tx
-                    .prepare_cached(
-                        "SELECT id, json, retweet_of IS NOT NULL FROM main.posts WHERE author_id = ?1 AND has_geo = 1",
-                    )?
-                    .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                let rows: Vec<(i64, String)> = tx
+                    .prepare_cached("SELECT id, json FROM main.posts WHERE author_id = ?1 AND has_geo = 1")?
+                    .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
-                for (id, json, is_retweet) in rows {
+                for (id, json) in rows {
                     if id_of(id) > id_of(up_to) {
                         continue;
                     }
+                    // The post's own geo; what it embeds of other posts is
+                    // judged on every read.
                     let stripped = strip_geo(&json, GeoScrub { own: true, embedded: false });
-                    tx.prepare_cached("UPDATE main.posts SET json = ?2, has_geo = ?3 WHERE id = ?1")?
-                        .execute(params![id, stripped, is_retweet])?;
+                    tx.prepare_cached("UPDATE main.posts SET json = ?2, has_geo = 0 WHERE id = ?1")?
+                        .execute(params![id, stripped])?;
                     stats.posts_geo_scrubbed += 1;
                 }
             }
@@ -1219,7 +1331,7 @@ mod tests {
     }
 
     fn assert_v1_data_kept(s: &mut SqliteStore) {
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         assert!(s.facts(10).unwrap().post.tombstone);
         let why = |s: &mut SqliteStore, id| crate::rules::visibility::explain(&s.facts(id).unwrap(), None, 0).join("; ");
         assert!(why(s, 11).contains("protected"), "user state moved: {}", why(s, 11));
@@ -1301,6 +1413,42 @@ mod tests {
     }
 
     #[test]
+    fn the_move_to_version_3_stores_and_lists_what_stored_posts_embed() {
+        // A store of an earlier complyd: quote 300 carries 100 (deleted
+        // since) and quote 301 carries 101; neither quoted post was stored.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let path = path.to_str().unwrap();
+        {
+            let c = Connection::open(path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(
+                r#"INSERT INTO posts VALUES
+                   (300, 3, NULL, 0, '{"id_str":"300","user":{"id_str":"3"},"text":"Q300","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"GONE100"}}'),
+                   (301, 3, NULL, 0, '{"id_str":"301","user":{"id_str":"3"},"text":"Q301","quoted_status":{"id_str":"101","user":{"id_str":"1"},"text":"KEPT101"}}');
+                   INSERT INTO tombstones VALUES (100, 1);
+                   PRAGMA user_version = 1;"#,
+            )
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(s.author_of(101).unwrap(), Some(1), "the embedded quoted post is now stored");
+        assert_eq!(s.author_of(100).unwrap(), None, "a tombstone is not stored");
+        let mut out = Vec::new();
+        crate::commands::export(&mut s, None, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("Q300") && out.contains("Q301") && out.contains("KEPT101"), "{out}");
+        assert!(!out.contains("GONE100"), "the deleted quoted post is removed from its quote: {out}");
+        // Opening again changes nothing.
+        drop(s);
+        let mut s = SqliteStore::open(path).unwrap();
+        let mut again = Vec::new();
+        crate::commands::export(&mut s, None, &mut again).unwrap();
+        assert_eq!(String::from_utf8(again).unwrap(), out);
+    }
+
+    #[test]
     fn schema_is_versioned_reopening_keeps_data_and_a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
@@ -1308,8 +1456,8 @@ mod tests {
         {
             let mut s = SqliteStore::open(path).unwrap();
             assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
-            let post = NewPost { id: 5, author_id: 1, retweet_of: None, has_geo: false, json: "{}".into() };
-            assert_eq!(s.import(&[post], &[], 0).unwrap().stored, 1);
+            let posts = crate::post::parse_post_line(r#"{"id_str":"5","user":{"id_str":"1"}}"#).unwrap();
+            assert_eq!(s.import(&posts, &[], 0).unwrap().stored, 1);
         }
         {
             let mut s = SqliteStore::open(path).unwrap();

@@ -1,0 +1,281 @@
+//! Embedded content (README, "What the rules are"): a post's JSON may carry
+//! other posts (v1.1 `retweeted_status` and `quoted_status` at any depth, v2
+//! `includes.tweets`) and users (v2 `includes.users`). Wherever complyd
+//! returns a post's JSON for a country, each embedded post stays only where it
+//! is itself visible by [`super::visibility::visible`], with scrubbed geo
+//! removed from it; an embedded user whose state hides their posts is
+//! removed. Ids are not content: `quoted_status_id_str` and
+//! `referenced_tweets` stay.
+//!
+//! [`filter`] applies a [`Judge`]'s verdicts to a parsed post; [`Facts`]
+//! judges from what the store looked up for a batch of posts.
+
+use super::user::UserState;
+use super::visibility::{self, visible};
+use crate::event::{parse_id_str, Country, Id, TimeMs};
+use crate::post::{remove_geo_keys, MAX_EMBED_DEPTH};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+
+/// What happens to one embedded post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Removed: not visible (or not stored, or its id unreadable).
+    Hide,
+    /// Kept as it is.
+    Show,
+    /// Kept, without `coordinates`, `geo`, `place` (its author scrubbed them).
+    ShowWithoutGeo,
+}
+
+/// Decides about embedded posts and users by id.
+pub trait Judge {
+    fn post(&self, id: Id) -> Verdict;
+    /// Whether an embedded user may stay.
+    fn user(&self, id: Id) -> bool;
+}
+
+/// What the store knows about the posts and users embedded in a batch of
+/// rows: every stored post among them with its facts, and every user with a
+/// state row. An id missing from `posts` is not stored.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub posts: HashMap<Id, visibility::Facts>,
+    pub users: HashMap<Id, UserState>,
+}
+
+impl Facts {
+    pub fn clear(&mut self) {
+        self.posts.clear();
+        self.users.clear();
+    }
+}
+
+/// [`Facts`] judged for one country at one time.
+pub struct InCountry<'a> {
+    pub facts: &'a Facts,
+    pub country: Option<Country>,
+    pub now_ms: TimeMs,
+}
+
+impl Judge for InCountry<'_> {
+    fn post(&self, id: Id) -> Verdict {
+        match self.facts.posts.get(&id) {
+            Some(f) if visible(f, self.country, self.now_ms) => {
+                if f.post.author.geo_scrubbed(id) {
+                    Verdict::ShowWithoutGeo
+                } else {
+                    Verdict::Show
+                }
+            }
+            _ => Verdict::Hide,
+        }
+    }
+
+    fn user(&self, id: Id) -> bool {
+        self.facts.users.get(&id).map_or(id != 0, |u| !visibility::user_hides(u, self.country, self.now_ms))
+    }
+}
+
+/// Whether [`filter`] would change anything in a post that lists `posts` and
+/// `users` as embedded: when it would not, the stored bytes can be returned
+/// as they are, unparsed.
+pub fn changes_anything(judge: &dyn Judge, posts: &[Id], users: &[Id]) -> bool {
+    posts.iter().any(|id| judge.post(*id) != Verdict::Show) || users.iter().any(|id| !judge.user(*id))
+}
+
+/// Reads an embedded post's id: `id_str`, else `id` (a string, or a number
+/// as long as it is exact).
+fn id_of(v: &Value) -> Option<Id> {
+    match v.get("id_str").or_else(|| v.get("id"))? {
+        Value::String(s) => parse_id_str(s).ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// Removes from a parsed post what `judge` hides, at every depth. Returns
+/// whether anything was removed.
+pub fn filter(post: &mut Value, judge: &dyn Judge) -> bool {
+    let Some(obj) = post.as_object_mut() else {
+        return false;
+    };
+    if obj.get("data").is_some_and(Value::is_object) {
+        return filter_v2(obj, judge);
+    }
+    filter_v1(obj, judge, 0)
+}
+
+/// v1.1: `retweeted_status` and `quoted_status`, each an embedded post that
+/// may carry its own.
+fn filter_v1(obj: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) -> bool {
+    let mut changed = false;
+    for key in ["retweeted_status", "quoted_status"] {
+        let Some(child) = obj.get_mut(key).filter(|c| !c.is_null()) else {
+            continue;
+        };
+        let verdict = match (depth + 1 < MAX_EMBED_DEPTH).then(|| id_of(child)).flatten() {
+            Some(id) if child.is_object() => judge.post(id),
+            _ => Verdict::Hide,
+        };
+        match verdict {
+            Verdict::Hide => {
+                obj.shift_remove(key);
+                if key == "quoted_status" {
+                    // The quoted post's URL, with its author's screen name.
+                    obj.shift_remove("quoted_status_permalink");
+                }
+                changed = true;
+            }
+            Verdict::ShowWithoutGeo | Verdict::Show => {
+                if verdict == Verdict::ShowWithoutGeo {
+                    changed |= remove_geo_keys(child);
+                }
+                if let Some(c) = child.as_object_mut() {
+                    changed |= filter_v1(c, judge, depth + 1);
+                }
+            }
+        }
+    }
+    changed
+}
+
+/// v2: the `includes.tweets` and `includes.users` entries; when a tweet goes
+/// or loses its geo, the places, media and polls only it referred to go too.
+fn filter_v2(obj: &mut Map<String, Value>, judge: &dyn Judge) -> bool {
+    let Some(includes) = obj.get_mut("includes").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let mut changed = false;
+    let mut tweets_changed = false;
+    if let Some(tweets) = includes.get_mut("tweets").and_then(Value::as_array_mut) {
+        let before = tweets.len();
+        tweets.retain_mut(|t| {
+            let verdict = match id_of(t) {
+                Some(id) if t.is_object() => judge.post(id),
+                _ => Verdict::Hide,
+            };
+            if verdict == Verdict::ShowWithoutGeo {
+                tweets_changed |= remove_geo_keys(t);
+            }
+            verdict != Verdict::Hide
+        });
+        tweets_changed |= tweets.len() != before;
+    }
+    if let Some(users) = includes.get_mut("users").and_then(Value::as_array_mut) {
+        let before = users.len();
+        users.retain(|u| id_of(u).is_some_and(|id| judge.user(id)));
+        changed |= users.len() != before;
+    }
+    if tweets_changed {
+        let tweets = obj.get("includes").and_then(|i| i.get("tweets")).and_then(Value::as_array);
+        let shown: Vec<&Value> = obj.get("data").into_iter().chain(tweets.into_iter().flatten()).collect();
+        let mut refs: HashMap<&str, HashSet<String>> = HashMap::new();
+        for t in shown {
+            let mut add = |kind: &'static str, v: Option<&Value>| {
+                let set = refs.entry(kind).or_default();
+                match v {
+                    Some(Value::String(s)) => {
+                        set.insert(s.clone());
+                    }
+                    Some(Value::Array(a)) => set.extend(a.iter().filter_map(Value::as_str).map(str::to_owned)),
+                    _ => {}
+                }
+            };
+            add("places", t.pointer("/geo/place_id"));
+            add("media", t.pointer("/attachments/media_keys"));
+            add("polls", t.pointer("/attachments/poll_ids"));
+        }
+        let includes = obj.get_mut("includes").and_then(Value::as_object_mut).expect("includes checked above");
+        for (kind, key) in [("places", "id"), ("media", "media_key"), ("polls", "id")] {
+            if let Some(list) = includes.get_mut(kind).and_then(Value::as_array_mut) {
+                let keep = refs.get(kind);
+                list.retain(|e| e.get(key).and_then(Value::as_str).is_some_and(|k| keep.is_some_and(|s| s.contains(k))));
+            }
+        }
+        changed = true;
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hides the ids in `hide`, strips geo from those in `no_geo`, drops the
+    /// users in `users_hidden`.
+    struct Fixed {
+        hide: Vec<Id>,
+        no_geo: Vec<Id>,
+        users_hidden: Vec<Id>,
+    }
+
+    impl Judge for Fixed {
+        fn post(&self, id: Id) -> Verdict {
+            if self.hide.contains(&id) || id == 0 {
+                Verdict::Hide
+            } else if self.no_geo.contains(&id) {
+                Verdict::ShowWithoutGeo
+            } else {
+                Verdict::Show
+            }
+        }
+        fn user(&self, id: Id) -> bool {
+            !self.users_hidden.contains(&id)
+        }
+    }
+
+    fn run(json: &str, judge: &Fixed) -> (bool, String) {
+        let mut v: Value = serde_json::from_str(json).unwrap();
+        let changed = filter(&mut v, judge);
+        (changed, serde_json::to_string(&v).unwrap())
+    }
+
+    #[test]
+    fn a_hidden_quote_goes_with_its_permalink_and_its_id_stays() {
+        let json = r#"{"id_str":"300","text":"mine","quoted_status_id_str":"100","quoted_status":{"id_str":"100","text":"gone"},"quoted_status_permalink":{"expanded":"https://x.com/a/status/100"}}"#;
+        let (changed, out) = run(json, &Fixed { hide: vec![100], no_geo: vec![], users_hidden: vec![] });
+        assert!(changed);
+        assert_eq!(out, r#"{"id_str":"300","text":"mine","quoted_status_id_str":"100"}"#);
+        let (changed, out) = run(json, &Fixed { hide: vec![], no_geo: vec![], users_hidden: vec![] });
+        assert!(!changed);
+        assert!(out.contains("gone"));
+    }
+
+    #[test]
+    fn nested_copies_are_judged_one_by_one() {
+        // 30 retweets 20, which quotes 10.
+        let json = r#"{"id_str":"30","retweeted_status":{"id_str":"20","quoted_status":{"id_str":"10","text":"inner","coordinates":[1,2]}}}"#;
+        let (_, out) = run(json, &Fixed { hide: vec![10], no_geo: vec![], users_hidden: vec![] });
+        assert_eq!(out, r#"{"id_str":"30","retweeted_status":{"id_str":"20"}}"#);
+        let (changed, out) = run(json, &Fixed { hide: vec![], no_geo: vec![10], users_hidden: vec![] });
+        assert!(changed);
+        assert_eq!(out, r#"{"id_str":"30","retweeted_status":{"id_str":"20","quoted_status":{"id_str":"10","text":"inner"}}}"#);
+    }
+
+    #[test]
+    fn what_cannot_be_vouched_for_is_removed() {
+        let judge = Fixed { hide: vec![], no_geo: vec![], users_hidden: vec![] };
+        let (_, out) = run(r#"{"id_str":"1","quoted_status":{"text":"no id"}}"#, &judge);
+        assert_eq!(out, r#"{"id_str":"1"}"#);
+        let (_, out) = run(r#"{"id_str":"1","quoted_status":"not an object"}"#, &judge);
+        assert_eq!(out, r#"{"id_str":"1"}"#);
+        let deep = r#"{"id_str":"1","quoted_status":{"id_str":"2","quoted_status":{"id_str":"3","quoted_status":{"id_str":"4","quoted_status":{"id_str":"5"}}}}}"#;
+        let (_, out) = run(deep, &judge);
+        assert!(!out.contains("\"5\""), "deeper than MAX_EMBED_DEPTH: {out}");
+    }
+
+    #[test]
+    fn v2_tweets_users_and_what_only_a_removed_tweet_referred_to() {
+        let json = r#"{"data":{"id":"400","geo":{"place_id":"pA"},"attachments":{"media_keys":["m1"]},"referenced_tweets":[{"type":"quoted","id":"500"}]},"includes":{"tweets":[{"id":"500","text":"gone","geo":{"place_id":"pB"},"attachments":{"media_keys":["m2"],"poll_ids":["q1"]}},{"id":"600","text":"kept"}],"users":[{"id":"4"},{"id":"5"},{"name":"no id"}],"places":[{"id":"pA"},{"id":"pB"}],"media":[{"media_key":"m1"},{"media_key":"m2"}],"polls":[{"id":"q1"}]}}"#;
+        let (changed, out) = run(json, &Fixed { hide: vec![500], no_geo: vec![], users_hidden: vec![5] });
+        assert!(changed);
+        assert_eq!(
+            out,
+            r#"{"data":{"id":"400","geo":{"place_id":"pA"},"attachments":{"media_keys":["m1"]},"referenced_tweets":[{"type":"quoted","id":"500"}]},"includes":{"tweets":[{"id":"600","text":"kept"}],"users":[{"id":"4"}],"places":[{"id":"pA"}],"media":[{"media_key":"m1"}],"polls":[]}}"#
+        );
+        let (_, out) = run(json, &Fixed { hide: vec![], no_geo: vec![500], users_hidden: vec![] });
+        assert!(!out.contains("pB"), "the scrubbed tweet's place goes with its geo: {out}");
+        assert!(out.contains("m2"), "its media stay: {out}");
+    }
+}
