@@ -147,6 +147,32 @@ fn migrations_run_from_every_earlier_schema_version() {
 
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn the_move_to_version_2_stores_and_lists_what_stored_posts_embed() {
+    // A store of an earlier complyd: quote 300 carries 100 (deleted since)
+    // and quote 301 carries 101; neither quoted post was stored.
+    let schema = PgSchema::new();
+    PostgresStore::create_at_version(&schema.url(), 1).unwrap();
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    c.batch_execute(
+        r#"INSERT INTO posts VALUES
+           (300, 3, NULL, false, '{"id_str":"300","user":{"id_str":"3"},"text":"Q300","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"GONE100"}}'),
+           (301, 3, NULL, false, '{"id_str":"301","user":{"id_str":"3"},"text":"Q301","quoted_status":{"id_str":"101","user":{"id_str":"1"},"text":"KEPT101"}}');
+           INSERT INTO tombstones VALUES (100, 1);"#,
+    )
+    .unwrap();
+    let mut s = PostgresStore::open(&schema.url()).unwrap();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(s.author_of(101).unwrap(), Some(1), "the embedded quoted post is now stored");
+    assert_eq!(s.author_of(100).unwrap(), None, "a tombstone is not stored");
+    let mut out = Vec::new();
+    complyd::commands::export(&mut s, None, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("Q300") && out.contains("Q301") && out.contains("KEPT101"), "{out}");
+    assert!(!out.contains("GONE100"), "the deleted quoted post is removed from its quote: {out}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn a_schema_newer_than_this_build_is_refused() {
     let schema = PgSchema::new();
     PostgresStore::create_at_version(&schema.url(), SCHEMA_VERSION).unwrap();
@@ -162,9 +188,10 @@ fn a_schema_newer_than_this_build_is_refused() {
 
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
-fn importing_a_batch_that_holds_stored_posts_replaces_them_and_stores_the_new_ones() {
+fn importing_a_batch_that_holds_stored_posts_merges_them_and_stores_the_new_ones() {
     // New posts go in with COPY, which a stored id makes fail: the batch
-    // must then still store everything, the stored post replaced.
+    // must then still store everything, the stored post merged (the richer,
+    // here longer, of its two forms kept).
     let schema = PgSchema::new();
     let mut s = store::open(&schema.url()).unwrap();
     let line = |id: u64, text: &str| format!(r#"{{"id_str":"{id}","user":{{"id_str":"7"}},"text":"{text}"}}"#);
@@ -183,4 +210,9 @@ fn importing_a_batch_that_holds_stored_posts_replaces_them_and_stores_the_new_on
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(texts, ["new", "second", "new"]);
+    // A poorer form imported later does not replace it.
+    s.import(&parse_post_line(&line(10, "2nd")).unwrap(), &[], 0).unwrap();
+    let mut out = Vec::new();
+    complyd::commands::export(s.as_mut(), None, &mut out).unwrap();
+    assert!(String::from_utf8(out).unwrap().contains("\"second\""));
 }

@@ -150,7 +150,7 @@ pub(crate) fn scanned_from(c: &impl Cols) -> Result<Scanned, StoreError> {
 }
 
 /// The columns import reads of a stored post, in [`PostRow`]'s order.
-pub(crate) const POST_ROW_COLS: &str = "author_id, retweet_of, quote_of, has_geo, form, embeds, json";
+pub(crate) const POST_ROW_COLS: &str = "author_id, retweet_of, quote_of, has_geo, CAST(form AS BIGINT), embeds, json";
 
 /// Reads [`POST_ROW_COLS`] starting at `at`.
 pub(crate) fn post_row_from(c: &impl Cols, at: usize) -> Result<PostRow, StoreError> {
