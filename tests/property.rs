@@ -1,6 +1,17 @@
 //! Property: for random datasets and random event sets, the final export is
 //! the same for any arrival order, any batching, with any event duplicated,
-//! and whether the posts were imported before or after the events.
+//! for any order of the import lines, with any of them imported twice, and
+//! whether the posts were imported before or after the events.
+//!
+//! And the export never shows what may not be shown (rules.md, "Embedded
+//! content"): the words of a post that is not visible in that country, the
+//! profile of a user whose state hides them there, or a place its author
+//! scrubbed; not in the post's own line, and not in a copy embedded in
+//! another post (a v1.1 `retweeted_status` or `quoted_status` at any depth,
+//! a v2 `includes.tweets` or `includes.users` entry). Every post carries its
+//! own text `TXT-<id>-END` (and `PLACE-<id>-END` when it has geo), every
+//! user in a v2 `includes.users` the profile `NAME-<user>-END`, so a leak is
+//! a marker found in an exported line.
 //!
 //! Toggle events get distinct event times: with equal times the rules let the
 //! later arrival win, which is order-dependent by definition.
@@ -9,51 +20,174 @@ mod common;
 use common::{Backend, PgSchema};
 use complyd::event::{parse_line, Country, EventKind, Message};
 use complyd::post::parse_post_line;
+use complyd::rules::visibility::{user_hides, visible};
 use complyd::store::{self, Store, Timed};
 use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 
 const DAY: i64 = 24 * 3600 * 1000;
 const COUNTRIES: [&str; 4] = ["DE", "FR", "XX", "XY"];
+/// Users are 1 to USERS.
+const USERS: u64 = 4;
+
+/// What a post is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// A retweet of this earlier post, which is never a retweet itself (X
+    /// retweets the original).
+    Retweet(u64),
+    /// A quote of this earlier post (of any kind).
+    Quote(u64),
+}
+
+#[derive(Debug, Clone)]
+struct Post {
+    id: u64,
+    author: u64,
+    geo: bool,
+    kind: Kind,
+    /// Its own line is X API v2 (`{"data":..,"includes":..}`), else v1.1.
+    v2: bool,
+    /// Its own line is in the dataset. When not, the post comes only as
+    /// copies embedded in other posts and as a bare v2 object.
+    own_line: bool,
+    /// Also imported as a bare v2 object (no referenced_tweets, no geo): a
+    /// poorer top-level form than its own line.
+    bare: bool,
+}
 
 #[derive(Debug, Clone)]
 struct Dataset {
-    /// (id, author, geo)
-    posts: Vec<(u64, u64, bool)>,
-    /// (id, author, original id, original author)
-    retweets: Vec<(u64, u64, u64, u64)>,
-}
-
-fn post_line(id: u64, user: u64, geo: bool) -> String {
-    let geo = if geo { r#","coordinates":{"type":"Point","coordinates":[1.5,2.5]},"place":{"name":"p"}"# } else { "" };
-    format!(r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"t{id}"{geo}}}"#)
+    /// Ids 100, 101, ... in order.
+    posts: Vec<Post>,
 }
 
 fn dataset() -> impl Strategy<Value = Dataset> {
-    (prop::collection::vec((1u64..=4, any::<bool>()), 4..12), prop::collection::vec((1u64..=4, 0usize..12), 0..5)).prop_map(
-        |(posts, rts)| {
-            let posts: Vec<(u64, u64, bool)> =
-                posts.into_iter().enumerate().map(|(i, (u, g))| (100 + i as u64, u, g)).collect();
-            let retweets = rts
-                .into_iter()
-                .enumerate()
-                .map(|(i, (u, o))| {
-                    let (oid, oa, _) = posts[o % posts.len()];
-                    (200 + i as u64, u, oid, oa)
-                })
-                .collect();
-            Dataset { posts, retweets }
-        },
-    )
+    let post = (
+        1u64..=USERS,
+        any::<bool>(),
+        0u8..6,
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+        prop::bool::weighted(0.85),
+        prop::bool::weighted(0.25),
+    );
+    prop::collection::vec(post, 4..14).prop_map(|raw| {
+        let mut posts: Vec<Post> = Vec::with_capacity(raw.len());
+        for (i, (author, geo, kind, target, v2, own_line, bare)) in raw.into_iter().enumerate() {
+            let kind = match kind {
+                _ if i == 0 => Kind::Plain,
+                3 => {
+                    let t = &posts[target.index(i)];
+                    Kind::Retweet(match t.kind {
+                        Kind::Retweet(original) => original,
+                        _ => t.id,
+                    })
+                }
+                4 | 5 => Kind::Quote(posts[target.index(i)].id),
+                _ => Kind::Plain,
+            };
+            // A retweet has no geo of its own.
+            let geo = geo && !matches!(kind, Kind::Retweet(_));
+            posts.push(Post { id: 100 + i as u64, author, geo, kind, v2, own_line, bare: bare || !own_line });
+        }
+        Dataset { posts }
+    })
 }
 
 impl Dataset {
+    fn post(&self, id: u64) -> &Post {
+        &self.posts[(id - 100) as usize]
+    }
+
+    /// The v1.1 object of `p`. `full`: as its own line sends it, with what
+    /// it embeds (the retweeted post in full, the quoted post as a copy);
+    /// else a copy as found inside another post, which carries ids only.
+    fn v1(&self, p: &Post, full: bool) -> String {
+        let mut s = format!(r#"{{"id_str":"{}","user":{{"id_str":"{}"}},"text":"TXT-{}-END""#, p.id, p.author, p.id);
+        if p.geo {
+            s += &format!(
+                r#","coordinates":{{"type":"Point","coordinates":[1.5,2.5]}},"place":{{"name":"PLACE-{}-END"}}"#,
+                p.id
+            );
+        }
+        match p.kind {
+            Kind::Plain => {}
+            Kind::Retweet(o) => {
+                if full {
+                    let original = self.post(o);
+                    s += &format!(r#","retweeted_status":{}"#, self.v1(original, true));
+                    // As X sends a retweet of a quote: the quote is copied
+                    // at the top level too.
+                    if let Kind::Quote(q) = original.kind {
+                        s += &format!(
+                            r#","quoted_status_id_str":"{q}","quoted_status":{}"#,
+                            self.v1(self.post(q), false)
+                        );
+                    }
+                }
+            }
+            Kind::Quote(q) => {
+                s += &format!(r#","quoted_status_id_str":"{q}""#);
+                if full {
+                    s += &format!(r#","quoted_status":{}"#, self.v1(self.post(q), false));
+                }
+            }
+        }
+        s.push('}');
+        s
+    }
+
+    /// The v2 object of `p`, as `data` or as an `includes.tweets` entry.
+    fn v2(&self, p: &Post) -> String {
+        let mut s = format!(r#"{{"id":"{}","author_id":"{}","text":"TXT-{}-END""#, p.id, p.author, p.id);
+        if p.geo {
+            s += &format!(r#","geo":{{"place_id":"PLACE-{}-END"}}"#, p.id);
+        }
+        match p.kind {
+            Kind::Plain => {}
+            Kind::Retweet(r) => s += &format!(r#","referenced_tweets":[{{"type":"retweeted","id":"{r}"}}]"#),
+            Kind::Quote(r) => s += &format!(r#","referenced_tweets":[{{"type":"quoted","id":"{r}"}}]"#),
+        }
+        s.push('}');
+        s
+    }
+
+    /// `p`'s own v2 line: the post it refers to expanded in
+    /// `includes.tweets`, and in `includes.users` the authors of both and
+    /// one mentioned user.
+    fn v2_line(&self, p: &Post) -> String {
+        let refs: Vec<&Post> = match p.kind {
+            Kind::Plain => vec![],
+            Kind::Retweet(r) | Kind::Quote(r) => vec![self.post(r)],
+        };
+        let mut users = vec![p.author];
+        for u in refs.iter().map(|r| r.author).chain([p.author % USERS + 1]) {
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+        let tweets: Vec<String> = refs.iter().map(|r| self.v2(r)).collect();
+        let users: Vec<String> = users.iter().map(|u| format!(r#"{{"id":"{u}","name":"NAME-{u}-END"}}"#)).collect();
+        format!(
+            r#"{{"data":{},"includes":{{"tweets":[{}],"users":[{}]}}}}"#,
+            self.v2(p),
+            tweets.join(","),
+            users.join(",")
+        )
+    }
+
+    /// Every import line: each post's own line, and its bare form.
     fn lines(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.posts.iter().map(|(id, u, g)| post_line(*id, *u, *g)).collect();
-        for (id, u, oid, oa) in &self.retweets {
-            let geo = self.posts.iter().any(|p| p.0 == *oid && p.2);
-            let orig = post_line(*oid, *oa, geo);
-            v.push(format!(r#"{{"id_str":"{id}","user":{{"id_str":"{u}"}},"text":"RT","retweeted_status":{orig}}}"#));
+        let mut v = Vec::new();
+        for p in &self.posts {
+            if p.own_line {
+                v.push(if p.v2 { self.v2_line(p) } else { self.v1(p, true) });
+            }
+            if p.bare {
+                v.push(format!(r#"{{"id":"{}","author_id":"{}","text":"TXT-{}-END"}}"#, p.id, p.author, p.id));
+            }
         }
         v
     }
@@ -122,9 +256,28 @@ fn apply(store: &mut dyn Store, lines: &[String], chunk: usize) {
     }
 }
 
-fn import(store: &mut dyn Store, lines: &[String], now: i64) {
-    let posts: Vec<_> = lines.iter().flat_map(|l| parse_post_line(l).unwrap()).collect();
-    store.import(&posts, &[], now).unwrap();
+fn import(store: &mut dyn Store, lines: &[String], chunk: usize, now: i64) {
+    for part in lines.chunks(chunk.max(1)) {
+        let posts: Vec<_> = part.iter().flat_map(|l| parse_post_line(l).unwrap()).collect();
+        store.import(&posts, &[], now).unwrap();
+    }
+}
+
+/// A pseudo-random permutation of `items`, with the items `dup_mask` picks
+/// repeated.
+fn shuffle(items: &[String], seed: u64, dup_mask: u64) -> Vec<String> {
+    let mut keyed: Vec<(u64, usize)> = (0..items.len())
+        .map(|i| (seed.rotate_left(i as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15 ^ i as u64), i))
+        .collect();
+    keyed.sort();
+    let mut out = Vec::with_capacity(items.len() * 2);
+    for (n, (_, i)) in keyed.into_iter().enumerate() {
+        out.push(items[i].clone());
+        if dup_mask >> (n % 64) & 1 == 1 {
+            out.push(items[i].clone());
+        }
+    }
+    out
 }
 
 /// Where the stores of one test case live.
@@ -133,21 +286,78 @@ struct Place<'a> {
     dir: &'a std::path::Path,
 }
 
-/// Builds a store and returns its export in every country of interest.
-fn final_export(at: &Place, name: &str, data: &[String], events: &[String], import_first: bool, chunk: usize) -> Vec<String> {
+/// How one store is built.
+struct Build<'a> {
+    name: &'a str,
+    /// The import lines, in their order, `import_chunk` lines per import.
+    lines: &'a [String],
+    import_chunk: usize,
+    /// The events, in their order, `event_chunk` per batch.
+    events: &'a [String],
+    event_chunk: usize,
+    import_first: bool,
+}
+
+/// What the export in `country` must not show (see the top of the file):
+/// one description per leak.
+fn leaks(store: &mut dyn Store, data: &Dataset, country: Option<&str>, now: i64, export: &str) -> Vec<String> {
+    let cc = country.map(|c| Country::parse(c).unwrap());
+    let mut found = Vec::new();
+    let mut leak = |marker: String, why: String| {
+        for line in export.lines().filter(|l| l.contains(marker.as_str())) {
+            found.push(format!("{why}, but {marker} shows in {line}"));
+        }
+    };
+    let mut shown = Vec::new();
+    for p in &data.posts {
+        let facts = store.facts(p.id).unwrap();
+        if visible(&facts, cc, now) {
+            shown.push(p.id);
+        } else {
+            leak(format!("TXT-{}-END", p.id), format!("post {} is not visible in {country:?}", p.id));
+        }
+        if p.geo && store.user_state(p.author).unwrap().geo_scrubbed(p.id) {
+            leak(format!("PLACE-{}-END", p.id), format!("user {} scrubbed the geo of post {}", p.author, p.id));
+        }
+    }
+    for user in 1..=USERS {
+        if user_hides(&store.user_state(user).unwrap(), cc, now) {
+            leak(format!("NAME-{user}-END"), format!("user {user} is hidden in {country:?}"));
+        }
+    }
+    // And the export agrees with the rule on which posts it shows.
+    let exported: Vec<u64> = export
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let id = v.get("id_str").or_else(|| v.pointer("/data/id")).or_else(|| v.get("id")).unwrap();
+            id.as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    if exported != shown {
+        found.push(format!("in {country:?} the export shows posts {exported:?}, the visibility rule {shown:?}"));
+    }
+    found
+}
+
+/// Builds a store and returns its export in every country of interest; an
+/// error when an export shows what it may not.
+fn final_export(at: &Place, data: &Dataset, b: Build) -> Result<Vec<String>, TestCaseError> {
+    // Taken before any export: what is hidden at this time is hidden at the
+    // (later) time export reads, purges included.
     let now = chrono::Utc::now().timestamp_millis();
     let schema = (at.backend == Backend::Postgres).then(PgSchema::new);
     let url = match &schema {
         Some(s) => s.url(),
-        None => format!("sqlite:{}", at.dir.join(format!("{name}.db")).display()),
+        None => format!("sqlite:{}", at.dir.join(format!("{}.db", b.name)).display()),
     };
     let mut store = store::open(&url).unwrap();
-    if import_first {
-        import(store.as_mut(), data, now);
+    if b.import_first {
+        import(store.as_mut(), b.lines, b.import_chunk, now);
     }
-    apply(store.as_mut(), events, chunk);
-    if !import_first {
-        import(store.as_mut(), data, now);
+    apply(store.as_mut(), b.events, b.event_chunk);
+    if !b.import_first {
+        import(store.as_mut(), b.lines, b.import_chunk, now);
     }
     store.maintain(now, usize::MAX).unwrap();
     let mut out = Vec::new();
@@ -155,9 +365,14 @@ fn final_export(at: &Place, name: &str, data: &[String], events: &[String], impo
         let mut buf = Vec::new();
         let country = cc.map(|c| Country::parse(c).unwrap());
         complyd::commands::export(store.as_mut(), country, &mut buf).unwrap();
-        out.push(format!("{cc:?}:\n{}", String::from_utf8(buf).unwrap()));
+        let text = String::from_utf8(buf).unwrap();
+        let found = leaks(store.as_mut(), data, cc, now, &text);
+        if !found.is_empty() {
+            return Err(TestCaseError::fail(format!("{}: {} leak(s):\n{}", b.name, found.len(), found.join("\n"))));
+        }
+        out.push(format!("{cc:?}:\n{text}"));
     }
-    out
+    Ok(out)
 }
 
 on_both_backends!(export_is_independent_of_order_batching_duplicates_and_import_time);
@@ -170,35 +385,79 @@ fn export_is_independent_of_order_batching_duplicates_and_import_time(backend: B
         let dir = tempfile::tempdir().unwrap();
         let at = Place { backend, dir: dir.path() };
         let lines = data.lines();
-        let reference = final_export(&at, "reference", &lines, &events, true, 10_000);
+        let export = |b: Build| final_export(&at, &data, b);
+        let reference = export(Build {
+            name: "reference",
+            lines: &lines,
+            import_chunk: 10_000,
+            events: &events,
+            event_chunk: 10_000,
+            import_first: true,
+        })?;
 
+        let mut reversed_lines = lines.clone();
+        reversed_lines.reverse();
         let mut reversed = events.clone();
         reversed.reverse();
-        prop_assert_eq!(&final_export(&at, "reversed", &lines, &reversed, true, chunk), &reference, "reversed order");
+        prop_assert_eq!(
+            &export(Build {
+                name: "reversed",
+                lines: &reversed_lines,
+                import_chunk: chunk,
+                events: &reversed,
+                event_chunk: chunk,
+                import_first: true,
+            })?,
+            &reference,
+            "reversed order"
+        );
 
-        // A pseudo-random permutation, with some events duplicated.
-        let mut shuffled: Vec<(u64, String)> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (seed.rotate_left(i as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15 ^ i as u64), e.clone()))
-            .collect();
-        shuffled.sort();
-        let mut with_dups: Vec<String> = Vec::new();
-        for (i, (_, e)) in shuffled.into_iter().enumerate() {
-            with_dups.push(e.clone());
-            if dup_mask >> (i % 64) & 1 == 1 {
-                with_dups.push(e);
-            }
-        }
-        prop_assert_eq!(&final_export(&at, "shuffled", &lines, &with_dups, true, chunk), &reference, "shuffled with duplicates");
+        // Pseudo-random permutations, with some lines and events twice.
+        let shuffled_lines = shuffle(&lines, seed ^ 0x5EED, dup_mask.rotate_left(17));
+        let shuffled = shuffle(&events, seed, dup_mask);
+        prop_assert_eq!(
+            &export(Build {
+                name: "shuffled",
+                lines: &shuffled_lines,
+                import_chunk: chunk,
+                events: &shuffled,
+                event_chunk: chunk,
+                import_first: true,
+            })?,
+            &reference,
+            "shuffled with duplicates"
+        );
 
-        // Applied twice over: nothing changes.
-        let mut twice = events.clone();
-        twice.extend(events.iter().cloned());
-        prop_assert_eq!(&final_export(&at, "twice", &lines, &twice, true, chunk), &reference, "every event twice");
+        // Applied twice over, imported twice over: nothing changes.
+        let twice_lines = [lines.clone(), lines.clone()].concat();
+        let twice = [events.clone(), events.clone()].concat();
+        prop_assert_eq!(
+            &export(Build {
+                name: "twice",
+                lines: &twice_lines,
+                import_chunk: lines.len().max(1),
+                events: &twice,
+                event_chunk: chunk,
+                import_first: true,
+            })?,
+            &reference,
+            "every line and every event twice"
+        );
 
         // Posts imported after the events: the known rules apply at import.
-        prop_assert_eq!(&final_export(&at, "import_after", &lines, &events, false, chunk), &reference, "import after replay");
+        let after_lines = shuffle(&lines, seed.rotate_left(32), 0);
+        prop_assert_eq!(
+            &export(Build {
+                name: "import_after",
+                lines: &after_lines,
+                import_chunk: chunk,
+                events: &events,
+                event_chunk: chunk,
+                import_first: false,
+            })?,
+            &reference,
+            "import after replay"
+        );
         Ok::<(), TestCaseError>(())
     });
     if let Err(e) = result {
