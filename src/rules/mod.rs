@@ -1,7 +1,10 @@
-//! The rules of `shared/spec/rules.md`, as pure functions over state values.
+//! The rules (README, "What the rules are"), as pure functions over state
+//! values.
 //!
 //! [`status`] and [`user`] are owned by separate handlers and share nothing;
-//! [`visibility`] is the one place where both states meet, at read time.
+//! [`visibility`] is the one place where both states meet, at read time;
+//! [`embedded`] applies it to the posts and users a post's JSON carries, and
+//! [`import`] decides how a post is stored and merged.
 //! Stores load state rows, let these functions merge events into them, and
 //! save the result: the rules live here once for every backend.
 
