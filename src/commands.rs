@@ -427,7 +427,13 @@ pub fn export(store: &mut dyn Store, country: Option<Country>, out: impl Write) 
             return Ok(());
         }
         let own_geo = row.has_geo && row.facts.post.author.geo_scrubbed(row.id);
-        let judge = embedded::InCountry { facts: row.embedded, country, now_ms: now };
+        let judge = embedded::InCountry {
+            facts: row.embedded,
+            retweet_of: row.retweet_of,
+            original: row.facts.original.as_ref(),
+            country,
+            now_ms: now,
+        };
         let io = if own_geo || embedded::changes_anything(&judge, &row.embeds.posts, &row.embeds.users) {
             w.write_all(shown_json(row.json, own_geo, &judge).as_bytes())
         } else {

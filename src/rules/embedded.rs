@@ -11,9 +11,9 @@
 //! judges from what the store looked up for a batch of posts.
 
 use super::user::UserState;
-use super::visibility::{self, visible};
+use super::visibility::{self, own_rules_allow, visible, PostView};
 use crate::event::{parse_id_str, Country, Id, TimeMs};
-use crate::post::{remove_geo_keys, MAX_EMBED_DEPTH};
+use crate::post::{remove_geo_keys, Embeds, MAX_EMBED_DEPTH};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -51,22 +51,38 @@ impl Facts {
     }
 }
 
-/// [`Facts`] judged for one country at one time.
+/// [`Facts`] judged for one country at one time, for one post: `original`
+/// is what the post's own facts say of the post it retweets (`retweet_of`),
+/// which need not be looked up again.
 pub struct InCountry<'a> {
     pub facts: &'a Facts,
+    pub retweet_of: Option<Id>,
+    pub original: Option<&'a PostView>,
     pub country: Option<Country>,
     pub now_ms: TimeMs,
 }
 
+impl InCountry<'_> {
+    fn verdict(&self, id: Id, visible: bool, author: &UserState) -> Verdict {
+        match (visible, author.geo_scrubbed(id)) {
+            (false, _) => Verdict::Hide,
+            (true, true) => Verdict::ShowWithoutGeo,
+            (true, false) => Verdict::Show,
+        }
+    }
+}
+
 impl Judge for InCountry<'_> {
     fn post(&self, id: Id) -> Verdict {
-        match self.facts.posts.get(&id) {
-            Some(f) if visible(f, self.country, self.now_ms) => {
-                if f.post.author.geo_scrubbed(id) {
-                    Verdict::ShowWithoutGeo
-                } else {
-                    Verdict::Show
-                }
+        if let Some(f) = self.facts.posts.get(&id) {
+            return self.verdict(id, visible(f, self.country, self.now_ms), &f.post.author);
+        }
+        match self.original {
+            // The retweeted original, as the retweet's own facts have it (a
+            // retweet is shown only when its original passes rules 1 to 4,
+            // rule 5).
+            Some(o) if self.retweet_of == Some(id) => {
+                self.verdict(id, own_rules_allow(o, self.country, self.now_ms), &o.author)
             }
             _ => Verdict::Hide,
         }
@@ -75,6 +91,13 @@ impl Judge for InCountry<'_> {
     fn user(&self, id: Id) -> bool {
         self.facts.users.get(&id).map_or(id != 0, |u| !visibility::user_hides(u, self.country, self.now_ms))
     }
+}
+
+/// Whether the posts and users a post embeds can be judged from the post's
+/// own facts alone: it embeds nothing but the original it retweets (the
+/// usual retweet), whose facts come with its own.
+pub fn judged_by_own_facts(embeds: &Embeds, retweet_of: Option<Id>) -> bool {
+    embeds.users.is_empty() && embeds.posts.len() == 1 && retweet_of == Some(embeds.posts[0])
 }
 
 /// Whether [`filter`] would change anything in a post that lists `posts` and

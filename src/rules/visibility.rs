@@ -41,7 +41,7 @@ pub fn user_hides(u: &UserState, country: Option<Country>, now_ms: TimeMs) -> bo
 }
 
 /// Rules 1 to 4 for one post.
-fn own_rules_allow(p: &PostView, country: Option<Country>, now_ms: TimeMs) -> bool {
+pub fn own_rules_allow(p: &PostView, country: Option<Country>, now_ms: TimeMs) -> bool {
     p.stored
         && !p.tombstone
         && !p.status.is_dropped()

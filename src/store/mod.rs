@@ -164,13 +164,16 @@ pub struct MaintenanceStats {
 pub struct ScanRow<'a> {
     pub id: Id,
     pub author_id: Id,
+    /// The post it retweets (whose facts are `facts.original`).
+    pub retweet_of: Option<Id>,
     /// The stored JSON may hold the post's own geo.
     pub has_geo: bool,
     pub json: &'a str,
     pub facts: Facts,
     /// The posts and users the JSON carries.
     pub embeds: &'a Embeds,
-    /// What the store knows of them (looked up for a batch of rows at once).
+    /// What the store knows of them (looked up for a chunk of rows at once;
+    /// a retweet's original alone is judged from `facts.original`).
     pub embedded: &'a EmbeddedFacts,
 }
 

@@ -4,7 +4,7 @@
 
 use super::{id_of, ScanRow, StoreError};
 use crate::post::{Embeds, Form};
-use crate::rules::embedded::Facts as EmbeddedFacts;
+use crate::rules::embedded::{judged_by_own_facts, Facts as EmbeddedFacts};
 use crate::rules::import::PostRow;
 use crate::event::Id;
 use crate::rules::status::StatusState;
@@ -121,6 +121,7 @@ pub(crate) const SCAN_COLUMNS: usize = 39;
 pub(crate) struct Scanned {
     pub id: Id,
     pub author_id: Id,
+    pub retweet_of: Option<Id>,
     pub has_geo: bool,
     pub facts: Facts,
     pub embeds: Embeds,
@@ -143,6 +144,7 @@ pub(crate) fn scanned_from(c: &impl Cols) -> Result<Scanned, StoreError> {
     Ok(Scanned {
         id,
         author_id: c.i64_opt(1)?.map(id_of).unwrap_or_default(),
+        retweet_of: retweet_of.map(id_of),
         has_geo: c.flag(3)?,
         facts: Facts { post: PostView { stored: true, tombstone: c.flag(5)?, status, author }, original },
         embeds: Embeds::from_column(c.text_opt(38)?.as_deref()),
@@ -177,8 +179,9 @@ pub(crate) trait Lookup {
 }
 
 /// Hands a scan's rows to the visitor in order, each with the facts of the
-/// posts and users it embeds. Rows that embed nothing go through at once
-/// when nothing is held back; from the first row that embeds something, rows
+/// posts and users it embeds. Rows that embed nothing (or nothing but the
+/// original they retweet, judged from their own facts) go through at once
+/// when nothing is held back; from the first row that embeds more, rows
 /// are held (their JSON copied) until the chunk is full, then its embedded
 /// ids are looked up together and the chunk is visited.
 #[derive(Default)]
@@ -195,10 +198,12 @@ pub(crate) type Visit<'v> = dyn FnMut(ScanRow<'_>) -> Result<(), StoreError> + '
 
 impl Chunker {
     pub(crate) fn row(&mut self, s: Scanned, json: &str, lookup: &mut dyn Lookup, visit: &mut Visit<'_>) -> Result<(), StoreError> {
-        if self.held.is_empty() && s.embeds.is_empty() {
+        let own = s.embeds.is_empty() || judged_by_own_facts(&s.embeds, s.retweet_of);
+        if self.held.is_empty() && own {
             return visit(ScanRow {
                 id: s.id,
                 author_id: s.author_id,
+                retweet_of: s.retweet_of,
                 has_geo: s.has_geo,
                 json,
                 facts: s.facts,
@@ -222,7 +227,7 @@ impl Chunker {
         }
         self.posts.clear();
         self.users.clear();
-        for (s, _) in &self.held {
+        for (s, _) in self.held.iter().filter(|(s, _)| !judged_by_own_facts(&s.embeds, s.retweet_of)) {
             self.posts.extend(&s.embeds.posts);
             self.users.extend(&s.embeds.users);
         }
@@ -237,6 +242,7 @@ impl Chunker {
             visit(ScanRow {
                 id: s.id,
                 author_id: s.author_id,
+                retweet_of: s.retweet_of,
                 has_geo: s.has_geo,
                 json: &arena[range],
                 facts: s.facts,
