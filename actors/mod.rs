@@ -1,5 +1,5 @@
 //! The actors of the daemon (`complyd run`): supervisor, partition streams,
-//! router, status handler and user handler. See `shared/spec/design.md`.
+//! router, status handler and user handler. See `docs/ARCHITECTURE.md`.
 //!
 //! ```text
 //! Supervisor (backoff per class, restart intensity, one ConnectLimiter)

@@ -16,7 +16,8 @@
 //! dropped, and memory stays bounded (one batch being filled, one decoded
 //! chunk, one line of at most `max_line_bytes`).
 
-use super::health::{now_ms, PartitionCounters};
+use super::health::PartitionCounters;
+use crate::clock::now_ms;
 use super::router::{Batch, Router};
 use super::supervisor::{ChildConnected, ChildExited, Supervisor};
 use crate::backoff::FailureClass;

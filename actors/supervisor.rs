@@ -14,7 +14,8 @@
 //! partition is marked failed (`/readyz` says so and why) and keeps retrying
 //! at the slowest pace; a stable connection clears it.
 
-use super::health::{now_ms, ExitRecord, Health, LinkState};
+use super::health::{ExitRecord, Health, LinkState};
+use crate::clock::now_ms;
 use super::partition::{config_hint, ExitReason, PartitionStream, StreamSpec};
 use super::router::Router;
 use crate::backoff::{BackoffPolicy, FailureClass, Intensity, Restarts};

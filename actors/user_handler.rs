@@ -13,7 +13,8 @@
 //! `send(..).await`.
 
 use super::commit::{commit_with_retry, StoreSlot};
-use super::health::{now_ms, Health};
+use super::health::Health;
+use crate::clock::now_ms;
 use crate::event::UserEvent;
 use super::router::Job;
 use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store};

@@ -1,6 +1,6 @@
 //! The reconnect policy: how long a partition waits before its next
 //! connection request, by failure class, following X's published guidance
-//! for its enterprise streams (see `shared/spec/compliance-firehose.md`):
+//! for its enterprise streams (see `docs/protocol.md`, section 3.2 "Reconnecting"):
 //!
 //! | class | delay of the n-th consecutive failure |
 //! |---|---|

@@ -48,7 +48,7 @@ impl From<io::Error> for Failure {
     }
 }
 
-pub use crate::clock::now_ms;
+use crate::clock::now_ms;
 
 /// Opens one input: a path, or `-` for standard input.
 fn open_input(name: &str) -> Result<Box<dyn BufRead>, Failure> {

@@ -2,7 +2,7 @@
 //! ([`demo`]) and the end-to-end benchmark ([`bench_e2e`]), plus [`Daemon`],
 //! the in-process handle tests and the demo use.
 //!
-//! The shape is design.md's: a [`Supervisor`] with one connection limiter
+//! The shape is the one docs/ARCHITECTURE.md draws: a [`Supervisor`] with one connection limiter
 //! and one [`PartitionStream`](crate::actors::partition::PartitionStream)
 //! per partition, a [`Router`], and a status handler and a user handler that
 //! each own their store connection.
@@ -13,7 +13,8 @@
 //! problem (exit 1) or a [`StoreError`](crate::store::StoreError) / I/O
 //! error otherwise (exit 2).
 
-use crate::actors::health::{now_ms, Health, LinkState};
+use crate::actors::health::{Health, LinkState};
+use crate::clock::now_ms;
 use crate::actors::partition::StreamSpec;
 use crate::actors::router::{Drain, Router};
 use crate::actors::status_handler::StatusHandler;

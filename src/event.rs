@@ -1,6 +1,6 @@
 //! The message model and the parser for every line the Compliance Firehose
 //! can carry: the 14 compliance messages, heartbeats, `{"error":...}` and
-//! `{"info":...}` (see `shared/spec/compliance-firehose.md`, section 2).
+//! `{"info":...}` (see `docs/protocol.md`, section 2 "Messages").
 //!
 //! Parsing is a pure function: the bytes of one line in (without its `\r\n`),
 //! a typed [`Message`] or a typed [`ParseError`] out. Nothing here allocates

@@ -14,7 +14,8 @@
 //! Queries read the store through a small pool of their own connections, on
 //! blocking threads (the store clients are synchronous).
 
-use crate::actors::health::{now_ms, Health, LinkState, PartitionCounters, PartitionHealth};
+use crate::actors::health::{Health, LinkState, PartitionCounters, PartitionHealth};
+use crate::clock::now_ms;
 use crate::daemon_settings::{HttpSettings, Secret};
 use crate::event::{parse_id_str, Country, Id, EVENT_TYPES};
 use crate::rules::visibility::{explain, visible, Facts};

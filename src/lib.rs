@@ -1,5 +1,5 @@
 //! complyd keeps a stored dataset of X posts compliant with the X Compliance
-//! Firehose. See README.md for the commands and `shared/spec/` for the rules.
+//! Firehose. See README.md (commands), `docs/rules.md` (rules), `docs/ARCHITECTURE.md` (code map).
 //!
 //! Domain modules (pure or blocking, no actix): [`event`], [`framing`],
 //! [`post`], [`rules`], [`store`], [`deadletter`], [`settings`],

@@ -20,7 +20,8 @@ use super::fault::{Fault, FaultKind, MALFORMED_LINES};
 use super::gen::Rng;
 use super::gz::{trailer, SegmentCompressor, GZIP_HEADER};
 use super::producer::{Segment, SubState};
-use super::server::{error_json, now_ms, Ctx};
+use super::server::{error_json, Ctx};
+use crate::clock::now_ms;
 
 /// The full-buffer disconnect message.
 pub(crate) const FULL_BUFFER_MESSAGE: &str =

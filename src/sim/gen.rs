@@ -7,7 +7,7 @@
 //! A private splitmix64 stream is used rather than a `rand` generator because
 //! `rand` does not promise the same values across versions or platforms.
 //!
-//! The wire traps of compliance-firehose.md section 2 are all produced:
+//! The wire traps of docs/protocol.md, section 2.3, are all produced:
 //! numeric ids above 2^53 rounded the way a JavaScript float prints them
 //! beside an exact `*_str`, user events carrying only an exact numeric id,
 //! `timestamp_ms` as a string of epoch milliseconds except `user_withheld`'s
@@ -311,7 +311,7 @@ fn post_text(seed: u64) -> String {
     s
 }
 
-/// The 14 message types of compliance-firehose.md section 2, plus the
+/// The 14 message types of docs/protocol.md, section 2.1, plus the
 /// unknown type the generator sends now and then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {

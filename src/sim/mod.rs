@@ -1,7 +1,7 @@
 //! `complyd sim`: a Compliance Firehose simulator.
 //!
 //! A real HTTP server (actix-web) speaking the stream and replay endpoints of
-//! compliance-firehose.md section 1, fed by a deterministic generator of the
+//! docs/protocol.md (sections 1 and 4.3), fed by a deterministic generator of the
 //! 14 message types of section 2 (traps included), and able to misbehave on
 //! command. Use [`main`] for the blocking command, or [`start`] inside an
 //! actix System (tests, `complyd demo`), then [`SimHandle::stop`].
@@ -180,7 +180,7 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
     cfg.validate()
         .map_err(|p| std::io::Error::new(std::io::ErrorKind::InvalidInput, p.join("; ")))?;
     let started = Instant::now();
-    let epoch_ms = cfg.epoch_ms.unwrap_or_else(server::now_ms);
+    let epoch_ms = cfg.epoch_ms.unwrap_or_else(crate::clock::now_ms);
     let gen = Arc::new(gen::Generator::new(
         cfg.seed,
         cfg.posts,

@@ -13,7 +13,8 @@ use flate2::Crc;
 use super::fault::ReplayOutcome;
 use super::gen::{iso_seconds, Rng};
 use super::gz::{trailer, SegmentCompressor, GZIP_HEADER};
-use super::server::{now_ms, Ctx};
+use super::server::Ctx;
+use crate::clock::now_ms;
 
 /// Events generated per step.
 const STEP: i64 = 4096;

@@ -21,6 +21,7 @@ use super::producer::{Registration, SubState};
 use super::record::Recorder;
 use super::replay::{check_window, parse_date, ReplayConn};
 use super::stats::Stats;
+use crate::clock::now_ms;
 
 /// The documented 406 message.
 pub(crate) const GZIP_REQUIRED: &str = "This connection requires compression. To enable compression, send an 'Accept-Encoding: gzip' header in your request and be ready to uncompress the stream as it is read on the client end.";
@@ -38,7 +39,6 @@ pub(crate) struct Ctx {
     pub heartbeat: Piece,
 }
 
-pub(crate) use crate::clock::now_ms;
 
 /// `{"error":{"message":"...","sent":"..."}}`
 pub(crate) fn error_json(message: &str) -> String {

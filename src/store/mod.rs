@@ -302,12 +302,30 @@ pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     Err(StoreError::BadUrl(redact_url(url)))
 }
 
-/// A URL safe to log: any `user:password@` part is replaced by `***@`.
+/// A URL safe to log: any `user:password@` part is replaced by `***@`, and
+/// the value of a `password` query parameter
+/// (`postgres://host/db?password=...`) by `***`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &base[..s + 3], &base[at..]),
+        _ => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// The key a `u64` id is stored under (a bit-for-bit cast).
@@ -320,4 +338,22 @@ pub fn key(id: Id) -> i64 {
 #[inline]
 pub fn id_of(key: i64) -> Id {
     key as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_logged_url_never_holds_a_password() {
+        for (url, want) in [
+            ("postgres://complyd:s3cret@db/complyd", "postgres://***@db/complyd"),
+            ("postgres://db/complyd?sslmode=require&password=s3cret", "postgres://db/complyd?sslmode=require&password=***"),
+            ("postgres://u:s3cret@db/x?PASSWORD=s3cret&options=-c", "postgres://***@db/x?PASSWORD=***&options=-c"),
+            ("sqlite:complyd.db", "sqlite:complyd.db"),
+        ] {
+            assert_eq!(redact_url(url), want);
+            assert!(!redact_url(url).contains("s3cret"));
+        }
+    }
 }
