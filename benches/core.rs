@@ -11,7 +11,9 @@
 //! Knobs for quicker iterations: COMPLYD_BENCH_SKIP=suspend,export,check,writers
 //! skips those phases (import and replay always run: they build the store);
 //! COMPLYD_BENCH_EXPORT_OUT=FILE writes the export to FILE (to compare the
-//! output of two builds); COMPLYD_BENCH_KEEP=1 keeps the PostgreSQL schemas
+//! output of two builds); COMPLYD_BENCH_MIX=quotes makes one post in ten a
+//! quote and one in ten a retweet, each carrying a full copy of an earlier
+//! post (embedded content, as real collections hold it); COMPLYD_BENCH_KEEP=1 keeps the PostgreSQL schemas
 //! (their names are printed) for `EXPLAIN ANALYZE`.
 
 use complyd::event::{parse_line, Country, EventKind, Message};
@@ -130,6 +132,7 @@ fn main() {
     let posts: u64 = std::env::var("COMPLYD_BENCH_POSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let users = posts / 10;
     let skip = std::env::var("COMPLYD_BENCH_SKIP").unwrap_or_default();
+    let mix = std::env::var("COMPLYD_BENCH_MIX").is_ok_and(|m| m == "quotes");
     let run = |phase: &str| !skip.split(',').any(|s| s.trim() == phase);
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
@@ -167,7 +170,18 @@ fn main() {
         } else {
             (POST_BASE / 4, SMALL_USER)
         };
-        batch.extend(parse_post_line(&post_line(id, user, i % 5 == 0)).expect("post parses"));
+        let line = match (mix, i % 10) {
+            (true, 3) if i < posts && i >= 10 => {
+                let q = i - 7;
+                format!(r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"a quote of about the usual length","quoted_status_id_str":"{}","quoted_status":{}}}"#, post_id(q), post_line(post_id(q), 10 + (q % users), q % 5 == 0))
+            }
+            (true, 7) if i < posts && i >= 10 => {
+                let q = i - 5;
+                format!(r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"RT a retweet","retweeted_status":{}}}"#, post_line(post_id(q), 10 + (q % users), q % 5 == 0))
+            }
+            _ => post_line(id, user, i % 5 == 0),
+        };
+        batch.extend(parse_post_line(&line).expect("post parses"));
         if batch.len() == 10_000 {
             imported += st.import(&batch, &[], T0).expect("import").stored;
             batch.clear();

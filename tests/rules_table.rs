@@ -1,5 +1,5 @@
 //! Every row of the rules tables and every clause of the visibility rule
-//! (shared/spec/rules.md), each on a store built through the public commands
+//! (docs/rules.md), each on a store built through the public commands
 //! (`complyd import`, `replay`, `check`, `export`).
 
 mod common;
