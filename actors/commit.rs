@@ -3,7 +3,7 @@
 //! is never dropped; only a shutdown can make a handler give up, and then the
 //! batch's position is not committed either, so the gap stays known).
 
-use super::health::{Health, HandlerCounters};
+use super::health::{HandlerCounters, Health};
 use super::router::PartInfo;
 use crate::store::{self, ApplyStats, HandlerKind, Position, Store, StoreError};
 use std::sync::atomic::Ordering::Relaxed;
@@ -79,7 +79,8 @@ pub fn commit_with_retry(
                 counters.stale.fetch_add(stats.stale.total(), Relaxed);
                 counters.batches.fetch_add(1, Relaxed);
                 let handler = kind.as_str();
-                metrics::histogram!("complyd_handler_commit_seconds", "handler" => handler).record(t0.elapsed().as_secs_f64());
+                metrics::histogram!("complyd_handler_commit_seconds", "handler" => handler)
+                    .record(t0.elapsed().as_secs_f64());
                 metrics::histogram!("complyd_handler_batch_events", "handler" => handler).record(n as f64);
                 let histogram = metrics::histogram!("complyd_receipt_to_commit_seconds", "handler" => handler);
                 for part in parts {
@@ -92,7 +93,9 @@ pub fn commit_with_retry(
                         health.counters(p.partition).committed_event_ms.fetch_max(p.last_event_ms, Relaxed);
                     }
                 }
-                for (result, counts) in [("applied", &stats.applied), ("duplicate", &stats.duplicates), ("stale", &stats.stale)] {
+                for (result, counts) in
+                    [("applied", &stats.applied), ("duplicate", &stats.duplicates), ("stale", &stats.stale)]
+                {
                     for (ty, k) in counts.iter().filter(|(_, k)| *k > 0) {
                         metrics::counter!("complyd_handler_events_total", "handler" => handler, "type" => ty, "result" => result)
                             .increment(k);

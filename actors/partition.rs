@@ -17,10 +17,10 @@
 //! chunk, one line of at most `max_line_bytes`).
 
 use super::health::PartitionCounters;
-use crate::clock::now_ms;
 use super::router::{Batch, Router};
 use super::supervisor::{ChildConnected, ChildExited, Supervisor};
 use crate::backoff::FailureClass;
+use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
 use crate::event::{parse_line, EventKind, Message, StatusEvent, UserEvent, EVENT_TYPES};
 use crate::framing::{Frame, LineFramer};
@@ -102,9 +102,7 @@ impl ExitReason {
             }
             ExitReason::Ended { .. } => Some(FailureClass::Dropped),
             ExitReason::Http { status, .. } => Some(FailureClass::of_http_status(*status)),
-            ExitReason::Connect(_) | ExitReason::Network(_) | ExitReason::IdleTimeout(_) => {
-                Some(FailureClass::Network)
-            }
+            ExitReason::Connect(_) | ExitReason::Network(_) | ExitReason::IdleTimeout(_) => Some(FailureClass::Network),
             ExitReason::Internal(_) => Some(FailureClass::Server),
         }
     }
@@ -335,7 +333,11 @@ impl Connection {
         self.supervisor.do_send(ChildConnected { partition: p, generation: self.generation });
         tracing::info!(partition = p, backfill_minutes = ?self.backfill_minutes, "Stream connected");
 
-        let mut inflate = if gzip { Inflate::Gzip(Box::new(MultiGzDecoder::new(Vec::with_capacity(256 * 1024)))) } else { Inflate::Identity };
+        let mut inflate = if gzip {
+            Inflate::Gzip(Box::new(MultiGzDecoder::new(Vec::with_capacity(256 * 1024))))
+        } else {
+            Inflate::Identity
+        };
         let mut decoded: Vec<u8> = Vec::with_capacity(256 * 1024);
         let mut framer = LineFramer::new(self.spec.max_line);
         let idle = self.spec.idle_timeout;
@@ -357,7 +359,11 @@ impl Connection {
                 }
                 let partial = framer.pending();
                 if partial > 0 {
-                    tracing::info!(partition = p, bytes = partial, "Stopped reading inside a message; it is not applied");
+                    tracing::info!(
+                        partition = p,
+                        bytes = partial,
+                        "Stopped reading inside a message; it is not applied"
+                    );
                 }
                 return ExitReason::Shutdown;
             };
@@ -388,7 +394,11 @@ impl Connection {
                     }
                     let partial = framer.pending();
                     if partial > 0 {
-                        tracing::warn!(partition = p, bytes = partial, "The stream ended inside a message; that message is lost");
+                        tracing::warn!(
+                            partition = p,
+                            bytes = partial,
+                            "The stream ended inside a message; that message is lost"
+                        );
                     }
                     return match res {
                         Ok(()) => ExitReason::Ended { notice: self.notice.take(), buffer_full: self.buffer_full },
@@ -425,7 +435,12 @@ impl Connection {
     }
 
     /// Frames decoded bytes, slice by slice, handing full batches on.
-    async fn frame(&mut self, framer: &mut LineFramer, decoded: &[u8], last_byte_ms: Option<i64>) -> Result<(), ExitReason> {
+    async fn frame(
+        &mut self,
+        framer: &mut LineFramer,
+        decoded: &[u8],
+        last_byte_ms: Option<i64>,
+    ) -> Result<(), ExitReason> {
         self.counters.bytes_decoded.fetch_add(decoded.len() as u64, Relaxed);
         let received = Instant::now();
         for slice in decoded.chunks(FRAME_SLICE) {
@@ -670,7 +685,8 @@ mod tests {
     fn exit_classes() {
         assert_eq!(ExitReason::Shutdown.class(), None);
         assert_eq!(ExitReason::Ended { notice: None, buffer_full: false }.class(), Some(FailureClass::Dropped));
-        let tmc = ExitReason::Ended { notice: Some("Forced Disconnect: Too many connections.".into()), buffer_full: false };
+        let tmc =
+            ExitReason::Ended { notice: Some("Forced Disconnect: Too many connections.".into()), buffer_full: false };
         assert_eq!(tmc.class(), Some(FailureClass::Server));
         assert_eq!(ExitReason::Http { status: 401, message: String::new() }.class(), Some(FailureClass::Config));
         assert_eq!(ExitReason::Http { status: 429, message: String::new() }.class(), Some(FailureClass::RateLimited));
@@ -680,7 +696,10 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        assert_eq!(error_message(br#"{"error":{"message":"Invalid credentials.","sent":"x"}}"#), "Invalid credentials.");
+        assert_eq!(
+            error_message(br#"{"error":{"message":"Invalid credentials.","sent":"x"}}"#),
+            "Invalid credentials."
+        );
         assert_eq!(error_message(b"<html>\nBad\tGateway</html>"), "<html>BadGateway</html>");
     }
 

@@ -290,7 +290,8 @@ impl Handler<Batch> for Router {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, b: Batch, _ctx: &mut Self::Context) -> Self::Result {
-        let position = Position { partition: b.partition, last_event_ms: b.last_event_ms, last_byte_ms: b.last_byte_ms };
+        let position =
+            Position { partition: b.partition, last_event_ms: b.last_event_ms, last_byte_ms: b.last_byte_ms };
         let (sl, ul) = (self.status_lane.clone(), self.user_lane.clone());
         let (ss, us) = (self.status_sink.clone(), self.user_sink.clone());
         let (signals, health) = (self.signals.clone(), self.health.clone());

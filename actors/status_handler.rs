@@ -9,8 +9,8 @@
 
 use super::commit::{commit_with_retry, StoreSlot};
 use super::health::Health;
-use crate::event::StatusEvent;
 use super::router::Job;
+use crate::event::StatusEvent;
 use crate::store::{ApplyStats, HandlerKind, Store};
 use actix::prelude::*;
 use std::sync::Arc;
@@ -51,8 +51,14 @@ impl Handler<ApplyStatus> for StatusHandler {
 
     fn handle(&mut self, msg: ApplyStatus, _ctx: &mut Self::Context) -> Self::Result {
         let job = msg.job;
-        commit_with_retry(HandlerKind::Status, &mut self.store, &self.health, self.retry, &job.positions, &job.parts, |s| {
-            s.apply_status(&job.events, &job.positions)
-        })
+        commit_with_retry(
+            HandlerKind::Status,
+            &mut self.store,
+            &self.health,
+            self.retry,
+            &job.positions,
+            &job.parts,
+            |s| s.apply_status(&job.events, &job.positions),
+        )
     }
 }

@@ -15,10 +15,10 @@
 //! at the slowest pace; a stable connection clears it.
 
 use super::health::{ExitRecord, Health, LinkState};
-use crate::clock::now_ms;
 use super::partition::{config_hint, ExitReason, PartitionStream, StreamSpec};
 use super::router::Router;
 use crate::backoff::{BackoffPolicy, FailureClass, Intensity, Restarts};
+use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
 use crate::limiter::{ConnectLimiter, Ticket};
 use actix::prelude::*;
@@ -443,7 +443,13 @@ impl Handler<ChildExited> for Supervisor {
                         "Configuration error: the stream refused the request; fix the configuration (retrying slowly)"
                     );
                 } else if let Some(suppressed) = crate::logging::allow(&format!("config-again:{p}")) {
-                    tracing::warn!(partition = p, status = code, retry_in_ms = delay_ms, suppressed, "Configuration error again; retrying slowly");
+                    tracing::warn!(
+                        partition = p,
+                        status = code,
+                        retry_in_ms = delay_ms,
+                        suppressed,
+                        "Configuration error again; retrying slowly"
+                    );
                 }
             }
             FailureClass::RateLimited => {

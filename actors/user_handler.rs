@@ -14,9 +14,9 @@
 
 use super::commit::{commit_with_retry, StoreSlot};
 use super::health::Health;
+use super::router::Job;
 use crate::clock::now_ms;
 use crate::event::UserEvent;
-use super::router::Job;
 use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store};
 use actix::prelude::*;
 use std::sync::Arc;
@@ -68,9 +68,15 @@ impl Handler<ApplyUser> for UserHandler {
 
     fn handle(&mut self, msg: ApplyUser, _ctx: &mut Self::Context) -> Self::Result {
         let job = msg.job;
-        commit_with_retry(HandlerKind::User, &mut self.store, &self.health, self.retry, &job.positions, &job.parts, |s| {
-            s.apply_user(&job.events, &job.positions)
-        })
+        commit_with_retry(
+            HandlerKind::User,
+            &mut self.store,
+            &self.health,
+            self.retry,
+            &job.positions,
+            &job.parts,
+            |s| s.apply_user(&job.events, &job.positions),
+        )
     }
 }
 

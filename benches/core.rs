@@ -31,7 +31,9 @@ const SMALL_USER: u64 = 2;
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -64,16 +66,37 @@ fn event_line(r: &mut Rng, i: u64, posts: u64, users: u64) -> String {
     let rounded = p as f64 as u64;
     let u = 10 + r.below(users);
     match r.below(100) {
-        0..=59 => format!(r#"{{"delete":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#),
-        60..=64 => format!(r#"{{"delete":{{"favorite":{{"tweet_id":{rounded},"tweet_id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#),
-        65..=68 => format!(r#"{{"status_withheld":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"withheld_in_countries":["DE","FR"],"timestamp_ms":"{t}"}}}}"#),
-        69..=71 => format!(r#"{{"drop":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#),
-        72..=73 => format!(r#"{{"undrop":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#),
-        74..=75 => format!(r#"{{"tweet_edit":{{"id":"{}","initial_tweet_id":"{p}","edit_tweet_ids":["{p}","{}"],"timestamp_ms":"{t}"}}}}"#, p + 1, p + 1),
-        76..=77 => format!(r#"{{"scrub_geo":{{"user_id":{u},"up_to_status_id":{rounded},"up_to_status_id_str":"{p}","user_id_str":"{u}","timestamp_ms":"{t}"}}}}"#),
-        78..=80 => format!(r#"{{"user_withheld":{{"user":{{"id":{u},"id_str":"{u}"}},"withheld_in_countries":["XY"],"timestampMs":"2023-11-14T22:13:20.{:03}+00:00"}}}}"#, i % 1000),
+        0..=59 => format!(
+            r#"{{"delete":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#
+        ),
+        60..=64 => format!(
+            r#"{{"delete":{{"favorite":{{"tweet_id":{rounded},"tweet_id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#
+        ),
+        65..=68 => format!(
+            r#"{{"status_withheld":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"withheld_in_countries":["DE","FR"],"timestamp_ms":"{t}"}}}}"#
+        ),
+        69..=71 => format!(
+            r#"{{"drop":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#
+        ),
+        72..=73 => format!(
+            r#"{{"undrop":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#
+        ),
+        74..=75 => format!(
+            r#"{{"tweet_edit":{{"id":"{}","initial_tweet_id":"{p}","edit_tweet_ids":["{p}","{}"],"timestamp_ms":"{t}"}}}}"#,
+            p + 1,
+            p + 1
+        ),
+        76..=77 => format!(
+            r#"{{"scrub_geo":{{"user_id":{u},"up_to_status_id":{rounded},"up_to_status_id_str":"{p}","user_id_str":"{u}","timestamp_ms":"{t}"}}}}"#
+        ),
+        78..=80 => format!(
+            r#"{{"user_withheld":{{"user":{{"id":{u},"id_str":"{u}"}},"withheld_in_countries":["XY"],"timestampMs":"2023-11-14T22:13:20.{:03}+00:00"}}}}"#,
+            i % 1000
+        ),
         n => {
-            let kind = ["user_delete", "user_undelete", "user_protect", "user_unprotect", "user_suspend", "user_unsuspend"][(n % 6) as usize];
+            let kind =
+                ["user_delete", "user_undelete", "user_protect", "user_unprotect", "user_suspend", "user_unsuspend"]
+                    [(n % 6) as usize];
             format!(r#"{{"{kind}":{{"id":{u},"timestamp_ms":"{t}"}}}}"#)
         }
     }
@@ -81,7 +104,10 @@ fn event_line(r: &mut Rng, i: u64, posts: u64, users: u64) -> String {
 
 fn post_line(id: u64, user: u64, geo: bool) -> String {
     let geo = if geo { r#","coordinates":{"type":"Point","coordinates":[10.75,59.91]}"# } else { "" };
-    format!(r#"{{"created_at":"Tue Nov 14 22:13:20 +0000 2023","id":{},"id_str":"{id}","text":"a post of about the usual length, with some words in it to make the JSON realistic #compliance","user":{{"id":{user},"id_str":"{user}","screen_name":"user{user}"}},"lang":"en"{geo}}}"#, id as f64 as u64)
+    format!(
+        r#"{{"created_at":"Tue Nov 14 22:13:20 +0000 2023","id":{},"id_str":"{id}","text":"a post of about the usual length, with some words in it to make the JSON realistic #compliance","user":{{"id":{user},"id_str":"{user}","screen_name":"user{user}"}},"lang":"en"{geo}}}"#,
+        id as f64 as u64
+    )
 }
 
 /// Fresh stores for the benchmark: SQLite files in a temporary directory, or
@@ -99,7 +125,8 @@ impl Places {
             Some(base) => {
                 let schema = format!("bench_{}_{name}", std::process::id());
                 let mut c = postgres::Client::connect(base, postgres::NoTls).expect("PostgreSQL answers");
-                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).expect("schema");
+                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+                    .expect("schema");
                 self.schemas.push(schema.clone());
                 let sep = if base.contains('?') { '&' } else { '?' };
                 format!("{base}{sep}options=-csearch_path%3D{schema}")
@@ -149,7 +176,11 @@ fn main() {
     }
     let d = start.elapsed();
     assert_eq!(events, lines.len() as u64, "every generated line parses");
-    rows.push(("parse, realistic mix, 1 core".into(), format!("{:.0} msgs/s", per_sec(events, d)), format!("{:.0} MB/s; goal ≥ 1,000,000 msgs/s", bytes as f64 / d.as_secs_f64() / 1e6)));
+    rows.push((
+        "parse, realistic mix, 1 core".into(),
+        format!("{:.0} msgs/s", per_sec(events, d)),
+        format!("{:.0} MB/s; goal ≥ 1,000,000 msgs/s", bytes as f64 / d.as_secs_f64() / 1e6),
+    ));
 
     // 2. Import: `posts` posts over `users` users, `posts` more for BIG_USER, one for SMALL_USER.
     let dir = tempfile::tempdir().expect("temp dir");
@@ -173,11 +204,18 @@ fn main() {
         let line = match (mix, i % 10) {
             (true, 3) if i < posts && i >= 10 => {
                 let q = i - 7;
-                format!(r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"a quote of about the usual length","quoted_status_id_str":"{}","quoted_status":{}}}"#, post_id(q), post_line(post_id(q), 10 + (q % users), q % 5 == 0))
+                format!(
+                    r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"a quote of about the usual length","quoted_status_id_str":"{}","quoted_status":{}}}"#,
+                    post_id(q),
+                    post_line(post_id(q), 10 + (q % users), q % 5 == 0)
+                )
             }
             (true, 7) if i < posts && i >= 10 => {
                 let q = i - 5;
-                format!(r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"RT a retweet","retweeted_status":{}}}"#, post_line(post_id(q), 10 + (q % users), q % 5 == 0))
+                format!(
+                    r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"RT a retweet","retweeted_status":{}}}"#,
+                    post_line(post_id(q), 10 + (q % users), q % 5 == 0)
+                )
             }
             _ => post_line(id, user, i % 5 == 0),
         };
@@ -189,7 +227,11 @@ fn main() {
     }
     imported += st.import(&batch, &[], T0).expect("import").stored;
     let d = start.elapsed();
-    rows.push((format!("import {total_posts} posts (parse + store)"), format!("{:.0} posts/s", per_sec(imported, d)), String::new()));
+    rows.push((
+        format!("import {total_posts} posts (parse + store)"),
+        format!("{:.0} posts/s", per_sec(imported, d)),
+        String::new(),
+    ));
 
     // 3. Replay 1,000,000 events into the store holding those posts, through
     // the same Applier as `complyd replay`.
@@ -202,7 +244,14 @@ fn main() {
         applier.flush().expect("apply");
     }
     let d = start.elapsed();
-    rows.push((format!("replay 1,000,000 events, {total_posts} posts stored"), format!("{:.0} events/s", per_sec(lines.len() as u64, d)), format!("parse + apply + commit, batches of {}; 60% are deletes of stored posts; goal ≥ 200,000/s", complyd::commands::BATCH)));
+    rows.push((
+        format!("replay 1,000,000 events, {total_posts} posts stored"),
+        format!("{:.0} events/s", per_sec(lines.len() as u64, d)),
+        format!(
+            "parse + apply + commit, batches of {}; 60% are deletes of stored posts; goal ≥ 200,000/s",
+            complyd::commands::BATCH
+        ),
+    ));
     let start = Instant::now();
     let mut removed = 0u64;
     loop {
@@ -213,7 +262,11 @@ fn main() {
         }
     }
     let d = start.elapsed();
-    rows.push(("  then: removing the deleted posts' content (maintenance, off the event path)".into(), format!("{:.0} posts/s", per_sec(removed, d)), format!("{removed} posts removed in {:.1} s", d.as_secs_f64())));
+    rows.push((
+        "  then: removing the deleted posts' content (maintenance, off the event path)".into(),
+        format!("{:.0} posts/s", per_sec(removed, d)),
+        format!("{removed} posts removed in {:.1} s", d.as_secs_f64()),
+    ));
 
     // 4. user_suspend of a user with `posts` posts vs a user with one,
     // interleaved so that both see the same machine; medians.
@@ -235,9 +288,21 @@ fn main() {
     big.sort();
     let med = |v: &[Duration]| v[v.len() / 2].as_secs_f64() * 1e6;
     if reps > 0 {
-        rows.push(("user_suspend/unsuspend, user with 1 post".into(), format!("{:.1} µs/event (median)", med(&small)), "one event a transaction, commit included".into()));
-        rows.push((format!("user_suspend/unsuspend, user with {posts} posts"), format!("{:.1} µs/event (median)", med(&big)), "same".into()));
-        rows.push(("  ratio (many-post user / 1-post user)".into(), format!("{:.2}", med(&big) / med(&small)), "goal: no more (≈ 1)".into()));
+        rows.push((
+            "user_suspend/unsuspend, user with 1 post".into(),
+            format!("{:.1} µs/event (median)", med(&small)),
+            "one event a transaction, commit included".into(),
+        ));
+        rows.push((
+            format!("user_suspend/unsuspend, user with {posts} posts"),
+            format!("{:.1} µs/event (median)", med(&big)),
+            "same".into(),
+        ));
+        rows.push((
+            "  ratio (many-post user / 1-post user)".into(),
+            format!("{:.2}", med(&big) / med(&small)),
+            "goal: no more (≈ 1)".into(),
+        ));
     }
 
     // 5. Export everything visible.
@@ -257,7 +322,11 @@ fn main() {
             Ok(())
         })
         .expect("scan");
-        rows.push((format!("export (scanned {scanned} stored posts, wrote {exported})"), format!("{:.0} posts/s", per_sec(scanned, d)), format!("goal ≥ 500,000/s; RSS {} → {} MiB", rss_before / 1024, rss_after / 1024)));
+        rows.push((
+            format!("export (scanned {scanned} stored posts, wrote {exported})"),
+            format!("{:.0} posts/s", per_sec(scanned, d)),
+            format!("goal ≥ 500,000/s; RSS {} → {} MiB", rss_before / 1024, rss_after / 1024),
+        ));
     }
 
     // 6. check: latency per id (facts + visibility), random stored and unstored ids.
@@ -275,7 +344,11 @@ fn main() {
     lat.sort();
     if !lat.is_empty() {
         let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
-        rows.push(("check, per id".into(), format!("p50 {:.1} µs, p99 {:.1} µs", q(0.5), q(0.99)), "goal p99 < 1 ms".into()));
+        rows.push((
+            "check, per id".into(),
+            format!("p50 {:.1} µs, p99 {:.1} µs", q(0.5), q(0.99)),
+            "goal p99 < 1 ms".into(),
+        ));
     }
 
     // 7. Several writers at once (several daemons sharing one database, each
@@ -301,7 +374,11 @@ fn main() {
             }
         });
         let d = start.elapsed();
-        rows.push((format!("{writers} writer(s) at once, 1,000,000 events"), format!("{:.0} events/s", per_sec(lines.len() as u64, d)), "total across writers; empty store".into()));
+        rows.push((
+            format!("{writers} writer(s) at once, 1,000,000 events"),
+            format!("{:.0} events/s", per_sec(lines.len() as u64, d)),
+            "total across writers; empty store".into(),
+        ));
     }
     drop(places);
 

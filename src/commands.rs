@@ -244,7 +244,8 @@ pub fn import(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> 
         let text = match std::str::from_utf8(line) {
             Ok(t) => t,
             Err(e) => {
-                dl.record(source, n, "invalid_json", &format!("not UTF-8: {e}"), line).map_err(|e| dead_letter_io(e, dl))?;
+                dl.record(source, n, "invalid_json", &format!("not UTF-8: {e}"), line)
+                    .map_err(|e| dead_letter_io(e, dl))?;
                 return Ok(());
             }
         };
@@ -340,7 +341,9 @@ pub fn apply_batch(
     let mut applier = Applier::new(store);
     for (_, id, t, reason) in &msgs {
         let ev = match (kind, reason.as_str()) {
-            (BatchType::Tweets, "deleted" | "bounced") => EventKind::Status(StatusEvent::Delete { id: *id, user_id: None }),
+            (BatchType::Tweets, "deleted" | "bounced") => {
+                EventKind::Status(StatusEvent::Delete { id: *id, user_id: None })
+            }
             (BatchType::Users, r) => EventKind::User(user_event_for(*id, r)),
             (BatchType::Tweets, r) => {
                 // A post listed for its author's sake: act on the author, when
@@ -395,11 +398,14 @@ pub fn parse_country(s: &str) -> Result<Country, Failure> {
 ///
 /// # Errors
 /// [`Failure::Usage`] for an id that is not a decimal u64; store failures.
-pub fn check(store: &mut dyn Store, country: Option<Country>, ids: &[String], out: &mut dyn Write) -> Result<(), Failure> {
-    let parsed: Vec<Id> = ids
-        .iter()
-        .map(|s| parse_id_str(s).map_err(|e| Failure::Usage(e.detail)))
-        .collect::<Result<_, _>>()?;
+pub fn check(
+    store: &mut dyn Store,
+    country: Option<Country>,
+    ids: &[String],
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let parsed: Vec<Id> =
+        ids.iter().map(|s| parse_id_str(s).map_err(|e| Failure::Usage(e.detail))).collect::<Result<_, _>>()?;
     let now = now_ms();
     for id in parsed {
         let facts = store.facts(id)?;

@@ -14,12 +14,12 @@
 //! error otherwise (exit 2).
 
 use crate::actors::health::{Health, LinkState};
-use crate::clock::now_ms;
 use crate::actors::partition::StreamSpec;
 use crate::actors::router::{Drain, Router};
 use crate::actors::status_handler::StatusHandler;
 use crate::actors::supervisor::{Shutdown, Supervisor, SupervisorConfig};
 use crate::actors::user_handler::UserHandler;
+use crate::clock::now_ms;
 use crate::daemon_settings::{DaemonSettings, Secret};
 use crate::deadletter::DeadLetter;
 use crate::limiter::ConnectLimiter;
@@ -80,8 +80,9 @@ impl Daemon {
         // On a plain thread: the synchronous PostgreSQL client must not run
         // inside the async runtime.
         let open = || store::open(&url).with_context(|| format!("opening the store {}", store::redact_url(&url)));
-        let (status_store, user_store) = std::thread::scope(|s| s.spawn(|| Ok::<_, anyhow::Error>((open()?, open()?))).join())
-            .map_err(|_| anyhow::anyhow!("opening the store panicked"))??;
+        let (status_store, user_store) =
+            std::thread::scope(|s| s.spawn(|| Ok::<_, anyhow::Error>((open()?, open()?))).join())
+                .map_err(|_| anyhow::anyhow!("opening the store panicked"))??;
         Daemon::start_with_stores(settings, password, status_store, user_store).await
     }
 
@@ -467,10 +468,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let system = actix_rt::System::new();
     let res = system.block_on(async move {
         let sim = crate::sim::start(sim_cfg.clone()).await.context("starting the simulator")?;
-        settings.stream.url = format!(
-            "http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json",
-            sim.addr()
-        );
+        settings.stream.url =
+            format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
         let daemon = Daemon::start(settings.clone(), password).await?;
         if let Some(a) = daemon.http_addr() {
             println!("complyd demo: simulator on http://{}, health on http://{a}/healthz", sim.addr());
@@ -525,7 +524,11 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "complyd demo: posts visible before {visible_before}, now {visible_after} ({} hidden by compliance events)",
         visible_before.saturating_sub(visible_after)
     );
-    println!("complyd demo: try `complyd export --db sqlite:{}` or `complyd check --db sqlite:{} ID`", db.display(), db.display());
+    println!(
+        "complyd demo: try `complyd export --db sqlite:{}` or `complyd check --db sqlite:{} ID`",
+        db.display(),
+        db.display()
+    );
     Ok(())
 }
 
@@ -542,12 +545,8 @@ pub fn progress_line(h: &Health, elapsed: Duration, rate: f64) -> String {
     if let Some(p99) = h.latency.quantile_ms(0.99) {
         let _ = write!(line, " | p99 {p99} ms");
     }
-    let committed: Vec<i64> = h
-        .partition_ids()
-        .iter()
-        .map(|p| h.counters(*p).committed_event_ms.load(Relaxed))
-        .filter(|t| *t > 0)
-        .collect();
+    let committed: Vec<i64> =
+        h.partition_ids().iter().map(|p| h.counters(*p).committed_event_ms.load(Relaxed)).filter(|t| *t > 0).collect();
     if let Some(oldest) = committed.iter().min() {
         let _ = write!(line, " | lag {:.1} s", (now_ms() - oldest).max(0) as f64 / 1000.0);
     }
@@ -646,7 +645,11 @@ impl std::fmt::Display for BenchReport {
             writeln!(f, "ceiling (curl --compressed, 8 partitions): {c:.0} events/s")?;
         }
         writeln!(f, "end to end (simulator -> committed SQLite): {:.0} events/s", self.e2e_events_per_sec)?;
-        writeln!(f, "CPU per event committed at full rate: {:.2} µs (whole process, simulator included)", self.e2e_cpu_us_per_event)?;
+        writeln!(
+            f,
+            "CPU per event committed at full rate: {:.2} µs (whole process, simulator included)",
+            self.e2e_cpu_us_per_event
+        )?;
         if let Some(p) = self.pipeline_events_per_sec {
             writeln!(f, "daemon pipeline without a store (simulator -> null store): {p:.0} events/s")?;
         }
@@ -703,7 +706,12 @@ impl Store for NullStore {
         s.applied.add("user_delete", events.len() as u64);
         Ok(s)
     }
-    fn import(&mut self, _: &[store::NewPost], _: &[store::NewLike], _: i64) -> Result<store::ImportStats, store::StoreError> {
+    fn import(
+        &mut self,
+        _: &[store::NewPost],
+        _: &[store::NewLike],
+        _: i64,
+    ) -> Result<store::ImportStats, store::StoreError> {
         Ok(store::ImportStats::default())
     }
     fn facts(&mut self, _: crate::event::Id) -> Result<crate::rules::visibility::Facts, store::StoreError> {
@@ -712,7 +720,10 @@ impl Store for NullStore {
     fn user_state(&mut self, _: crate::event::Id) -> Result<crate::rules::user::UserState, store::StoreError> {
         Ok(crate::rules::user::UserState::default())
     }
-    fn scan(&mut self, _: &mut dyn FnMut(store::ScanRow<'_>) -> Result<(), store::StoreError>) -> Result<(), store::StoreError> {
+    fn scan(
+        &mut self,
+        _: &mut dyn FnMut(store::ScanRow<'_>) -> Result<(), store::StoreError>,
+    ) -> Result<(), store::StoreError> {
         Ok(())
     }
     fn maintain(&mut self, _: i64, _: usize) -> Result<store::MaintenanceStats, store::StoreError> {
@@ -734,9 +745,9 @@ pub fn rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok())
-            })
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -754,7 +765,12 @@ fn process_cpu_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn bench_settings(dir: &Path, name: &str, sim: &crate::sim::SimHandle, sim_cfg: &crate::sim::SimConfig) -> DaemonSettings {
+fn bench_settings(
+    dir: &Path,
+    name: &str,
+    sim: &crate::sim::SimHandle,
+    sim_cfg: &crate::sim::SimConfig,
+) -> DaemonSettings {
     let mut s = DaemonSettings::default();
     let db = dir.join(format!("{name}.db"));
     // A fresh store and simulator each run: forget the connection requests
@@ -771,7 +787,8 @@ fn bench_settings(dir: &Path, name: &str, sim: &crate::sim::SimHandle, sim_cfg: 
     let _ = std::fs::remove_file(&dead_letter);
     s.store.url = format!("sqlite:{}", db.display());
     s.store.dead_letter = Some(dead_letter);
-    s.stream.url = format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
+    s.stream.url =
+        format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
     s.stream.account = sim_cfg.account.clone();
     s.stream.label = sim_cfg.label.clone();
     s.stream.username = sim_cfg.username.clone();
@@ -924,8 +941,13 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
         if args.pipeline {
             let sim = crate::sim::start(unlimited.clone()).await?;
             let s = bench_settings(&args.dir, "null", &sim, &unlimited);
-            let d = Daemon::start_with_stores(s, Secret::new(unlimited.password.clone()), Box::new(NullStore), Box::new(NullStore))
-                .await?;
+            let d = Daemon::start_with_stores(
+                s,
+                Secret::new(unlimited.password.clone()),
+                Box::new(NullStore),
+                Box::new(NullStore),
+            )
+            .await?;
             tokio::time::sleep(warmup).await;
             let before = d.health().committed();
             let t = Instant::now();

@@ -153,7 +153,12 @@ pub struct HandlerSettings {
 
 impl Default for HandlerSettings {
     fn default() -> Self {
-        HandlerSettings { in_flight: 16, commit_retry_ms: 1_000, maintain_interval_ms: 60_000, maintain_max_users: 1_000 }
+        HandlerSettings {
+            in_flight: 16,
+            commit_retry_ms: 1_000,
+            maintain_interval_ms: 60_000,
+            maintain_max_users: 1_000,
+        }
     }
 }
 
@@ -476,7 +481,11 @@ impl DaemonSettings {
             .filter(|(k, _)| k.strip_prefix("COMPLYD_").is_some_and(|rest| rest.contains("__")))
             .collect();
         b = b.add_source(
-            config::Environment::with_prefix("COMPLYD").prefix_separator("_").separator("__").try_parsing(true).source(Some(overrides)),
+            config::Environment::with_prefix("COMPLYD")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
         );
         let cfg = b.build().map_err(|e| ConfigErrors(vec![e.to_string()]))?;
         let tree: serde_json::Value = cfg.try_deserialize().map_err(|e| ConfigErrors(vec![e.to_string()]))?;
@@ -567,7 +576,10 @@ impl DaemonSettings {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 p.push(format!("stream.url {:?} is not an http(s) URL", s.url));
             } else if awc::http::Uri::try_from(url.as_str()).is_err() {
-                p.push(format!("stream.url {:?} is not a valid URL (after replacing {{account}} and {{label}})", s.url));
+                p.push(format!(
+                    "stream.url {:?} is not a valid URL (after replacing {{account}} and {{label}})",
+                    s.url
+                ));
             }
             if let Some(host) = plain_http_host(&url).filter(|h| !is_loopback(h)) {
                 p.push(format!(
@@ -699,7 +711,10 @@ impl DaemonSettings {
             p.push(format!("http.read_connections {} must be 1 to 64", self.http.read_connections));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(format!("log.level {:?} is not a log filter (e.g. info, debug, complyd=debug): {e}", self.log.level));
+            p.push(format!(
+                "log.level {:?} is not a log filter (e.g. info, debug, complyd=debug): {e}",
+                self.log.level
+            ));
         }
         if self.log.repeat_per_minute == 0 {
             p.push("log.repeat_per_minute must be > 0".to_owned());
@@ -714,7 +729,10 @@ impl DaemonSettings {
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.stream.partitions.len() < 8 {
-            w.push(format!("only {} of the 8 partitions configured: the stream is incomplete", self.stream.partitions.len()));
+            w.push(format!(
+                "only {} of the 8 partitions configured: the stream is incomplete",
+                self.stream.partitions.len()
+            ));
         }
         w
     }
@@ -762,7 +780,11 @@ fn drop_unknown_keys(known: &serde_json::Value, got: &mut serde_json::Value, pre
         if prefix.is_empty() {
             problems.push(format!("unknown section [{key}] (sections: {})", valid.join(", ")));
         } else {
-            problems.push(format!("unknown key {prefix}{key} (keys of [{}]: {})", prefix.trim_end_matches('.'), valid.join(", ")));
+            problems.push(format!(
+                "unknown key {prefix}{key} (keys of [{}]: {})",
+                prefix.trim_end_matches('.'),
+                valid.join(", ")
+            ));
         }
     }
     for (key, value) in g.iter_mut() {
@@ -775,7 +797,8 @@ fn drop_unknown_keys(known: &serde_json::Value, got: &mut serde_json::Value, pre
 /// Removes the value at a dotted path (`stream.idle_timeout_ms`, or
 /// `stream.partitions[2]`'s whole key); false when there is nothing to remove.
 fn remove_path(tree: &mut serde_json::Value, path: &str) -> bool {
-    let keys: Vec<&str> = path.split('.').map(|k| k.split('[').next().unwrap_or(k)).filter(|k| !k.is_empty() && *k != "?").collect();
+    let keys: Vec<&str> =
+        path.split('.').map(|k| k.split('[').next().unwrap_or(k)).filter(|k| !k.is_empty() && *k != "?").collect();
     let Some((last, parents)) = keys.split_last() else { return false };
     let mut node = tree;
     for k in parents {

@@ -38,10 +38,7 @@ impl Country {
             [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
                 Ok(Country([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
             }
-            _ => Err(ParseError::new(
-                ParseErrorKind::BadCountry,
-                format!("country code {s:?} is not two letters"),
-            )),
+            _ => Err(ParseError::new(ParseErrorKind::BadCountry, format!("country code {s:?} is not two letters"))),
         }
     }
 
@@ -104,14 +101,34 @@ pub enum EventKind {
 /// Events about one post (and the like-delete, which the status handler owns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StatusEvent {
-    Delete { id: Id, user_id: Option<Id> },
-    Withheld { id: Id, user_id: Option<Id>, countries: Vec<Country> },
-    Drop { id: Id, user_id: Option<Id> },
-    Undrop { id: Id, user_id: Option<Id> },
+    Delete {
+        id: Id,
+        user_id: Option<Id>,
+    },
+    Withheld {
+        id: Id,
+        user_id: Option<Id>,
+        countries: Vec<Country>,
+    },
+    Drop {
+        id: Id,
+        user_id: Option<Id>,
+    },
+    Undrop {
+        id: Id,
+        user_id: Option<Id>,
+    },
     /// `edit_tweet_ids` lists the whole edit chain; `id` is its newest member.
-    Edit { id: Id, initial_id: Option<Id>, edit_ids: Vec<Id> },
+    Edit {
+        id: Id,
+        initial_id: Option<Id>,
+        edit_ids: Vec<Id>,
+    },
     /// `delete` of a favorite: the like (user, post) is removed.
-    FavoriteDelete { user_id: Id, post_id: Id },
+    FavoriteDelete {
+        user_id: Id,
+        post_id: Id,
+    },
 }
 
 /// Events about one user.
@@ -427,9 +444,7 @@ impl<'de> Deserialize<'de> for WireId {
                 Ok(WireId(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<WireId, E> {
-                u64::try_from(v)
-                    .map(WireId)
-                    .map_err(|_| custom(ParseErrorKind::BadId, format_args!("negative id {v}")))
+                u64::try_from(v).map(WireId).map_err(|_| custom(ParseErrorKind::BadId, format_args!("negative id {v}")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<WireId, E> {
                 Err(custom(ParseErrorKind::BadId, format_args!("id {v} is not an integer")))
@@ -450,8 +465,7 @@ pub fn parse_id_str(s: &str) -> Result<Id, ParseError> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ParseError::new(ParseErrorKind::BadId, format!("id {s:?} is not a decimal integer")));
     }
-    s.parse::<u64>()
-        .map_err(|_| ParseError::new(ParseErrorKind::BadId, format!("id {s:?} exceeds 64 bits")))
+    s.parse::<u64>().map_err(|_| ParseError::new(ParseErrorKind::BadId, format!("id {s:?} exceeds 64 bits")))
 }
 
 /// An event time: epoch milliseconds as a number or a digit string
@@ -500,14 +514,9 @@ pub fn parse_time_str(s: &str) -> Result<TimeMs, ParseError> {
             .parse::<i64>()
             .map_err(|_| ParseError::new(ParseErrorKind::BadTimestamp, format!("time {s:?} out of range")));
     }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            ParseError::new(
-                ParseErrorKind::BadTimestamp,
-                format!("time {s:?} is neither epoch milliseconds nor ISO-8601"),
-            )
-        })
+    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|_| {
+        ParseError::new(ParseErrorKind::BadTimestamp, format!("time {s:?} is neither epoch milliseconds nor ISO-8601"))
+    })
 }
 
 struct WireCountries(Vec<Country>);
@@ -772,10 +781,8 @@ impl RawMessage {
             RawMessage::StatusWithheld(w) => {
                 let s = w.status.ok_or_else(|| missing("status_withheld.status"))?;
                 let id = pick(s.id_str, s.id).ok_or_else(|| missing("status_withheld.status.id_str"))?;
-                let countries = w
-                    .withheld_in_countries
-                    .ok_or_else(|| missing("status_withheld.withheld_in_countries"))?
-                    .0;
+                let countries =
+                    w.withheld_in_countries.ok_or_else(|| missing("status_withheld.withheld_in_countries"))?.0;
                 let time = w.timestamp_ms.map_or(0, |t| t.0);
                 let user_id = pick(s.user_id_str, s.user_id);
                 event(time, EventKind::Status(StatusEvent::Withheld { id, user_id, countries }))
@@ -874,7 +881,10 @@ mod tests {
     #[test]
     fn trap1_ids_above_2_pow_53_prefer_id_str_over_rounded_number() {
         let e = ev(DOC_DELETE);
-        assert_eq!(e.kind, EventKind::Status(StatusEvent::Delete { id: 601430178305220608, user_id: Some(3198576760) }));
+        assert_eq!(
+            e.kind,
+            EventKind::Status(StatusEvent::Delete { id: 601430178305220608, user_id: Some(3198576760) })
+        );
         assert_eq!(e.time_ms, 1432228155593);
     }
 
@@ -905,13 +915,15 @@ mod tests {
 
     #[test]
     fn trap2_timestamp_ms_string_and_timestampms_iso() {
-        let e = ev(r#"{"user_withheld":{"user":{"id":1375036644,"id_str":"1375036644"},"withheld_in_countries":["XY"],"timestampMs":"2014-08-27T23:49:41.839+00:00"}}"#);
-        assert_eq!(e.time_ms, 1409183381839);
-        assert_eq!(e.kind, EventKind::User(UserEvent::Withheld { user_id: 1375036644, countries: vec![Country::DMCA] }));
-        assert_eq!(
-            err(r#"{"user_protect":{"id":1,"timestamp_ms":"yesterday"}}"#),
-            ParseErrorKind::BadTimestamp
+        let e = ev(
+            r#"{"user_withheld":{"user":{"id":1375036644,"id_str":"1375036644"},"withheld_in_countries":["XY"],"timestampMs":"2014-08-27T23:49:41.839+00:00"}}"#,
         );
+        assert_eq!(e.time_ms, 1409183381839);
+        assert_eq!(
+            e.kind,
+            EventKind::User(UserEvent::Withheld { user_id: 1375036644, countries: vec![Country::DMCA] })
+        );
+        assert_eq!(err(r#"{"user_protect":{"id":1,"timestamp_ms":"yesterday"}}"#), ParseErrorKind::BadTimestamp);
     }
 
     #[test]
@@ -940,7 +952,9 @@ mod tests {
 
     #[test]
     fn trap4_country_codes_xx_xy_and_case() {
-        let e = ev(r#"{"status_withheld":{"status":{"id_str":"7","user_id_str":"8"},"withheld_in_countries":["de","XX","DE"],"timestamp_ms":"1"}}"#);
+        let e = ev(
+            r#"{"status_withheld":{"status":{"id_str":"7","user_id_str":"8"},"withheld_in_countries":["de","XX","DE"],"timestamp_ms":"1"}}"#,
+        );
         let EventKind::Status(StatusEvent::Withheld { countries, .. }) = e.kind else { panic!() };
         assert_eq!(countries, vec![Country::parse("DE").unwrap(), Country::ALL]);
         assert!(Country::ALL.is_everywhere() && Country::DMCA.is_everywhere());
@@ -952,7 +966,9 @@ mod tests {
 
     #[test]
     fn trap5_unknown_fields_are_tolerated() {
-        let e = ev(r#"{"delete":{"status":{"id_str":"5","lang":"en","extra":{"a":[1,2]}},"timestamp_ms":"9","new_field":true},"envelope":1}"#);
+        let e = ev(
+            r#"{"delete":{"status":{"id_str":"5","lang":"en","extra":{"a":[1,2]}},"timestamp_ms":"9","new_field":true},"envelope":1}"#,
+        );
         assert_eq!(e.kind, EventKind::Status(StatusEvent::Delete { id: 5, user_id: None }));
     }
 
@@ -981,7 +997,9 @@ mod tests {
 
     #[test]
     fn both_kinds_of_delete() {
-        let e = ev(r#"{"delete":{"favorite":{"tweet_id":696615514970279937,"tweet_id_str":"696615514970279937","user_id":2510287578,"user_id_str":"2510287578"},"timestamp_ms":"1480437031205"}}"#);
+        let e = ev(
+            r#"{"delete":{"favorite":{"tweet_id":696615514970279937,"tweet_id_str":"696615514970279937","user_id":2510287578,"user_id_str":"2510287578"},"timestamp_ms":"1480437031205"}}"#,
+        );
         assert_eq!(
             e.kind,
             EventKind::Status(StatusEvent::FavoriteDelete { user_id: 2510287578, post_id: 696615514970279937 })
@@ -992,10 +1010,22 @@ mod tests {
     #[test]
     fn every_documented_example_parses() {
         let lines = [
-            (r#"{"status_withheld":{"status":{"id":601430178305220600,"id_str":"601430178305220608","user_id":3198576760,"user_id_str":"3198576760"},"withheld_in_countries":["XY"],"timestamp_ms":"1432228155593"}}"#, "status_withheld"),
-            (r#"{"drop":{"status":{"id":601430178305220600,"id_str":"601430178305220600","user_id":3198576760,"user_id_str":"3198576760"},"timestamp_ms":"1432228155593"}}"#, "drop"),
-            (r#"{"undrop":{"status":{"id":601430178305220600,"id_str":"601430178305220600","user_id":3198576760,"user_id_str":"3198576760"},"timestamp_ms":"1432228155593"}}"#, "undrop"),
-            (r#"{"scrub_geo":{"user_id":519761961,"up_to_status_id":411552403083628540,"up_to_status_id_str":"411552403083628544","user_id_str":"519761961","timestamp_ms":"1432228180345"}}"#, "scrub_geo"),
+            (
+                r#"{"status_withheld":{"status":{"id":601430178305220600,"id_str":"601430178305220608","user_id":3198576760,"user_id_str":"3198576760"},"withheld_in_countries":["XY"],"timestamp_ms":"1432228155593"}}"#,
+                "status_withheld",
+            ),
+            (
+                r#"{"drop":{"status":{"id":601430178305220600,"id_str":"601430178305220600","user_id":3198576760,"user_id_str":"3198576760"},"timestamp_ms":"1432228155593"}}"#,
+                "drop",
+            ),
+            (
+                r#"{"undrop":{"status":{"id":601430178305220600,"id_str":"601430178305220600","user_id":3198576760,"user_id_str":"3198576760"},"timestamp_ms":"1432228155593"}}"#,
+                "undrop",
+            ),
+            (
+                r#"{"scrub_geo":{"user_id":519761961,"up_to_status_id":411552403083628540,"up_to_status_id_str":"411552403083628544","user_id_str":"519761961","timestamp_ms":"1432228180345"}}"#,
+                "scrub_geo",
+            ),
             (r#"{"user_delete":{"id":771136850,"timestamp_ms":"1432228153548"}}"#, "user_delete"),
             (r#"{"user_undelete":{"id":796250066,"timestamp_ms":"1432228149062"}}"#, "user_undelete"),
             (r#"{"user_protect":{"id":3182003550,"timestamp_ms":"1432228177137"}}"#, "user_protect"),
@@ -1017,12 +1047,25 @@ mod tests {
             assert_eq!(EVENT_TYPES[e.type_index()], e.type_name(), "type_index of {line}");
         }
         let e = ev(lines[3].0);
-        assert_eq!(e.kind, EventKind::User(UserEvent::ScrubGeo { user_id: 519761961, up_to_status_id: 411552403083628544 }));
+        assert_eq!(
+            e.kind,
+            EventKind::User(UserEvent::ScrubGeo { user_id: 519761961, up_to_status_id: 411552403083628544 })
+        );
     }
 
     #[test]
     fn garbage_never_panics() {
-        let inputs: [&[u8]; 9] = [b"{", b"[1,2]", b"\"x\"", b"null", b"12", b"\xff\xfe{}", b"{\"delete\":5}", b"{\"delete\":{\"status\":[]}}", b"{\"user_withheld\":{\"id\":1,\"withheld_in_countries\":\"DE\"}}"];
+        let inputs: [&[u8]; 9] = [
+            b"{",
+            b"[1,2]",
+            b"\"x\"",
+            b"null",
+            b"12",
+            b"\xff\xfe{}",
+            b"{\"delete\":5}",
+            b"{\"delete\":{\"status\":[]}}",
+            b"{\"user_withheld\":{\"id\":1,\"withheld_in_countries\":\"DE\"}}",
+        ];
         for i in inputs {
             assert!(parse_line(i).is_err(), "{:?}", String::from_utf8_lossy(i));
         }

@@ -169,7 +169,8 @@ pub fn start(
     admin_token: Option<Secret>,
     health: Arc<Health>,
 ) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
-    let pool = Arc::new(ReadPool { url: store_url.to_owned(), idle: Mutex::new(Vec::new()), keep: settings.read_connections });
+    let pool =
+        Arc::new(ReadPool { url: store_url.to_owned(), idle: Mutex::new(Vec::new()), keep: settings.read_connections });
     let state = HttpState { health, metrics: metrics_handle(), pool, admin_token };
     let query = settings.query;
     let server = HttpServer::new(move || {
@@ -286,7 +287,9 @@ async fn check_many(state: web::Data<HttpState>, body: web::Json<CheckRequest>) 
     let answers = state
         .pool
         .with(move |s| {
-            ids.iter().map(|id| Ok((*id, visible(&s.facts(*id)?, country, now)))).collect::<Result<Vec<_>, StoreError>>()
+            ids.iter()
+                .map(|id| Ok((*id, visible(&s.facts(*id)?, country, now))))
+                .collect::<Result<Vec<_>, StoreError>>()
         })
         .await?;
     let mut out = String::with_capacity(16 + answers.len() * 40);
@@ -314,7 +317,10 @@ async fn admin_explain(
     q: web::Query<CountryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(token) = &state.admin_token else {
-        return Err(ApiError(StatusCode::NOT_FOUND, "the admin endpoint is off (no admin token configured)".to_owned()));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the admin endpoint is off (no admin token configured)".to_owned(),
+        ));
     };
     let given = req
         .headers()
@@ -367,13 +373,19 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
         ("complyd_partition_failed", "1 past the restart intensity or on a configuration error", |p, _, _| {
             Some(f64::from(u8::from(p.failed || p.config_error.is_some())))
         }),
-        ("complyd_partition_backoff_seconds", "the delay before the next connection request (0 unless waiting)", |p, _, now| {
-            Some(p.next_attempt_ms.map_or(0.0, |t| (t - now).max(0) as f64 / 1000.0))
-        }),
-        ("complyd_partition_seconds_since_last_byte", "seconds since the last byte (heartbeats included)", |_, c, now| {
-            let t = c.last_byte_ms.load(Relaxed);
-            (t > 0).then(|| (now - t).max(0) as f64 / 1000.0)
-        }),
+        (
+            "complyd_partition_backoff_seconds",
+            "the delay before the next connection request (0 unless waiting)",
+            |p, _, now| Some(p.next_attempt_ms.map_or(0.0, |t| (t - now).max(0) as f64 / 1000.0)),
+        ),
+        (
+            "complyd_partition_seconds_since_last_byte",
+            "seconds since the last byte (heartbeats included)",
+            |_, c, now| {
+                let t = c.last_byte_ms.load(Relaxed);
+                (t > 0).then(|| (now - t).max(0) as f64 / 1000.0)
+            },
+        ),
     ];
     for (name, help, get) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -388,9 +400,11 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
         ("complyd_partition_decoded_bytes_total", "decompressed bytes framed", |c| c.bytes_decoded.load(Relaxed)),
         ("complyd_partition_heartbeats_total", "heartbeats received", |c| c.heartbeats.load(Relaxed)),
         ("complyd_partition_events_total", "events parsed and handed on", |c| c.events.load(Relaxed)),
-        ("complyd_partition_dead_lettered_total", "lines dead-lettered (complyd_dead_lettered_total has the reasons)", |c| {
-            c.dead_lettered.load(Relaxed)
-        }),
+        (
+            "complyd_partition_dead_lettered_total",
+            "lines dead-lettered (complyd_dead_lettered_total has the reasons)",
+            |c| c.dead_lettered.load(Relaxed),
+        ),
         ("complyd_partition_connections_total", "streams opened (HTTP 200)", |c| c.connections.load(Relaxed)),
         ("complyd_partition_data_loss_disconnects_total", "full-buffer disconnects: events lost at the server", |c| {
             c.data_loss.load(Relaxed)
@@ -410,7 +424,11 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
             sample(&mut out, name, &format!("partition=\"{}\",type=\"{ty}\"", p.partition), n.load(Relaxed));
         }
     }
-    let _ = writeln!(out, "# HELP complyd_ready 1 when /readyz answers 200\n# TYPE complyd_ready gauge\ncomplyd_ready {}", u8::from(h.readiness().0));
+    let _ = writeln!(
+        out,
+        "# HELP complyd_ready 1 when /readyz answers 200\n# TYPE complyd_ready gauge\ncomplyd_ready {}",
+        u8::from(h.readiness().0)
+    );
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
 }
 

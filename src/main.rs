@@ -4,15 +4,19 @@
 
 use clap::{Parser, Subcommand};
 use complyd::commands::{self, BatchType, Failure};
-use complyd::deadletter::DeadLetter;
 use complyd::daemon_settings::{DaemonSettings, LogFormat};
+use complyd::deadletter::DeadLetter;
 use complyd::logging;
 use complyd::settings::{ConfigErrors, DEFAULT_CONFIG};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "complyd", version, about = "Keeps a stored dataset of X posts compliant with the X Compliance Firehose")]
+#[command(
+    name = "complyd",
+    version,
+    about = "Keeps a stored dataset of X posts compliant with the X Compliance Firehose"
+)]
 struct Cli {
     /// The store: sqlite:PATH or postgres://... (default: the config file's store.url).
     #[arg(long, global = true, value_name = "URL")]
@@ -151,7 +155,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     });
     if let Command::Validate = cli.command {
         let shown = path.as_deref().map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
-        let (settings, mut problems) = DaemonSettings::load_lenient(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+        let (settings, mut problems) =
+            DaemonSettings::load_lenient(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
         problems.extend(settings.validate());
         if problems.is_empty() {
             for w in settings.warnings() {

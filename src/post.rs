@@ -89,7 +89,11 @@ impl Embeds {
             return None;
         }
         let join = |v: &[Id]| v.iter().map(Id::to_string).collect::<Vec<_>>().join(",");
-        Some(if self.users.is_empty() { join(&self.posts) } else { format!("{};{}", join(&self.posts), join(&self.users)) })
+        Some(if self.users.is_empty() {
+            join(&self.posts)
+        } else {
+            format!("{};{}", join(&self.posts), join(&self.users))
+        })
     }
 
     /// From the storage form. A part that is not an id (never written) reads
@@ -99,7 +103,8 @@ impl Embeds {
             return Embeds::default();
         };
         let (posts, users) = text.split_once(';').unwrap_or((text, ""));
-        let ids = |s: &str| -> Vec<Id> { s.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().unwrap_or(0)).collect() };
+        let ids =
+            |s: &str| -> Vec<Id> { s.split(',').filter(|p| !p.is_empty()).map(|p| p.parse().unwrap_or(0)).collect() };
         Embeds { posts: ids(posts), users: ids(users) }
     }
 }
@@ -131,7 +136,9 @@ fn de_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
     use serde::de::Error;
     let v = serde_json::Value::deserialize(d)?;
     match &v {
-        serde_json::Value::Number(n) => n.as_u64().ok_or_else(|| D::Error::custom(format!("bad_id: id {n} is not an unsigned integer"))),
+        serde_json::Value::Number(n) => {
+            n.as_u64().ok_or_else(|| D::Error::custom(format!("bad_id: id {n} is not an unsigned integer")))
+        }
         serde_json::Value::String(s) => parse_id_str(s).map_err(|e| D::Error::custom(e.to_string())),
         _ => Err(D::Error::custom("bad_id: id is neither a number nor a string")),
     }
@@ -270,7 +277,8 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
     let mut out = Vec::with_capacity(2);
     if let Some(data) = w.data {
         // v2 wrapped: {"data":{...},"includes":{"tweets":[...],"users":[...]}}
-        let inner: WirePost = serde_json::from_str(data.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
+        let inner: WirePost =
+            serde_json::from_str(data.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
         let mut post = v2_post(&inner, line, Form::TopLevel)?;
         if let Some(inc) = &w.includes {
             post.has_geo |= is_present(inc.places);
@@ -323,7 +331,9 @@ fn v1_tree(w: &WirePost, json: &str, form: Form, depth: usize, out: &mut Vec<New
     }
     if let Some(qs) = w.quoted_status.filter(|q| is_present(Some(q))) {
         let quoted = if depth + 1 >= MAX_EMBED_DEPTH { None } else { wire(qs.get()).ok() };
-        match quoted.map(|q| (q.id_str.as_ref().or(q.id.as_ref()).map(|i| i.0), v1_tree(&q, qs.get(), Form::Embedded, depth + 1, out))) {
+        match quoted.map(|q| {
+            (q.id_str.as_ref().or(q.id.as_ref()).map(|i| i.0), v1_tree(&q, qs.get(), Form::Embedded, depth + 1, out))
+        }) {
             Some((_, Ok(copy))) => {
                 post.quote_of = post.quote_of.or(Some(copy.id));
                 post.embeds.add_post(copy.id);
@@ -352,7 +362,16 @@ fn v1_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> 
         .map(|i| i.0)
         .ok_or_else(|| bad(ParseErrorKind::MissingField, format!("post {id} has no user.id_str")))?;
     let has_geo = is_present(w.coordinates) || is_present(w.geo) || is_present(w.place);
-    Ok(NewPost { id, author_id, retweet_of: None, quote_of: None, has_geo, form, embeds: Embeds::default(), json: json.to_owned() })
+    Ok(NewPost {
+        id,
+        author_id,
+        retweet_of: None,
+        quote_of: None,
+        has_geo,
+        form,
+        embeds: Embeds::default(),
+        json: json.to_owned(),
+    })
 }
 
 fn v2_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> {
@@ -563,7 +582,11 @@ mod tests {
         assert_eq!(without_any_geo(line), without_any_geo(&scrubbed));
         assert!(!without_any_geo(line).contains("place"));
         let plain = r#"{"id_str":"1", "text":"spaces kept"}"#;
-        assert_eq!(strip_geo(plain, GeoScrub { own: true, embedded: true }), plain, "nothing to remove: the same bytes");
+        assert_eq!(
+            strip_geo(plain, GeoScrub { own: true, embedded: true }),
+            plain,
+            "nothing to remove: the same bytes"
+        );
     }
 
     #[test]
@@ -578,8 +601,14 @@ mod tests {
     fn strip_geo_removes_only_what_is_asked_and_keeps_key_order() {
         let line = r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"retweeted_status":{"id_str":"10","geo":{"a":1},"place":{"b":2}}}"#;
         let own = strip_geo(line, GeoScrub { own: true, embedded: false });
-        assert_eq!(own, r#"{"id_str":"20","user":{"id_str":"2"},"retweeted_status":{"id_str":"10","geo":{"a":1},"place":{"b":2}}}"#);
+        assert_eq!(
+            own,
+            r#"{"id_str":"20","user":{"id_str":"2"},"retweeted_status":{"id_str":"10","geo":{"a":1},"place":{"b":2}}}"#
+        );
         let emb = strip_geo(line, GeoScrub { own: false, embedded: true });
-        assert_eq!(emb, r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"retweeted_status":{"id_str":"10"}}"#);
+        assert_eq!(
+            emb,
+            r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"retweeted_status":{"id_str":"10"}}"#
+        );
     }
 }

@@ -50,7 +50,8 @@ pub fn sim_config(dir: &Path, rate: f64) -> SimConfig {
 /// are exact), the real 10-per-60 s connection limiter.
 pub fn daemon_settings(sim: &SimHandle, cfg: &SimConfig, dir: &Path, db: &str) -> DaemonSettings {
     let mut s = DaemonSettings::default();
-    s.stream.url = format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
+    s.stream.url =
+        format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
     s.stream.account = cfg.account.clone();
     s.stream.label = cfg.label.clone();
     s.stream.username = cfg.username.clone();
@@ -242,7 +243,6 @@ pub fn assert_same_effect(daemon_url: &str, reference_url: &str, lines: &[(u8, S
         assert_eq!(a.facts(id).unwrap(), b.facts(id).unwrap(), "facts of {id} differ");
     }
 }
-
 
 /// Resident memory of this process in MB.
 pub fn rss_mb() -> f64 {

@@ -43,10 +43,8 @@ fn check_exit(h: &Health, p: u8, idx: usize, class: &str, delay_ms: u64) {
     assert_eq!(e.class, class, "partition {p} exit {idx}: {e:?}");
     assert_eq!(e.delay_ms, delay_ms, "partition {p} exit {idx}: {e:?}");
     // Every request ends in one exit: request idx + 1 is the one after exit idx.
-    let next = ph
-        .requests_ms
-        .get(idx + 1)
-        .unwrap_or_else(|| panic!("partition {p}: no request after exit {idx}: {ph:?}"));
+    let next =
+        ph.requests_ms.get(idx + 1).unwrap_or_else(|| panic!("partition {p}: no request after exit {idx}: {ph:?}"));
     let waited = next - e.at_ms;
     assert!(
         waited >= delay_ms as i64 - 5 && waited <= delay_ms as i64 + WINDOW_MS as i64 + 600,
@@ -175,7 +173,11 @@ async fn a_429_backs_off_from_its_initial_delay_and_spends_the_window() {
             Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) })
                 .on_partition(3),
         );
-        assert!(wait_until(Duration::from_secs(15), || h.counters(3).connections.load(Relaxed) == 2).await, "{}", h.report());
+        assert!(
+            wait_until(Duration::from_secs(15), || h.counters(3).connections.load(Relaxed) == 2).await,
+            "{}",
+            h.report()
+        );
         check_exit(&h, 3, 0, "dropped", 0);
         check_exit(&h, 3, 1, "rate_limited", 1_000);
         let p3 = part(&h, 3);
@@ -217,7 +219,9 @@ async fn eight_simultaneous_drops_never_draw_a_429() {
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
         for round in 1..=2u64 {
             tokio::time::sleep(Duration::from_millis(700)).await;
-            sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) }));
+            sim.trigger(Fault::new(FaultKind::ForcedDisconnect {
+                message: Some("closing for operational reasons".into()),
+            }));
             let back = wait_until(Duration::from_secs(15), || {
                 (1..=8).all(|p| h.counters(p).connections.load(Relaxed) == round + 1) && all_connected(&h)
             })

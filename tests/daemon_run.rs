@@ -49,10 +49,8 @@ async fn run_stops_cleanly_on_sigterm() {
         // Let events flow (and the signal handlers be installed).
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         let t = Instant::now();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &std::process::id().to_string()])
-            .status()
-            .unwrap();
+        let status =
+            std::process::Command::new("kill").args(["-TERM", &std::process::id().to_string()]).status().unwrap();
         assert!(status.success());
         let mut res = None;
         for _ in 0..200 {

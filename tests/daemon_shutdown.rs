@@ -74,7 +74,11 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
         let distinct = distinct_per_partition(&lines);
         for p in 1..=8u8 {
             let got = h1.counters(p).events.load(Relaxed) + h2.counters(p).events.load(Relaxed);
-            assert!(got >= distinct[usize::from(p - 1)], "partition {p}: received {got}, recorded distinct {}", distinct[usize::from(p - 1)]);
+            assert!(
+                got >= distinct[usize::from(p - 1)],
+                "partition {p}: received {got}, recorded distinct {}",
+                distinct[usize::from(p - 1)]
+            );
         }
         let reference = replay_reference(&lines, &d);
         assert_same_effect(&url, &reference, &lines);

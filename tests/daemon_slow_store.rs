@@ -52,7 +52,10 @@ async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
             assert!(outstanding <= bound, "{outstanding} events outstanding, bound {bound}");
         }
         // At most the batches in flight when the lock was taken committed.
-        assert!(h.committed() - committed_at_lock <= 2 * in_flight * (batch + slack), "commits went on during the stall");
+        assert!(
+            h.committed() - committed_at_lock <= 2 * in_flight * (batch + slack),
+            "commits went on during the stall"
+        );
         let received_during = h.received();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(h.received() - received_during <= 2 * (batch + slack), "the readers were not slowed down");
@@ -70,7 +73,10 @@ async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
         sim.stop().await;
         assert!(report.clean, "{report:?}");
         assert_eq!(stats.partitions.iter().map(|p| p.full_buffer_disconnects).sum::<u64>(), 0);
-        assert!(h.status.commit_errors.load(std::sync::atomic::Ordering::Relaxed) == 0, "no commit gave up or failed: the busy timeout covers the stall");
+        assert!(
+            h.status.commit_errors.load(std::sync::atomic::Ordering::Relaxed) == 0,
+            "no commit gave up or failed: the busy timeout covers the stall"
+        );
         let lines = record_lines(&d.join("record.tsv"));
         let (events, _) = expected_counts(&lines);
         assert_eq!(h.committed(), events, "{}", per_partition_diff(&h, &lines));

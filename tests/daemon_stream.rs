@@ -68,7 +68,11 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
         assert!(m("complyd_partition_heartbeats_total", &[("partition", "1")]) >= 0.0, "{body}");
         assert!(m("complyd_partition_bytes_total", &[("partition", "1")]) > 0.0, "{body}");
         assert!(m("complyd_dead_lettered_total", &[("partition", "5"), ("reason", "oversized")]) >= 1.0, "{body}");
-        assert!(m("complyd_handler_events_total", &[("handler", "status"), ("type", "delete"), ("result", "applied")]) > 0.0, "{body}");
+        assert!(
+            m("complyd_handler_events_total", &[("handler", "status"), ("type", "delete"), ("result", "applied")])
+                > 0.0,
+            "{body}"
+        );
         assert!(m("complyd_handler_commit_seconds_count", &[("handler", "user")]) > 0.0, "{body}");
         assert!(m("complyd_handler_batch_events_bucket", &[("handler", "status"), ("le", "+Inf")]) > 0.0, "{body}");
         assert!(body.contains("complyd_duplicates_total"), "{body}");
@@ -102,7 +106,10 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
         let pos = st.positions().unwrap();
         for p in 1..=8u8 {
             for k in [complyd::store::HandlerKind::Status, complyd::store::HandlerKind::User] {
-                assert!(pos.iter().any(|(h, x)| *h == k && x.partition == p && x.last_event_ms > 0), "{k:?} {p}: {pos:?}");
+                assert!(
+                    pos.iter().any(|(h, x)| *h == k && x.partition == p && x.last_event_ms > 0),
+                    "{k:?} {p}: {pos:?}"
+                );
             }
         }
     })

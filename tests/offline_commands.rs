@@ -12,18 +12,14 @@ const T: i64 = 1_700_000_000_000;
 fn import_after_replay_honours_tombstones_purges_and_scrubbed_geo() {
     let s = Scratch::new();
     let now = now_ms();
-    s.replay(&[
-        delete(10, 1, T),
-        user_msg("user_delete", 2, now - 31 * DAY_MS),
-        scrub_geo(3, 30, T),
-    ]);
+    s.replay(&[delete(10, 1, T), user_msg("user_delete", 2, now - 31 * DAY_MS), scrub_geo(3, 30, T)]);
     let summary = s.import(&[
-        post(10, 1),              // tombstoned id
-        post(11, 1),              // fine
-        retweet(12, 4, 10, 1),    // retweet of a tombstone
-        post(20, 2),              // author purged
-        geo_post(30, 3),          // geo scrubbed (id == up_to: inclusive)
-        geo_post(31, 3),          // after up_to: keeps geo
+        post(10, 1),           // tombstoned id
+        post(11, 1),           // fine
+        retweet(12, 4, 10, 1), // retweet of a tombstone
+        post(20, 2),           // author purged
+        geo_post(30, 3),       // geo scrubbed (id == up_to: inclusive)
+        geo_post(31, 3),       // after up_to: keeps geo
     ]);
     assert!(summary.contains("stored 3 posts"), "{summary}");
     assert!(summary.contains("refused 4"), "10 twice (alone and embedded in 12), 12, 20: {summary}");
@@ -201,6 +197,7 @@ fn a_deleted_posts_content_and_its_retweets_are_gone_from_the_store_when_replay_
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(ids, vec![30], "no trace of 10's text, nor of the retweet carrying it");
-    let tombstones: i64 = conn.query_row("SELECT count(*) FROM tombstones WHERE id IN (10, 20)", [], |r| r.get(0)).unwrap();
+    let tombstones: i64 =
+        conn.query_row("SELECT count(*) FROM tombstones WHERE id IN (10, 20)", [], |r| r.get(0)).unwrap();
     assert_eq!(tombstones, 2, "both ids stay as tombstones");
 }

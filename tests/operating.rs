@@ -116,7 +116,8 @@ fn environment_variables_override_any_key() {
     // A real command follows the overridden store.
     let db = format!("sqlite:{}", dir.path().join("env.db").display());
     let posts = dir.path().join("posts.jsonl");
-    std::fs::write(&posts, "{\"id\":7,\"id_str\":\"7\",\"user\":{\"id\":1,\"id_str\":\"1\"},\"text\":\"x\"}\n").unwrap();
+    std::fs::write(&posts, "{\"id\":7,\"id_str\":\"7\",\"user\":{\"id\":1,\"id_str\":\"1\"},\"text\":\"x\"}\n")
+        .unwrap();
     let env = [("COMPLYD_STORE__URL", db.as_str())];
     let out = complyd(&["import", "--config", cfg, posts.to_str().unwrap()], &env);
     assert!(out.status.success(), "{}", text(&out));
@@ -126,7 +127,12 @@ fn environment_variables_override_any_key() {
 }
 
 /// Writes a `complyd run` config for the simulator at `sim_addr`.
-fn run_config(dir: &Path, sim_addr: std::net::SocketAddr, http_port: u16, cfg: &complyd::sim::SimConfig) -> std::path::PathBuf {
+fn run_config(
+    dir: &Path,
+    sim_addr: std::net::SocketAddr,
+    http_port: u16,
+    cfg: &complyd::sim::SimConfig,
+) -> std::path::PathBuf {
     let p = dir.join("run.toml");
     std::fs::write(
         &p,
@@ -238,15 +244,21 @@ async fn a_known_password_never_appears_in_logs_errors_or_metrics() {
         assert_no_secret("the endpoints", &bodies);
         assert!(bodies.contains("complyd_partition_connected"), "{bodies}");
         // JSON lines, the partition's span on its lines.
-        let lines: Vec<serde_json::Value> =
-            String::from_utf8_lossy(&out.stderr).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
         assert!(lines.len() > 10, "{logs}");
         let connected: Vec<&serde_json::Value> = lines.iter().filter(|l| l["message"] == "Stream connected").collect();
         assert!(connected.len() >= 2, "two partitions: {logs}");
         assert!(connected.iter().all(|l| l["span"]["name"] == "partition" && l["level"] == "INFO"), "{connected:?}");
-        let backoff = lines.iter().find(|l| l["message"].as_str().is_some_and(|m| m.contains("reconnecting"))).expect(&logs);
+        let backoff =
+            lines.iter().find(|l| l["message"].as_str().is_some_and(|m| m.contains("reconnecting"))).expect(&logs);
         assert_eq!(backoff["partition"], 2, "{backoff}");
-        assert!(backoff["retry_in_ms"].is_u64() && backoff["attempt"].is_u64() && backoff["reason"].is_string(), "{backoff}");
+        assert!(
+            backoff["retry_in_ms"].is_u64() && backoff["attempt"].is_u64() && backoff["reason"].is_string(),
+            "{backoff}"
+        );
 
         // The wrong password: refused (401), one ERROR line, still no secret.
         const WRONG: &str = "pw-Wrong-Secret-5523";

@@ -10,7 +10,6 @@ use complyd::post::parse_post_line;
 use complyd::store::postgres::{PostgresStore, SCHEMA_VERSION};
 use complyd::store::{self, Store, Timed};
 
-
 fn apply(store: &mut dyn Store, lines: &[String], chunk: usize) {
     for part in lines.chunks(chunk) {
         let (mut status, mut user) = (Vec::new(), Vec::new());

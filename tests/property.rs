@@ -196,7 +196,9 @@ impl Dataset {
 /// One event, as a wire line, from (kind, post index, user, country, extra).
 fn event_line(kind: u8, post: u64, user: u64, cc: &str, t: i64) -> String {
     let st = |k: &str| {
-        format!(r#"{{"{k}":{{"status":{{"id":{post},"id_str":"{post}","user_id_str":"{user}"}},"timestamp_ms":"{t}"}}}}"#)
+        format!(
+            r#"{{"{k}":{{"status":{{"id":{post},"id_str":"{post}","user_id_str":"{user}"}},"timestamp_ms":"{t}"}}}}"#
+        )
     };
     let us = |k: &str| format!(r#"{{"{k}":{{"id":{user},"timestamp_ms":"{t}"}}}}"#);
     match kind {
@@ -220,9 +222,7 @@ fn event_line(kind: u8, post: u64, user: u64, cc: &str, t: i64) -> String {
         11 => format!(
             r#"{{"user_withheld":{{"user":{{"id":{user}}},"withheld_in_countries":["{cc}"],"timestampMs":"{t}"}}}}"#
         ),
-        _ => format!(
-            r#"{{"scrub_geo":{{"user_id":{user},"up_to_status_id_str":"{post}","timestamp_ms":"{t}"}}}}"#
-        ),
+        _ => format!(r#"{{"scrub_geo":{{"user_id":{user},"up_to_status_id_str":"{post}","timestamp_ms":"{t}"}}}}"#),
     }
 }
 

@@ -63,96 +63,106 @@ on_both_backends!(
 );
 
 fn status_rules_table(backend: Backend) {
-    run_cases(backend, vec![
-        Case {
-            name: "delete makes the post a tombstone",
-            steps: vec![Import(vec![post(10, 1), post(11, 1)]), Replay(vec![delete(10, 1, T)])],
-            expect: vec![(10, None, false), (10, Some("FR"), false), (11, None, true)],
-        },
-        Case {
-            name: "delete before the post is stored: the tombstone refuses the import",
-            steps: vec![Replay(vec![delete(10, 1, T)]), Import(vec![post(10, 1)])],
-            expect: vec![(10, None, false)],
-        },
-        Case {
-            name: "delete cascades to every stored retweet, whose own delete never comes",
-            steps: vec![
-                Import(vec![retweet(20, 2, 10, 1), retweet(21, 3, 10, 1), post(22, 3)]),
-                Replay(vec![delete(10, 1, T)]),
-            ],
-            expect: vec![(10, None, false), (20, None, false), (21, None, false), (22, None, true)],
-        },
-        Case {
-            name: "drop removes from public display",
-            steps: vec![Import(vec![post(10, 1)]), Replay(vec![status_msg("drop", 10, 1, T)])],
-            expect: vec![(10, None, false), (10, Some("US"), false)],
-        },
-        Case {
-            name: "undrop at a later time shows the post again",
-            steps: vec![
-                Import(vec![post(10, 1)]),
-                Replay(vec![status_msg("drop", 10, 1, T), status_msg("undrop", 10, 1, T + 1)]),
-            ],
-            expect: vec![(10, None, true)],
-        },
-        Case {
-            name: "undrop older than the drop is ignored, whatever the arrival order",
-            steps: vec![
-                Import(vec![post(10, 1)]),
-                Replay(vec![status_msg("drop", 10, 1, T + 1), status_msg("undrop", 10, 1, T)]),
-            ],
-            expect: vec![(10, None, false)],
-        },
-        Case {
-            name: "a drop arriving after a later undrop is ignored",
-            steps: vec![
-                Import(vec![post(10, 1)]),
-                Replay(vec![status_msg("undrop", 10, 1, T + 1)]),
-                Replay(vec![status_msg("drop", 10, 1, T)]),
-            ],
-            expect: vec![(10, None, true)],
-        },
-        Case {
-            name: "status_withheld: union of countries, never cleared",
-            steps: vec![
-                Import(vec![post(10, 1)]),
-                Replay(vec![status_withheld(10, 1, &["DE"], T)]),
-                Replay(vec![status_withheld(10, 1, &["FR"], T + 1), status_msg("undrop", 10, 1, T + 2)]),
-            ],
-            expect: vec![(10, Some("DE"), false), (10, Some("FR"), false), (10, Some("US"), true), (10, None, false)],
-        },
-        Case {
-            name: "status_withheld XX hides in every country",
-            steps: vec![Import(vec![post(10, 1)]), Replay(vec![status_withheld(10, 1, &["XX"], T)])],
-            expect: vec![(10, Some("US"), false), (10, Some("JP"), false)],
-        },
-        Case {
-            name: "status_withheld XY (DMCA) hides in every country",
-            steps: vec![Import(vec![post(10, 1)]), Replay(vec![status_withheld(10, 1, &["XY"], T)])],
-            expect: vec![(10, Some("US"), false)],
-        },
-        Case {
-            name: "tweet_edit: every id but the newest is superseded",
-            steps: vec![
-                Import(vec![post(100, 1), post(101, 1), post(102, 1)]),
-                Replay(vec![tweet_edit(101, &[100, 101], T), tweet_edit(102, &[100, 101, 102], T + 1)]),
-            ],
-            expect: vec![(100, None, false), (101, None, false), (102, None, true)],
-        },
-        Case {
-            name: "ids above 2^53 keep their exact value through the whole path",
-            steps: vec![
-                Import(vec![post(1557433858676740098, 6), post(1557433858676740099, 6)]),
-                Replay(vec![delete(1557433858676740098, 6, T)]),
-            ],
-            expect: vec![(1557433858676740098, None, false), (1557433858676740099, None, true)],
-        },
-    ]);
+    run_cases(
+        backend,
+        vec![
+            Case {
+                name: "delete makes the post a tombstone",
+                steps: vec![Import(vec![post(10, 1), post(11, 1)]), Replay(vec![delete(10, 1, T)])],
+                expect: vec![(10, None, false), (10, Some("FR"), false), (11, None, true)],
+            },
+            Case {
+                name: "delete before the post is stored: the tombstone refuses the import",
+                steps: vec![Replay(vec![delete(10, 1, T)]), Import(vec![post(10, 1)])],
+                expect: vec![(10, None, false)],
+            },
+            Case {
+                name: "delete cascades to every stored retweet, whose own delete never comes",
+                steps: vec![
+                    Import(vec![retweet(20, 2, 10, 1), retweet(21, 3, 10, 1), post(22, 3)]),
+                    Replay(vec![delete(10, 1, T)]),
+                ],
+                expect: vec![(10, None, false), (20, None, false), (21, None, false), (22, None, true)],
+            },
+            Case {
+                name: "drop removes from public display",
+                steps: vec![Import(vec![post(10, 1)]), Replay(vec![status_msg("drop", 10, 1, T)])],
+                expect: vec![(10, None, false), (10, Some("US"), false)],
+            },
+            Case {
+                name: "undrop at a later time shows the post again",
+                steps: vec![
+                    Import(vec![post(10, 1)]),
+                    Replay(vec![status_msg("drop", 10, 1, T), status_msg("undrop", 10, 1, T + 1)]),
+                ],
+                expect: vec![(10, None, true)],
+            },
+            Case {
+                name: "undrop older than the drop is ignored, whatever the arrival order",
+                steps: vec![
+                    Import(vec![post(10, 1)]),
+                    Replay(vec![status_msg("drop", 10, 1, T + 1), status_msg("undrop", 10, 1, T)]),
+                ],
+                expect: vec![(10, None, false)],
+            },
+            Case {
+                name: "a drop arriving after a later undrop is ignored",
+                steps: vec![
+                    Import(vec![post(10, 1)]),
+                    Replay(vec![status_msg("undrop", 10, 1, T + 1)]),
+                    Replay(vec![status_msg("drop", 10, 1, T)]),
+                ],
+                expect: vec![(10, None, true)],
+            },
+            Case {
+                name: "status_withheld: union of countries, never cleared",
+                steps: vec![
+                    Import(vec![post(10, 1)]),
+                    Replay(vec![status_withheld(10, 1, &["DE"], T)]),
+                    Replay(vec![status_withheld(10, 1, &["FR"], T + 1), status_msg("undrop", 10, 1, T + 2)]),
+                ],
+                expect: vec![
+                    (10, Some("DE"), false),
+                    (10, Some("FR"), false),
+                    (10, Some("US"), true),
+                    (10, None, false),
+                ],
+            },
+            Case {
+                name: "status_withheld XX hides in every country",
+                steps: vec![Import(vec![post(10, 1)]), Replay(vec![status_withheld(10, 1, &["XX"], T)])],
+                expect: vec![(10, Some("US"), false), (10, Some("JP"), false)],
+            },
+            Case {
+                name: "status_withheld XY (DMCA) hides in every country",
+                steps: vec![Import(vec![post(10, 1)]), Replay(vec![status_withheld(10, 1, &["XY"], T)])],
+                expect: vec![(10, Some("US"), false)],
+            },
+            Case {
+                name: "tweet_edit: every id but the newest is superseded",
+                steps: vec![
+                    Import(vec![post(100, 1), post(101, 1), post(102, 1)]),
+                    Replay(vec![tweet_edit(101, &[100, 101], T), tweet_edit(102, &[100, 101, 102], T + 1)]),
+                ],
+                expect: vec![(100, None, false), (101, None, false), (102, None, true)],
+            },
+            Case {
+                name: "ids above 2^53 keep their exact value through the whole path",
+                steps: vec![
+                    Import(vec![post(1557433858676740098, 6), post(1557433858676740099, 6)]),
+                    Replay(vec![delete(1557433858676740098, 6, T)]),
+                ],
+                expect: vec![(1557433858676740098, None, false), (1557433858676740099, None, true)],
+            },
+        ],
+    );
 }
 
 fn user_rules_table(backend: Backend) {
     let mut cases = Vec::new();
-    for (set, clear) in [("user_delete", "user_undelete"), ("user_protect", "user_unprotect"), ("user_suspend", "user_unsuspend")] {
+    for (set, clear) in
+        [("user_delete", "user_undelete"), ("user_protect", "user_unprotect"), ("user_suspend", "user_unsuspend")]
+    {
         cases.push(Case {
             name: set,
             steps: vec![Import(vec![post(10, 1), post(11, 2)]), Replay(vec![user_msg(set, 1, T)])],
@@ -165,14 +175,23 @@ fn user_rules_table(backend: Backend) {
         });
         cases.push(Case {
             name: "an older clear arriving later does not undo a newer set",
-            steps: vec![Import(vec![post(10, 1)]), Replay(vec![user_msg(set, 1, T + 1)]), Replay(vec![user_msg(clear, 1, T)])],
+            steps: vec![
+                Import(vec![post(10, 1)]),
+                Replay(vec![user_msg(set, 1, T + 1)]),
+                Replay(vec![user_msg(clear, 1, T)]),
+            ],
             expect: vec![(10, None, false)],
         });
         cases.push(Case {
             name: "states toggle indefinitely: the last event time wins",
             steps: vec![
                 Import(vec![post(10, 1)]),
-                Replay(vec![user_msg(clear, 1, T + 3), user_msg(set, 1, T), user_msg(clear, 1, T + 1), user_msg(set, 1, T + 2)]),
+                Replay(vec![
+                    user_msg(clear, 1, T + 3),
+                    user_msg(set, 1, T),
+                    user_msg(clear, 1, T + 1),
+                    user_msg(set, 1, T + 2),
+                ]),
             ],
             expect: vec![(10, None, true)],
         });
@@ -196,7 +215,10 @@ fn user_rules_table(backend: Backend) {
             name: "purge: user_delete 30 days ago with no undelete in the window",
             steps: vec![
                 Import(vec![post(10, 1)]),
-                Replay(vec![user_msg("user_delete", 1, now - 40 * DAY_MS), user_msg("user_undelete", 1, now - 5 * DAY_MS)]),
+                Replay(vec![
+                    user_msg("user_delete", 1, now - 40 * DAY_MS),
+                    user_msg("user_undelete", 1, now - 5 * DAY_MS),
+                ]),
             ],
             expect: vec![(10, None, false)],
         },
@@ -204,7 +226,10 @@ fn user_rules_table(backend: Backend) {
             name: "no purge when the undelete came within 30 days",
             steps: vec![
                 Import(vec![post(10, 1)]),
-                Replay(vec![user_msg("user_delete", 1, now - 40 * DAY_MS), user_msg("user_undelete", 1, now - 35 * DAY_MS)]),
+                Replay(vec![
+                    user_msg("user_delete", 1, now - 40 * DAY_MS),
+                    user_msg("user_undelete", 1, now - 35 * DAY_MS),
+                ]),
             ],
             expect: vec![(10, None, true)],
         },
@@ -240,62 +265,71 @@ fn scrub_geo_removes_geo_up_to_and_including_the_id(backend: Backend) {
 }
 
 fn visibility_clauses(backend: Backend) {
-    run_cases(backend, vec![
-        Case {
-            name: "1: a post that is not stored is not visible",
-            steps: vec![Import(vec![post(10, 1)])],
-            expect: vec![(999, None, false), (10, None, true)],
-        },
-        Case {
-            name: "2/4: without a country, any withheld country hides the post",
-            steps: vec![
-                Import(vec![post(10, 1), post(20, 2)]),
-                Replay(vec![status_withheld(10, 1, &["DE"], T), user_withheld(2, &["BR"], T)]),
-            ],
-            expect: vec![(10, None, false), (20, None, false), (10, Some("BR"), true), (20, Some("DE"), true)],
-        },
-        Case {
-            name: "4: author withheld XX hides everywhere",
-            steps: vec![Import(vec![post(10, 1)]), Replay(vec![user_withheld(1, &["XX"], T)])],
-            expect: vec![(10, Some("US"), false)],
-        },
-        Case {
-            name: "5: a retweet of a deleted original is hidden (cascade), even if the original was never stored",
-            steps: vec![
-                Import(vec![r#"{"data":{"id":"20","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"10"}]}}"#.to_owned()]),
-                Replay(vec![delete(10, 1, T)]),
-            ],
-            expect: vec![(20, None, false)],
-        },
-        Case {
-            name: "5: a retweet of an unstored, non-tombstoned original is visible",
-            steps: vec![Import(vec![r#"{"data":{"id":"20","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"10"}]}}"#.to_owned()])],
-            expect: vec![(20, None, true)],
-        },
-        Case {
-            name: "5: the retweet follows its stored original's visibility per country",
-            steps: vec![Import(vec![retweet(20, 2, 10, 1)]), Replay(vec![status_withheld(10, 1, &["DE"], T)])],
-            expect: vec![(20, Some("DE"), false), (20, Some("FR"), true), (10, Some("FR"), true)],
-        },
-        Case {
-            name: "5: the retweet is hidden when the original's author is suspended",
-            steps: vec![Import(vec![retweet(20, 2, 10, 1)]), Replay(vec![user_msg("user_suspend", 1, T)])],
-            expect: vec![(20, None, false), (10, None, false)],
-        },
-        Case {
-            name: "5: the retweet is hidden when the original is dropped or superseded",
-            steps: vec![
-                Import(vec![retweet(20, 2, 10, 1), retweet(21, 2, 11, 1)]),
-                Replay(vec![status_msg("drop", 10, 1, T), tweet_edit(12, &[11, 12], T)]),
-            ],
-            expect: vec![(20, None, false), (21, None, false)],
-        },
-        Case {
-            name: "3/5: the retweeter's own state hides it too",
-            steps: vec![Import(vec![retweet(20, 2, 10, 1)]), Replay(vec![user_msg("user_protect", 2, T)])],
-            expect: vec![(20, None, false), (10, None, true)],
-        },
-    ]);
+    run_cases(
+        backend,
+        vec![
+            Case {
+                name: "1: a post that is not stored is not visible",
+                steps: vec![Import(vec![post(10, 1)])],
+                expect: vec![(999, None, false), (10, None, true)],
+            },
+            Case {
+                name: "2/4: without a country, any withheld country hides the post",
+                steps: vec![
+                    Import(vec![post(10, 1), post(20, 2)]),
+                    Replay(vec![status_withheld(10, 1, &["DE"], T), user_withheld(2, &["BR"], T)]),
+                ],
+                expect: vec![(10, None, false), (20, None, false), (10, Some("BR"), true), (20, Some("DE"), true)],
+            },
+            Case {
+                name: "4: author withheld XX hides everywhere",
+                steps: vec![Import(vec![post(10, 1)]), Replay(vec![user_withheld(1, &["XX"], T)])],
+                expect: vec![(10, Some("US"), false)],
+            },
+            Case {
+                name: "5: a retweet of a deleted original is hidden (cascade), even if the original was never stored",
+                steps: vec![
+                    Import(vec![
+                        r#"{"data":{"id":"20","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"10"}]}}"#
+                            .to_owned(),
+                    ]),
+                    Replay(vec![delete(10, 1, T)]),
+                ],
+                expect: vec![(20, None, false)],
+            },
+            Case {
+                name: "5: a retweet of an unstored, non-tombstoned original is visible",
+                steps: vec![Import(vec![
+                    r#"{"data":{"id":"20","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"10"}]}}"#
+                        .to_owned(),
+                ])],
+                expect: vec![(20, None, true)],
+            },
+            Case {
+                name: "5: the retweet follows its stored original's visibility per country",
+                steps: vec![Import(vec![retweet(20, 2, 10, 1)]), Replay(vec![status_withheld(10, 1, &["DE"], T)])],
+                expect: vec![(20, Some("DE"), false), (20, Some("FR"), true), (10, Some("FR"), true)],
+            },
+            Case {
+                name: "5: the retweet is hidden when the original's author is suspended",
+                steps: vec![Import(vec![retweet(20, 2, 10, 1)]), Replay(vec![user_msg("user_suspend", 1, T)])],
+                expect: vec![(20, None, false), (10, None, false)],
+            },
+            Case {
+                name: "5: the retweet is hidden when the original is dropped or superseded",
+                steps: vec![
+                    Import(vec![retweet(20, 2, 10, 1), retweet(21, 2, 11, 1)]),
+                    Replay(vec![status_msg("drop", 10, 1, T), tweet_edit(12, &[11, 12], T)]),
+                ],
+                expect: vec![(20, None, false), (21, None, false)],
+            },
+            Case {
+                name: "3/5: the retweeter's own state hides it too",
+                steps: vec![Import(vec![retweet(20, 2, 10, 1)]), Replay(vec![user_msg("user_protect", 2, T)])],
+                expect: vec![(20, None, false), (10, None, true)],
+            },
+        ],
+    );
 }
 
 fn favorite_delete_removes_the_like_and_a_later_import_does_not_restore_it(backend: Backend) {

@@ -37,17 +37,12 @@ async fn open(sim: &SimHandle, p: u8) -> StreamReader {
 
 async fn attempt(sim: &SimHandle, p: u8) -> u16 {
     let a = basic_auth("demo@example.com", "sim-password");
-    let mut r = get(
-        sim.addr(),
-        &format!("{STREAM}?partition={p}"),
-        &[("Authorization", &a), ("Accept-Encoding", "gzip")],
-        T,
-    )
-    .await
-    .expect("response");
+    let mut r =
+        get(sim.addr(), &format!("{STREAM}?partition={p}"), &[("Authorization", &a), ("Accept-Encoding", "gzip")], T)
+            .await
+            .expect("response");
     if r.status != 200 {
-        let body: Value =
-            serde_json::from_slice(&r.body(T).await.expect("body")).expect("JSON error body");
+        let body: Value = serde_json::from_slice(&r.body(T).await.expect("body")).expect("JSON error body");
         assert!(body["error"]["message"].is_string(), "{body}");
     }
     r.status
@@ -56,10 +51,7 @@ async fn attempt(sim: &SimHandle, p: u8) -> u16 {
 fn is_event(m: &str) -> bool {
     serde_json::from_str::<Value>(m)
         .ok()
-        .and_then(|v| {
-            v.as_object()
-                .map(|o| o.len() == 1 && !o.contains_key("error") && !o.contains_key("info"))
-        })
+        .and_then(|v| v.as_object().map(|o| o.len() == 1 && !o.contains_key("error") && !o.contains_key("info")))
         .unwrap_or(false)
 }
 
@@ -74,26 +66,14 @@ async fn drop_mid_message_cuts_a_line_and_the_connection() {
     let mut r = open(&sim, 1).await;
     assert!(r.read_messages(20, T).await);
     sim.trigger(Fault::new(FaultKind::DropMidMessage).on_partition(1));
-    assert_eq!(
-        r.read_to_end(T).await,
-        Some(StreamEnd::Dropped),
-        "no terminating chunk"
-    );
+    assert_eq!(r.read_to_end(T).await, Some(StreamEnd::Dropped), "no terminating chunk");
     assert!(!r.decoder.partial().is_empty(), "half a message arrived");
-    assert!(
-        r.decoder.partial().starts_with(b"{\""),
-        "{:?}",
-        String::from_utf8_lossy(r.decoder.partial())
-    );
+    assert!(r.decoder.partial().starts_with(b"{\""), "{:?}", String::from_utf8_lossy(r.decoder.partial()));
     assert!(!r.decoder.is_complete());
     assert!(r.message_strings().iter().all(|m| is_event(m)));
     let s = sim.stats();
     assert!(s.partitions[0].events_skipped >= 1);
-    assert_eq!(
-        s.partitions[0].events_sent as usize,
-        r.message_count(),
-        "only whole messages count as sent"
-    );
+    assert_eq!(s.partitions[0].events_sent as usize, r.message_count(), "only whole messages count as sent");
     sim.stop().await;
 }
 
@@ -128,24 +108,13 @@ async fn status_faults_answer_the_next_attempts() {
     sim.trigger(Fault::new(FaultKind::Status { status: 429 }));
     assert_eq!(attempt(&sim, 2).await, 429);
     assert_eq!(attempt(&sim, 2).await, 200);
-    sim.trigger(
-        Fault::new(FaultKind::Status { status: 401 })
-            .on_partition(3)
-            .times(2),
-    );
+    sim.trigger(Fault::new(FaultKind::Status { status: 401 }).on_partition(3).times(2));
     assert_eq!(attempt(&sim, 4).await, 200, "other partitions unaffected");
     assert_eq!(attempt(&sim, 3).await, 401);
     assert_eq!(attempt(&sim, 3).await, 401);
     assert_eq!(attempt(&sim, 3).await, 200);
     let s = sim.stats();
-    assert_eq!(
-        (
-            s.responses_with(503),
-            s.responses_with(429),
-            s.responses_with(401)
-        ),
-        (2, 1, 2)
-    );
+    assert_eq!((s.responses_with(503), s.responses_with(429), s.responses_with(401)), (2, 1, 2));
     assert_eq!(s.rate_limited_total, 1);
     sim.stop().await;
 }
@@ -156,25 +125,13 @@ async fn forced_disconnect_sends_the_error_then_ends_cleanly() {
     let mut r = open(&sim, 3).await;
     assert!(r.read_messages(10, T).await);
     sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: None }).on_partition(3));
-    assert_eq!(
-        r.read_to_end(T).await,
-        Some(StreamEnd::Clean),
-        "zero-length chunk"
-    );
-    assert!(
-        r.decoder.is_complete(),
-        "gzip member complete (trailer checked)"
-    );
+    assert_eq!(r.read_to_end(T).await, Some(StreamEnd::Clean), "zero-length chunk");
+    assert!(r.decoder.is_complete(), "gzip member complete (trailer checked)");
     let msgs = r.message_strings();
     let last = msgs.last().expect("messages");
     let v: Value = serde_json::from_str(last).expect("json");
-    assert_eq!(
-        v["error"]["message"],
-        "Forced Disconnect: Too many connections. (Allowed Connections = 2)"
-    );
-    assert!(v["error"]["sent"]
-        .as_str()
-        .is_some_and(|s| s.ends_with("+00:00")));
+    assert_eq!(v["error"]["message"], "Forced Disconnect: Too many connections. (Allowed Connections = 2)");
+    assert!(v["error"]["sent"].as_str().is_some_and(|s| s.ends_with("+00:00")));
     assert!(msgs[..msgs.len() - 1].iter().all(|m| is_event(m)));
     sim.stop().await;
 }
@@ -195,23 +152,13 @@ async fn full_buffer_disconnect_loses_what_was_buffered() {
     let err = error_message(msgs.last().expect("last")).expect("error line");
     assert!(err.contains("unable to keep up"), "{err}");
     let s = sim.stats();
-    assert!(
-        s.partitions[0].events_skipped >= 30,
-        "lost: {}",
-        s.partitions[0].events_skipped
-    );
+    assert!(s.partitions[0].events_skipped >= 30, "lost: {}", s.partitions[0].events_skipped);
     assert_eq!(s.partitions[0].full_buffer_disconnects, 1);
     sim.stop().await;
     // The lost events were never written: the record holds what arrived.
     let text = std::fs::read_to_string(&record).expect("record");
-    let recorded: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.splitn(3, '\t').nth(2))
-        .collect();
-    assert_eq!(
-        recorded,
-        msgs.iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    let recorded: Vec<&str> = text.lines().filter_map(|l| l.splitn(3, '\t').nth(2)).collect();
+    assert_eq!(recorded, msgs.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 #[actix_rt::test]
@@ -220,17 +167,8 @@ async fn a_client_that_cannot_keep_up_is_cut_off() {
     c.buffer_batches = 2;
     let sim = start(c).await.expect("start");
     let mut r = open(&sim, 1).await;
-    sim.trigger(
-        Fault::new(FaultKind::Trickle {
-            bytes_per_sec: 2000,
-            duration_ms: None,
-        })
-        .on_partition(1),
-    );
-    assert_eq!(
-        r.read_to_end(Duration::from_secs(15)).await,
-        Some(StreamEnd::Clean)
-    );
+    sim.trigger(Fault::new(FaultKind::Trickle { bytes_per_sec: 2000, duration_ms: None }).on_partition(1));
+    assert_eq!(r.read_to_end(Duration::from_secs(15)).await, Some(StreamEnd::Clean));
     let msgs = r.message_strings();
     let err = error_message(msgs.last().expect("last")).expect("error line");
     assert!(err.contains("unable to keep up"), "{err}");
@@ -249,22 +187,14 @@ async fn malformed_lines_arrive_then_the_stream_goes_on() {
     let before = r.message_count();
     assert!(r.read_messages(before + 6 + 20, T).await);
     let msgs = r.message_strings();
-    let bad: Vec<usize> = msgs
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| !is_event(m))
-        .map(|(k, _)| k)
-        .collect();
+    let bad: Vec<usize> = msgs.iter().enumerate().filter(|(_, m)| !is_event(m)).map(|(k, _)| k).collect();
     assert_eq!(bad.len(), 6, "six malformed lines: {bad:?}");
     assert_eq!(bad[5] - bad[0], 5, "sent together");
     assert!(
         msgs[bad[0]].contains("\"id\":\"1557445923210514432\" \"initial_tweet_id\""),
         "the documented missing comma"
     );
-    assert!(
-        msgs[bad[5] + 1..].iter().filter(|m| is_event(m)).count() >= 20,
-        "events continue"
-    );
+    assert!(msgs[bad[5] + 1..].iter().filter(|m| is_event(m)).count() >= 20, "events continue");
     assert!(r.end.is_none());
     sim.stop().await;
 }
@@ -275,17 +205,8 @@ async fn an_oversized_line_arrives_whole() {
     let mut r = open(&sim, 6).await;
     assert!(r.read_messages(5, T).await);
     sim.trigger(Fault::new(FaultKind::Oversized { bytes: 1_200_000 }).on_partition(6));
-    assert!(
-        r.read_until(T, |r| r.decoder.oversized_lines == 1
-            && r.message_count() > 15)
-            .await
-    );
-    let big = r
-        .messages()
-        .into_iter()
-        .find(|m| m.len() > 1024 * 1024)
-        .expect("oversized line")
-        .to_vec();
+    assert!(r.read_until(T, |r| r.decoder.oversized_lines == 1 && r.message_count() > 15).await);
+    let big = r.messages().into_iter().find(|m| m.len() > 1024 * 1024).expect("oversized line").to_vec();
     assert_eq!(big.len(), 1_200_000);
     let v: Value = serde_json::from_slice(&big).expect("valid JSON");
     assert!(v.get("sim_oversized").is_some());
@@ -298,17 +219,10 @@ async fn truncated_gzip_ends_the_body_without_a_trailer() {
     let mut r = open(&sim, 7).await;
     assert!(r.read_messages(5, T).await);
     sim.trigger(Fault::new(FaultKind::TruncatedGzip).on_partition(7));
-    assert_eq!(
-        r.read_to_end(T).await,
-        Some(StreamEnd::Clean),
-        "HTTP body ends properly"
-    );
+    assert_eq!(r.read_to_end(T).await, Some(StreamEnd::Clean), "HTTP body ends properly");
     assert!(!r.decoder.is_complete(), "but the gzip member is truncated");
     assert!(r.error.is_none(), "what arrived decodes");
-    assert!(
-        r.message_strings().iter().all(|m| is_event(m)),
-        "no partial line is delivered as a message"
-    );
+    assert!(r.message_strings().iter().all(|m| is_event(m)), "no partial line is delivered as a message");
     sim.stop().await;
 }
 
@@ -318,27 +232,14 @@ async fn trickle_limits_the_byte_rate() {
     let mut r = open(&sim, 8).await;
     assert!(r.read_messages(5, T).await);
     let t = Instant::now();
-    sim.trigger(
-        Fault::new(FaultKind::Trickle {
-            bytes_per_sec: 400,
-            duration_ms: Some(1500),
-        })
-        .on_partition(8),
-    );
+    sim.trigger(Fault::new(FaultKind::Trickle { bytes_per_sec: 400, duration_ms: Some(1500) }).on_partition(8));
     r.read_for(Duration::from_millis(1300)).await;
     // Skip what was already in flight when the fault fired.
-    let window: Vec<(Instant, usize)> = r
-        .chunks
-        .iter()
-        .copied()
-        .filter(|(at, _)| at.duration_since(t) >= Duration::from_millis(300))
-        .collect();
+    let window: Vec<(Instant, usize)> =
+        r.chunks.iter().copied().filter(|(at, _)| at.duration_since(t) >= Duration::from_millis(300)).collect();
     let bytes: usize = window.iter().map(|(_, n)| n).sum();
     assert!(!window.is_empty(), "bytes keep coming");
-    assert!(
-        window.iter().all(|(_, n)| *n <= 20),
-        "small pieces: {window:?}"
-    );
+    assert!(window.iter().all(|(_, n)| *n <= 20), "small pieces: {window:?}");
     assert!(bytes <= 600, "about 400 B/s over 1 s, got {bytes}");
     // Afterwards the backlog arrives at full speed.
     let n = r.message_count();
@@ -352,10 +253,8 @@ async fn a_fault_on_one_partition_leaves_the_others_alone() {
     let mut p1 = open(&sim, 1).await;
     let mut p2 = open(&sim, 2).await;
     sim.trigger(
-        Fault::new(FaultKind::ForcedDisconnect {
-            message: Some("Forced Disconnect: operational reasons".into()),
-        })
-        .on_partition(2),
+        Fault::new(FaultKind::ForcedDisconnect { message: Some("Forced Disconnect: operational reasons".into()) })
+            .on_partition(2),
     );
     assert_eq!(p2.read_to_end(T).await, Some(StreamEnd::Clean));
     assert_eq!(
@@ -373,13 +272,8 @@ async fn a_fault_on_one_partition_leaves_the_others_alone() {
 async fn config_faults_fire_after_the_given_number_of_events() {
     let mut c = cfg(0.0);
     c.faults = vec![
-        Fault::new(FaultKind::ForcedDisconnect { message: None })
-            .on_partition(1)
-            .after(100),
-        Fault::new(FaultKind::DropMidMessage)
-            .on_partition(2)
-            .after(50)
-            .times(2),
+        Fault::new(FaultKind::ForcedDisconnect { message: None }).on_partition(1).after(100),
+        Fault::new(FaultKind::DropMidMessage).on_partition(2).after(50).times(2),
     ];
     let sim = start(c).await.expect("start");
     let mut p1 = open(&sim, 1).await;
@@ -404,18 +298,10 @@ async fn the_admin_endpoint_triggers_faults() {
     let sim = start(cfg(1000.0)).await.expect("start");
     let mut r = open(&sim, 4).await;
     assert!(r.read_messages(5, T).await);
-    let body =
-        br#"{"kind":"forced_disconnect","partition":4,"message":"Forced Disconnect: from admin"}"#;
-    let mut resp = request(
-        sim.addr(),
-        "POST",
-        "/admin/faults",
-        &[("Content-Type", "application/json")],
-        body,
-        T,
-    )
-    .await
-    .expect("post");
+    let body = br#"{"kind":"forced_disconnect","partition":4,"message":"Forced Disconnect: from admin"}"#;
+    let mut resp = request(sim.addr(), "POST", "/admin/faults", &[("Content-Type", "application/json")], body, T)
+        .await
+        .expect("post");
     assert_eq!(resp.status, 200);
     let _ = resp.body(T).await;
     assert_eq!(r.read_to_end(T).await, Some(StreamEnd::Clean));
@@ -423,16 +309,9 @@ async fn the_admin_endpoint_triggers_faults() {
         error_message(r.message_strings().last().expect("last")).as_deref(),
         Some("Forced Disconnect: from admin")
     );
-    let mut resp = request(
-        sim.addr(),
-        "POST",
-        "/admin/faults",
-        &[],
-        br#"{"kind":"status","status":503,"count":1}"#,
-        T,
-    )
-    .await
-    .expect("post");
+    let mut resp = request(sim.addr(), "POST", "/admin/faults", &[], br#"{"kind":"status","status":503,"count":1}"#, T)
+        .await
+        .expect("post");
     assert_eq!(resp.status, 200);
     let _ = resp.body(T).await;
     assert_eq!(attempt(&sim, 4).await, 503);

@@ -27,37 +27,25 @@ async fn attempt(sim: &SimHandle, p: u8, gzip: bool) -> (u16, Option<Value>) {
     if gzip {
         h.push(("Accept-Encoding", "gzip"));
     }
-    let mut r = get(sim.addr(), &format!("{STREAM}?partition={p}"), &h, T)
-        .await
-        .expect("response");
+    let mut r = get(sim.addr(), &format!("{STREAM}?partition={p}"), &h, T).await.expect("response");
     if r.status == 200 {
         return (200, None);
     }
     let body = r.body(T).await.expect("body");
-    (
-        r.status,
-        Some(serde_json::from_slice(&body).expect("JSON body")),
-    )
+    (r.status, Some(serde_json::from_slice(&body).expect("JSON body")))
 }
 
 #[actix_rt::test]
 async fn the_eleventh_connection_request_in_a_minute_gets_429() {
     let sim = start(cfg()).await.expect("start");
     for k in 0..10u8 {
-        assert_eq!(
-            attempt(&sim, k % 8 + 1, true).await.0,
-            200,
-            "request {}",
-            k + 1
-        );
+        assert_eq!(attempt(&sim, k % 8 + 1, true).await.0, 200, "request {}", k + 1);
     }
     let (status, body) = attempt(&sim, 3, true).await;
     assert_eq!(status, 429, "all partitions share the limit");
     let body = body.expect("body");
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("10 connection requests per 60 seconds")),
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("10 connection requests per 60 seconds")),
         "{body}"
     );
     let s = sim.stats();
@@ -73,10 +61,7 @@ async fn sliding(count_rejected: bool) -> Vec<u16> {
     c.rate_limit.count_rejected = count_rejected;
     let sim = start(c).await.expect("start");
     let t0 = Instant::now();
-    let mut out = vec![
-        attempt(&sim, 1, true).await.0,
-        attempt(&sim, 2, true).await.0,
-    ];
+    let mut out = vec![attempt(&sim, 1, true).await.0, attempt(&sim, 2, true).await.0];
     actix_rt::time::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed())).await;
     out.push(attempt(&sim, 3, true).await.0); // refused at ~500 ms
     actix_rt::time::sleep(Duration::from_millis(1150).saturating_sub(t0.elapsed())).await;
@@ -100,14 +85,8 @@ async fn every_authenticated_request_counts_but_bad_credentials_do_not() {
     let sim = start(c).await.expect("start");
     // 401s are not attributed to the account.
     for _ in 0..3 {
-        let mut r = get(
-            sim.addr(),
-            &format!("{STREAM}?partition=1"),
-            &[("Accept-Encoding", "gzip")],
-            T,
-        )
-        .await
-        .expect("r");
+        let mut r =
+            get(sim.addr(), &format!("{STREAM}?partition=1"), &[("Accept-Encoding", "gzip")], T).await.expect("r");
         assert_eq!(r.status, 401);
         let _ = r.body(T).await;
     }
@@ -129,22 +108,11 @@ async fn replay_has_its_own_limit() {
     let a = basic_auth("demo@example.com", "sim-password");
     let now = chrono::Utc::now() - chrono::Duration::minutes(3);
     let from = now.format("%Y%m%d%H%M").to_string();
-    let to = (now + chrono::Duration::minutes(1))
-        .format("%Y%m%d%H%M")
-        .to_string();
-    let path = format!(
-        "/replay/compliance/accounts/demo/publishers/twitter/prod.json?fromDate={from}&toDate={to}"
-    );
+    let to = (now + chrono::Duration::minutes(1)).format("%Y%m%d%H%M").to_string();
+    let path = format!("/replay/compliance/accounts/demo/publishers/twitter/prod.json?fromDate={from}&toDate={to}");
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let mut r = get(
-            sim.addr(),
-            &path,
-            &[("Authorization", &a), ("Accept-Encoding", "gzip")],
-            T,
-        )
-        .await
-        .expect("r");
+        let mut r = get(sim.addr(), &path, &[("Authorization", &a), ("Accept-Encoding", "gzip")], T).await.expect("r");
         statuses.push(r.status);
         let _ = r.body(T).await;
     }

@@ -447,12 +447,32 @@ mod tests {
     fn corrupted() -> impl Strategy<Value = Vec<u8>> {
         const BYTES: &[u8] = b"\"\\,:{}[]-.eE0 19xn\xff";
         const FRAGMENTS: &[&str] = &[
-            ".5", "e3", "E-1", "0", "00", "-", "null", "true", "[]", "{}", " ", "\"XX\"", "\"\\u0041\"",
-            r#","id":1"#, r#","id_str":"2""#, r#","user_id":3"#, r#","timestampMs":"4""#, r#","timestamp_ms":5"#,
-            r#","user":{"id":6}"#, r#","status":{"id":7}"#, r#","x":{"y":1}"#, r#","x":"z""#,
+            ".5",
+            "e3",
+            "E-1",
+            "0",
+            "00",
+            "-",
+            "null",
+            "true",
+            "[]",
+            "{}",
+            " ",
+            "\"XX\"",
+            "\"\\u0041\"",
+            r#","id":1"#,
+            r#","id_str":"2""#,
+            r#","user_id":3"#,
+            r#","timestampMs":"4""#,
+            r#","timestamp_ms":5"#,
+            r#","user":{"id":6}"#,
+            r#","status":{"id":7}"#,
+            r#","x":{"y":1}"#,
+            r#","x":"z""#,
             r#","withheld_in_countries":["de"]"#,
         ];
-        let edit = (0usize..5, any::<prop::sample::Index>(), prop::sample::select(BYTES), prop::sample::select(FRAGMENTS));
+        let edit =
+            (0usize..5, any::<prop::sample::Index>(), prop::sample::select(BYTES), prop::sample::select(FRAGMENTS));
         (prop::sample::select(CORPUS.to_vec()), prop::collection::vec(edit, 1..4)).prop_map(|(line, edits)| {
             let mut b = line.as_bytes().to_vec();
             for (op, at, byte, fragment) in edits {

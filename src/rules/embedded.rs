@@ -213,7 +213,9 @@ fn filter_v2(obj: &mut Map<String, Value>, judge: &dyn Judge) -> bool {
         for (kind, key) in [("places", "id"), ("media", "media_key"), ("polls", "id")] {
             if let Some(list) = includes.get_mut(kind).and_then(Value::as_array_mut) {
                 let keep = refs.get(kind);
-                list.retain(|e| e.get(key).and_then(Value::as_str).is_some_and(|k| keep.is_some_and(|s| s.contains(k))));
+                list.retain(|e| {
+                    e.get(key).and_then(Value::as_str).is_some_and(|k| keep.is_some_and(|s| s.contains(k)))
+                });
             }
         }
         changed = true;
@@ -273,7 +275,10 @@ mod tests {
         assert_eq!(out, r#"{"id_str":"30","retweeted_status":{"id_str":"20"}}"#);
         let (changed, out) = run(json, &Fixed { hide: vec![], no_geo: vec![10], users_hidden: vec![] });
         assert!(changed);
-        assert_eq!(out, r#"{"id_str":"30","retweeted_status":{"id_str":"20","quoted_status":{"id_str":"10","text":"inner"}}}"#);
+        assert_eq!(
+            out,
+            r#"{"id_str":"30","retweeted_status":{"id_str":"20","quoted_status":{"id_str":"10","text":"inner"}}}"#
+        );
     }
 
     #[test]

@@ -28,7 +28,11 @@ pub enum Refusal {
 pub enum Decision {
     Refuse(Refusal),
     /// Store this JSON (its own geo already removed where scrubbed).
-    Store { json: String, has_geo: bool, geo_stripped: bool },
+    Store {
+        json: String,
+        has_geo: bool,
+        geo_stripped: bool,
+    },
 }
 
 /// What the store knows about a post being imported.
@@ -127,7 +131,13 @@ impl Loaded {
     /// The ids whose tombstones a batch needs, once its rows are loaded: its
     /// posts and the posts they retweet (by this form or a stored one).
     pub fn tombstone_ids(posts: &[NewPost], rows: &HashMap<Id, PostRow>) -> Vec<Id> {
-        sorted(posts.iter().flat_map(|p| [Some(p.id), p.retweet_of]).flatten().chain(rows.values().filter_map(|r| r.retweet_of)))
+        sorted(
+            posts
+                .iter()
+                .flat_map(|p| [Some(p.id), p.retweet_of])
+                .flatten()
+                .chain(rows.values().filter_map(|r| r.retweet_of)),
+        )
     }
 
     /// The authors whose state a batch needs.
@@ -227,7 +237,14 @@ mod tests {
         let full = r#"{"id_str":"200","user":{"id_str":"2"},"text":"RT full","retweeted_status":{"id_str":"100","user":{"id_str":"1"},"text":"orig"}}"#;
         let copy = r#"{"id_str":"300","user":{"id_str":"3"},"text":"RT of RT","retweeted_status":{"id_str":"200","user":{"id_str":"2"},"text":"RT full"}}"#;
         let bare = r#"{"id":"200","author_id":"2","text":"RT full"}"#;
-        let orders = [[full, copy, bare], [full, bare, copy], [copy, full, bare], [copy, bare, full], [bare, full, copy], [bare, copy, full]];
+        let orders = [
+            [full, copy, bare],
+            [full, bare, copy],
+            [copy, full, bare],
+            [copy, bare, full],
+            [bare, full, copy],
+            [bare, copy, full],
+        ];
         let results: Vec<_> = orders.iter().map(|o| plan_of(o, &HashMap::new())).collect();
         for r in &results {
             assert_eq!(r, &results[0]);
@@ -249,7 +266,10 @@ mod tests {
 
     #[test]
     fn a_post_retweeting_a_tombstone_by_a_stored_link_is_refused() {
-        let stored = plan_of(&[r#"{"id_str":"200","user":{"id_str":"2"},"retweeted_status":{"id_str":"100","user":{"id_str":"1"}}}"#], &HashMap::new());
+        let stored = plan_of(
+            &[r#"{"id_str":"200","user":{"id_str":"2"},"retweeted_status":{"id_str":"100","user":{"id_str":"1"}}}"#],
+            &HashMap::new(),
+        );
         let bare = parse_post_line(r#"{"id":"200","author_id":"2"}"#).unwrap();
         let loaded = Loaded { rows: stored, tombstones: [100].into(), users: HashMap::new() };
         let p = plan(&bare, loaded, 0);

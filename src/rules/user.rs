@@ -259,10 +259,18 @@ mod tests {
         let mut a = UserState::default();
         let mut b = UserState::default();
         for (t, d) in events {
-            if d { del(&mut a, t) } else { undel(&mut a, t) }
+            if d {
+                del(&mut a, t)
+            } else {
+                undel(&mut a, t)
+            }
         }
         for (t, d) in events.iter().rev() {
-            if *d { del(&mut b, *t) } else { undel(&mut b, *t) }
+            if *d {
+                del(&mut b, *t)
+            } else {
+                undel(&mut b, *t)
+            }
         }
         assert_eq!(a, b);
         assert_eq!(a.purge_at(), Some(50 * DAY));
@@ -304,7 +312,11 @@ mod tests {
     fn apply_all(events: &[(i64, bool)]) -> UserState {
         let mut u = UserState::default();
         for &(t, d) in events {
-            if d { del(&mut u, t) } else { undel(&mut u, t) }
+            if d {
+                del(&mut u, t)
+            } else {
+                undel(&mut u, t)
+            }
         }
         u
     }
@@ -323,7 +335,11 @@ mod tests {
     fn a_user_flipping_constantly_keeps_a_short_history() {
         let mut u = UserState::default();
         for i in 0..100_000 {
-            if i % 2 == 0 { del(&mut u, i) } else { undel(&mut u, i) }
+            if i % 2 == 0 {
+                del(&mut u, i)
+            } else {
+                undel(&mut u, i)
+            }
         }
         // One run of undeletes (first and last) and nothing else: every
         // delete before the last undelete is undone.
@@ -362,10 +378,8 @@ mod tests {
 
     #[test]
     fn an_uncompacted_history_from_an_older_build_is_compacted_on_the_next_event() {
-        let mut u = UserState {
-            delete_log: UserState::parse_delete_log(Some("0d,1u,2d,3u,4d,5u")),
-            ..UserState::default()
-        };
+        let mut u =
+            UserState { delete_log: UserState::parse_delete_log(Some("0d,1u,2d,3u,4d,5u")), ..UserState::default() };
         assert_eq!(u.purge_at(), None);
         del(&mut u, 6);
         assert_eq!(u.delete_log, vec![(1, false), (5, false), (6, true)]);

@@ -169,7 +169,8 @@ mod tests {
             p.author.withheld = if b(8) { vec![Country::ALL] } else { vec![] };
             views.push(p);
         }
-        let originals: Vec<Option<PostView>> = std::iter::once(None).chain(views.iter().step_by(7).cloned().map(Some)).collect();
+        let originals: Vec<Option<PostView>> =
+            std::iter::once(None).chain(views.iter().step_by(7).cloned().map(Some)).collect();
         let mut hidden = 0;
         for post in &views {
             for original in &originals {

@@ -104,8 +104,7 @@ impl Default for SimConfig {
             split_chunks_ratio: 0.1,
             record: None,
             admin: true,
-            forced_disconnect_message:
-                "Forced Disconnect: Too many connections. (Allowed Connections = 2)".into(),
+            forced_disconnect_message: "Forced Disconnect: Too many connections. (Allowed Connections = 2)".into(),
             rate_limit: RateLimitConfig::default(),
             replay: ReplayConfig::default(),
             backfill: BackfillConfig::default(),
@@ -161,11 +160,7 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig {
-            connections: 10,
-            window_ms: 60_000,
-            count_rejected: true,
-        }
+        RateLimitConfig { connections: 10, window_ms: 60_000, count_rejected: true }
     }
 }
 
@@ -213,11 +208,7 @@ pub struct BackfillConfig {
 
 impl Default for BackfillConfig {
     fn default() -> Self {
-        BackfillConfig {
-            accepted: true,
-            max_minutes: 5,
-            max_events: 2_000_000,
-        }
+        BackfillConfig { accepted: true, max_minutes: 5, max_events: 2_000_000 }
     }
 }
 
@@ -337,15 +328,13 @@ impl SimConfig {
         let cfg = match path {
             None => SimConfig::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("reading simulator config {}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("reading simulator config {}", p.display()))?;
                 toml::from_str::<SimConfig>(&text)
                     .with_context(|| format!("parsing simulator config {}", p.display()))?
             }
         };
-        cfg.validate().map_err(|problems| {
-            anyhow::anyhow!("invalid simulator config: {}", problems.join("; "))
-        })?;
+        cfg.validate().map_err(|problems| anyhow::anyhow!("invalid simulator config: {}", problems.join("; ")))?;
         Ok(cfg)
     }
 
@@ -370,16 +359,10 @@ impl SimConfig {
             p.push("username must be non-empty and contain no ':'".into());
         }
         if !(self.rate == 0.0 || (MIN_RATE..=MAX_RATE).contains(&self.rate)) {
-            p.push(format!(
-                "rate must be 0 (unlimited) or within {MIN_RATE}..={MAX_RATE}, got {}",
-                self.rate
-            ));
+            p.push(format!("rate must be 0 (unlimited) or within {MIN_RATE}..={MAX_RATE}, got {}", self.rate));
         }
         if !(1..=MAX_POSTS).contains(&self.posts) {
-            p.push(format!(
-                "posts must be within 1..={MAX_POSTS}, got {}",
-                self.posts
-            ));
+            p.push(format!("posts must be within 1..={MAX_POSTS}, got {}", self.posts));
         }
         if !(1..=DAY_MS).contains(&self.heartbeat_interval_ms) {
             p.push(format!("heartbeat_interval_ms must be within 1..={DAY_MS}"));
@@ -399,10 +382,7 @@ impl SimConfig {
             }
         }
         if !(0.0..=1.0).contains(&self.split_chunks_ratio) {
-            p.push(format!(
-                "split_chunks_ratio must be within 0..=1, got {}",
-                self.split_chunks_ratio
-            ));
+            p.push(format!("split_chunks_ratio must be within 0..=1, got {}", self.split_chunks_ratio));
         }
         if self.gzip_level > 9 {
             p.push(format!("gzip_level must be 0-9, got {}", self.gzip_level));
@@ -417,9 +397,7 @@ impl SimConfig {
             p.push("replay.min_age_minutes must not exceed replay.max_age_minutes".into());
         }
         if self.replay.max_age_minutes > MAX_AGE_MINUTES {
-            p.push(format!(
-                "replay.max_age_minutes must not exceed {MAX_AGE_MINUTES}"
-            ));
+            p.push(format!("replay.max_age_minutes must not exceed {MAX_AGE_MINUTES}"));
         }
         if self.backfill.max_minutes == 0 {
             p.push("backfill.max_minutes must be > 0".into());
@@ -466,12 +444,7 @@ mod tests {
 
     #[test]
     fn validation_lists_every_problem() {
-        let c = SimConfig {
-            rate: -1.0,
-            workers: 0,
-            gzip_level: 12,
-            ..SimConfig::default()
-        };
+        let c = SimConfig { rate: -1.0, workers: 0, gzip_level: 12, ..SimConfig::default() };
         let p = c.validate().unwrap_err();
         assert_eq!(p.len(), 3, "{p:?}");
     }
@@ -519,9 +492,6 @@ mod tests {
         assert_eq!(c.faults.len(), 2);
         assert_eq!(c.rate_limit.connections, 3);
         assert!(c.validate().is_ok());
-        assert!(
-            toml::from_str::<SimConfig>("rat = 3").is_err(),
-            "typos are refused"
-        );
+        assert!(toml::from_str::<SimConfig>("rat = 3").is_err(), "typos are refused");
     }
 }

@@ -47,14 +47,7 @@ struct Out {
 
 impl Out {
     fn bare(bytes: Bytes) -> Out {
-        Out {
-            bytes,
-            raw: Bytes::new(),
-            events: 0,
-            lines: 0,
-            heartbeat: false,
-            backfill: false,
-        }
+        Out { bytes, raw: Bytes::new(), events: 0, lines: 0, heartbeat: false, backfill: false }
     }
 }
 
@@ -167,10 +160,7 @@ impl StreamConn {
                 Some(Ending::Abort) => {
                     tokio::time::sleep(ABORT_DELAY).await;
                     self.finished = true;
-                    return Some(Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "simulated connection drop",
-                    )));
+                    return Some(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "simulated connection drop")));
                 }
                 None => {}
             }
@@ -243,11 +233,7 @@ impl StreamConn {
             }
         }
         self.last_write = Instant::now();
-        self.ctx
-            .stats
-            .part(self.p)
-            .bytes_sent
-            .fetch_add(piece.len() as u64, Relaxed);
+        self.ctx.stats.part(self.p).bytes_sent.fetch_add(piece.len() as u64, Relaxed);
         Some(piece)
     }
 
@@ -262,8 +248,7 @@ impl StreamConn {
         if o.events > 0 {
             c.events_sent.fetch_add(u64::from(o.events), Relaxed);
             if o.backfill {
-                c.backfill_events_sent
-                    .fetch_add(u64::from(o.events), Relaxed);
+                c.backfill_events_sent.fetch_add(u64::from(o.events), Relaxed);
             }
             self.events_sent += u64::from(o.events);
         }
@@ -320,11 +305,7 @@ impl StreamConn {
         }
         let mut fired = false;
         while self.ending.is_none() {
-            let Some(k) = self
-                .waiting
-                .iter()
-                .position(|f| f.after_events <= self.queued_events)
-            else {
+            let Some(k) = self.waiting.iter().position(|f| f.after_events <= self.queued_events) else {
                 break;
             };
             let f = self.waiting.remove(k);
@@ -336,12 +317,7 @@ impl StreamConn {
 
     fn fire(&mut self, f: Fault) {
         self.ctx.stats.faults_fired_total.fetch_add(1, Relaxed);
-        tracing::info!(
-            partition = self.p,
-            fault = f.name(),
-            events_sent = self.queued_events,
-            "Fault fired"
-        );
+        tracing::info!(partition = self.p, fault = f.name(), events_sent = self.queued_events, "Fault fired");
         match &f.kind {
             FaultKind::DropMidMessage => self.cut = Some((Cut::Drop, f)),
             FaultKind::TruncatedGzip => self.cut = Some((Cut::Truncate, f)),
@@ -351,9 +327,7 @@ impl StreamConn {
             FaultKind::ForcedDisconnect { message } => {
                 let lost = self.discard_leftover();
                 self.skip(lost);
-                let msg = message
-                    .clone()
-                    .unwrap_or_else(|| self.ctx.cfg.forced_disconnect_message.clone());
+                let msg = message.clone().unwrap_or_else(|| self.ctx.cfg.forced_disconnect_message.clone());
                 self.push_lines(&[error_json(&msg)]);
                 self.close_clean();
             }
@@ -370,16 +344,12 @@ impl StreamConn {
                 }
             }
             FaultKind::Malformed { lines } => {
-                let v: Vec<String> = (0..*lines as usize)
-                    .map(|k| MALFORMED_LINES[k % MALFORMED_LINES.len()].to_string())
-                    .collect();
+                let v: Vec<String> =
+                    (0..*lines as usize).map(|k| MALFORMED_LINES[k % MALFORMED_LINES.len()].to_string()).collect();
                 self.push_lines(&v);
             }
             FaultKind::Oversized { bytes } => self.push_lines(&[oversized_line(*bytes)]),
-            FaultKind::Trickle {
-                bytes_per_sec,
-                duration_ms,
-            } => {
+            FaultKind::Trickle { bytes_per_sec, duration_ms } => {
                 let bps = (*bytes_per_sec).max(1);
                 let (piece, interval) = if bps >= 20 {
                     ((bps / 20) as usize, Duration::from_millis(50))
@@ -387,14 +357,9 @@ impl StreamConn {
                     (1, Duration::from_millis(1000 / bps))
                 };
                 let until = duration_ms.map(|d| Instant::now() + Duration::from_millis(d));
-                self.trickle = Some(Trickle {
-                    piece,
-                    interval,
-                    until,
-                });
+                self.trickle = Some(Trickle { piece, interval, until });
             }
-            FaultKind::Status { .. } | FaultKind::ReplayOutcome { .. } | FaultKind::ReplayAbort => {
-            }
+            FaultKind::Status { .. } | FaultKind::ReplayOutcome { .. } | FaultKind::ReplayAbort => {}
         }
     }
 
@@ -432,14 +397,7 @@ impl StreamConn {
             }
         }
         if off == 0 {
-            self.push_piece(
-                seg.compressed.clone(),
-                &seg.crc,
-                seg.raw.clone(),
-                seg.events,
-                seg.events,
-                seg.backfill,
-            );
+            self.push_piece(seg.compressed.clone(), &seg.crc, seg.raw.clone(), seg.events, seg.events, seg.backfill);
         } else {
             let raw = seg.raw.slice(off..);
             self.push_raw(raw, n as u32, n as u32, seg.backfill);
@@ -452,9 +410,7 @@ impl StreamConn {
         let line_len = memchr::memchr(b'\r', rest).unwrap_or(rest.len());
         let half = &rest[..(line_len / 2).max(1)];
         self.skip(n);
-        let comp = self
-            .one_off
-            .get_or_insert_with(|| SegmentCompressor::new(self.ctx.cfg.gzip_level));
+        let comp = self.one_off.get_or_insert_with(|| SegmentCompressor::new(self.ctx.cfg.gzip_level));
         let bytes = comp.sync(half);
         self.header();
         match cut {
@@ -488,13 +444,7 @@ impl StreamConn {
         self.backfill = if stop < end { Some((stop, end)) } else { None };
         if n > 0 {
             let (compressed, crc) = self.compress_one_off(&raw);
-            let seg = Segment {
-                compressed,
-                crc,
-                raw: Bytes::from(raw),
-                events: n,
-                backfill: true,
-            };
+            let seg = Segment { compressed, crc, raw: Bytes::from(raw), events: n, backfill: true };
             self.emit(Arc::new(seg), 0);
         }
     }
@@ -502,39 +452,21 @@ impl StreamConn {
     fn header(&mut self) {
         if !self.header_sent {
             self.header_sent = true;
-            self.out
-                .push_back(Out::bare(Bytes::from_static(&GZIP_HEADER)));
+            self.out.push_back(Out::bare(Bytes::from_static(&GZIP_HEADER)));
         }
     }
 
-    fn push_piece(
-        &mut self,
-        compressed: Bytes,
-        crc: &Crc,
-        raw: Bytes,
-        events: u32,
-        lines: u32,
-        backfill: bool,
-    ) {
+    fn push_piece(&mut self, compressed: Bytes, crc: &Crc, raw: Bytes, events: u32, lines: u32, backfill: bool) {
         self.header();
         self.crc.combine(crc);
         self.queued_events += u64::from(events);
-        self.out.push_back(Out {
-            bytes: compressed,
-            raw,
-            events,
-            lines,
-            heartbeat: false,
-            backfill,
-        });
+        self.out.push_back(Out { bytes: compressed, raw, events, lines, heartbeat: false, backfill });
     }
 
     /// Compresses `raw` (complete lines) with this connection's own
     /// compressor; returns the compressed bytes and the CRC of `raw`.
     fn compress_one_off(&mut self, raw: &[u8]) -> (Bytes, Crc) {
-        let comp = self
-            .one_off
-            .get_or_insert_with(|| SegmentCompressor::new(self.ctx.cfg.gzip_level));
+        let comp = self.one_off.get_or_insert_with(|| SegmentCompressor::new(self.ctx.cfg.gzip_level));
         let compressed = comp.segment(raw);
         let mut crc = Crc::new();
         crc.update(raw);
@@ -574,11 +506,7 @@ impl StreamConn {
 
     fn full_buffer_close(&mut self) {
         self.lose = 0;
-        self.ctx
-            .stats
-            .part(self.p)
-            .full_buffer_disconnects
-            .fetch_add(1, Relaxed);
+        self.ctx.stats.part(self.p).full_buffer_disconnects.fetch_add(1, Relaxed);
         self.push_lines(&[error_json(FULL_BUFFER_MESSAGE)]);
         self.close_clean();
     }
@@ -593,11 +521,7 @@ impl StreamConn {
             lost += u64::from(seg.events);
         }
         self.skip(lost);
-        tracing::info!(
-            partition = self.p,
-            lost,
-            "Client too slow, full-buffer disconnect"
-        );
+        tracing::info!(partition = self.p, lost, "Client too slow, full-buffer disconnect");
         self.full_buffer_close();
     }
 
@@ -610,22 +534,14 @@ impl StreamConn {
 
     fn skip(&self, n: u64) {
         if n > 0 {
-            self.ctx
-                .stats
-                .part(self.p)
-                .events_skipped
-                .fetch_add(n, Relaxed);
+            self.ctx.stats.part(self.p).events_skipped.fetch_add(n, Relaxed);
         }
     }
 }
 
 impl Drop for StreamConn {
     fn drop(&mut self) {
-        self.ctx
-            .stats
-            .part(self.p)
-            .connections_open
-            .fetch_sub(1, Relaxed);
+        self.ctx.stats.part(self.p).connections_open.fetch_sub(1, Relaxed);
         // Faults this connection claimed but never carried out go to the next.
         for f in self.waiting.drain(..) {
             self.ctx.faults.rearm(self.p, f);
@@ -633,11 +549,7 @@ impl Drop for StreamConn {
         if let Some((_, f)) = self.cut.take() {
             self.ctx.faults.rearm(self.p, f);
         }
-        tracing::debug!(
-            partition = self.p,
-            events_sent = self.events_sent,
-            "Stream connection closed"
-        );
+        tracing::debug!(partition = self.p, events_sent = self.events_sent, "Stream connection closed");
     }
 }
 
@@ -650,9 +562,7 @@ fn offset_after_lines(raw: &[u8], k: usize) -> usize {
     if k == 0 {
         return 0;
     }
-    memchr::memchr_iter(b'\n', raw)
-        .nth(k - 1)
-        .map_or(raw.len(), |i| i + 1)
+    memchr::memchr_iter(b'\n', raw).nth(k - 1).map_or(raw.len(), |i| i + 1)
 }
 
 /// A valid JSON line of an unknown type, exactly `bytes` long.

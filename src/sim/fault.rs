@@ -142,12 +142,7 @@ pub struct Fault {
 impl Fault {
     /// A fault on every partition, once, at once.
     pub fn new(kind: FaultKind) -> Fault {
-        Fault {
-            kind,
-            partition: None,
-            count: 1,
-            after_events: 0,
-        }
+        Fault { kind, partition: None, count: 1, after_events: 0 }
     }
 
     /// Only on partition `p` (1..=8).
@@ -183,16 +178,13 @@ impl Fault {
         }
         const WEEK_MS: u64 = 7 * 86_400_000;
         match &self.kind {
-            FaultKind::Status { status } if !(400..=599).contains(status) => Err(format!(
-                "status must be an HTTP error status (400-599), got {status}"
-            )),
+            FaultKind::Status { status } if !(400..=599).contains(status) => {
+                Err(format!("status must be an HTTP error status (400-599), got {status}"))
+            }
             FaultKind::Stall { duration_ms } if *duration_ms > WEEK_MS => {
                 Err(format!("duration_ms must not exceed {WEEK_MS}"))
             }
-            FaultKind::Trickle {
-                bytes_per_sec,
-                duration_ms,
-            } => {
+            FaultKind::Trickle { bytes_per_sec, duration_ms } => {
                 if *bytes_per_sec == 0 {
                     Err("bytes_per_sec must be > 0".into())
                 } else if duration_ms.is_some_and(|d| d > WEEK_MS) {
@@ -204,9 +196,7 @@ impl Fault {
             FaultKind::Oversized { bytes } if !(64..=MAX_OVERSIZED).contains(bytes) => {
                 Err(format!("bytes must be within 64..={MAX_OVERSIZED}"))
             }
-            FaultKind::Malformed { lines } if *lines > 100_000 => {
-                Err("lines must not exceed 100000".into())
-            }
+            FaultKind::Malformed { lines } if *lines > 100_000 => Err("lines must not exceed 100000".into()),
             _ => Ok(()),
         }
     }
@@ -268,19 +258,11 @@ impl FaultBoard {
     pub(crate) fn arm(&self, fault: Fault) {
         match fault.kind {
             FaultKind::Status { .. } => {
-                let a = Armed {
-                    id: self.id(),
-                    remaining: fault.count,
-                    fault,
-                };
+                let a = Armed { id: self.id(), remaining: fault.count, fault };
                 lock(&self.status).push(a);
             }
             FaultKind::ReplayOutcome { .. } | FaultKind::ReplayAbort => {
-                let a = Armed {
-                    id: self.id(),
-                    remaining: fault.count,
-                    fault,
-                };
+                let a = Armed { id: self.id(), remaining: fault.count, fault };
                 lock(&self.replay).push(a);
             }
             _ => {
@@ -290,11 +272,7 @@ impl FaultBoard {
                 };
                 for p in parts {
                     let i = usize::from(p - 1);
-                    let a = Armed {
-                        id: self.id(),
-                        remaining: fault.count,
-                        fault: fault.clone(),
-                    };
+                    let a = Armed { id: self.id(), remaining: fault.count, fault: fault.clone() };
                     lock(&self.conn[i]).push(a);
                     self.gens[i].fetch_add(1, Ordering::Release);
                     self.notify[i].notify_waiters();
@@ -339,9 +317,7 @@ impl FaultBoard {
     /// Consumes one armed `status` fault that applies to this attempt.
     pub(crate) fn take_status(&self, partition: Option<u8>) -> Option<u16> {
         let mut list = lock(&self.status);
-        let pos = list
-            .iter()
-            .position(|a| a.fault.partition.is_none() || a.fault.partition == partition)?;
+        let pos = list.iter().position(|a| a.fault.partition.is_none() || a.fault.partition == partition)?;
         let status = match list[pos].fault.kind {
             FaultKind::Status { status } => status,
             _ => 503,
@@ -431,8 +407,7 @@ mod tests {
 
     #[test]
     fn faults_parse_from_admin_json() {
-        let f: Fault =
-            serde_json::from_str(r#"{"kind":"stall","partition":3,"duration_ms":500}"#).unwrap();
+        let f: Fault = serde_json::from_str(r#"{"kind":"stall","partition":3,"duration_ms":500}"#).unwrap();
         assert_eq!(f.kind, FaultKind::Stall { duration_ms: 500 });
         assert_eq!((f.partition, f.count, f.after_events), (Some(3), 1, 0));
         let f: Fault = serde_json::from_str(r#"{"kind":"drop_mid_message"}"#).unwrap();
@@ -445,18 +420,10 @@ mod tests {
     #[test]
     fn claims_are_once_per_connection_and_counted() {
         let b = FaultBoard::new();
-        b.arm(
-            Fault::new(FaultKind::TruncatedGzip)
-                .on_partition(2)
-                .times(2),
-        );
+        b.arm(Fault::new(FaultKind::TruncatedGzip).on_partition(2).times(2));
         let (mut c1, mut c2, mut c3) = (Vec::new(), Vec::new(), Vec::new());
         assert_eq!(b.claim(2, &mut c1).len(), 1);
-        assert_eq!(
-            b.claim(2, &mut c1).len(),
-            0,
-            "a connection claims a fault once"
-        );
+        assert_eq!(b.claim(2, &mut c1).len(), 0, "a connection claims a fault once");
         assert_eq!(b.claim(2, &mut c2).len(), 1);
         assert_eq!(b.claim(2, &mut c3).len(), 0, "count exhausted");
         assert_eq!(b.claim(1, &mut c3).len(), 0, "other partitions untouched");

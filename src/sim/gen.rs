@@ -40,9 +40,7 @@ const D_USER: u64 = 0x5553_4552;
 const D_POST: u64 = 0x504f_5354;
 const D_EVENT: u64 = 0x4556_4e54;
 
-const COUNTRIES: [&str; 14] = [
-    "DE", "FR", "GB", "IN", "TR", "RU", "BR", "JP", "KR", "US", "ES", "IT", "XX", "XY",
-];
+const COUNTRIES: [&str; 14] = ["DE", "FR", "GB", "IN", "TR", "RU", "BR", "JP", "KR", "US", "ES", "IT", "XX", "XY"];
 
 const WORDS: [&str; 24] = [
     "compliance",
@@ -176,11 +174,7 @@ impl Dataset {
         let id = (((time_ms - TWEPOCH_MS) as u64) << 22) | r.below(1 << 22);
         let u = r.unit();
         let author = ((k / 10 + 1) as f64 * u * u) as u64;
-        let retweet_of = if k > 0 && r.chance(0.15) {
-            Some(r.below(k))
-        } else {
-            None
-        };
+        let retweet_of = if k > 0 && r.chance(0.15) { Some(r.below(k)) } else { None };
         let has_geo = r.chance(0.12);
         let place = r.below(PLACES.len() as u64) as usize;
         let text_seed = r.next_u64();
@@ -199,11 +193,7 @@ impl Dataset {
             time_ms,
             author,
             retweet_of,
-            place: if has_geo && retweet_of.is_none() {
-                Some(place)
-            } else {
-                None
-            },
+            place: if has_geo && retweet_of.is_none() { Some(place) } else { None },
             text_seed,
         }
     }
@@ -241,15 +231,8 @@ impl Dataset {
         if let Some(j) = m.retweet_of {
             let orig = self.post_value(j);
             let author = self.post(j).author;
-            let text = orig
-                .get("text")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            o.insert(
-                "text".into(),
-                Value::String(format!("RT @simuser{author}: {text}")),
-            );
+            let text = orig.get("text").and_then(Value::as_str).unwrap_or_default().to_string();
+            o.insert("text".into(), Value::String(format!("RT @simuser{author}: {text}")));
             o.insert("retweeted_status".into(), orig);
         } else {
             o.insert("text".into(), Value::String(post_text(m.text_seed)));
@@ -260,14 +243,8 @@ impl Dataset {
                 let mut r = Rng::new(m.text_seed, D_POST, 1);
                 let lon = round6(lon + (r.unit() - 0.5) * 0.1);
                 let lat = round6(lat + (r.unit() - 0.5) * 0.1);
-                o.insert(
-                    "coordinates".into(),
-                    json!({"type": "Point", "coordinates": [lon, lat]}),
-                );
-                o.insert(
-                    "geo".into(),
-                    json!({"type": "Point", "coordinates": [lat, lon]}),
-                );
+                o.insert("coordinates".into(), json!({"type": "Point", "coordinates": [lon, lat]}));
+                o.insert("geo".into(), json!({"type": "Point", "coordinates": [lat, lon]}));
                 o.insert(
                     "place".into(),
                     json!({
@@ -474,11 +451,7 @@ impl Event {
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         let t = self.time_ms;
         match self.plan {
-            Plan::Status {
-                id,
-                user,
-                countries,
-            } => {
+            Plan::Status { id, user, countries } => {
                 out.extend_from_slice(b"{\"");
                 out.extend_from_slice(self.kind.wire_name().as_bytes());
                 out.extend_from_slice(b"\":{\"status\":{\"id\":");
@@ -560,9 +533,7 @@ impl Event {
             Plan::Unknown { id } => {
                 out.extend_from_slice(b"{\"user_verify\":{\"id\":");
                 push_u64(out, id);
-                out.extend_from_slice(
-                    ",\"note\":\"ünïcödé ✓ 日本語 🙂\",\"timestamp_ms\":\"".as_bytes(),
-                );
+                out.extend_from_slice(",\"note\":\"ünïcödé ✓ 日本語 🙂\",\"timestamp_ms\":\"".as_bytes());
                 push_u64(out, t.max(0) as u64);
                 out.extend_from_slice(b"\"}}");
             }
@@ -602,13 +573,7 @@ pub(crate) struct Generator {
 }
 
 impl Generator {
-    pub(crate) fn new(
-        seed: u64,
-        posts: u64,
-        rate: f64,
-        epoch_ms: i64,
-        g: &GeneratorConfig,
-    ) -> Generator {
+    pub(crate) fn new(seed: u64, posts: u64, rate: f64, epoch_ms: i64, g: &GeneratorConfig) -> Generator {
         let weights = g.mix.weights();
         let mut cum = [0u64; 14];
         let mut acc = 0u64;
@@ -616,11 +581,7 @@ impl Generator {
             acc += u64::from(*w);
             cum[k] = acc;
         }
-        let rate = if rate > 0.0 {
-            rate
-        } else {
-            NOMINAL_UNLIMITED_RATE
-        };
+        let rate = if rate > 0.0 { rate } else { NOMINAL_UNLIMITED_RATE };
         Generator {
             seed,
             ds: Dataset::new(seed, posts),
@@ -642,8 +603,7 @@ impl Generator {
     /// Event time of event `i`.
     #[inline]
     pub(crate) fn time_ms(&self, i: i64) -> i64 {
-        self.epoch_ms
-            .saturating_add((i as f64 * self.step_ms).floor() as i64)
+        self.epoch_ms.saturating_add((i as f64 * self.step_ms).floor() as i64)
     }
 
     /// The smallest index whose event time is `>= t`.
@@ -686,12 +646,7 @@ impl Generator {
         let extra = r.chance(self.extra_field_ratio);
         if unknown {
             let id = self.pick_user(&mut r);
-            return Event {
-                kind: EventKind::Unknown,
-                time_ms: t,
-                extra,
-                plan: Plan::Unknown { id },
-            };
+            return Event { kind: EventKind::Unknown, time_ms: t, extra, plan: Plan::Unknown { id } };
         }
         let x = r.below(self.total);
         let k = self.cum.iter().position(|&c| x < c).unwrap_or(0);
@@ -699,19 +654,11 @@ impl Generator {
         let plan = match kind {
             EventKind::DeleteStatus | EventKind::Drop | EventKind::Undrop => {
                 let (id, user) = self.pick_post(&mut r, t);
-                Plan::Status {
-                    id,
-                    user,
-                    countries: None,
-                }
+                Plan::Status { id, user, countries: None }
             }
             EventKind::StatusWithheld => {
                 let (id, user) = self.pick_post(&mut r, t);
-                Plan::Status {
-                    id,
-                    user,
-                    countries: Some(Countries::pick(&mut r)),
-                }
+                Plan::Status { id, user, countries: Some(Countries::pick(&mut r)) }
             }
             EventKind::DeleteFavorite => {
                 let (tweet, _) = self.pick_post(&mut r, t);
@@ -733,35 +680,19 @@ impl Generator {
             EventKind::ScrubGeo => {
                 if self.ds.posts() > 0 && r.chance(self.dataset_ratio) {
                     let m = self.ds.post(r.below(self.ds.posts()));
-                    Plan::ScrubGeo {
-                        user: self.ds.user_id(m.author),
-                        up_to: m.id,
-                    }
+                    Plan::ScrubGeo { user: self.ds.user_id(m.author), up_to: m.id }
                 } else {
                     let user = self.pick_user(&mut r);
-                    Plan::ScrubGeo {
-                        user,
-                        up_to: fresh_id(t, &mut r),
-                    }
+                    Plan::ScrubGeo { user, up_to: fresh_id(t, &mut r) }
                 }
             }
             EventKind::UserWithheld => {
                 let id = self.pick_user(&mut r);
-                Plan::UserWithheld {
-                    id,
-                    countries: Countries::pick(&mut r),
-                }
+                Plan::UserWithheld { id, countries: Countries::pick(&mut r) }
             }
-            _ => Plan::User {
-                id: self.pick_user(&mut r),
-            },
+            _ => Plan::User { id: self.pick_user(&mut r) },
         };
-        Event {
-            kind,
-            time_ms: t,
-            extra,
-            plan,
-        }
+        Event { kind, time_ms: t, extra, plan }
     }
 
     /// A post (and its author): mostly a dataset post, otherwise a recent
@@ -784,11 +715,7 @@ impl Generator {
             // The author of a dataset post: prolific users come up often, and
             // the authors of the first posts (a few users) most of all.
             let posts = self.ds.posts();
-            let k = if r.chance(0.6) {
-                r.below(posts.min(HOT_POSTS))
-            } else {
-                r.below(posts)
-            };
+            let k = if r.chance(0.6) { r.below(posts.min(HOT_POSTS)) } else { r.below(posts) };
             self.ds.user_id(self.ds.post(k).author)
         } else if r.chance(0.2) {
             fresh_id(USERS_BASE_MS + r.below(250_000_000_000) as i64, r)
@@ -797,7 +724,6 @@ impl Generator {
         }
     }
 }
-
 
 /// A snowflake id minted at time `t`.
 fn fresh_id(t: i64, r: &mut Rng) -> u64 {
@@ -870,13 +796,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     fn generator(seed: u64) -> Generator {
-        Generator::new(
-            seed,
-            1000,
-            1000.0,
-            1_700_000_000_000,
-            &GeneratorConfig::default(),
-        )
+        Generator::new(seed, 1000, 1000.0, 1_700_000_000_000, &GeneratorConfig::default())
     }
 
     fn line(g: &Generator, i: i64) -> String {
@@ -910,10 +830,7 @@ mod tests {
                 differ += 1;
             }
         }
-        assert!(
-            differ > 500,
-            "other seeds must give other events ({differ})"
-        );
+        assert!(differ > 500, "other seeds must give other events ({differ})");
     }
 
     #[test]
@@ -926,10 +843,7 @@ mod tests {
         for i in 0..20_000 {
             let ev = g.event(i);
             let l = line(&g, i);
-            assert!(
-                !l.contains('\r') && !l.contains('\n') && !l.contains('\t'),
-                "{l}"
-            );
+            assert!(!l.contains('\r') && !l.contains('\n') && !l.contains('\t'), "{l}");
             let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
             let o = v.as_object().expect("object");
             assert_eq!(o.len(), 1, "{l}");
@@ -939,13 +853,7 @@ mod tests {
             if let Some(s) = inner.get("status") {
                 let id_str: u64 = s["id_str"].as_str().unwrap().parse().unwrap();
                 assert_eq!(partition_of(id_str), ev.partition());
-                let raw = l
-                    .split("\"id\":")
-                    .nth(1)
-                    .unwrap()
-                    .split(',')
-                    .next()
-                    .unwrap();
+                let raw = l.split("\"id\":").nth(1).unwrap().split(',').next().unwrap();
                 if raw != id_str.to_string() {
                     rounded += 1;
                     assert!(id_str > F64_EXACT_MAX);
@@ -956,9 +864,7 @@ mod tests {
                 assert!(ts.ends_with("+00:00") && ts.contains('T'), "{ts}");
                 assert!(inner.get("timestamp_ms").is_none());
             } else {
-                let ts = inner["timestamp_ms"]
-                    .as_str()
-                    .expect("timestamp_ms is a string");
+                let ts = inner["timestamp_ms"].as_str().expect("timestamp_ms is a string");
                 assert_eq!(ts.parse::<i64>().unwrap(), ev.time_ms);
             }
             if let Some(prev) = seen.insert(l.clone(), i) {
@@ -995,12 +901,7 @@ mod tests {
     fn index_time_mapping_round_trips() {
         for rate in [0.3, 1.0, 7.0, 1000.0, 333_333.0] {
             let g = Generator::new(1, 10, rate, 1_700_000_000_123, &GeneratorConfig::default());
-            for t in [
-                1_700_000_000_000,
-                1_700_000_000_123,
-                1_700_000_060_000,
-                1_699_990_000_001,
-            ] {
+            for t in [1_700_000_000_000, 1_700_000_000_123, 1_700_000_060_000, 1_699_990_000_001] {
                 let i = g.first_index_at_or_after(t);
                 assert!(g.time_ms(i) >= t);
                 assert!(g.time_ms(i - 1) < t);

@@ -27,9 +27,7 @@ pub(crate) struct SegmentCompressor {
 
 impl SegmentCompressor {
     pub(crate) fn new(level: u32) -> SegmentCompressor {
-        SegmentCompressor {
-            c: Compress::new(Compression::new(level), false),
-        }
+        SegmentCompressor { c: Compress::new(Compression::new(level), false) }
     }
 
     /// Compresses `data` as a self-contained, full-flushed run of blocks.
@@ -72,10 +70,7 @@ impl SegmentCompressor {
 pub(crate) fn piece(c: &mut SegmentCompressor, data: &[u8]) -> Piece {
     let mut crc = Crc::new();
     crc.update(data);
-    Piece {
-        compressed: c.segment(data),
-        crc,
-    }
+    Piece { compressed: c.segment(data), crc }
 }
 
 /// Empty final block, CRC-32 and length: ends the gzip member.
@@ -101,13 +96,8 @@ mod tests {
     #[test]
     fn segments_concatenate_in_any_subset() {
         let mut c = SegmentCompressor::new(1);
-        let parts: Vec<Vec<u8>> = (0..5)
-            .map(|k| {
-                format!("{{\"delete\":{{\"n\":{k}}}}}\r\n")
-                    .repeat(50 + k)
-                    .into_bytes()
-            })
-            .collect();
+        let parts: Vec<Vec<u8>> =
+            (0..5).map(|k| format!("{{\"delete\":{{\"n\":{k}}}}}\r\n").repeat(50 + k).into_bytes()).collect();
         let pieces: Vec<Piece> = parts.iter().map(|p| piece(&mut c, p)).collect();
         // Start at piece 2, as a connection opened late would.
         let mut body = GZIP_HEADER.to_vec();

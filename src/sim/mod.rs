@@ -69,9 +69,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use config::{
-    BackfillConfig, GeneratorConfig, MixConfig, RateLimitConfig, ReplayConfig, SimConfig,
-};
+pub use config::{BackfillConfig, GeneratorConfig, MixConfig, RateLimitConfig, ReplayConfig, SimConfig};
 pub use fault::{Fault, FaultKind, ReplayOutcome};
 pub use stats::{PartitionStats, SimStats};
 
@@ -119,14 +117,11 @@ pub fn main(args: SimArgs) -> anyhow::Result<()> {
     if let Some(r) = args.record {
         cfg.record = Some(r);
     }
-    cfg.validate()
-        .map_err(|p| anyhow::anyhow!("invalid simulator settings: {}", p.join("; ")))?;
+    cfg.validate().map_err(|p| anyhow::anyhow!("invalid simulator settings: {}", p.join("; ")))?;
     let system = actix_rt::System::new();
     system.block_on(async move {
         let listen = cfg.listen.clone();
-        let handle = start(cfg)
-            .await
-            .with_context(|| format!("starting the simulator on {listen}"))?;
+        let handle = start(cfg).await.with_context(|| format!("starting the simulator on {listen}"))?;
         {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
@@ -152,9 +147,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     Ok(())
 }
 
@@ -177,24 +170,15 @@ pub struct SimHandle {
 /// # Errors
 /// `InvalidInput` for a bad config; the bind or record-file error otherwise.
 pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
-    cfg.validate()
-        .map_err(|p| std::io::Error::new(std::io::ErrorKind::InvalidInput, p.join("; ")))?;
+    cfg.validate().map_err(|p| std::io::Error::new(std::io::ErrorKind::InvalidInput, p.join("; ")))?;
     let started = Instant::now();
     let epoch_ms = cfg.epoch_ms.unwrap_or_else(crate::clock::now_ms);
-    let gen = Arc::new(gen::Generator::new(
-        cfg.seed,
-        cfg.posts,
-        cfg.rate,
-        epoch_ms,
-        &cfg.generator,
-    ));
+    let gen = Arc::new(gen::Generator::new(cfg.seed, cfg.posts, cfg.rate, epoch_ms, &cfg.generator));
     let recorder = match &cfg.record {
-        Some(p) => Some(record::Recorder::create(p).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("creating record file {}: {e}", p.display()),
-            )
-        })?),
+        Some(p) => Some(
+            record::Recorder::create(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("creating record file {}: {e}", p.display())))?,
+        ),
         None => None,
     };
     let stats = Arc::new(stats::Stats::default());
@@ -222,18 +206,16 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
         cfg: cfg.clone(),
     });
     let data = web::Data::from(ctx.clone());
-    let srv = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .default_service(web::to(server::route))
-    })
-    .workers(cfg.workers)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(cfg.listen.as_str())?;
-    let addr = srv.addrs().first().copied().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address bound")
-    })?;
+    let srv = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(server::route)))
+        .workers(cfg.workers)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(cfg.listen.as_str())?;
+    let addr = srv
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no address bound"))?;
     let (done_tx, done_rx) = oneshot::channel();
     producer::spawn(
         producer::ProducerParams {

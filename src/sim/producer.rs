@@ -71,17 +71,13 @@ pub(crate) fn spawn(
     shutdown: watch::Receiver<bool>,
     done: oneshot::Sender<()>,
 ) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()?;
-    std::thread::Builder::new()
-        .name("sim-producer".into())
-        .spawn(move || {
-            let mut p = Producer::new(params, regs, shutdown);
-            rt.block_on(p.run());
-            tracing::debug!(next_event_index = p.cursor, "Producer stopped");
-            let _ = done.send(());
-        })?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    std::thread::Builder::new().name("sim-producer".into()).spawn(move || {
+        let mut p = Producer::new(params, regs, shutdown);
+        rt.block_on(p.run());
+        tracing::debug!(next_event_index = p.cursor, "Producer stopped");
+        let _ = done.send(());
+    })?;
     Ok(())
 }
 
@@ -103,9 +99,7 @@ impl Producer {
         regs: mpsc::UnboundedReceiver<Registration>,
         shutdown: watch::Receiver<bool>,
     ) -> Producer {
-        let comp = (0..8)
-            .map(|_| SegmentCompressor::new(prm.gzip_level))
-            .collect();
+        let comp = (0..8).map(|_| SegmentCompressor::new(prm.gzip_level)).collect();
         Producer {
             prm,
             regs,
@@ -126,10 +120,7 @@ impl Producer {
     fn add(&mut self, reg: Registration, boundary: i64) {
         if reg.boundary.send(boundary).is_ok() {
             let i = usize::from(reg.partition.clamp(1, 8) - 1);
-            self.subs[i].push(Sub {
-                tx: reg.tx,
-                state: reg.state,
-            });
+            self.subs[i].push(Sub { tx: reg.tx, state: reg.state });
         }
     }
 
@@ -199,8 +190,7 @@ impl Producer {
                     let next_at = self.cursor as f64 / self.prm.rate;
                     let max = self.prm.batch_interval.as_secs_f64();
                     // clamp() also tames an infinite wait (tiny rates).
-                    let wait = (next_at - self.prm.start.elapsed().as_secs_f64())
-                        .clamp(0.001, max.max(0.001));
+                    let wait = (next_at - self.prm.start.elapsed().as_secs_f64()).clamp(0.001, max.max(0.001));
                     let wait = Duration::from_secs_f64(wait);
                     self.idle(Some(wait)).await;
                     continue;
@@ -208,10 +198,7 @@ impl Producer {
                 let end = due.min(self.cursor + self.prm.max_batch_events as i64);
                 if subs == 0 {
                     self.cursor = end;
-                    self.prm
-                        .stats
-                        .next_event_index
-                        .store(end, Ordering::Relaxed);
+                    self.prm.stats.next_event_index.store(end, Ordering::Relaxed);
                     continue;
                 }
                 end
@@ -222,10 +209,7 @@ impl Producer {
                 return;
             }
             self.cursor = end;
-            self.prm
-                .stats
-                .next_event_index
-                .store(end, Ordering::Relaxed);
+            self.prm.stats.next_event_index.store(end, Ordering::Relaxed);
             if !unlimited {
                 // At most one batch per interval: what comes due meanwhile
                 // goes into the next (bigger) batch, so a connection's buffer
@@ -253,9 +237,7 @@ impl Producer {
             }
         }
         for (p, n) in generated.iter().enumerate() {
-            self.prm.stats.parts[p]
-                .events_generated
-                .fetch_add(*n, Ordering::Relaxed);
+            self.prm.stats.parts[p].events_generated.fetch_add(*n, Ordering::Relaxed);
         }
     }
 
@@ -268,20 +250,11 @@ impl Producer {
                 continue;
             }
             let cap = self.bufs[p].len();
-            let raw = Bytes::from(std::mem::replace(
-                &mut self.bufs[p],
-                Vec::with_capacity(cap),
-            ));
+            let raw = Bytes::from(std::mem::replace(&mut self.bufs[p], Vec::with_capacity(cap)));
             let events = std::mem::take(&mut self.counts[p]);
             let mut crc = Crc::new();
             crc.update(&raw);
-            let seg = Arc::new(Segment {
-                compressed: self.comp[p].segment(&raw),
-                crc,
-                raw,
-                events,
-                backfill: false,
-            });
+            let seg = Arc::new(Segment { compressed: self.comp[p].segment(&raw), crc, raw, events, backfill: false });
             let subs = std::mem::take(&mut self.subs[p]);
             let mut keep = Vec::with_capacity(subs.len());
             for s in subs {
@@ -312,9 +285,7 @@ impl Producer {
                         Ok(()) => keep.push(s),
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             s.state.overflowed.store(true, Ordering::Release);
-                            self.prm.stats.parts[p]
-                                .events_skipped
-                                .fetch_add(u64::from(events), Ordering::Relaxed);
+                            self.prm.stats.parts[p].events_skipped.fetch_add(u64::from(events), Ordering::Relaxed);
                             tracing::info!(partition = p + 1, "Client buffer full, disconnecting");
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {}

@@ -17,9 +17,7 @@ impl Recorder {
     /// Creates (truncates) the file.
     pub(crate) fn create(path: &Path) -> io::Result<Recorder> {
         let f = File::create(path)?;
-        Ok(Recorder {
-            out: Mutex::new(BufWriter::with_capacity(256 * 1024, f)),
-        })
+        Ok(Recorder { out: Mutex::new(BufWriter::with_capacity(256 * 1024, f)) })
     }
 
     /// Records every complete line of `raw` (lines end with `\r\n`; empty

@@ -46,13 +46,7 @@ pub(crate) fn format_date(ms: i64) -> String {
 ///
 /// # Errors
 /// A message for the client naming the broken rule.
-pub(crate) fn check_window(
-    from: i64,
-    to: i64,
-    now: i64,
-    min_age_min: u64,
-    max_age_min: u64,
-) -> Result<(), String> {
+pub(crate) fn check_window(from: i64, to: i64, now: i64, min_age_min: u64, max_age_min: u64) -> Result<(), String> {
     if from >= to {
         return Err("fromDate must be earlier than toDate".into());
     }
@@ -95,13 +89,7 @@ pub(crate) struct ReplayConn {
 }
 
 impl ReplayConn {
-    pub(crate) fn new(
-        ctx: Arc<Ctx>,
-        from_ms: i64,
-        to_ms: i64,
-        outcome: ReplayOutcome,
-        abort: bool,
-    ) -> ReplayConn {
+    pub(crate) fn new(ctx: Arc<Ctx>, from_ms: i64, to_ms: i64, outcome: ReplayOutcome, abort: bool) -> ReplayConn {
         let gen = ctx.gen.clone();
         let (mut lo, mut hi) = (from_ms, to_ms);
         let mut unprocessed = (0, 0);
@@ -191,10 +179,7 @@ impl ReplayConn {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 self.done = true;
                 tracing::info!(activity_count = self.count, "Replay dropped by fault");
-                return Some(Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "simulated replay drop",
-                )));
+                return Some(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "simulated replay drop")));
             }
         }
         if self.next < self.end {
@@ -257,10 +242,7 @@ mod tests {
 
     #[test]
     fn dates_parse_strictly() {
-        assert_eq!(
-            parse_date("fromDate", "201302200000").unwrap(),
-            1_361_318_400_000
-        );
+        assert_eq!(parse_date("fromDate", "201302200000").unwrap(), 1_361_318_400_000);
         assert!(parse_date("fromDate", "2013022000").is_err());
         assert!(parse_date("fromDate", "201313200000").is_err());
         assert!(parse_date("fromDate", "20130220000a").is_err());
@@ -272,17 +254,8 @@ mod tests {
         let now = 1_700_000_000_000;
         let m = MINUTE_MS;
         assert!(check_window(now - 120 * m, now - 60 * m, now, 30, 7200).is_ok());
-        assert!(
-            check_window(now - 60 * m, now - 60 * m, now, 30, 7200).is_err(),
-            "empty window"
-        );
-        assert!(
-            check_window(now - 20 * m, now - 10 * m, now, 30, 7200).is_err(),
-            "too recent"
-        );
-        assert!(
-            check_window(now - 7201 * m, now - 60 * m, now, 30, 7200).is_err(),
-            "too old"
-        );
+        assert!(check_window(now - 60 * m, now - 60 * m, now, 30, 7200).is_err(), "empty window");
+        assert!(check_window(now - 20 * m, now - 10 * m, now, 30, 7200).is_err(), "too recent");
+        assert!(check_window(now - 7201 * m, now - 60 * m, now, 30, 7200).is_err(), "too old");
     }
 }

@@ -39,29 +39,21 @@ pub(crate) struct Ctx {
     pub heartbeat: Piece,
 }
 
-
 /// `{"error":{"message":"...","sent":"..."}}`
 pub(crate) fn error_json(message: &str) -> String {
     let m = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".into());
-    format!(
-        "{{\"error\":{{\"message\":{m},\"sent\":\"{}\"}}}}",
-        iso_seconds(now_ms())
-    )
+    format!("{{\"error\":{{\"message\":{m},\"sent\":\"{}\"}}}}", iso_seconds(now_ms()))
 }
 
 fn json_response(status: StatusCode, body: String) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/json; charset=utf-8")
-        .body(body)
+    HttpResponse::build(status).content_type("application/json; charset=utf-8").body(body)
 }
 
 fn error_response(status: StatusCode, message: &str) -> HttpResponse {
     let mut r = json_response(status, error_json(message));
     if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"Compliance Firehose\""),
-        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Compliance Firehose\""));
     }
     r
 }
@@ -70,9 +62,7 @@ fn error_response(status: StatusCode, message: &str) -> HttpResponse {
 fn status_fault_response(status: u16) -> HttpResponse {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     let msg = match status {
-        401 => {
-            "Invalid credentials. Please verify the username and password of your console account."
-        }
+        401 => "Invalid credentials. Please verify the username and password of your console account.",
         429 => "Rate limited: too many connection requests.",
         503 => "Service Unavailable. Please reconnect with exponential backoff.",
         _ => code.canonical_reason().unwrap_or("Error"),
@@ -106,11 +96,7 @@ fn parse_path(path: &str) -> Option<(Endpoint, &str, &str)> {
         "replay" => Endpoint::Replay,
         _ => return None,
     };
-    if seg[2] != "compliance"
-        || seg[3] != "accounts"
-        || seg[5] != "publishers"
-        || seg[6] != "twitter"
-    {
+    if seg[2] != "compliance" || seg[3] != "accounts" || seg[5] != "publishers" || seg[6] != "twitter" {
         return None;
     }
     let label = seg[7].strip_suffix(".json")?;
@@ -145,10 +131,7 @@ async fn dispatch(req: &HttpRequest, body: &[u8], ctx: &Arc<Ctx>) -> HttpRespons
 }
 
 fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    q.iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    q.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// HTTP Basic with the configured user and password.
@@ -173,11 +156,8 @@ fn authorized(req: &HttpRequest, cfg: &SimConfig) -> bool {
 
 /// `Accept-Encoding` lists gzip with a non-zero quality.
 fn accepts_gzip(req: &HttpRequest) -> bool {
-    req.headers()
-        .get_all(header::ACCEPT_ENCODING)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
+    req.headers().get_all(header::ACCEPT_ENCODING).filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |item| {
             let mut parts = item.split(';');
             let coding = parts.next().unwrap_or("").trim();
             if !(coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")) {
@@ -187,15 +167,14 @@ fn accepts_gzip(req: &HttpRequest) -> bool {
                 Some(q) => q.trim().parse::<f64>().map_or(true, |q| q > 0.0),
                 None => true,
             })
-        })
+        },
+    )
 }
 
 async fn stream(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> HttpResponse {
     let cfg = &ctx.cfg;
     let partition_param = param(q, "partition");
-    let parsed = partition_param
-        .and_then(|s| s.trim().parse::<u8>().ok())
-        .filter(|p| (1..=8).contains(p));
+    let parsed = partition_param.and_then(|s| s.trim().parse::<u8>().ok()).filter(|p| (1..=8).contains(p));
     if let Some(status) = ctx.faults.take_status(parsed) {
         ctx.stats.faults_fired_total.fetch_add(1, Relaxed);
         tracing::info!(status, partition = ?parsed, "Fault answered a connection attempt");
@@ -213,74 +192,43 @@ async fn stream(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> Ht
     }
     let p = match (partition_param, parsed) {
         (None, _) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "The 'partition' parameter is required (1-8).",
-            );
+            return error_response(StatusCode::BAD_REQUEST, "The 'partition' parameter is required (1-8).");
         }
         (Some(v), None) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("Invalid partition '{v}': must be 1-8."),
-            );
+            return error_response(StatusCode::BAD_REQUEST, &format!("Invalid partition '{v}': must be 1-8."));
         }
         (Some(_), Some(p)) => p,
     };
     let backfill_minutes = match param(q, "backfillMinutes") {
         None => None,
         Some(_) if !cfg.backfill.accepted => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "backfillMinutes is not supported on this stream.",
-            );
+            return error_response(StatusCode::BAD_REQUEST, "backfillMinutes is not supported on this stream.");
         }
         Some(v) => match v.trim().parse::<u32>() {
             Ok(n) if (1..=cfg.backfill.max_minutes).contains(&n) => Some(n),
             _ => {
                 return error_response(
                     StatusCode::BAD_REQUEST,
-                    &format!(
-                        "Invalid backfillMinutes '{v}': must be 1-{}.",
-                        cfg.backfill.max_minutes
-                    ),
+                    &format!("Invalid backfillMinutes '{v}': must be 1-{}.", cfg.backfill.max_minutes),
                 );
             }
         },
     };
-    let cap = if cfg.rate > 0.0 {
-        cfg.buffer_batches
-    } else {
-        cfg.buffer_batches.min(4)
-    };
+    let cap = if cfg.rate > 0.0 { cfg.buffer_batches } else { cfg.buffer_batches.min(4) };
     let (tx, rx) = mpsc::channel(cap.max(1));
     let state = Arc::new(SubState::default());
     let (btx, brx) = oneshot::channel();
-    let reg = Registration {
-        partition: p,
-        tx,
-        state: state.clone(),
-        boundary: btx,
-    };
+    let reg = Registration { partition: p, tx, state: state.clone(), boundary: btx };
     if ctx.regs.send(reg).is_err() {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The stream is shutting down.",
-        );
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "The stream is shutting down.");
     }
     let boundary = match tokio::time::timeout(Duration::from_secs(10), brx).await {
         Ok(Ok(b)) => b,
-        _ => {
-            return error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The stream is busy; reconnect.",
-            )
-        }
+        _ => return error_response(StatusCode::SERVICE_UNAVAILABLE, "The stream is busy; reconnect."),
     };
     let backfill = backfill_minutes.map(|n| {
         let now_t = ctx.gen.time_ms(boundary);
-        let from = ctx
-            .gen
-            .first_index_at_or_after(now_t - i64::from(n) * 60_000);
+        let from = ctx.gen.first_index_at_or_after(now_t - i64::from(n) * 60_000);
         let floor = boundary.saturating_sub(cfg.backfill.max_events as i64);
         (from.max(floor), boundary)
     });
@@ -310,7 +258,12 @@ impl Gate<'_> {
             ));
         }
         if !self.limiter.admit(Instant::now()) {
-            tracing::info!(endpoint = self.endpoint, limit = self.limit, window_ms = self.window_ms, "Request rate limit exceeded");
+            tracing::info!(
+                endpoint = self.endpoint,
+                limit = self.limit,
+                window_ms = self.window_ms,
+                "Request rate limit exceeded"
+            );
             return Some(error_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!(
@@ -341,22 +294,11 @@ fn replay(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> HttpResp
         return refused;
     }
     let (Some(from), Some(to)) = (param(q, "fromDate"), param(q, "toDate")) else {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "fromDate and toDate are required (YYYYMMDDHHMM, UTC).",
-        );
+        return error_response(StatusCode::BAD_REQUEST, "fromDate and toDate are required (YYYYMMDDHHMM, UTC).");
     };
-    let window = parse_date("fromDate", from)
-        .and_then(|f| parse_date("toDate", to).map(|t| (f, t)))
-        .and_then(|(f, t)| {
-            check_window(
-                f,
-                t,
-                now_ms(),
-                cfg.replay.min_age_minutes,
-                cfg.replay.max_age_minutes,
-            )
-            .map(|_| (f, t))
+    let window =
+        parse_date("fromDate", from).and_then(|f| parse_date("toDate", to).map(|t| (f, t))).and_then(|(f, t)| {
+            check_window(f, t, now_ms(), cfg.replay.min_age_minutes, cfg.replay.max_age_minutes).map(|_| (f, t))
         });
     let (from_ms, to_ms) = match window {
         Ok(w) => w,
@@ -387,21 +329,14 @@ where
 fn admin(method: &Method, rest: &str, body: &[u8], ctx: &Arc<Ctx>) -> HttpResponse {
     match (method.as_str(), rest) {
         ("POST", "faults") => {
-            let faults: Result<Vec<Fault>, String> =
-                match serde_json::from_slice::<serde_json::Value>(body) {
-                    Ok(v @ serde_json::Value::Array(_)) => {
-                        serde_json::from_value(v).map_err(|e| e.to_string())
-                    }
-                    Ok(v) => serde_json::from_value::<Fault>(v)
-                        .map(|f| vec![f])
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("body is not JSON: {e}")),
-                };
+            let faults: Result<Vec<Fault>, String> = match serde_json::from_slice::<serde_json::Value>(body) {
+                Ok(v @ serde_json::Value::Array(_)) => serde_json::from_value(v).map_err(|e| e.to_string()),
+                Ok(v) => serde_json::from_value::<Fault>(v).map(|f| vec![f]).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("body is not JSON: {e}")),
+            };
             let faults = match faults {
                 Ok(f) => f,
-                Err(e) => {
-                    return error_response(StatusCode::BAD_REQUEST, &format!("Invalid fault: {e}"))
-                }
+                Err(e) => return error_response(StatusCode::BAD_REQUEST, &format!("Invalid fault: {e}")),
             };
             let problems: Vec<String> = faults
                 .iter()
@@ -409,10 +344,7 @@ fn admin(method: &Method, rest: &str, body: &[u8], ctx: &Arc<Ctx>) -> HttpRespon
                 .filter_map(|(k, f)| f.validate().err().map(|e| format!("[{k}] {e}")))
                 .collect();
             if !problems.is_empty() {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Invalid fault: {}", problems.join("; ")),
-                );
+                return error_response(StatusCode::BAD_REQUEST, &format!("Invalid fault: {}", problems.join("; ")));
             }
             let n = faults.len();
             for f in faults {
@@ -434,9 +366,7 @@ fn admin(method: &Method, rest: &str, body: &[u8], ctx: &Arc<Ctx>) -> HttpRespon
             Ok(s) => json_response(StatusCode::OK, s),
             Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         },
-        (_, "faults") | (_, "stats") => {
-            error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
-        }
+        (_, "faults") | (_, "stats") => error_response(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         _ => error_response(StatusCode::NOT_FOUND, "Not found"),
     }
 }

@@ -129,11 +129,7 @@ impl Stats {
                 })
                 .collect(),
             requests_total: self.requests_total.load(Relaxed),
-            responses: self
-                .responses
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            responses: self.responses.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             rate_limited_total: self.rate_limited_total.load(Relaxed),
             replays_total: self.replays_total.load(Relaxed),
             replay_events_sent: self.replay_events_sent.load(Relaxed),

@@ -18,10 +18,7 @@ use tokio::net::TcpStream;
 
 /// `Basic base64(user:password)`.
 pub fn basic_auth(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 /// What the next read of a body gave.
@@ -59,12 +56,7 @@ pub struct RawResponse {
 ///
 /// # Errors
 /// Connection or I/O errors, a malformed status line, or no answer in `timeout`.
-pub async fn get(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    timeout: Duration,
-) -> io::Result<RawResponse> {
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)], timeout: Duration) -> io::Result<RawResponse> {
     request(addr, "GET", path, headers, &[], timeout).await
 }
 
@@ -93,8 +85,7 @@ async fn request_inner(
     body: &[u8],
 ) -> io::Result<RawResponse> {
     let mut stream = TcpStream::connect(addr).await?;
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: complyd-sim-test\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: complyd-sim-test\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -110,16 +101,10 @@ async fn request_inner(
             break i;
         }
         if buf.len() > 64 * 1024 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "response head too long",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "response head too long"));
         }
         if stream.read_buf(&mut buf).await? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "closed before the response head",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the response head"));
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
@@ -130,33 +115,20 @@ async fn request_inner(
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad status line: {status_line}"),
-            )
-        })?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line: {status_line}")))?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let hv = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    let framing =
-        if hv("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-            Framing::Chunked
-        } else if let Some(n) = hv("content-length").and_then(|v| v.parse::<usize>().ok()) {
-            Framing::Length(n)
-        } else {
-            Framing::UntilClose
-        };
-    Ok(RawResponse {
-        status,
-        headers,
-        stream,
-        buf,
-        framing,
-        finished: false,
-    })
+    let framing = if hv("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        Framing::Chunked
+    } else if let Some(n) = hv("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    Ok(RawResponse { status, headers, stream, buf, framing, finished: false })
 }
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
@@ -167,10 +139,7 @@ impl RawResponse {
     /// A header's value (name case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     async fn fill(&mut self, timeout: Duration) -> Result<bool, BodyEvent> {
@@ -269,12 +238,8 @@ impl RawResponse {
             match self.next_event(left).await {
                 BodyEvent::Data(d) => out.extend_from_slice(&d),
                 BodyEvent::End => return Ok(out),
-                BodyEvent::Dropped => {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body dropped"))
-                }
-                BodyEvent::Timeout => {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "body timed out"))
-                }
+                BodyEvent::Dropped => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body dropped")),
+                BodyEvent::Timeout => return Err(io::Error::new(io::ErrorKind::TimedOut, "body timed out")),
             }
         }
         Err(io::Error::new(io::ErrorKind::TimedOut, "body too long"))
@@ -344,20 +309,11 @@ impl LineDecoder {
                     if self.pending_in.len() < 10 {
                         break;
                     }
-                    if self.pending_in[0] != 0x1f
-                        || self.pending_in[1] != 0x8b
-                        || self.pending_in[2] != 8
-                    {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "not a gzip stream",
-                        ));
+                    if self.pending_in[0] != 0x1f || self.pending_in[1] != 0x8b || self.pending_in[2] != 8 {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a gzip stream"));
                     }
                     if self.pending_in[3] != 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "gzip header flags not supported",
-                        ));
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "gzip header flags not supported"));
                     }
                     self.pending_in.drain(..10);
                     self.state = GzState::Body;
@@ -403,20 +359,14 @@ impl LineDecoder {
                         self.pending_in[7],
                     ]);
                     if crc != self.crc.sum() || len != self.crc.amount() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "gzip trailer mismatch",
-                        ));
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "gzip trailer mismatch"));
                     }
                     self.pending_in.drain(..8);
                     self.state = GzState::Done;
                 }
                 GzState::Done => {
                     if !self.pending_in.is_empty() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "data after the gzip trailer",
-                        ));
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, "data after the gzip trailer"));
                     }
                     break;
                 }
@@ -532,11 +482,7 @@ impl StreamReader {
     ///
     /// # Errors
     /// As [`get`].
-    pub async fn open(
-        addr: SocketAddr,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> io::Result<StreamReader> {
+    pub async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> io::Result<StreamReader> {
         let resp = get(addr, path, headers, Duration::from_secs(10)).await?;
         Ok(StreamReader::from_response(resp))
     }
@@ -556,11 +502,7 @@ impl StreamReader {
 
     /// Reads until `done(self)` holds, the body ends, or `total` elapses.
     /// Returns whether `done` held.
-    pub async fn read_until(
-        &mut self,
-        total: Duration,
-        mut done: impl FnMut(&StreamReader) -> bool,
-    ) -> bool {
+    pub async fn read_until(&mut self, total: Duration, mut done: impl FnMut(&StreamReader) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + total;
         for _ in 0..10_000_000 {
             if done(self) {
@@ -579,9 +521,7 @@ impl StreamReader {
                     self.chunks.push((now, d.len()));
                     self.compressed.extend_from_slice(&d);
                     match self.decoder.feed(&d) {
-                        Ok(lines) => self
-                            .lines
-                            .extend(lines.into_iter().map(|line| TimedLine { at: now, line })),
+                        Ok(lines) => self.lines.extend(lines.into_iter().map(|line| TimedLine { at: now, line })),
                         Err(e) => self.error = Some(e.to_string()),
                     }
                 }
@@ -622,26 +562,16 @@ impl StreamReader {
 
     /// The messages as strings (lossy).
     pub fn message_strings(&self) -> Vec<String> {
-        self.messages()
-            .into_iter()
-            .map(|m| String::from_utf8_lossy(m).into_owned())
-            .collect()
+        self.messages().into_iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect()
     }
 
     /// How many messages (not heartbeats) so far.
     pub fn message_count(&self) -> usize {
-        self.lines
-            .iter()
-            .filter(|l| matches!(l.line, Line::Message(_)))
-            .count()
+        self.lines.iter().filter(|l| matches!(l.line, Line::Message(_))).count()
     }
 
     /// Arrival times of the heartbeats.
     pub fn heartbeat_times(&self) -> Vec<std::time::Instant> {
-        self.lines
-            .iter()
-            .filter(|l| l.line == Line::Heartbeat)
-            .map(|l| l.at)
-            .collect()
+        self.lines.iter().filter(|l| l.line == Line::Heartbeat).map(|l| l.at).collect()
     }
 }

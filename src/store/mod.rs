@@ -214,7 +214,8 @@ pub trait Store: Send {
     /// # Errors
     /// A [`StoreError`] when the store cannot commit; nothing of the batch is
     /// applied then.
-    fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError>;
+    fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position])
+        -> Result<ApplyStats, StoreError>;
 
     /// Applies user events (user handler). Writes user state only: the cost is
     /// the same whatever the number of the user's stored posts.
@@ -348,7 +349,10 @@ mod tests {
     fn a_logged_url_never_holds_a_password() {
         for (url, want) in [
             ("postgres://complyd:s3cret@db/complyd", "postgres://***@db/complyd"),
-            ("postgres://db/complyd?sslmode=require&password=s3cret", "postgres://db/complyd?sslmode=require&password=***"),
+            (
+                "postgres://db/complyd?sslmode=require&password=s3cret",
+                "postgres://db/complyd?sslmode=require&password=***",
+            ),
             ("postgres://u:s3cret@db/x?PASSWORD=s3cret&options=-c", "postgres://***@db/x?PASSWORD=***&options=-c"),
             ("sqlite:complyd.db", "sqlite:complyd.db"),
         ] {

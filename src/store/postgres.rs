@@ -20,8 +20,8 @@ use super::rows::{
     SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
-    id_of, key, redact_url, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow,
-    Store, StoreError, Timed,
+    id_of, key, redact_url, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store,
+    StoreError, Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::post::{strip_geo, GeoScrub, NewPost};
@@ -320,7 +320,9 @@ impl Cols for CopyRow<'_> {
     fn i64_opt(&self, i: usize) -> Result<Option<i64>, StoreError> {
         self.bytes(i)?
             .map(|b| {
-                <[u8; 8]>::try_from(b).map(i64::from_be_bytes).map_err(|_| copy_format_error(&format!("column {i} is not a bigint")))
+                <[u8; 8]>::try_from(b)
+                    .map(i64::from_be_bytes)
+                    .map_err(|_| copy_format_error(&format!("column {i} is not a bigint")))
             })
             .transpose()
     }
@@ -372,9 +374,8 @@ impl PostgresStore {
         let mut tx = self.client.transaction()?;
         tx.execute(LOCK_MIGRATE, &[])?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS complyd_meta (key text PRIMARY KEY, value bigint NOT NULL)")?;
-        let found: i64 = tx
-            .query_opt("SELECT value FROM complyd_meta WHERE key = 'schema_version'", &[])?
-            .map_or(0, |r| r.get(0));
+        let found: i64 =
+            tx.query_opt("SELECT value FROM complyd_meta WHERE key = 'schema_version'", &[])?.map_or(0, |r| r.get(0));
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
         }
@@ -483,14 +484,13 @@ fn add_tombstones(c: &mut Conn<'_, '_>, ids: &[i64], reason: i16) -> Result<Hash
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    Ok(c
-        .query(
-            "INSERT INTO tombstones (id, reason) SELECT unnest($1::bigint[]), $2 ON CONFLICT DO NOTHING RETURNING id",
-            &[&ids, &reason],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect())
+    Ok(c.query(
+        "INSERT INTO tombstones (id, reason) SELECT unnest($1::bigint[]), $2 ON CONFLICT DO NOTHING RETURNING id",
+        &[&ids, &reason],
+    )?
+    .iter()
+    .map(|r| r.get(0))
+    .collect())
 }
 
 /// Removes the content of `ids` and of every stored retweet of them (which
@@ -513,9 +513,9 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64), Store
 /// Writes posts none of which is stored yet (a stored one fails the COPY with
 /// a unique violation).
 fn copy_posts(c: &mut Conn<'_, '_>, rows: &[&(Id, PostRow, bool)]) -> Result<(), StoreError> {
-    let sink = c
-        .tx
-        .copy_in("COPY posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json) FROM STDIN (FORMAT binary)")?;
+    let sink = c.tx.copy_in(
+        "COPY posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json) FROM STDIN (FORMAT binary)",
+    )?;
     let types = [Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::BOOL, Type::INT2, Type::TEXT, Type::TEXT];
     let mut w = BinaryCopyInWriter::new(sink, &types);
     for (id, r, _) in rows {
@@ -714,7 +714,8 @@ impl PostgresStore {
             };
             stats.record(e.event.type_name(), change);
         }
-        let dirty: Vec<(&Id, &StatusState)> = states.iter().filter(|(_, (_, d))| *d).map(|(id, (s, _))| (id, s)).collect();
+        let dirty: Vec<(&Id, &StatusState)> =
+            states.iter().filter(|(_, (_, d))| *d).map(|(id, (s, _))| (id, s)).collect();
         if !dirty.is_empty() {
             let ids: Vec<i64> = dirty.iter().map(|(id, _)| key(**id)).collect();
             let (mut d, mut dt, mut sb, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -758,7 +759,8 @@ impl PostgresStore {
         let dirty: Vec<(&Id, &(UserState, bool, bool))> = states.iter().filter(|(_, v)| v.1).collect();
         if !dirty.is_empty() {
             let mut cols: [Vec<Option<i64>>; 6] = Default::default();
-            let (mut ids, mut withheld, mut scrub, mut log, mut purge) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut ids, mut withheld, mut scrub, mut log, mut purge) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (id, (s, _, _)) in &dirty {
                 ids.push(key(**id));
                 for (i, t) in [s.deleted, s.protected, s.suspended].into_iter().enumerate() {
@@ -853,11 +855,8 @@ impl PostgresStore {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            let post_gone: HashSet<i64> = c
-                .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ps])?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let post_gone: HashSet<i64> =
+                c.query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ps])?.iter().map(|r| r.get(0)).collect();
             let keep: Vec<(i64, i64)> =
                 pairs.into_iter().filter(|pr| !gone.contains(pr) && !post_gone.contains(&pr.1)).collect();
             stats.refused += (likes.len() - keep.len()) as u64;
@@ -939,7 +938,11 @@ impl Lookup for PgLookup<'_> {
 }
 
 impl Store for PostgresStore {
-    fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
+    fn apply_status(
+        &mut self,
+        events: &[Timed<StatusEvent>],
+        positions: &[Position],
+    ) -> Result<ApplyStats, StoreError> {
         self.with_tx(|c| Self::apply_status_once(c, events, positions))
     }
 
@@ -976,7 +979,8 @@ impl Store for PostgresStore {
         // binary fields decode with no per-row allocation.
         let cancel = self.client.cancel_token();
         let PostgresStore { client, lookup, url, tls, .. } = self;
-        let mut tx = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
+        let mut tx =
+            client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()?;
         // The planner prices the LATERAL lookups (done for retweets only) far
         // above the JIT thresholds: compiling would cost more than it saves.
         // The author's state comes through a cache keyed by author (Memoize)
@@ -1112,7 +1116,11 @@ impl Store for PostgresStore {
                 let part: i32 = r.get(1);
                 (
                     if h == "user" { HandlerKind::User } else { HandlerKind::Status },
-                    Position { partition: u8::try_from(part).unwrap_or(0), last_event_ms: r.get(2), last_byte_ms: r.get(3) },
+                    Position {
+                        partition: u8::try_from(part).unwrap_or(0),
+                        last_event_ms: r.get(2),
+                        last_byte_ms: r.get(3),
+                    },
                 )
             })
             .collect())

@@ -3,10 +3,10 @@
 //! column-access trait that rusqlite and postgres rows both implement.
 
 use super::{id_of, ScanRow, StoreError};
+use crate::event::Id;
 use crate::post::{Embeds, Form};
 use crate::rules::embedded::{judged_by_own_facts, Facts as EmbeddedFacts};
 use crate::rules::import::PostRow;
-use crate::event::Id;
 use crate::rules::status::StatusState;
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
@@ -197,7 +197,13 @@ pub(crate) struct Chunker {
 pub(crate) type Visit<'v> = dyn FnMut(ScanRow<'_>) -> Result<(), StoreError> + 'v;
 
 impl Chunker {
-    pub(crate) fn row(&mut self, s: Scanned, json: &str, lookup: &mut dyn Lookup, visit: &mut Visit<'_>) -> Result<(), StoreError> {
+    pub(crate) fn row(
+        &mut self,
+        s: Scanned,
+        json: &str,
+        lookup: &mut dyn Lookup,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
         let own = s.embeds.is_empty() || judged_by_own_facts(&s.embeds, s.retweet_of);
         if self.held.is_empty() && own {
             return visit(ScanRow {

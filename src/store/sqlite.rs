@@ -17,19 +17,19 @@
 //! with one file and two writers committing back to back, the WAL grew by
 //! hundreds of MB a minute at full rate.
 
+use super::rows::{
+    post_row_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_ROW_COLS,
+    SCAN_SELECT, STATUS_COLS, USER_COLS,
+};
 use super::{
-    id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store,
-    StoreError, Timed,
+    id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
+    Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
-use super::rows::{
-    post_row_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_ROW_COLS, SCAN_SELECT,
-    STATUS_COLS, USER_COLS,
-};
 use crate::post::{strip_geo, GeoScrub, NewPost};
+use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Refusal};
 use crate::rules::status::{superseded_ids, StatusState};
-use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
 use crate::rules::{countries_to_text, Change};
@@ -268,7 +268,11 @@ fn wait_for_writer(attempt: i32) -> bool {
     if waited >= BUSY_TIMEOUT {
         return false;
     }
-    std::thread::sleep(if waited < Duration::from_millis(5) { Duration::from_micros(50) } else { Duration::from_millis(1) });
+    std::thread::sleep(if waited < Duration::from_millis(5) {
+        Duration::from_micros(50)
+    } else {
+        Duration::from_millis(1)
+    });
     true
 }
 
@@ -365,9 +369,8 @@ impl SqliteStore {
     /// short starts the re-import again, which changes nothing twice.
     fn migrate_2_to_3(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let has_column: bool = tx
-            .prepare("SELECT 1 FROM pragma_table_info('posts', 'main') WHERE name = 'embeds'")?
-            .exists([])?;
+        let has_column: bool =
+            tx.prepare("SELECT 1 FROM pragma_table_info('posts', 'main') WHERE name = 'embeds'")?.exists([])?;
         if !has_column {
             tx.execute_batch(
                 "ALTER TABLE main.posts ADD COLUMN quote_of INTEGER;
@@ -391,7 +394,8 @@ impl SqliteStore {
             let Some(&(last, _)) = rows.last() else { break };
             after = last;
             reimported += rows.len() as u64;
-            let posts: Vec<NewPost> = rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
+            let posts: Vec<NewPost> =
+                rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
             self.import(&posts, &[], crate::clock::now_ms())?;
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -474,7 +478,6 @@ fn status_entry(states: &mut HashMap<Id, (StatusState, bool)>, id: Id) -> &mut (
     states.entry(id).or_default()
 }
 
-
 /// A user's state as loaded for a batch of user events.
 #[derive(Default)]
 struct LoadedUser {
@@ -498,12 +501,19 @@ fn load_user(tx: &rusqlite::Transaction, id: Id) -> Result<UserState, StoreError
 }
 
 fn is_tombstone(tx: &rusqlite::Transaction, id: Id) -> rusqlite::Result<bool> {
-    Ok(tx.prepare_cached("SELECT 1 FROM tombstones WHERE id = ?1")?.query_row([key(id)], |_| Ok(())).optional()?.is_some())
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM tombstones WHERE id = ?1")?
+        .query_row([key(id)], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Makes `id` a tombstone; true when it was not one already.
 fn add_tombstone(tx: &rusqlite::Transaction, id: Id, reason: i64) -> rusqlite::Result<bool> {
-    Ok(tx.prepare_cached("INSERT OR IGNORE INTO tombstones (id, reason) VALUES (?1, ?2)")?.execute(params![key(id), reason])? > 0)
+    Ok(tx
+        .prepare_cached("INSERT OR IGNORE INTO tombstones (id, reason) VALUES (?1, ?2)")?
+        .execute(params![key(id), reason])?
+        > 0)
 }
 
 /// A deferred transaction holding the write lock of `schema`'s file only
@@ -639,7 +649,11 @@ impl Lookup for SqliteLookup<'_> {
 }
 
 impl Store for SqliteStore {
-    fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position]) -> Result<ApplyStats, StoreError> {
+    fn apply_status(
+        &mut self,
+        events: &[Timed<StatusEvent>],
+        positions: &[Position],
+    ) -> Result<ApplyStats, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         save_positions(&tx, HandlerKind::Status, positions)?;
         let mut stats = ApplyStats::default();
@@ -733,7 +747,8 @@ impl Store for SqliteStore {
             // file is deleted by the maintenance pass, so that the event
             // path writes the status file only (one lock: no handler ever
             // waits for a lock while holding another).
-            let mut gone = tx.prepare_cached("INSERT OR IGNORE INTO status.like_tombstones (user_id, post_id) VALUES (?1, ?2)")?;
+            let mut gone =
+                tx.prepare_cached("INSERT OR IGNORE INTO status.like_tombstones (user_id, post_id) VALUES (?1, ?2)")?;
             let mut unlike = tx.prepare_cached("INSERT INTO status.like_pending (user_id, post_id) VALUES (?1, ?2)")?;
             let mut applied = 0;
             for (user_id, post_id) in like_deletes {
@@ -749,7 +764,8 @@ impl Store for SqliteStore {
             let mut save = tx.prepare_cached(
                 "INSERT OR REPLACE INTO status_state (id, dropped, drop_t, superseded_by, withheld) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            let mut dirty: Vec<(&Id, &StatusState)> = states.iter().filter(|(_, (_, d))| *d).map(|(id, (s, _))| (id, s)).collect();
+            let mut dirty: Vec<(&Id, &StatusState)> =
+                states.iter().filter(|(_, (_, d))| *d).map(|(id, (s, _))| (id, s)).collect();
             dirty.sort_unstable_by_key(|(id, _)| **id);
             for (id, s) in dirty {
                 let (d, dt) = toggle_cols(s.dropped);
@@ -774,7 +790,9 @@ impl Store for SqliteStore {
             let mut load = tx.prepare_cached(&format!("SELECT {USER_COLS}, purge_at FROM user_state WHERE id = ?1"))?;
             for id in ids {
                 let loaded = match load.query([key(id)])?.next()? {
-                    Some(row) => LoadedUser { state: user_from(row, 0)?, stored: Some(row.i64_opt(9)?), ..LoadedUser::default() },
+                    Some(row) => {
+                        LoadedUser { state: user_from(row, 0)?, stored: Some(row.i64_opt(9)?), ..LoadedUser::default() }
+                    }
                     None => LoadedUser::default(),
                 };
                 states.insert(id, loaded);
@@ -790,13 +808,15 @@ impl Store for SqliteStore {
         {
             // A stored row is updated in place; the purge index is touched
             // only when the purge time changes (most toggles leave it).
-            const SET: &str = "deleted = ?2, deleted_t = ?3, protected = ?4, protected_t = ?5, suspended = ?6, suspended_t = ?7,
+            const SET: &str =
+                "deleted = ?2, deleted_t = ?3, protected = ?4, protected_t = ?5, suspended = ?6, suspended_t = ?7,
                                withheld = ?8, scrub_up_to = ?9, delete_log = ?10";
             let mut insert = tx.prepare_cached(&format!(
                 "INSERT INTO user_state (id, {USER_COLS}, purge_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ))?;
             let mut update = tx.prepare_cached(&format!("UPDATE user_state SET {SET} WHERE id = ?1"))?;
-            let mut update_purge = tx.prepare_cached(&format!("UPDATE user_state SET {SET}, purge_at = ?11 WHERE id = ?1"))?;
+            let mut update_purge =
+                tx.prepare_cached(&format!("UPDATE user_state SET {SET}, purge_at = ?11 WHERE id = ?1"))?;
             let mut pending = tx.prepare_cached("INSERT OR IGNORE INTO geo_scrub_pending (user_id) VALUES (?1)")?;
             let mut dirty: Vec<(&Id, &LoadedUser)> = states.iter().filter(|(_, v)| v.dirty).collect();
             dirty.sort_unstable_by_key(|(id, _)| **id);
@@ -867,7 +887,11 @@ impl Store for SqliteStore {
                     r.embeds.to_column(),
                     r.json
                 ];
-                if *stored { update.execute(row)? } else { insert.execute(row)? };
+                if *stored {
+                    update.execute(row)?
+                } else {
+                    insert.execute(row)?
+                };
             }
         }
         let mut stats = plan.stats;
@@ -1107,7 +1131,6 @@ impl Store for SqliteStore {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1144,8 +1167,14 @@ mod tests {
         let second = s.apply_status(&[delete(20), delete(10), unlike(5), unlike(5)], &[]).unwrap();
         assert_eq!((second.applied.get("delete"), second.duplicates.get("delete")), (1, 1));
         assert_eq!((second.applied.get("delete_favorite"), second.duplicates.get("delete_favorite")), (1, 1));
-        let pending: Vec<i64> =
-            s.conn.prepare("SELECT id FROM content_pending ORDER BY id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        let pending: Vec<i64> = s
+            .conn
+            .prepare("SELECT id FROM content_pending ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(pending, [10, 20, 30], "each deleted post's content is removed once");
         assert!(s.facts(10).unwrap().post.tombstone && s.facts(20).unwrap().post.tombstone);
     }
@@ -1167,10 +1196,15 @@ mod tests {
         let deletes: Vec<_> = (1..=3).map(|u| ev(2 * DAY, UserEvent::Delete { user_id: u })).collect();
         s.apply_user(&deletes, &[]).unwrap();
         // Batch 3: 2 toggled (purge time unchanged), 3 undeleted within 30 days.
-        s.apply_user(&[ev(3 * DAY, UserEvent::Unprotect { user_id: 2 }), ev(4 * DAY, UserEvent::Undelete { user_id: 3 })], &[])
-            .unwrap();
-        let indexed: Vec<i64> =
-            column(&s.conn, "SELECT id FROM user.user_state INDEXED BY user_state_purge_at WHERE purge_at IS NOT NULL ORDER BY id");
+        s.apply_user(
+            &[ev(3 * DAY, UserEvent::Unprotect { user_id: 2 }), ev(4 * DAY, UserEvent::Undelete { user_id: 3 })],
+            &[],
+        )
+        .unwrap();
+        let indexed: Vec<i64> = column(
+            &s.conn,
+            "SELECT id FROM user.user_state INDEXED BY user_state_purge_at WHERE purge_at IS NOT NULL ORDER BY id",
+        );
         assert_eq!(indexed, vec![1, 2], "deleted and not undeleted in time");
         let check: String = s.conn.query_row("PRAGMA user.integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok");
@@ -1187,7 +1221,8 @@ mod tests {
         let unlike = Timed { time_ms: 1, event: StatusEvent::FavoriteDelete { user_id: 7, post_id: 5 } };
         s.apply_status(&[unlike.clone(), unlike], &[]).unwrap();
         assert!(!s.has_like(7, 5).unwrap() && s.has_like(8, 5).unwrap());
-        let rows = |s: &SqliteStore| -> i64 { s.conn.query_row("SELECT count(*) FROM main.likes", [], |r| r.get(0)).unwrap() };
+        let rows =
+            |s: &SqliteStore| -> i64 { s.conn.query_row("SELECT count(*) FROM main.likes", [], |r| r.get(0)).unwrap() };
         assert_eq!(rows(&s), 2, "the event path does not write the main file");
         let bounded = s.maintain(0, 0).unwrap();
         assert!(bounded.pending > 0 && rows(&s) == 2, "a pass bounded to nothing leaves the work pending");
@@ -1259,11 +1294,12 @@ mod tests {
         // And the lock is real: a writer of the same file waits for it.
         let writer_waits = !runs_while_locked(&path, "user", |s| {
             // Gives up after 200 ms of "database is locked" instead of 30 s.
-            s.conn.busy_handler(Some(|n| {
-                std::thread::sleep(Duration::from_millis(10));
-                n < 20
-            }))
-            .unwrap();
+            s.conn
+                .busy_handler(Some(|n| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    n < 20
+                }))
+                .unwrap();
             assert!(s.apply_user(&[Timed { time_ms: 2, event: UserEvent::Protect { user_id: 6 } }], &pos).is_err());
         });
         assert!(!writer_waits, "the holder was released by the test, in time");
@@ -1333,7 +1369,8 @@ mod tests {
     fn assert_v1_data_kept(s: &mut SqliteStore) {
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         assert!(s.facts(10).unwrap().post.tombstone);
-        let why = |s: &mut SqliteStore, id| crate::rules::visibility::explain(&s.facts(id).unwrap(), None, 0).join("; ");
+        let why =
+            |s: &mut SqliteStore, id| crate::rules::visibility::explain(&s.facts(id).unwrap(), None, 0).join("; ");
         assert!(why(s, 11).contains("protected"), "user state moved: {}", why(s, 11));
         assert!(why(s, 12).contains("withheld"), "status state moved: {}", why(s, 12));
         assert!(s.has_like(7, 12).unwrap() && !s.has_like(8, 12).unwrap());
@@ -1347,7 +1384,11 @@ mod tests {
         );
         let left: i64 = s
             .conn
-            .query_row("SELECT count(*) FROM main.sqlite_master WHERE name IN ('tombstones', 'user_state', 'positions')", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM main.sqlite_master WHERE name IN ('tombstones', 'user_state', 'positions')",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(left, 0, "the main file no longer has the handlers' tables");
         let m = s.maintain(0, 100).unwrap();
@@ -1407,7 +1448,9 @@ mod tests {
         SqliteStore::open(other).unwrap();
         std::fs::remove_file(other).unwrap();
         match SqliteStore::open(other) {
-            Err(StoreError::Damaged(m)) => assert!(m.contains(&format!("{other}-status")) && m.contains("another store"), "{m}"),
+            Err(StoreError::Damaged(m)) => {
+                assert!(m.contains(&format!("{other}-status")) && m.contains("another store"), "{m}")
+            }
             other => panic!("expected Damaged, got {:?}", other.map(|_| ())),
         }
     }

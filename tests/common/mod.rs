@@ -205,7 +205,9 @@ pub fn retweet(id: u64, user: u64, of: u64, of_user: u64) -> String {
 }
 
 pub fn status_msg(kind: &str, id: u64, user: u64, t: i64) -> String {
-    format!(r#"{{"{kind}":{{"status":{{"id":{id},"id_str":"{id}","user_id":{user},"user_id_str":"{user}"}},"timestamp_ms":"{t}"}}}}"#)
+    format!(
+        r#"{{"{kind}":{{"status":{{"id":{id},"id_str":"{id}","user_id":{user},"user_id_str":"{user}"}},"timestamp_ms":"{t}"}}}}"#
+    )
 }
 
 pub fn delete(id: u64, user: u64, t: i64) -> String {
