@@ -153,12 +153,20 @@ fn sorted(ids: impl Iterator<Item = Id>) -> Vec<Id> {
     v
 }
 
+/// One row of an [`ImportPlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub id: Id,
+    pub row: PostRow,
+    /// The id was stored before: an update, not an insert.
+    pub stored: bool,
+}
+
 /// What a store writes for one import batch.
 #[derive(Debug, Default)]
 pub struct ImportPlan {
-    /// Rows to write, in id order, with whether the id was stored before
-    /// (an update) or not (an insert).
-    pub rows: Vec<(Id, PostRow, bool)>,
+    /// Rows to write, in id order.
+    pub rows: Vec<Planned>,
     /// New tombstones for refused posts, in id order.
     pub tombstones: Vec<(Id, Refusal)>,
     pub stats: ImportStats,
@@ -205,9 +213,9 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
             }
         }
     }
-    let mut rows: Vec<(Id, PostRow, bool)> =
-        rows.into_iter().map(|(id, row)| (id, row, loaded.rows.contains_key(&id))).collect();
-    rows.sort_unstable_by_key(|r| r.0);
+    let mut rows: Vec<Planned> =
+        rows.into_iter().map(|(id, row)| Planned { id, row, stored: loaded.rows.contains_key(&id) }).collect();
+    rows.sort_unstable_by_key(|r| r.id);
     let mut tombstones: Vec<(Id, Refusal)> = tombstones.into_iter().collect();
     tombstones.sort_unstable_by_key(|t| t.0);
     ImportPlan { rows, tombstones, stats }
@@ -223,8 +231,8 @@ mod tests {
         for line in lines {
             let posts = parse_post_line(line).unwrap();
             let loaded = Loaded { rows: all.clone(), ..Loaded::default() };
-            for (id, row, _) in plan(&posts, loaded, 0).rows {
-                all.insert(id, row);
+            for p in plan(&posts, loaded, 0).rows {
+                all.insert(p.id, p.row);
             }
         }
         all

@@ -26,7 +26,7 @@ use super::{
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::post::{strip_geo, GeoScrub, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
-use crate::rules::import::{self, Loaded, PostRow, Refusal};
+use crate::rules::import::{self, Loaded, Planned, Refusal};
 use crate::rules::status::{superseded_ids, StatusState};
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
@@ -512,13 +512,13 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64), Store
 
 /// Writes posts none of which is stored yet (a stored one fails the COPY with
 /// a unique violation).
-fn copy_posts(c: &mut Conn<'_, '_>, rows: &[&(Id, PostRow, bool)]) -> Result<(), StoreError> {
+fn copy_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreError> {
     let sink = c.tx.copy_in(
         "COPY posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json) FROM STDIN (FORMAT binary)",
     )?;
     let types = [Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::BOOL, Type::INT2, Type::TEXT, Type::TEXT];
     let mut w = BinaryCopyInWriter::new(sink, &types);
-    for (id, r, _) in rows {
+    for Planned { id, row: r, .. } in rows {
         let form = r.form.as_i64() as i16;
         w.write(&[
             &key(*id),
@@ -537,9 +537,9 @@ fn copy_posts(c: &mut Conn<'_, '_>, rows: &[&(Id, PostRow, bool)]) -> Result<(),
 
 /// Writes posts as the plan merged them. Should another importer have
 /// written one of them meanwhile, the links it knew are kept all the same.
-fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&(Id, PostRow, bool)]) -> Result<(), StoreError> {
+fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreError> {
     let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (id, r, _) in rows {
+    for Planned { id, row: r, .. } in rows {
         cols.0.push(key(*id));
         cols.1.push(key(r.author_id));
         cols.2.push(r.retweet_of.map(key));
@@ -821,7 +821,7 @@ impl PostgresStore {
                 &[&ids, &reasons],
             )?;
         }
-        let (stored, new): (Vec<&(Id, PostRow, bool)>, Vec<&(Id, PostRow, bool)>) = plan.rows.iter().partition(|r| r.2);
+        let (stored, new): (Vec<&Planned>, Vec<&Planned>) = plan.rows.iter().partition(|r| r.stored);
         if !stored.is_empty() {
             upsert_posts(c, &stored)?;
         }

@@ -28,7 +28,7 @@ use super::{
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::post::{strip_geo, GeoScrub, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
-use crate::rules::import::{self, Loaded, Refusal};
+use crate::rules::import::{self, Loaded, Planned, Refusal};
 use crate::rules::status::{superseded_ids, StatusState};
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
@@ -876,7 +876,7 @@ impl Store for SqliteStore {
                 "UPDATE main.posts SET author_id = ?2, retweet_of = ?3, quote_of = ?4, has_geo = ?5, form = ?6,
                  embeds = ?7, json = ?8 WHERE id = ?1",
             )?;
-            for (id, r, stored) in &plan.rows {
+            for Planned { id, row: r, stored } in &plan.rows {
                 let row = params![
                     key(*id),
                     key(r.author_id),
