@@ -3,8 +3,8 @@
 //! is never dropped; only a shutdown can make a handler give up, and then the
 //! batch's position is not committed either, so the gap stays known).
 
-use super::health::{HandlerCounters, Health};
 use super::router::PartInfo;
+use crate::health::{HandlerCounters, Health};
 use crate::store::{self, ApplyStats, HandlerKind, Position, Store, StoreError};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

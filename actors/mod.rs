@@ -9,10 +9,10 @@
 //!             -> UserHandler   (own store connection, own transactions, maintenance)
 //! ```
 //!
-//! [`health`] is the state they share with the HTTP endpoints and the demo.
+//! They record what they do in [`crate::health`], the state they share with
+//! the HTTP endpoints and the demo.
 
 mod commit;
-pub mod health;
 pub mod partition;
 pub mod router;
 pub mod status_handler;

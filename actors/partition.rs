@@ -16,7 +16,6 @@
 //! dropped, and memory stays bounded (one batch being filled, one decoded
 //! chunk, one line of at most `max_line_bytes`).
 
-use super::health::PartitionCounters;
 use super::router::{Batch, Router};
 use super::supervisor::{ChildConnected, ChildExited, Supervisor};
 use crate::backoff::FailureClass;
@@ -24,6 +23,7 @@ use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
 use crate::event::{parse_line, EventKind, Message, StatusEvent, UserEvent, EVENT_TYPES};
 use crate::framing::{Frame, LineFramer};
+use crate::health::PartitionCounters;
 use crate::store::Timed;
 use actix::prelude::*;
 use flate2::write::MultiGzDecoder;

@@ -16,10 +16,10 @@
 //! to with request/response `send`, never `do_send`: their mailboxes are
 //! unbounded, the lanes are what bounds them.
 
-use super::health::Health;
 use super::status_handler::{ApplyStatus, StatusHandler};
 use super::user_handler::{ApplyUser, Maintain, UserHandler};
 use crate::event::{StatusEvent, TimeMs, UserEvent};
+use crate::health::Health;
 use crate::store::{ApplyStats, Position, Timed};
 use actix::prelude::*;
 use std::cell::RefCell;

@@ -8,9 +8,9 @@
 //! router bounds what is in flight).
 
 use super::commit::{commit_with_retry, StoreSlot};
-use super::health::Health;
 use super::router::Job;
 use crate::event::StatusEvent;
+use crate::health::Health;
 use crate::store::{ApplyStats, HandlerKind, Store};
 use actix::prelude::*;
 use std::sync::Arc;

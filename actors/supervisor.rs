@@ -14,12 +14,12 @@
 //! partition is marked failed (`/readyz` says so and why) and keeps retrying
 //! at the slowest pace; a stable connection clears it.
 
-use super::health::{ExitRecord, Health, LinkState};
 use super::partition::{config_hint, ExitReason, PartitionStream, StreamSpec};
 use super::router::Router;
 use crate::backoff::{BackoffPolicy, FailureClass, Intensity, Restarts};
 use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
+use crate::health::{ExitRecord, Health, LinkState};
 use crate::limiter::{ConnectLimiter, Ticket};
 use actix::prelude::*;
 use rand::rngs::SmallRng;

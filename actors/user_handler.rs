@@ -13,10 +13,10 @@
 //! `send(..).await`.
 
 use super::commit::{commit_with_retry, StoreSlot};
-use super::health::Health;
 use super::router::Job;
 use crate::clock::now_ms;
 use crate::event::UserEvent;
+use crate::health::Health;
 use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store};
 use actix::prelude::*;
 use std::sync::Arc;

@@ -11,7 +11,7 @@
 //! committed SQLite, the receipt-to-commit latency at 10,000 events/s, and
 //! the peak resident memory at full rate and with the store locked.
 
-use complyd::daemon::{bench_e2e, BenchArgs};
+use complyd::daemon::bench::{bench_e2e, BenchArgs};
 
 fn main() {
     let secs = std::env::var("COMPLYD_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);

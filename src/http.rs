@@ -14,10 +14,10 @@
 //! Queries read the store through a small pool of their own connections, on
 //! blocking threads (the store clients are synchronous).
 
-use crate::actors::health::{Health, LinkState, PartitionCounters, PartitionHealth};
 use crate::clock::now_ms;
 use crate::daemon_settings::{HttpSettings, Secret};
 use crate::event::{parse_id_str, Country, Id, EVENT_TYPES};
+use crate::health::{Health, LinkState, PartitionCounters, PartitionHealth};
 use crate::rules::visibility::{explain, visible, Facts};
 use crate::store::{self, Store, StoreError};
 use actix_web::http::StatusCode;

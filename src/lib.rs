@@ -14,6 +14,7 @@ pub mod daemon_settings;
 pub mod deadletter;
 pub mod event;
 pub mod framing;
+pub mod health;
 pub mod http;
 pub mod limiter;
 pub mod logging;

@@ -2,10 +2,9 @@
 //! retries (never hammering), the health endpoints say why, and the
 //! password never appears in any log line.
 
-#[path = "daemon_common.rs"]
 mod common;
 
-use common::*;
+use common::daemon::*;
 use complyd::daemon::Daemon;
 use complyd::daemon_settings::Secret;
 use std::io::Write;

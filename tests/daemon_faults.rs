@@ -5,12 +5,11 @@
 //! simulator never answers 429 because of the daemon, even when all 8
 //! partitions drop at once.
 
-#[path = "daemon_common.rs"]
 mod common;
 
-use common::*;
-use complyd::actors::health::{Health, PartitionHealth};
+use common::daemon::*;
 use complyd::daemon::Daemon;
+use complyd::health::{Health, PartitionHealth};
 use complyd::sim::{Fault, FaultKind, RateLimitConfig, SimConfig};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;

@@ -2,12 +2,9 @@
 //! `POST /v1/posts/check` and the admin explain endpoint, on the README's
 //! example dataset (tests/data) with its events applied.
 
-#[path = "daemon_common.rs"]
 mod common;
-#[path = "common/mod.rs"]
-mod store_common;
 
-use common::*;
+use common::daemon::*;
 use complyd::daemon::Daemon;
 use complyd::deadletter::DeadLetter;
 use std::net::SocketAddr;
@@ -82,7 +79,7 @@ async fn the_query_api_answers_visibility_and_nothing_more_sqlite() {
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 async fn the_query_api_answers_visibility_and_nothing_more_postgres() {
     // The synchronous PostgreSQL client runs on plain threads only.
-    let schema = std::thread::spawn(store_common::PgSchema::new).join().unwrap();
+    let schema = std::thread::spawn(common::PgSchema::new).join().unwrap();
     the_query_api_answers_visibility_and_nothing_more(&schema.url()).await;
     std::thread::spawn(move || drop(schema)).join().unwrap();
 }

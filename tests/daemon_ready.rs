@@ -3,10 +3,9 @@
 //! a stable connection. The connection limiter is the real one (10 a minute):
 //! two partitions keep the test well inside it.
 
-#[path = "daemon_common.rs"]
 mod common;
 
-use common::*;
+use common::daemon::*;
 use complyd::daemon::Daemon;
 use complyd::sim::{Fault, FaultKind};
 use std::time::Duration;

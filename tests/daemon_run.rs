@@ -2,10 +2,9 @@
 //! cleanly (Ok, so exit 0) within 10 s, having committed what it received.
 //! A missing password is a configuration error before anything starts.
 
-#[path = "daemon_common.rs"]
 mod common;
 
-use common::*;
+use common::daemon::*;
 use complyd::daemon_settings::DaemonSettings;
 use std::time::{Duration, Instant};
 

@@ -3,10 +3,9 @@
 //! stream for a backfill covering the gap (from the stored positions), so
 //! nothing is lost, and what arrives twice changes nothing.
 
-#[path = "daemon_common.rs"]
 mod common;
 
-use common::*;
+use common::daemon::*;
 use complyd::daemon::Daemon;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};

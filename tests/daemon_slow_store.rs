@@ -3,10 +3,9 @@
 //! stays bounded, memory stays flat, and once the store is back every
 //! recorded event is committed; none is dropped.
 
-#[path = "daemon_common.rs"]
 mod common;
 
-use common::*;
+use common::daemon::*;
 use complyd::daemon::Daemon;
 use complyd::sim::SimConfig;
 use std::time::{Duration, Instant};

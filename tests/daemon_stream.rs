@@ -3,10 +3,9 @@
 //! offline replay of the recording), malformed lines dead-lettered, the
 //! health endpoints, and never a 429.
 
-#[path = "daemon_common.rs"]
 mod common;
 
-use common::*;
+use common::daemon::*;
 use complyd::daemon::Daemon;
 use complyd::sim::{Fault, FaultKind};
 use std::sync::atomic::Ordering::Relaxed;

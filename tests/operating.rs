@@ -3,10 +3,9 @@
 //! password (and admin token) searched for in every log line, error message,
 //! metric and health body of `complyd run`.
 
-#[path = "daemon_common.rs"]
 mod common;
 
-use common::*;
+use common::daemon::*;
 use complyd::sim::{Fault, FaultKind};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -9,7 +9,6 @@
 use super::user::UserState;
 use crate::event::{Id, TimeMs};
 use crate::post::{strip_geo, without_any_geo, Embeds, Form, GeoScrub, NewPost};
-use crate::store::ImportStats;
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
@@ -151,6 +150,27 @@ fn sorted(ids: impl Iterator<Item = Id>) -> Vec<Id> {
     v.sort_unstable();
     v.dedup();
     v
+}
+
+/// What an import batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    pub stored: u64,
+    /// Not stored: the id is a tombstone, its author is purged, or it retweets
+    /// a tombstone.
+    pub refused: u64,
+    /// Stored without the geo data a `scrub_geo` removed.
+    pub geo_stripped: u64,
+    pub likes_stored: u64,
+}
+
+impl ImportStats {
+    pub fn merge(&mut self, o: &ImportStats) {
+        self.stored += o.stored;
+        self.refused += o.refused;
+        self.geo_stripped += o.geo_stripped;
+        self.likes_stored += o.likes_stored;
+    }
 }
 
 /// One row of an [`ImportPlan`].

@@ -17,6 +17,7 @@ pub mod sqlite;
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent, EVENT_TYPES};
 pub use crate::post::{Embeds, NewLike, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
+pub use crate::rules::import::ImportStats;
 use crate::rules::user::UserState;
 use crate::rules::visibility::Facts;
 use crate::rules::Change;
@@ -122,27 +123,6 @@ impl ApplyStats {
         self.applied.merge(&o.applied);
         self.duplicates.merge(&o.duplicates);
         self.stale.merge(&o.stale);
-    }
-}
-
-/// What an import batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ImportStats {
-    pub stored: u64,
-    /// Not stored: the id is a tombstone, its author is purged, or it retweets
-    /// a tombstone.
-    pub refused: u64,
-    /// Stored without the geo data a `scrub_geo` removed.
-    pub geo_stripped: u64,
-    pub likes_stored: u64,
-}
-
-impl ImportStats {
-    pub fn merge(&mut self, o: &ImportStats) {
-        self.stored += o.stored;
-        self.refused += o.refused;
-        self.geo_stripped += o.geo_stripped;
-        self.likes_stored += o.likes_stored;
     }
 }
 

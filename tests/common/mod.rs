@@ -2,6 +2,8 @@
 //! the real `complyd` binary, exactly as a user would.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -1,14 +1,13 @@
-//! Helpers shared by the daemon's integration tests (included with
-//! `#[path = "daemon_common.rs"] mod common;`). Everything runs on loopback
+//! Helpers shared by the daemon's integration tests (`mod common;` then
+//! `use common::daemon::*;`). Everything runs on loopback
 //! against the in-process simulator, with short delays, and every wait is
 //! bounded.
-#![allow(dead_code)]
 
-use complyd::actors::health::{Health, LinkState};
 use complyd::daemon::Daemon;
 use complyd::daemon_settings::{DaemonSettings, Secret};
 use complyd::deadletter::DeadLetter;
 use complyd::event::{parse_line, EventKind, Message, StatusEvent};
+use complyd::health::{Health, LinkState};
 use complyd::sim::{Fault, FaultKind, SimConfig, SimHandle};
 use complyd::store;
 use std::collections::BTreeSet;
@@ -246,7 +245,7 @@ pub fn assert_same_effect(daemon_url: &str, reference_url: &str, lines: &[(u8, S
 
 /// Resident memory of this process in MB.
 pub fn rss_mb() -> f64 {
-    complyd::daemon::rss_mb()
+    complyd::daemon::bench::rss_mb()
 }
 
 /// GET `http://addr/path`: (status, body).

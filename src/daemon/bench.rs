@@ -1,0 +1,416 @@
+//! The end-to-end benchmark of the daemon (`cargo bench --bench e2e`,
+//! `benches/e2e.rs`): the simulator at full rate into the real daemon, with
+//! the ceiling (`curl --compressed`), a null store, the receipt-to-commit
+//! latency and the peak memory. Kept apart from the daemon it measures.
+
+use super::*;
+
+/// `bench-e2e` options.
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    /// Measured seconds of each full-rate phase.
+    pub seconds: u64,
+    /// Where the benchmark's stores go (wiped first).
+    pub dir: PathBuf,
+    /// Events per second of the latency phase (0: skip it).
+    pub latency_rate: f64,
+    /// Seconds the store is held locked in the stall phase (0: skip).
+    pub stall_secs: u64,
+    /// Measure the `curl --compressed` ceiling (needs curl on PATH).
+    pub curl: bool,
+    /// Measure the daemon's pipeline with a store that keeps nothing.
+    pub pipeline: bool,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        BenchArgs {
+            seconds: 10,
+            dir: PathBuf::from("target/bench-e2e"),
+            latency_rate: 10_000.0,
+            stall_secs: 5,
+            curl: true,
+            pipeline: true,
+        }
+    }
+}
+
+/// The figures of [`bench_e2e`].
+#[derive(Debug, Clone, Default)]
+pub struct BenchReport {
+    /// Events/s `curl --compressed` drains from the simulator (8 partitions).
+    pub curl_events_per_sec: Option<f64>,
+    /// Events/s from the simulator to committed SQLite.
+    pub e2e_events_per_sec: f64,
+    /// Events/s through the daemon with a store that keeps nothing (the
+    /// pipeline's own ceiling).
+    pub pipeline_events_per_sec: Option<f64>,
+    /// p50 / p99 receipt-to-commit at `latency_rate` (ms).
+    pub latency_rate: f64,
+    pub latency_p50_ms: Option<u64>,
+    pub latency_p99_ms: Option<u64>,
+    /// Peak resident memory (MB) of the whole process (simulator included)
+    /// at full rate, and while the store was locked.
+    pub rss_full_rate_mb: f64,
+    pub rss_stalled_mb: Option<f64>,
+    /// CPU time of the whole process (simulator included) per event
+    /// committed during the full-rate phase, in µs: steadier than the rate
+    /// on a shared machine, for comparing builds.
+    pub e2e_cpu_us_per_event: f64,
+    /// Peak size (MB) of the store's WAL files together at full rate.
+    pub wal_full_rate_mb: f64,
+    /// The store locked at full rate.
+    pub stall: Option<StallFigures>,
+}
+
+/// What happened while the store was locked at full rate.
+#[derive(Debug, Clone, Default)]
+pub struct StallFigures {
+    pub seconds: u64,
+    /// Events received while locked (backpressure keeps this small).
+    pub received_during: u64,
+    /// Most events received and not yet committed at any time.
+    pub max_outstanding: u64,
+    /// Time from the unlock until everything received was committed.
+    pub caught_up_ms: Option<u64>,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(c) = self.curl_events_per_sec {
+            writeln!(f, "ceiling (curl --compressed, 8 partitions): {c:.0} events/s")?;
+        }
+        writeln!(f, "end to end (simulator -> committed SQLite): {:.0} events/s", self.e2e_events_per_sec)?;
+        writeln!(
+            f,
+            "CPU per event committed at full rate: {:.2} µs (whole process, simulator included)",
+            self.e2e_cpu_us_per_event
+        )?;
+        if let Some(p) = self.pipeline_events_per_sec {
+            writeln!(f, "daemon pipeline without a store (simulator -> null store): {p:.0} events/s")?;
+        }
+        if let Some(c) = self.curl_events_per_sec {
+            writeln!(f, "end to end / ceiling: {:.2}", self.e2e_events_per_sec / c.max(1.0))?;
+        }
+        writeln!(
+            f,
+            "receipt -> commit at {:.0} events/s: p50 {} ms, p99 {} ms",
+            self.latency_rate,
+            self.latency_p50_ms.map_or("-".into(), |v| v.to_string()),
+            self.latency_p99_ms.map_or("-".into(), |v| v.to_string())
+        )?;
+        writeln!(f, "peak RSS at full rate: {:.1} MB (simulator included)", self.rss_full_rate_mb)?;
+        writeln!(f, "peak size of the WAL files at full rate: {:.0} MB", self.wal_full_rate_mb)?;
+        if let Some(r) = self.rss_stalled_mb {
+            writeln!(f, "peak RSS with the store locked: {r:.1} MB")?;
+        }
+        if let Some(st) = &self.stall {
+            writeln!(
+                f,
+                "store locked {} s at full rate: {} events received meanwhile, at most {} outstanding; all committed {} after the unlock",
+                st.seconds,
+                st.received_during,
+                st.max_outstanding,
+                st.caught_up_ms.map_or("NOT".to_owned(), |ms| format!("{ms} ms")),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A store that keeps nothing: the benchmark's way to measure the daemon's
+/// own pipeline (network, gzip, framing, parsing, batching, routing) without
+/// the cost of a real store.
+struct NullStore;
+
+impl Store for NullStore {
+    fn apply_status(
+        &mut self,
+        events: &[store::Timed<crate::event::StatusEvent>],
+        _: &[store::Position],
+    ) -> Result<store::ApplyStats, store::StoreError> {
+        let mut s = store::ApplyStats::default();
+        s.applied.add("delete", events.len() as u64);
+        Ok(s)
+    }
+    fn apply_user(
+        &mut self,
+        events: &[store::Timed<crate::event::UserEvent>],
+        _: &[store::Position],
+    ) -> Result<store::ApplyStats, store::StoreError> {
+        let mut s = store::ApplyStats::default();
+        s.applied.add("user_delete", events.len() as u64);
+        Ok(s)
+    }
+    fn import(
+        &mut self,
+        _: &[store::NewPost],
+        _: &[store::NewLike],
+        _: i64,
+    ) -> Result<store::ImportStats, store::StoreError> {
+        Ok(store::ImportStats::default())
+    }
+    fn facts(&mut self, _: crate::event::Id) -> Result<crate::rules::visibility::Facts, store::StoreError> {
+        Ok(crate::rules::visibility::Facts::default())
+    }
+    fn user_state(&mut self, _: crate::event::Id) -> Result<crate::rules::user::UserState, store::StoreError> {
+        Ok(crate::rules::user::UserState::default())
+    }
+    fn scan(
+        &mut self,
+        _: &mut dyn FnMut(store::ScanRow<'_>) -> Result<(), store::StoreError>,
+    ) -> Result<(), store::StoreError> {
+        Ok(())
+    }
+    fn maintain(&mut self, _: i64, _: usize) -> Result<store::MaintenanceStats, store::StoreError> {
+        Ok(store::MaintenanceStats::default())
+    }
+    fn positions(&mut self) -> Result<Vec<(HandlerKind, store::Position)>, store::StoreError> {
+        Ok(Vec::new())
+    }
+    fn author_of(&mut self, _: crate::event::Id) -> Result<Option<crate::event::Id>, store::StoreError> {
+        Ok(None)
+    }
+    fn has_like(&mut self, _: crate::event::Id, _: crate::event::Id) -> Result<bool, store::StoreError> {
+        Ok(false)
+    }
+}
+
+/// Resident memory of this process, MB (Linux; 0 elsewhere).
+pub fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU time (user + system) this process has used, in seconds
+/// (`/proc/self/stat`, in USER_HZ = 100 ticks a second); 0 where unreadable.
+fn process_cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let fields: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+            Some((ticks(11)? + ticks(12)?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn bench_settings(
+    dir: &Path,
+    name: &str,
+    sim: &crate::sim::SimHandle,
+    sim_cfg: &crate::sim::SimConfig,
+) -> DaemonSettings {
+    let mut s = DaemonSettings::default();
+    let db = dir.join(format!("{name}.db"));
+    // A fresh store and simulator each run: forget the connection requests
+    // of earlier runs too (the limiter keeps them beside the store).
+    for file in crate::store::sqlite::store_files(&db.to_string_lossy()) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{file}{suffix}"));
+        }
+    }
+    let _ = std::fs::remove_file(format!("{}.connections.json", db.display()));
+    // The dead-letter file is appended to: start it afresh too, or every run
+    // adds the simulator's unknown-type lines to the last one's.
+    let dead_letter = dir.join(format!("{name}.deadletter.jsonl"));
+    let _ = std::fs::remove_file(&dead_letter);
+    s.store.url = format!("sqlite:{}", db.display());
+    s.store.dead_letter = Some(dead_letter);
+    s.stream.url =
+        format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
+    s.stream.account = sim_cfg.account.clone();
+    s.stream.label = sim_cfg.label.clone();
+    s.stream.username = sim_cfg.username.clone();
+    s.http.enabled = false;
+    // Experiments only: other group-commit sizes than the defaults.
+    let knob = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = knob("COMPLYD_BENCH_IN_FLIGHT") {
+        s.handlers.in_flight = n;
+    }
+    if let Some(n) = knob("COMPLYD_BENCH_MAX_EVENTS") {
+        s.batch.max_events = n;
+    }
+    s
+}
+
+/// Peak resident memory (MB) and peak size of the store's WAL files (MB, all
+/// files together) over `d`, sampled every 200 ms.
+async fn peaks_during(d: Duration, db: &Path) -> (f64, f64) {
+    let wal_mb = || {
+        crate::store::sqlite::store_files(&db.to_string_lossy())
+            .iter()
+            .filter_map(|f| std::fs::metadata(format!("{f}-wal")).ok())
+            .map(|m| m.len() as f64 / 1e6)
+            .sum::<f64>()
+    };
+    let end = Instant::now() + d;
+    let (mut rss, mut wal) = (rss_mb(), wal_mb());
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rss = rss.max(rss_mb());
+        wal = wal.max(wal_mb());
+    }
+    (rss, wal)
+}
+
+/// The end-to-end benchmark: the ceiling (`curl --compressed` draining the
+/// 8 partitions of an unlimited simulator), the daemon's rate from the same
+/// kind of simulator to committed SQLite, the receipt-to-commit latency at
+/// `latency_rate`, and the resident memory at full rate and with the store
+/// locked. Everything runs in this process (the simulator shares the CPU).
+///
+/// # Errors
+/// Store, bind or process-spawn failures.
+pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    std::fs::create_dir_all(&args.dir)?;
+    let system = actix_rt::System::new();
+    let res = system.block_on(async move {
+        let mut report = BenchReport { latency_rate: args.latency_rate, ..BenchReport::default() };
+        let secs = Duration::from_secs(args.seconds.max(1));
+        let warmup = Duration::from_secs(2);
+        let unlimited = crate::sim::SimConfig {
+            listen: "127.0.0.1:0".into(),
+            rate: 0.0,
+            posts: 100_000,
+            heartbeat_interval_ms: 5_000,
+            ..crate::sim::SimConfig::default()
+        };
+
+        // 1. The ceiling: curl --compressed on the 8 partitions.
+        if args.curl {
+            let sim = crate::sim::start(unlimited.clone()).await?;
+            let total = secs + warmup;
+            let mut children = Vec::new();
+            for p in 1..=8u8 {
+                let child = std::process::Command::new("curl")
+                    .args(["--compressed", "-s", "-N", "-o", "/dev/null", "-m"])
+                    .arg(total.as_secs().to_string())
+                    .arg("-u")
+                    .arg(format!("{}:{}", unlimited.username, unlimited.password))
+                    .arg(sim.stream_url(p))
+                    .spawn();
+                match child {
+                    Ok(c) => children.push(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "curl is not available: no ceiling measured");
+                        break;
+                    }
+                }
+            }
+            if children.len() == 8 {
+                tokio::time::sleep(warmup).await;
+                let before = sim.stats().events_sent();
+                tokio::time::sleep(secs).await;
+                let after = sim.stats().events_sent();
+                report.curl_events_per_sec = Some((after - before) as f64 / secs.as_secs_f64());
+            }
+            for mut c in children {
+                let _ = c.kill();
+                let _ = actix_web::rt::task::spawn_blocking(move || c.wait()).await;
+            }
+            sim.stop().await;
+        }
+
+        // 2. End to end at full rate, with the memory peak.
+        {
+            let sim = crate::sim::start(unlimited.clone()).await?;
+            let s = bench_settings(&args.dir, "full", &sim, &unlimited);
+            let d = Daemon::start(s, Secret::new(unlimited.password.clone())).await?;
+            tokio::time::sleep(warmup).await;
+            let db = args.dir.join("full.db");
+            let before = d.health().committed();
+            let (t, cpu) = (Instant::now(), process_cpu_secs());
+            let (peak, wal) = peaks_during(secs, &db).await;
+            let after = d.health().committed();
+            report.e2e_events_per_sec = (after - before) as f64 / t.elapsed().as_secs_f64();
+            report.e2e_cpu_us_per_event = (process_cpu_secs() - cpu) * 1e6 / (after - before).max(1) as f64;
+            report.rss_full_rate_mb = peak;
+            report.wal_full_rate_mb = wal;
+
+            // 4. The store locked for a while at full rate: memory stays flat,
+            // nothing is dropped.
+            if args.stall_secs > 0 {
+                let lock = crate::store::sqlite::connect(&db.to_string_lossy())?;
+                lock.execute_batch("BEGIN EXCLUSIVE")?;
+                let h = d.health().clone();
+                let received_before = h.received();
+                let end = Instant::now() + Duration::from_secs(args.stall_secs);
+                let (mut peak, mut outstanding) = (rss_mb(), 0u64);
+                while Instant::now() < end {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    peak = peak.max(rss_mb());
+                    outstanding = outstanding.max(h.received().saturating_sub(h.committed()));
+                }
+                let received_during = h.received() - received_before;
+                lock.execute_batch("COMMIT")?;
+                drop(lock);
+                // Caught up: everything received is committed.
+                let caught_up = Instant::now();
+                let mut ok = false;
+                while caught_up.elapsed() < Duration::from_secs(20) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if h.committed() >= received_before + received_during {
+                        ok = true;
+                        break;
+                    }
+                }
+                report.rss_stalled_mb = Some(peak);
+                report.stall = Some(StallFigures {
+                    seconds: args.stall_secs,
+                    received_during,
+                    max_outstanding: outstanding,
+                    caught_up_ms: ok.then(|| caught_up.elapsed().as_millis() as u64),
+                });
+            }
+            d.shutdown().await;
+            sim.stop().await;
+        }
+
+        // 2b. The pipeline alone: the same, with a store that keeps nothing.
+        if args.pipeline {
+            let sim = crate::sim::start(unlimited.clone()).await?;
+            let s = bench_settings(&args.dir, "null", &sim, &unlimited);
+            let d = Daemon::start_with_stores(
+                s,
+                Secret::new(unlimited.password.clone()),
+                Box::new(NullStore),
+                Box::new(NullStore),
+            )
+            .await?;
+            tokio::time::sleep(warmup).await;
+            let before = d.health().committed();
+            let t = Instant::now();
+            tokio::time::sleep(secs).await;
+            report.pipeline_events_per_sec = Some((d.health().committed() - before) as f64 / t.elapsed().as_secs_f64());
+            d.shutdown().await;
+            sim.stop().await;
+        }
+
+        // 3. Latency at a fixed rate.
+        if args.latency_rate > 0.0 {
+            let cfg = crate::sim::SimConfig { rate: args.latency_rate, ..unlimited.clone() };
+            let sim = crate::sim::start(cfg.clone()).await?;
+            let s = bench_settings(&args.dir, "latency", &sim, &cfg);
+            let d = Daemon::start(s, Secret::new(cfg.password.clone())).await?;
+            tokio::time::sleep(warmup).await;
+            d.health().latency.reset();
+            tokio::time::sleep(secs).await;
+            report.latency_p50_ms = d.health().latency.quantile_ms(0.5);
+            report.latency_p99_ms = d.health().latency.quantile_ms(0.99);
+            d.shutdown().await;
+            sim.stop().await;
+        }
+        Ok::<_, anyhow::Error>(report)
+    });
+    if let Some(sys) = System::try_current() {
+        sys.stop();
+    }
+    res
+}
