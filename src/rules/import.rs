@@ -8,7 +8,7 @@
 
 use super::user::UserState;
 use crate::event::{Id, TimeMs};
-use crate::post::{strip_geo, without_any_geo, Embeds, Form, GeoScrub, NewPost};
+use crate::post::{strip_geo, without_any_geo, GeoScrub, NewPost};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
@@ -61,26 +61,12 @@ pub fn decide(p: &NewPost, k: &Known<'_>, now_ms: TimeMs) -> Decision {
     Decision::Store { json: p.json.clone(), has_geo: p.has_geo, geo_stripped: false }
 }
 
-/// A stored post, as import reads and writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PostRow {
-    pub author_id: Id,
-    pub retweet_of: Option<Id>,
-    pub quote_of: Option<Id>,
-    /// The stored JSON may hold the post's own geo.
-    pub has_geo: bool,
-    pub form: Form,
-    /// What the stored JSON carries of other posts and users.
-    pub embeds: Embeds,
-    pub json: String,
-}
-
 /// Whether form `a` of a post is to be kept over form `b`: a post's own
 /// import line beats an embedded copy; between two of the same kind the
 /// richer wins (the longer, geo aside, then the greater bytes). A total
 /// order, so the kept form is the same for any order and number of imports,
 /// and for a `scrub_geo` before or after either.
-fn richer(a: &PostRow, b: &PostRow) -> bool {
+fn richer(a: &NewPost, b: &NewPost) -> bool {
     match a.form.cmp(&b.form) {
         Ordering::Greater => return true,
         Ordering::Less => return false,
@@ -94,9 +80,10 @@ fn richer(a: &PostRow, b: &PostRow) -> bool {
 }
 
 /// Merges a new form of a post into what is stored: the JSON of the richer
-/// form, and the facts compliance depends on (retweet link, quote link, geo)
-/// kept once known from either.
-pub fn merge(stored: Option<&PostRow>, new: PostRow) -> PostRow {
+/// form, and the links compliance depends on (retweet link, quote link) kept
+/// once known from either. The geo flag and the embedded ids describe the
+/// JSON kept, so whatever geo and copies it holds are always judged.
+pub fn merge(stored: Option<&NewPost>, new: NewPost) -> NewPost {
     let Some(old) = stored else {
         return new;
     };
@@ -113,8 +100,9 @@ pub fn merge(stored: Option<&PostRow>, new: PostRow) -> PostRow {
 /// What the store knows, before a batch is planned, about the batch's posts.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// The stored rows of the batch's post ids.
-    pub rows: HashMap<Id, PostRow>,
+    /// The stored posts among the batch's post ids (a stored post reads back
+    /// as the [`NewPost`] it was stored from, merged).
+    pub rows: HashMap<Id, NewPost>,
     /// Which of [`Loaded::tombstone_ids`] are tombstones.
     pub tombstones: HashSet<Id>,
     /// The state of the batch's authors (those with none are absent).
@@ -129,7 +117,7 @@ impl Loaded {
 
     /// The ids whose tombstones a batch needs, once its rows are loaded: its
     /// posts and the posts they retweet (by this form or a stored one).
-    pub fn tombstone_ids(posts: &[NewPost], rows: &HashMap<Id, PostRow>) -> Vec<Id> {
+    pub fn tombstone_ids(posts: &[NewPost], rows: &HashMap<Id, NewPost>) -> Vec<Id> {
         sorted(
             posts
                 .iter()
@@ -176,8 +164,7 @@ impl ImportStats {
 /// One row of an [`ImportPlan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
-    pub id: Id,
-    pub row: PostRow,
+    pub post: NewPost,
     /// The id was stored before: an update, not an insert.
     pub stored: bool,
 }
@@ -196,7 +183,7 @@ pub struct ImportPlan {
 /// carries them), each merged into what is stored or was planned before it.
 pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan {
     let none = UserState::default();
-    let mut rows: HashMap<Id, PostRow> = HashMap::new();
+    let mut rows: HashMap<Id, NewPost> = HashMap::new();
     let mut tombstones: HashMap<Id, Refusal> = HashMap::new();
     let mut stats = ImportStats::default();
     for p in posts {
@@ -215,15 +202,7 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
                 stats.refused += 1;
             }
             Decision::Store { json, has_geo, geo_stripped } => {
-                let new = PostRow {
-                    author_id: p.author_id,
-                    retweet_of: p.retweet_of,
-                    quote_of: p.quote_of,
-                    has_geo,
-                    form: p.form,
-                    embeds: p.embeds.clone(),
-                    json,
-                };
+                let new = NewPost { has_geo, json, ..p.clone() };
                 let merged = merge(current, new);
                 if current != Some(&merged) {
                     rows.insert(p.id, merged);
@@ -234,8 +213,8 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
         }
     }
     let mut rows: Vec<Planned> =
-        rows.into_iter().map(|(id, row)| Planned { id, row, stored: loaded.rows.contains_key(&id) }).collect();
-    rows.sort_unstable_by_key(|r| r.id);
+        rows.into_values().map(|post| Planned { stored: loaded.rows.contains_key(&post.id), post }).collect();
+    rows.sort_unstable_by_key(|r| r.post.id);
     let mut tombstones: Vec<(Id, Refusal)> = tombstones.into_iter().collect();
     tombstones.sort_unstable_by_key(|t| t.0);
     ImportPlan { rows, tombstones, stats }
@@ -244,15 +223,15 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::post::parse_post_line;
+    use crate::post::{parse_post_line, Form};
 
-    fn plan_of(lines: &[&str], stored: &HashMap<Id, PostRow>) -> HashMap<Id, PostRow> {
+    fn plan_of(lines: &[&str], stored: &HashMap<Id, NewPost>) -> HashMap<Id, NewPost> {
         let mut all = stored.clone();
         for line in lines {
             let posts = parse_post_line(line).unwrap();
             let loaded = Loaded { rows: all.clone(), ..Loaded::default() };
             for p in plan(&posts, loaded, 0).rows {
-                all.insert(p.id, p.row);
+                all.insert(p.post.id, p.post);
             }
         }
         all

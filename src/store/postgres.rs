@@ -16,8 +16,8 @@
 //! a plain thread (a SyncArbiter actor), never from inside an async task.
 
 use super::rows::{
-    post_row_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_ROW_COLS,
-    SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_COLS, SCAN_ALL_LATERAL,
+    SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store,
@@ -518,10 +518,10 @@ fn copy_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreError>
     )?;
     let types = [Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::BOOL, Type::INT2, Type::TEXT, Type::TEXT];
     let mut w = BinaryCopyInWriter::new(sink, &types);
-    for Planned { id, row: r, .. } in rows {
+    for Planned { post: r, .. } in rows {
         let form = r.form.as_i64() as i16;
         w.write(&[
-            &key(*id),
+            &key(r.id),
             &key(r.author_id),
             &r.retweet_of.map(key),
             &r.quote_of.map(key),
@@ -539,8 +539,8 @@ fn copy_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreError>
 /// written one of them meanwhile, the links it knew are kept all the same.
 fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreError> {
     let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for Planned { id, row: r, .. } in rows {
-        cols.0.push(key(*id));
+    for Planned { post: r, .. } in rows {
+        cols.0.push(key(r.id));
         cols.1.push(key(r.author_id));
         cols.2.push(r.retweet_of.map(key));
         cols.3.push(r.quote_of.map(key));
@@ -803,8 +803,9 @@ impl PostgresStore {
         c.execute(LOCK_IMPORT, &[])?;
         let mut loaded = Loaded::default();
         let ids: Vec<i64> = Loaded::post_ids(posts).into_iter().map(key).collect();
-        for row in c.query(&format!("SELECT id, {POST_ROW_COLS} FROM posts WHERE id = ANY($1)"), &[&ids])? {
-            loaded.rows.insert(id_of(row.get(0)), post_row_from(&row, 1)?);
+        for row in c.query(&format!("SELECT {POST_COLS} FROM posts WHERE id = ANY($1)"), &[&ids])? {
+            let post = post_from(&row, 0)?;
+            loaded.rows.insert(post.id, post);
         }
         let ids: Vec<i64> = Loaded::tombstone_ids(posts, &loaded.rows).into_iter().map(key).collect();
         loaded.tombstones =

@@ -4,9 +4,8 @@
 
 use super::{id_of, ScanRow, StoreError};
 use crate::event::Id;
-use crate::post::{Embeds, Form};
+use crate::post::{Embeds, Form, NewPost};
 use crate::rules::embedded::{judged_by_own_facts, Facts as EmbeddedFacts};
-use crate::rules::import::PostRow;
 use crate::rules::status::StatusState;
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
@@ -151,12 +150,15 @@ pub(crate) fn scanned_from(c: &impl Cols) -> Result<Scanned, StoreError> {
     })
 }
 
-/// The columns import reads of a stored post, in [`PostRow`]'s order.
-pub(crate) const POST_ROW_COLS: &str = "author_id, retweet_of, quote_of, has_geo, CAST(form AS BIGINT), embeds, json";
+/// The columns of a stored post, in [`NewPost`]'s order.
+pub(crate) const POST_COLS: &str = "id, author_id, retweet_of, quote_of, has_geo, CAST(form AS BIGINT), embeds, json";
 
-/// Reads [`POST_ROW_COLS`] starting at `at`.
-pub(crate) fn post_row_from(c: &impl Cols, at: usize) -> Result<PostRow, StoreError> {
-    Ok(PostRow {
+/// Reads [`POST_COLS`] starting at `at`: a stored post as import merges
+/// into it.
+pub(crate) fn post_from(c: &impl Cols, at: usize) -> Result<NewPost, StoreError> {
+    let at = at + 1;
+    Ok(NewPost {
+        id: c.i64_opt(at - 1)?.map(id_of).unwrap_or_default(),
         author_id: c.i64_opt(at)?.map(id_of).unwrap_or_default(),
         retweet_of: c.i64_opt(at + 1)?.map(id_of),
         quote_of: c.i64_opt(at + 2)?.map(id_of),

@@ -18,8 +18,8 @@
 //! hundreds of MB a minute at full rate.
 
 use super::rows::{
-    post_row_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_ROW_COLS,
-    SCAN_SELECT, STATUS_COLS, USER_COLS,
+    post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_COLS, SCAN_SELECT,
+    STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
@@ -847,11 +847,11 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut loaded = Loaded::default();
         {
-            let sql = format!("SELECT {POST_ROW_COLS} FROM main.posts WHERE id = ?1");
+            let sql = format!("SELECT {POST_COLS} FROM main.posts WHERE id = ?1");
             let mut st = tx.prepare_cached(&sql)?;
             for id in Loaded::post_ids(posts) {
                 if let Some(row) = st.query([key(id)])?.next()? {
-                    loaded.rows.insert(id, post_row_from(row, 0)?);
+                    loaded.rows.insert(id, post_from(row, 0)?);
                 }
             }
         }
@@ -876,9 +876,9 @@ impl Store for SqliteStore {
                 "UPDATE main.posts SET author_id = ?2, retweet_of = ?3, quote_of = ?4, has_geo = ?5, form = ?6,
                  embeds = ?7, json = ?8 WHERE id = ?1",
             )?;
-            for Planned { id, row: r, stored } in &plan.rows {
+            for Planned { post: r, stored } in &plan.rows {
                 let row = params![
-                    key(*id),
+                    key(r.id),
                     key(r.author_id),
                     r.retweet_of.map(key),
                     r.quote_of.map(key),
