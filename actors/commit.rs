@@ -3,12 +3,28 @@
 //! is never dropped; only a shutdown can make a handler give up, and then the
 //! batch's position is not committed either, so the gap stays known).
 
-use super::router::PartInfo;
 use crate::health::{HandlerCounters, Health};
-use crate::store::{self, ApplyStats, HandlerKind, Position, Store, StoreError};
+use crate::store::{self, ApplyStats, HandlerKind, Position, Store, StoreError, Timed};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// One partition batch's share of a transaction (for the latency and the
+/// per-partition progress).
+#[derive(Debug, Clone, Copy)]
+pub struct PartInfo {
+    pub partition: u8,
+    pub events: usize,
+    pub received: Instant,
+}
+
+/// A transaction for one handler: merged parts, one position per partition.
+#[derive(Debug)]
+pub struct Job<E> {
+    pub events: Vec<Timed<E>>,
+    pub positions: Vec<Position>,
+    pub parts: Vec<PartInfo>,
+}
 
 /// A handler's own store connection, opened lazily (again after a failure
 /// that may have broken it).

@@ -17,7 +17,6 @@
 //! chunk, one line of at most `max_line_bytes`).
 
 use super::router::{Batch, Router};
-use super::supervisor::{ChildConnected, ChildExited, Supervisor};
 use crate::backoff::FailureClass;
 use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
@@ -136,6 +135,33 @@ pub fn config_hint(status: u16) -> &'static str {
     }
 }
 
+/// The stream is open (200 received): reported to whoever started it (the
+/// supervisor).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ChildConnected {
+    pub partition: u8,
+    pub generation: u64,
+}
+
+/// The stream has ended: reported to whoever started it, which decides what
+/// comes next.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ChildExited {
+    pub partition: u8,
+    pub generation: u64,
+    pub reason: ExitReason,
+    /// How long the stream was open (None: it never opened).
+    pub connected_for: Option<Duration>,
+    /// Lines framed on the partition so far.
+    pub lines: u64,
+    /// Wall ms of the last byte received, if any.
+    pub last_byte_ms: Option<i64>,
+    /// The `backfillMinutes` the request carried.
+    pub backfill_minutes: Option<u32>,
+}
+
 /// One connection attempt of one partition.
 pub struct PartitionStream {
     pub partition: u8,
@@ -143,7 +169,9 @@ pub struct PartitionStream {
     pub spec: Arc<StreamSpec>,
     pub backfill_minutes: Option<u32>,
     pub router: Addr<Router>,
-    pub supervisor: Addr<Supervisor>,
+    /// Where [`ChildConnected`] and [`ChildExited`] go (the supervisor).
+    pub on_connected: Recipient<ChildConnected>,
+    pub on_exit: Recipient<ChildExited>,
     pub shutdown: watch::Receiver<bool>,
     pub counters: Arc<PartitionCounters>,
     pub dead_letter: Arc<Mutex<DeadLetter>>,
@@ -162,7 +190,7 @@ impl Actor for PartitionStream {
             spec: self.spec.clone(),
             backfill_minutes: self.backfill_minutes,
             router: self.router.clone(),
-            supervisor: self.supervisor.clone(),
+            on_connected: self.on_connected.clone(),
             shutdown: self.shutdown.clone(),
             counters: self.counters.clone(),
             dead_letter: self.dead_letter.clone(),
@@ -176,7 +204,7 @@ impl Actor for PartitionStream {
         // generation: the how-many-th connection of this partition).
         let span = tracing::info_span!("partition", partition = self.partition, generation = self.generation);
         ctx.spawn(tracing::Instrument::instrument(conn.run(), span).into_actor(self).map(|outcome, act, ctx| {
-            act.supervisor.do_send(ChildExited {
+            act.on_exit.do_send(ChildExited {
                 partition: act.partition,
                 generation: act.generation,
                 reason: outcome.reason,
@@ -272,7 +300,7 @@ struct Connection {
     spec: Arc<StreamSpec>,
     backfill_minutes: Option<u32>,
     router: Addr<Router>,
-    supervisor: Addr<Supervisor>,
+    on_connected: Recipient<ChildConnected>,
     shutdown: watch::Receiver<bool>,
     counters: Arc<PartitionCounters>,
     dead_letter: Arc<Mutex<DeadLetter>>,
@@ -330,7 +358,7 @@ impl Connection {
         }
         *connected_at = Some(Instant::now());
         self.counters.connections.fetch_add(1, Relaxed);
-        self.supervisor.do_send(ChildConnected { partition: p, generation: self.generation });
+        self.on_connected.do_send(ChildConnected { partition: p, generation: self.generation });
         tracing::info!(partition = p, backfill_minutes = ?self.backfill_minutes, "Stream connected");
 
         let mut inflate = if gzip {

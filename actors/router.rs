@@ -16,6 +16,7 @@
 //! to with request/response `send`, never `do_send`: their mailboxes are
 //! unbounded, the lanes are what bounds them.
 
+use super::commit::{Job, PartInfo};
 use super::status_handler::{ApplyStatus, StatusHandler};
 use super::user_handler::{ApplyUser, Maintain, UserHandler};
 use crate::event::{StatusEvent, TimeMs, UserEvent};
@@ -55,23 +56,6 @@ pub struct Drain;
 
 impl Message for Drain {
     type Result = ();
-}
-
-/// One partition batch's share of a transaction (for the latency and the
-/// per-partition progress).
-#[derive(Debug, Clone, Copy)]
-pub struct PartInfo {
-    pub partition: u8,
-    pub events: usize,
-    pub received: Instant,
-}
-
-/// A transaction for one handler: merged parts, one position per partition.
-#[derive(Debug)]
-pub struct Job<E> {
-    pub events: Vec<Timed<E>>,
-    pub positions: Vec<Position>,
-    pub parts: Vec<PartInfo>,
 }
 
 /// How a lane reaches its handler.

@@ -7,8 +7,7 @@
 //! Talk to it only with `send(..).await` (its mailbox is unbounded; the
 //! router bounds what is in flight).
 
-use super::commit::{commit_with_retry, StoreSlot};
-use super::router::Job;
+use super::commit::{commit_with_retry, Job, StoreSlot};
 use crate::event::StatusEvent;
 use crate::health::Health;
 use crate::store::{ApplyStats, HandlerKind, Store};

@@ -14,7 +14,7 @@
 //! partition is marked failed (`/readyz` says so and why) and keeps retrying
 //! at the slowest pace; a stable connection clears it.
 
-use super::partition::{config_hint, ExitReason, PartitionStream, StreamSpec};
+use super::partition::{config_hint, ChildConnected, ChildExited, ExitReason, PartitionStream, StreamSpec};
 use super::router::Router;
 use crate::backoff::{BackoffPolicy, FailureClass, Intensity, Restarts};
 use crate::clock::now_ms;
@@ -27,33 +27,8 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{oneshot, watch};
-
-/// A child's connection is open (200 received).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ChildConnected {
-    pub partition: u8,
-    pub generation: u64,
-}
-
-/// A child has ended; the supervisor decides what comes next.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ChildExited {
-    pub partition: u8,
-    pub generation: u64,
-    pub reason: ExitReason,
-    /// How long the stream was open (None: it never opened).
-    pub connected_for: Option<Duration>,
-    /// Lines framed on the partition so far.
-    pub lines: u64,
-    /// Wall ms of the last byte received, if any.
-    pub last_byte_ms: Option<i64>,
-    /// The `backfillMinutes` the request carried.
-    pub backfill_minutes: Option<u32>,
-}
 
 /// Stop every stream (each flushes its pending batch to the router first);
 /// answered when all have exited.
@@ -266,7 +241,8 @@ impl Supervisor {
             spec: self.cfg.spec.clone(),
             backfill_minutes,
             router: self.cfg.router.clone(),
-            supervisor: ctx.address(),
+            on_connected: ctx.address().recipient(),
+            on_exit: ctx.address().recipient(),
             shutdown: self.shutdown_rx.clone(),
             counters: self.cfg.health.counters(p),
             dead_letter: self.cfg.dead_letter.clone(),

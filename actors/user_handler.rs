@@ -12,8 +12,7 @@
 //! Runs on its own thread (`SyncArbiter`, one thread). Talk to it only with
 //! `send(..).await`.
 
-use super::commit::{commit_with_retry, StoreSlot};
-use super::router::Job;
+use super::commit::{commit_with_retry, Job, StoreSlot};
 use crate::clock::now_ms;
 use crate::event::UserEvent;
 use crate::health::Health;

@@ -16,11 +16,11 @@ use flate2::Crc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::ctx::{error_json, Ctx};
 use super::fault::{Fault, FaultKind, MALFORMED_LINES};
 use super::gen::Rng;
 use super::gz::{trailer, SegmentCompressor, GZIP_HEADER};
 use super::producer::{Segment, SubState};
-use super::server::{error_json, Ctx};
 use crate::clock::now_ms;
 
 /// The full-buffer disconnect message.

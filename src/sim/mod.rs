@@ -49,6 +49,7 @@
 
 mod config;
 mod conn;
+mod ctx;
 mod fault;
 mod gen;
 mod gz;
@@ -156,7 +157,7 @@ pub struct SimHandle {
     addr: SocketAddr,
     account: String,
     label: String,
-    ctx: Arc<server::Ctx>,
+    ctx: Arc<ctx::Ctx>,
     server: actix_web::dev::ServerHandle,
     shutdown: watch::Sender<bool>,
     producer_done: Option<oneshot::Receiver<()>>,
@@ -190,7 +191,7 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
     for f in &cfg.faults {
         faults.arm(f.clone());
     }
-    let ctx = Arc::new(server::Ctx {
+    let ctx = Arc::new(ctx::Ctx {
         gen: gen.clone(),
         faults,
         stats: stats.clone(),

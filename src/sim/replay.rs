@@ -10,10 +10,10 @@ use bytes::Bytes;
 use chrono::NaiveDateTime;
 use flate2::Crc;
 
+use super::ctx::Ctx;
 use super::fault::ReplayOutcome;
 use super::gen::{iso_seconds, Rng};
 use super::gz::{trailer, SegmentCompressor, GZIP_HEADER};
-use super::server::Ctx;
 use crate::clock::now_ms;
 
 /// Events generated per step.

@@ -13,37 +13,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::SimConfig;
 use super::conn::StreamConn;
-use super::fault::{Fault, FaultBoard};
-use super::gen::{iso_seconds, Generator};
-use super::gz::Piece;
+use super::ctx::{error_json, Ctx};
+use super::fault::Fault;
 use super::limiter::Limiter;
 use super::producer::{Registration, SubState};
-use super::record::Recorder;
 use super::replay::{check_window, parse_date, ReplayConn};
-use super::stats::Stats;
 use crate::clock::now_ms;
 
 /// The documented 406 message.
 pub(crate) const GZIP_REQUIRED: &str = "This connection requires compression. To enable compression, send an 'Accept-Encoding: gzip' header in your request and be ready to uncompress the stream as it is read on the client end.";
-
-/// Everything the request handlers share.
-pub(crate) struct Ctx {
-    pub cfg: SimConfig,
-    pub gen: Arc<Generator>,
-    pub faults: FaultBoard,
-    pub stats: Arc<Stats>,
-    pub recorder: Option<Recorder>,
-    pub stream_limit: Limiter,
-    pub replay_limit: Limiter,
-    pub regs: mpsc::UnboundedSender<Registration>,
-    pub heartbeat: Piece,
-}
-
-/// `{"error":{"message":"...","sent":"..."}}`
-pub(crate) fn error_json(message: &str) -> String {
-    let m = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".into());
-    format!("{{\"error\":{{\"message\":{m},\"sent\":\"{}\"}}}}", iso_seconds(now_ms()))
-}
 
 fn json_response(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status).content_type("application/json; charset=utf-8").body(body)
