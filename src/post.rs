@@ -394,16 +394,6 @@ fn v2_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> 
     })
 }
 
-/// Which geo data to remove from a stored JSON object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GeoScrub {
-    /// The post's own geo (`coordinates`, `geo`, `place`; v2 `data.geo` and
-    /// `includes.places`).
-    pub own: bool,
-    /// The geo of the original embedded in a retweet (`retweeted_status`).
-    pub embedded: bool,
-}
-
 const GEO_KEYS: [&str; 3] = ["coordinates", "geo", "place"];
 
 /// Removes `coordinates`, `geo` and `place` from one post object; says
@@ -418,8 +408,9 @@ pub fn remove_geo_keys(v: &mut serde_json::Value) -> bool {
     removed
 }
 
-/// Removes a post's own geo from its parsed JSON (see [`GeoScrub::own`]);
-/// says whether there was any.
+/// Removes a post's own geo from its parsed JSON (`coordinates`, `geo`,
+/// `place`; v2 `data.geo` and `includes.places`); says whether there was
+/// any. The geo of the posts it embeds is theirs ([`crate::rules::embedded`]).
 pub fn remove_own_geo(v: &mut serde_json::Value) -> bool {
     let mut removed = remove_geo_keys(v);
     if let Some(data) = v.get_mut("data") {
@@ -431,28 +422,14 @@ pub fn remove_own_geo(v: &mut serde_json::Value) -> bool {
     removed
 }
 
-/// Returns `json` without the geo data `scrub` names. Unparseable JSON (which
-/// import never stores) is returned unchanged, and so is JSON that holds none
-/// of it (byte for byte).
-pub fn strip_geo(json: &str, scrub: GeoScrub) -> String {
+/// Returns `json` without the post's own geo ([`remove_own_geo`]).
+/// Unparseable JSON (which import never stores) is returned unchanged, and so
+/// is JSON that holds none (byte for byte).
+pub fn strip_own_geo(json: &str) -> String {
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
         return json.to_owned();
     };
-    let mut removed = false;
-    if scrub.own {
-        removed |= remove_own_geo(&mut v);
-    }
-    if scrub.embedded {
-        if let Some(rt) = v.get_mut("retweeted_status") {
-            removed |= remove_geo_keys(rt);
-        }
-        if let Some(tweets) = v.pointer_mut("/includes/tweets").and_then(|t| t.as_array_mut()) {
-            for t in tweets {
-                removed |= remove_geo_keys(t);
-            }
-        }
-    }
-    if !removed {
+    if !remove_own_geo(&mut v) {
         return json.to_owned();
     }
     serde_json::to_string(&v).unwrap_or_else(|_| json.to_owned())
@@ -577,16 +554,12 @@ mod tests {
     #[test]
     fn without_any_geo_is_the_same_before_and_after_a_scrub() {
         let line = r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"quoted_status":{"id_str":"10","place":{"b":2}}}"#;
-        let scrubbed = strip_geo(line, GeoScrub { own: true, embedded: false });
+        let scrubbed = strip_own_geo(line);
         assert_ne!(scrubbed, line);
         assert_eq!(without_any_geo(line), without_any_geo(&scrubbed));
         assert!(!without_any_geo(line).contains("place"));
         let plain = r#"{"id_str":"1", "text":"spaces kept"}"#;
-        assert_eq!(
-            strip_geo(plain, GeoScrub { own: true, embedded: true }),
-            plain,
-            "nothing to remove: the same bytes"
-        );
+        assert_eq!(strip_own_geo(plain), plain, "nothing to remove: the same bytes");
     }
 
     #[test]
@@ -598,17 +571,12 @@ mod tests {
     }
 
     #[test]
-    fn strip_geo_removes_only_what_is_asked_and_keeps_key_order() {
+    fn strip_own_geo_leaves_embedded_copies_and_keeps_key_order() {
         let line = r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"retweeted_status":{"id_str":"10","geo":{"a":1},"place":{"b":2}}}"#;
-        let own = strip_geo(line, GeoScrub { own: true, embedded: false });
+        let own = strip_own_geo(line);
         assert_eq!(
             own,
             r#"{"id_str":"20","user":{"id_str":"2"},"retweeted_status":{"id_str":"10","geo":{"a":1},"place":{"b":2}}}"#
-        );
-        let emb = strip_geo(line, GeoScrub { own: false, embedded: true });
-        assert_eq!(
-            emb,
-            r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"retweeted_status":{"id_str":"10"}}"#
         );
     }
 }

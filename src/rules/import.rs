@@ -8,7 +8,7 @@
 
 use super::user::UserState;
 use crate::event::{Id, TimeMs};
-use crate::post::{strip_geo, without_any_geo, GeoScrub, NewPost};
+use crate::post::{strip_own_geo, without_any_geo, NewPost};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
@@ -55,7 +55,7 @@ pub fn decide(p: &NewPost, k: &Known<'_>, now_ms: TimeMs) -> Decision {
         return Decision::Refuse(Refusal::RetweetOfTombstone);
     }
     if p.has_geo && k.author.geo_scrubbed(p.id) {
-        let json = strip_geo(&p.json, GeoScrub { own: true, embedded: false });
+        let json = strip_own_geo(&p.json);
         return Decision::Store { json, has_geo: false, geo_stripped: true };
     }
     Decision::Store { json: p.json.clone(), has_geo: p.has_geo, geo_stripped: false }
@@ -202,7 +202,16 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
                 stats.refused += 1;
             }
             Decision::Store { json, has_geo, geo_stripped } => {
-                let new = NewPost { has_geo, json, ..p.clone() };
+                let new = NewPost {
+                    id: p.id,
+                    author_id: p.author_id,
+                    retweet_of: p.retweet_of,
+                    quote_of: p.quote_of,
+                    has_geo,
+                    form: p.form,
+                    embeds: p.embeds.clone(),
+                    json,
+                };
                 let merged = merge(current, new);
                 if current != Some(&merged) {
                     rows.insert(p.id, merged);

@@ -24,7 +24,7 @@ use super::{
     StoreError, Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
-use crate::post::{strip_geo, GeoScrub, NewPost};
+use crate::post::{strip_own_geo, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Planned, Refusal};
 use crate::rules::status::{superseded_ids, StatusState};
@@ -1090,7 +1090,7 @@ impl Store for PostgresStore {
                     let (mut ids, mut jsons) = (Vec::new(), Vec::new());
                     for (id, json) in rows {
                         ids.push(id);
-                        jsons.push(strip_geo(&json, GeoScrub { own: true, embedded: false }));
+                        jsons.push(strip_own_geo(&json));
                     }
                     stats.posts_geo_scrubbed += ids.len() as u64;
                     c.execute(

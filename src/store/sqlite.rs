@@ -26,7 +26,7 @@ use super::{
     Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
-use crate::post::{strip_geo, GeoScrub, NewPost};
+use crate::post::{strip_own_geo, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Planned, Refusal};
 use crate::rules::status::{superseded_ids, StatusState};
@@ -1077,7 +1077,7 @@ impl Store for SqliteStore {
                     }
                     // The post's own geo; what it embeds of other posts is
                     // judged on every read.
-                    let stripped = strip_geo(&json, GeoScrub { own: true, embedded: false });
+                    let stripped = strip_own_geo(&json);
                     tx.prepare_cached("UPDATE main.posts SET json = ?2, has_geo = 0 WHERE id = ?1")?
                         .execute(params![id, stripped])?;
                     stats.posts_geo_scrubbed += 1;
