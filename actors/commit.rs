@@ -4,7 +4,7 @@
 //! batch's position is not committed either, so the gap stays known).
 
 use crate::health::{HandlerCounters, Health};
-use crate::store::{self, ApplyStats, HandlerKind, Position, Store, StoreError, Timed};
+use crate::store::{self, ApplyStats, HandlerKind, Position, Store, StoreError, StoreUrl, Timed};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,12 +29,12 @@ pub struct Job<E> {
 /// A handler's own store connection, opened lazily (again after a failure
 /// that may have broken it).
 pub struct StoreSlot {
-    url: String,
+    url: StoreUrl,
     store: Option<Box<dyn Store>>,
 }
 
 impl StoreSlot {
-    pub fn new(url: String, store: Option<Box<dyn Store>>) -> StoreSlot {
+    pub fn new(url: StoreUrl, store: Option<Box<dyn Store>>) -> StoreSlot {
         StoreSlot { url, store }
     }
 
@@ -44,7 +44,7 @@ impl StoreSlot {
     /// The store cannot be opened.
     pub fn get(&mut self) -> Result<&mut dyn Store, StoreError> {
         if self.store.is_none() {
-            self.store = Some(store::open(&self.url)?);
+            self.store = Some(store::open_url(&self.url)?);
         }
         Ok(self.store.as_deref_mut().expect("opened above"))
     }

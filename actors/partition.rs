@@ -23,6 +23,7 @@ use crate::deadletter::DeadLetter;
 use crate::event::{parse_line, EventKind, Message, StatusEvent, UserEvent, EVENT_TYPES};
 use crate::framing::{Frame, LineFramer};
 use crate::health::PartitionCounters;
+use crate::settings::StreamPlan;
 use crate::store::Timed;
 use actix::prelude::*;
 use flate2::write::MultiGzDecoder;
@@ -44,32 +45,6 @@ const INFLATE_PIECE: usize = 8 * 1024;
 
 /// How much of a refused response's body is kept for the log.
 const ERROR_BODY_LIMIT: usize = 2048;
-
-/// What every connection of the daemon shares.
-pub struct StreamSpec {
-    pub settings: crate::daemon_settings::StreamSettings,
-    /// `Basic base64(user:password)`. Never logged.
-    pub authorization: String,
-    pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_line: usize,
-    pub batch_max: usize,
-    pub linger: Duration,
-}
-
-impl fmt::Debug for StreamSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamSpec")
-            .field("settings", &self.settings)
-            .field("authorization", &"***")
-            .field("connect_timeout", &self.connect_timeout)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("max_line", &self.max_line)
-            .field("batch_max", &self.batch_max)
-            .field("linger", &self.linger)
-            .finish()
-    }
-}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +141,7 @@ pub struct ChildExited {
 pub struct PartitionStream {
     pub partition: u8,
     pub generation: u64,
-    pub spec: Arc<StreamSpec>,
+    pub spec: Arc<StreamPlan>,
     pub backfill_minutes: Option<u32>,
     pub router: Addr<Router>,
     /// Where [`ChildConnected`] and [`ChildExited`] go (the supervisor).
@@ -297,7 +272,7 @@ impl Inflate {
 struct Connection {
     partition: u8,
     generation: u64,
-    spec: Arc<StreamSpec>,
+    spec: Arc<StreamPlan>,
     backfill_minutes: Option<u32>,
     router: Addr<Router>,
     on_connected: Recipient<ChildConnected>,
@@ -321,11 +296,11 @@ impl Connection {
 
     async fn stream(&mut self, connected_at: &mut Option<Instant>, last_byte_ms: &mut Option<i64>) -> ExitReason {
         let p = self.partition;
-        let url = self.spec.settings.partition_url(p, self.backfill_minutes);
+        let url = self.spec.partition_url(p, self.backfill_minutes);
         let client = client_for(&self.spec);
         let request = client
             .get(url.as_str())
-            .insert_header((awc::http::header::AUTHORIZATION, self.spec.authorization.as_str()))
+            .insert_header((awc::http::header::AUTHORIZATION, self.spec.authorization.expose()))
             .insert_header((awc::http::header::ACCEPT_ENCODING, "gzip"))
             .no_decompress();
         tracing::debug!(partition = p, url = %redact_query(&url), backfill_minutes = ?self.backfill_minutes, "Connecting");
@@ -646,7 +621,7 @@ thread_local! {
 /// The stream thread's client for `spec` (HTTP/1.1 only: one TCP connection
 /// per partition, never multiplexed; no redirects; the connect timeout
 /// covers connect, TLS and the response headers).
-fn client_for(spec: &Arc<StreamSpec>) -> awc::Client {
+fn client_for(spec: &Arc<StreamPlan>) -> awc::Client {
     let key = Arc::as_ptr(spec) as usize;
     CLIENT.with(|c| {
         let mut c = c.borrow_mut();

@@ -10,7 +10,7 @@
 use super::commit::{commit_with_retry, Job, StoreSlot};
 use crate::event::StatusEvent;
 use crate::health::Health;
-use crate::store::{ApplyStats, HandlerKind, Store};
+use crate::store::{ApplyStats, HandlerKind, Store, StoreUrl};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub struct StatusHandler {
 impl StatusHandler {
     /// `store` is this handler's own connection (opened by the caller so
     /// that a bad store fails the start; reopened from `url` if lost).
-    pub fn new(url: String, store: Option<Box<dyn Store>>, health: Arc<Health>, retry: Duration) -> StatusHandler {
+    pub fn new(url: StoreUrl, store: Option<Box<dyn Store>>, health: Arc<Health>, retry: Duration) -> StatusHandler {
         StatusHandler { store: StoreSlot::new(url, store), health, retry }
     }
 }

@@ -14,13 +14,14 @@
 //! partition is marked failed (`/readyz` says so and why) and keeps retrying
 //! at the slowest pace; a stable connection clears it.
 
-use super::partition::{config_hint, ChildConnected, ChildExited, ExitReason, PartitionStream, StreamSpec};
+use super::partition::{config_hint, ChildConnected, ChildExited, ExitReason, PartitionStream};
 use super::router::Router;
 use crate::backoff::{BackoffPolicy, FailureClass, Intensity, Restarts};
 use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
 use crate::health::{ExitRecord, Health, LinkState};
 use crate::limiter::{ConnectLimiter, Ticket};
+use crate::settings::StreamPlan;
 use actix::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -38,13 +39,11 @@ pub struct Shutdown;
 
 /// What the supervisor is built from.
 pub struct SupervisorConfig {
-    pub partitions: Vec<u8>,
-    pub spec: Arc<StreamSpec>,
+    /// The partitions, their URL and timeouts, the batching.
+    pub spec: Arc<StreamPlan>,
     pub policy: BackoffPolicy,
     pub intensity: Intensity,
     pub limiter: ConnectLimiter,
-    /// `stream.backfill_minutes` (0: never ask).
-    pub backfill_max: u32,
     /// Last byte received per partition in an earlier run (from the store's
     /// positions), for the first connection's backfill.
     pub last_byte_ms: HashMap<u8, i64>,
@@ -106,6 +105,7 @@ impl Supervisor {
             }
         }
         let children = cfg
+            .spec
             .partitions
             .iter()
             .map(|p| {
@@ -205,7 +205,7 @@ impl Supervisor {
     }
 
     fn backfill_for(&mut self, p: u8) -> Option<u32> {
-        let max = self.cfg.backfill_max;
+        let max = self.cfg.spec.backfill_max;
         if max == 0 || self.backfill_refused {
             return None;
         }

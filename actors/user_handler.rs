@@ -16,7 +16,7 @@ use super::commit::{commit_with_retry, Job, StoreSlot};
 use crate::clock::now_ms;
 use crate::event::UserEvent;
 use crate::health::Health;
-use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store};
+use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store, StoreUrl};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,7 +48,7 @@ pub struct UserHandler {
 
 impl UserHandler {
     pub fn new(
-        url: String,
+        url: StoreUrl,
         store: Option<Box<dyn Store>>,
         health: Arc<Health>,
         retry: Duration,

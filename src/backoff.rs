@@ -73,8 +73,8 @@ impl FailureClass {
     }
 }
 
-/// The delays of each class. All numbers are configurable (see
-/// `daemon_settings.rs`); [`Default`] gives X's guidance.
+/// The delays of each class. All numbers are configurable (`[backoff]`,
+/// `src/settings/file.rs`); [`Default`] gives X's guidance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackoffPolicy {
     /// A connection that lasted at least this long is stable: it resets the

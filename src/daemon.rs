@@ -7,29 +7,23 @@
 //! per partition, a [`Router`], and a status handler and a user handler that
 //! each own their store connection.
 //!
-//! # Errors and exit codes
-//! [`run`] returns an `anyhow::Error` whose root is a
-//! [`ConfigErrors`](crate::settings::ConfigErrors) for a configuration
-//! problem (exit 1) or a [`StoreError`](crate::store::StoreError) / I/O
-//! error otherwise (exit 2).
+//! Both take a checked [`Plan`](crate::settings::Plan): a configuration
+//! problem is found before anything starts.
 
 pub mod bench;
 
-use crate::actors::partition::StreamSpec;
 use crate::actors::router::{Drain, Router};
 use crate::actors::status_handler::StatusHandler;
 use crate::actors::supervisor::{Shutdown, Supervisor, SupervisorConfig};
 use crate::actors::user_handler::UserHandler;
 use crate::clock::now_ms;
-use crate::daemon_settings::{DaemonSettings, Secret};
 use crate::deadletter::DeadLetter;
 use crate::health::{Health, LinkState};
 use crate::limiter::ConnectLimiter;
-use crate::settings::ConfigErrors;
-use crate::store::{self, HandlerKind, Store};
+use crate::settings::{ConfigErrors, LogFormat, Plan, Secret, Settings};
+use crate::store::{self, HandlerKind, Store, StoreUrl};
 use actix::prelude::*;
 use anyhow::Context as _;
-use base64::Engine as _;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -71,122 +65,86 @@ impl Daemon {
     /// enabled, the HTTP endpoints.
     ///
     /// # Errors
-    /// [`ConfigErrors`] for a bad configuration; the store's error when it
-    /// cannot be opened; the bind error of the HTTP endpoint.
-    pub async fn start(settings: DaemonSettings, password: Secret) -> anyhow::Result<Daemon> {
-        let problems = settings.validate_without_password();
-        if !problems.is_empty() {
-            return Err(ConfigErrors(problems).into());
-        }
-        let url = settings.store.url.clone();
+    /// The store's error when it cannot be opened; the bind error of the HTTP
+    /// endpoint.
+    pub async fn start(plan: Plan) -> anyhow::Result<Daemon> {
+        let url = plan.store.url.clone();
         // On a plain thread: the synchronous PostgreSQL client must not run
         // inside the async runtime.
-        let open = || store::open(&url).with_context(|| format!("opening the store {}", store::redact_url(&url)));
+        let open = || store::open_url(&url).with_context(|| format!("opening the store {url}"));
         let (status_store, user_store) =
             std::thread::scope(|s| s.spawn(|| Ok::<_, anyhow::Error>((open()?, open()?))).join())
                 .map_err(|_| anyhow::anyhow!("opening the store panicked"))??;
-        Daemon::start_with_stores(settings, password, status_store, user_store).await
+        Daemon::start_with_stores(plan, status_store, user_store).await
     }
 
     /// [`Daemon::start`] with the two handlers' store connections given
     /// (another [`Store`] implementation, a benchmark's). A connection that
-    /// fails with an I/O error is reopened from `store.url`.
+    /// fails with an I/O error is reopened from the plan's store URL.
     ///
     /// # Errors
     /// As [`Daemon::start`].
     pub async fn start_with_stores(
-        settings: DaemonSettings,
-        password: Secret,
+        plan: Plan,
         mut status_store: Box<dyn Store>,
         user_store: Box<dyn Store>,
     ) -> anyhow::Result<Daemon> {
-        let problems = settings.validate_without_password();
-        if !problems.is_empty() {
-            return Err(ConfigErrors(problems).into());
-        }
-        for w in settings.rule_problems() {
-            // `complyd run` refuses these; tests and benchmarks use them.
-            tracing::warn!(warning = %w, "Configuration against X's rules");
-        }
-        for w in settings.warnings() {
+        for w in &plan.warnings {
             tracing::warn!(warning = %w, "Configuration warning");
         }
-        let url = settings.store.url.clone();
+        let url = plan.store.url.clone();
         let last_byte_ms = std::thread::scope(|s| s.spawn(|| stored_last_bytes(status_store.as_mut())).join())
             .map_err(|_| anyhow::anyhow!("reading the stored positions panicked"))??;
-        let partitions = settings.stream.partitions.clone();
-        let health = Arc::new(Health::new(&partitions));
-        let dead_letter = Arc::new(Mutex::new(DeadLetter::new(settings.dead_letter_path())));
-        let retry = Duration::from_millis(settings.handlers.commit_retry_ms);
+        let stream = Arc::new(plan.stream);
+        let health = Arc::new(Health::new(&stream.partitions));
+        let dead_letter = Arc::new(Mutex::new(DeadLetter::new(plan.store.dead_letter.clone())));
+        let h = plan.handlers;
 
         let slot = Arc::new(Mutex::new(Some(status_store)));
-        let (h, u) = (health.clone(), url.clone());
+        let (hl, u, retry) = (health.clone(), url.clone(), h.commit_retry);
         let status = SyncArbiter::start(1, move || {
             let store = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            StatusHandler::new(u.clone(), store, h.clone(), retry)
+            StatusHandler::new(u.clone(), store, hl.clone(), retry)
         });
         let slot = Arc::new(Mutex::new(Some(user_store)));
-        let (h, u, max_users) = (health.clone(), url.clone(), settings.handlers.maintain_max_users);
+        let (hl, u, max_users) = (health.clone(), url.clone(), h.maintain_max_users);
         let user = SyncArbiter::start(1, move || {
             let store = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-            UserHandler::new(u.clone(), store, h.clone(), retry, max_users)
+            UserHandler::new(u.clone(), store, hl.clone(), retry, max_users)
         });
-        let router = Router::new(
-            status,
-            user,
-            settings.handlers.in_flight * settings.batch.max_events,
-            health.clone(),
-            Duration::from_millis(settings.handlers.maintain_interval_ms),
-        )
-        .start();
+        let router = Router::new(status, user, h.queue_events, health.clone(), h.maintain_interval).start();
 
         // The endpoints first: a port already taken fails the start before
         // any connection is made.
-        let http = if settings.http.enabled {
-            let token = settings.http.admin_token().map_err(|e| ConfigErrors(vec![e]))?;
-            if token.is_some() {
-                tracing::info!("Admin endpoint /v1/admin/explain is on (bearer token configured)");
+        let http = match &plan.http {
+            Some(http) => {
+                if http.admin_token.is_some() {
+                    tracing::info!("Admin endpoint /v1/admin/explain is on (bearer token configured)");
+                }
+                Some(crate::http::start(http, &url, health.clone())?)
             }
-            Some(crate::http::start(&settings.http, &url, token, health.clone())?)
-        } else {
-            None
+            None => None,
         };
-        let arbiters: Vec<Arbiter> = (0..settings.stream.threads.max(1)).map(|_| Arbiter::new()).collect();
-        let credentials = format!("{}:{}", settings.stream.username, password.expose());
-        let spec = Arc::new(StreamSpec {
-            settings: settings.stream.clone(),
-            authorization: format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)),
-            connect_timeout: Duration::from_millis(settings.stream.connect_timeout_ms),
-            idle_timeout: Duration::from_millis(settings.stream.idle_timeout_ms),
-            max_line: settings.stream.max_line_bytes,
-            batch_max: settings.batch.max_events,
-            linger: Duration::from_millis(settings.batch.linger_ms),
-        });
-        let l = &settings.limiter;
+        let arbiters: Vec<Arbiter> = (0..stream.threads.max(1)).map(|_| Arbiter::new()).collect();
+        let l = &plan.limiter;
         let supervisor = Supervisor::new(SupervisorConfig {
-            partitions,
-            spec,
-            policy: settings.backoff.policy(),
-            intensity: settings.restart.intensity(),
-            limiter: ConnectLimiter::new(
-                l.max_requests,
-                Duration::from_millis(l.window_ms),
-                Duration::from_millis(l.margin_ms),
-            ),
-            backfill_max: settings.stream.backfill_minutes,
+            spec: stream.clone(),
+            policy: plan.backoff,
+            intensity: plan.restart,
+            limiter: ConnectLimiter::new(l.max_requests, l.window, l.margin),
             last_byte_ms,
             arbiters: arbiters.iter().map(Arbiter::handle).collect(),
             router: router.clone(),
             health: health.clone(),
             dead_letter: dead_letter.clone(),
-            limiter_state: Some(settings.limiter_state_path()),
+            limiter_state: Some(l.state_file.clone()),
         })
         .start();
 
         tracing::info!(
-            store = %store::redact_url(&url),
-            partitions = ?settings.stream.partitions,
-            stream = %crate::actors::partition::redact_query(&settings.stream.partition_url(1, None)),
+            store = %url,
+            partitions = ?stream.partitions,
+            stream = %crate::actors::partition::redact_query(&stream.partition_url(1, None)),
             http = ?http.as_ref().map(|h| h.1),
             "Daemon started"
         );
@@ -196,7 +154,7 @@ impl Daemon {
             health,
             http,
             arbiters,
-            shutdown_timeout: Duration::from_millis(settings.shutdown.timeout_ms),
+            shutdown_timeout: plan.shutdown_timeout,
             dead_letter,
             started: Instant::now(),
         })
@@ -328,18 +286,12 @@ pub async fn wait_for_signal() -> anyhow::Result<&'static str> {
 /// `shutdown.timeout_ms`, 9 s by default).
 ///
 /// # Errors
-/// [`ConfigErrors`] (exit 1) for a configuration problem, including a
-/// missing password; a store or bind error (exit 2).
-pub fn run(settings: DaemonSettings) -> anyhow::Result<()> {
+/// A store or bind error.
+pub fn run(plan: Plan) -> anyhow::Result<()> {
     install_panic_hook();
-    let problems = settings.validate();
-    if !problems.is_empty() {
-        return Err(ConfigErrors(problems).into());
-    }
-    let password = settings.stream.password().map_err(|e| ConfigErrors(vec![e]))?;
     let system = actix_rt::System::new();
     let res = system.block_on(async move {
-        let daemon = Daemon::start(settings, password).await?;
+        let daemon = Daemon::start(plan).await?;
         let signal = wait_for_signal().await?;
         tracing::info!(signal, "Signal received: stopping the streams and committing what is in flight");
         let report = daemon.shutdown().await;
@@ -386,7 +338,7 @@ impl Default for DemoArgs {
 }
 
 /// The demo's configuration: daemon sections plus `[sim]`.
-fn demo_settings(path: Option<&Path>) -> anyhow::Result<(DaemonSettings, crate::sim::SimConfig)> {
+fn demo_settings(path: Option<&Path>) -> anyhow::Result<(Settings, crate::sim::SimConfig)> {
     let path = path.map(Path::to_path_buf).or_else(|| {
         let p = PathBuf::from("config/demo.toml");
         p.exists().then_some(p)
@@ -402,17 +354,12 @@ fn demo_settings(path: Option<&Path>) -> anyhow::Result<(DaemonSettings, crate::
         Some(v) => v.try_into().map_err(|e| ConfigErrors(vec![format!("[sim]: {e}")]))?,
         None => crate::sim::SimConfig { rate: 2000.0, ..crate::sim::SimConfig::default() },
     };
-    let tree = serde_json::to_value(table).map_err(|e| ConfigErrors(vec![format!("demo config: {e}")]))?;
-    let daemon = match DaemonSettings::from_tree(tree) {
-        (s, p) if p.is_empty() => s,
-        (_, p) => return Err(ConfigErrors(p).into()),
-    };
-    Ok((daemon, sim))
+    Ok((Settings::from_table(table)?, sim))
 }
 
 /// Counts the posts visible everywhere.
-fn visible_posts(url: &str) -> anyhow::Result<u64> {
-    let mut s = store::open(url)?;
+fn visible_posts(url: &StoreUrl) -> anyhow::Result<u64> {
+    let mut s = store::open_url(url)?;
     crate::commands::export(s.as_mut(), None, std::io::sink()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -427,10 +374,10 @@ fn visible_posts(url: &str) -> anyhow::Result<u64> {
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     install_panic_hook();
     let (mut settings, mut sim_cfg) = demo_settings(args.config.as_deref())?;
-    crate::logging::init(Some(&settings.log), crate::daemon_settings::LogFormat::Human, "info");
+    crate::logging::init(Some(&settings.log), LogFormat::Human, "info");
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
-    let db = args.dir.join("complyd.db");
-    settings.store.url = format!("sqlite:{}", db.display());
+    let db = StoreUrl::sqlite(args.dir.join("complyd.db"));
+    settings.store.url = db.to_string();
     settings.store.dead_letter = Some(args.dir.join("deadletter.jsonl"));
     if let Some(r) = args.rate {
         sim_cfg.rate = r;
@@ -441,11 +388,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     sim_cfg.listen = "127.0.0.1:0".into();
     // The simulator is new each time: its connection budget is untouched, so
     // the requests of an earlier demo do not count.
-    let _ = std::fs::remove_file(settings.limiter_state_path());
     let password = Secret::new(sim_cfg.password.clone());
     settings.stream.username = sim_cfg.username.clone();
     settings.stream.account = sim_cfg.account.clone();
     settings.stream.label = sim_cfg.label.clone();
+    // Checked now, before anything is written; the stream URL is the
+    // simulator's once it listens.
+    let store = settings.plan_with_password(password.clone())?.store;
 
     // The dataset the events refer to.
     let posts_file = args.dir.join("posts.jsonl");
@@ -457,22 +406,26 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
         w.flush()?;
     }
-    let mut st = store::open(&settings.store.url)?;
-    let mut dl = DeadLetter::new(settings.dead_letter_path());
+    let mut st = store::open_url(&store.url)?;
+    let mut dl = DeadLetter::new(store.dead_letter.clone());
     let imported = crate::commands::import(st.as_mut(), &mut dl, &[posts_file.display().to_string()])
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     drop(st);
     drop(dl);
-    let visible_before = visible_posts(&settings.store.url)?;
+    let visible_before = visible_posts(&db)?;
     println!("complyd demo: {imported}");
-    println!("complyd demo: {visible_before} posts visible; store {} (Ctrl-C stops)", settings.store.url);
+    println!("complyd demo: {visible_before} posts visible; store {db} (Ctrl-C stops)");
 
     let system = actix_rt::System::new();
     let res = system.block_on(async move {
         let sim = crate::sim::start(sim_cfg.clone()).await.context("starting the simulator")?;
         settings.stream.url =
             format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
-        let daemon = Daemon::start(settings.clone(), password).await?;
+        let plan = settings.plan_with_password(password)?;
+        // The simulator is new each time: its connection budget is untouched,
+        // so the requests of an earlier demo do not count.
+        let _ = std::fs::remove_file(&plan.limiter.state_file);
+        let daemon = Daemon::start(plan).await?;
         if let Some(a) = daemon.http_addr() {
             println!("complyd demo: simulator on http://{}, health on http://{a}/healthz", sim.addr());
         }
@@ -512,7 +465,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         sys.stop();
     }
     let (report, sim_stats, ran) = res?;
-    let visible_after = visible_posts(&format!("sqlite:{}", db.display()))?;
+    let visible_after = visible_posts(&db)?;
     println!(
         "complyd demo: stopped after {:.1} s ({}): {} events received, {} committed{}; simulator sent {}",
         ran.as_secs_f64(),
@@ -526,11 +479,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "complyd demo: posts visible before {visible_before}, now {visible_after} ({} hidden by compliance events)",
         visible_before.saturating_sub(visible_after)
     );
-    println!(
-        "complyd demo: try `complyd export --db sqlite:{}` or `complyd check --db sqlite:{} ID`",
-        db.display(),
-        db.display()
-    );
+    println!("complyd demo: try `complyd export --db {db}` or `complyd check --db {db} ID`");
     Ok(())
 }
 

@@ -15,11 +15,11 @@
 //! blocking threads (the store clients are synchronous).
 
 use crate::clock::now_ms;
-use crate::daemon_settings::{HttpSettings, Secret};
 use crate::event::{parse_id_str, Country, Id, EVENT_TYPES};
 use crate::health::{Health, LinkState, PartitionCounters, PartitionHealth};
 use crate::rules::visibility::{explain, visible, Facts};
-use crate::store::{self, Store, StoreError};
+use crate::settings::{HttpPlan, Secret};
+use crate::store::{self, Store, StoreError, StoreUrl};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context as _;
@@ -61,14 +61,14 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// Store connections for the query API, opened when needed.
 struct ReadPool {
-    url: String,
+    url: StoreUrl,
     idle: Mutex<Vec<Box<dyn Store>>>,
     keep: usize,
 }
 
 thread_local! {
     /// An SQLite read connection per HTTP worker thread (keyed by store URL).
-    static LOCAL: std::cell::RefCell<Option<(String, Box<dyn Store>)>> = const { std::cell::RefCell::new(None) };
+    static LOCAL: std::cell::RefCell<Option<(StoreUrl, Box<dyn Store>)>> = const { std::cell::RefCell::new(None) };
 }
 
 impl ReadPool {
@@ -83,11 +83,11 @@ impl ReadPool {
         self: &Arc<Self>,
         f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let res = if self.url.starts_with("sqlite:") {
+        let res = if matches!(self.url, StoreUrl::Sqlite(_)) {
             Ok(LOCAL.with(|slot| {
                 let mut slot = slot.borrow_mut();
                 if !slot.as_ref().is_some_and(|(url, _)| *url == self.url) {
-                    *slot = Some((self.url.clone(), store::open(&self.url)?));
+                    *slot = Some((self.url.clone(), store::open_url(&self.url)?));
                 }
                 let (_, conn) = slot.as_mut().expect("opened above");
                 let out = f(conn.as_mut());
@@ -102,7 +102,7 @@ impl ReadPool {
                 let taken = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
                 let mut conn = match taken {
                     Some(c) => c,
-                    None => store::open(&pool.url)?,
+                    None => store::open_url(&pool.url)?,
                 };
                 let out = f(conn.as_mut())?;
                 let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,15 +164,13 @@ struct HttpState {
 /// # Errors
 /// The address cannot be bound.
 pub fn start(
-    settings: &HttpSettings,
-    store_url: &str,
-    admin_token: Option<Secret>,
+    plan: &HttpPlan,
+    store_url: &StoreUrl,
     health: Arc<Health>,
 ) -> anyhow::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
-    let pool =
-        Arc::new(ReadPool { url: store_url.to_owned(), idle: Mutex::new(Vec::new()), keep: settings.read_connections });
-    let state = HttpState { health, metrics: metrics_handle(), pool, admin_token };
-    let query = settings.query;
+    let pool = Arc::new(ReadPool { url: store_url.clone(), idle: Mutex::new(Vec::new()), keep: plan.read_connections });
+    let state = HttpState { health, metrics: metrics_handle(), pool, admin_token: plan.admin_token.clone() };
+    let query = plan.query;
     let server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(web::Data::new(state.clone()))
@@ -193,11 +191,11 @@ pub fn start(
         }
         app
     })
-    .workers(settings.workers)
+    .workers(plan.workers)
     .disable_signals()
     .shutdown_timeout(1)
-    .bind(&settings.listen)
-    .with_context(|| format!("binding the HTTP endpoint to {} (http.listen)", settings.listen))?;
+    .bind(plan.listen)
+    .with_context(|| format!("binding the HTTP endpoint to {} (http.listen)", plan.listen))?;
     let addr = server.addrs().first().copied().context("the HTTP endpoint bound no address")?;
     let srv = server.run();
     let handle = srv.handle();

@@ -10,7 +10,6 @@ pub mod backoff;
 pub mod clock;
 pub mod commands;
 pub mod daemon;
-pub mod daemon_settings;
 pub mod deadletter;
 pub mod event;
 pub mod framing;

@@ -5,9 +5,9 @@
 //! never reach a field: the password and the admin token are [`Secret`]s
 //! that print as `***`, and store URLs are logged through `redact_url`.
 //!
-//! [`Secret`]: crate::daemon_settings::Secret
+//! [`Secret`]: crate::settings::Secret
 
-use crate::daemon_settings::{LogFormat, LogSettings};
+use crate::settings::{LogFormat, LogSettings};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};

@@ -4,10 +4,9 @@
 
 use clap::{Parser, Subcommand};
 use complyd::commands::{self, BatchType, Failure};
-use complyd::daemon_settings::{DaemonSettings, LogFormat};
 use complyd::deadletter::DeadLetter;
 use complyd::logging;
-use complyd::settings::{ConfigErrors, DEFAULT_CONFIG};
+use complyd::settings::{ConfigErrors, LogFormat, Settings, DEFAULT_CONFIG};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -156,49 +155,54 @@ fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Validate = cli.command {
         let shown = path.as_deref().map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
         let (settings, mut problems) =
-            DaemonSettings::load_lenient(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
-        problems.extend(settings.validate());
-        if problems.is_empty() {
-            for w in settings.warnings() {
-                println!("{shown}: warning: {w}");
+            Settings::load_lenient(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+        match settings.plan() {
+            Ok(plan) if problems.is_empty() => {
+                for w in &plan.warnings {
+                    println!("{shown}: warning: {w}");
+                }
+                println!("{shown}: ok");
+                return Ok(());
             }
-            println!("{shown}: ok");
-            return Ok(());
+            Ok(_) => {}
+            Err(e) => problems.extend(e.0),
         }
         return Err(Failure::Usage(format!("{shown}: {}", ConfigErrors(problems))));
     }
-    let settings = DaemonSettings::load(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let settings = Settings::load(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
     if let Command::Run = cli.command {
-        logging::init(Some(&settings.log), LogFormat::Json, "info");
-        return complyd::daemon::run(settings).map_err(daemon_failure);
+        let plan = settings.plan().map_err(|e| Failure::Usage(e.to_string()))?;
+        logging::init(Some(&plan.log), LogFormat::Json, "info");
+        return complyd::daemon::run(plan).map_err(daemon_failure);
     }
-    let url = cli.db.clone().unwrap_or_else(|| settings.store.url.clone());
-    let dead_letter = || DeadLetter::new(settings.store.dead_letter_for(&url));
+    let store = settings.store_plan(cli.db.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let url = &store.url;
+    let dead_letter = || DeadLetter::new(store.dead_letter.clone());
     // (the daemon's commands returned above)
     match cli.command {
         Command::Import { files } => {
-            let mut store = complyd::store::open(&url)?;
+            let mut store = complyd::store::open_url(url)?;
             let summary = commands::import(store.as_mut(), &mut dead_letter(), &files)?;
             eprintln!("{summary}");
         }
         Command::Replay { files } => {
-            let mut store = complyd::store::open(&url)?;
+            let mut store = complyd::store::open_url(url)?;
             let summary = commands::replay(store.as_mut(), &mut dead_letter(), &files)?;
             eprintln!("{summary}");
         }
         Command::ApplyBatch { kind, files } => {
-            let mut store = complyd::store::open(&url)?;
+            let mut store = complyd::store::open_url(url)?;
             let summary = commands::apply_batch(store.as_mut(), &mut dead_letter(), kind, &files)?;
             eprintln!("{summary}");
         }
         Command::Check { country, ids } => {
             let country = country.as_deref().map(commands::parse_country).transpose()?;
-            let mut store = complyd::store::open(&url)?;
+            let mut store = complyd::store::open_url(url)?;
             commands::check(store.as_mut(), country, &ids, &mut std::io::stdout().lock())?;
         }
         Command::Export { country } => {
             let country = country.as_deref().map(commands::parse_country).transpose()?;
-            let mut store = complyd::store::open(&url)?;
+            let mut store = complyd::store::open_url(url)?;
             let n = commands::export(store.as_mut(), country, std::io::stdout().lock())?;
             eprintln!("export: {n} posts");
         }

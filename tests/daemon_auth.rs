@@ -6,7 +6,7 @@ mod common;
 
 use common::daemon::*;
 use complyd::daemon::Daemon;
-use complyd::daemon_settings::Secret;
+use complyd::settings::Secret;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,7 +49,7 @@ async fn wrong_credentials_one_error_line_slow_retries_and_health_says_why() {
         let sim = complyd::sim::start(cfg.clone()).await.unwrap();
         let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
         s.backoff.config_retry_ms = 1_500;
-        let daemon = Daemon::start(s, Secret::new(WRONG)).await.unwrap();
+        let daemon = Daemon::start(plan(s, Secret::new(WRONG))).await.unwrap();
         let h = daemon.health().clone();
         let addr = daemon.http_addr().unwrap();
 

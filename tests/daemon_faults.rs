@@ -78,7 +78,7 @@ async fn every_fault_reconnects_after_its_policy_delay_and_loses_nothing() {
         s.limiter.margin_ms = 100;
         let url = s.store.url.clone();
         import_posts(&url, &d);
-        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
         // Stable connections: every later drop starts the counts afresh.
@@ -163,7 +163,7 @@ async fn a_429_backs_off_from_its_initial_delay_and_spends_the_window() {
         let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
         s.limiter.window_ms = WINDOW_MS;
         s.limiter.margin_ms = 100;
-        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
         tokio::time::sleep(Duration::from_millis(800)).await;
@@ -213,7 +213,7 @@ async fn eight_simultaneous_drops_never_draw_a_429() {
         s.limiter.margin_ms = 200;
         let url = s.store.url.clone();
         import_posts(&url, &d);
-        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
         for round in 1..=2u64 {
@@ -272,7 +272,7 @@ async fn past_the_restart_intensity_a_partition_is_failed_until_a_stable_connect
         s.restart.max_failures = 3;
         s.restart.window_ms = 10_000;
         s.restart.failed_retry_ms = 700;
-        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         let addr = daemon.http_addr().unwrap();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());

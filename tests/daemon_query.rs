@@ -32,7 +32,7 @@ fn example_store(url: &str, dir: &std::path::Path) {
 async fn example_setup(
     url: &str,
     partition: u8,
-) -> (tempfile::TempDir, complyd::sim::SimConfig, complyd::sim::SimHandle, complyd::daemon_settings::DaemonSettings) {
+) -> (tempfile::TempDir, complyd::sim::SimConfig, complyd::sim::SimHandle, complyd::settings::Settings) {
     let dir = tempdir();
     let d = path(&dir);
     let cfg = sim_config(&d, 100.0);
@@ -90,7 +90,7 @@ async fn the_query_api_answers_visibility_and_nothing_more(url: &str) {
         let (_dir, cfg, sim, mut s) = example_setup(url, 1).await;
         std::env::set_var("COMPLYD_TEST_QUERY_ADMIN_TOKEN", TOKEN);
         s.http.admin_token_env = "COMPLYD_TEST_QUERY_ADMIN_TOKEN".into();
-        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let addr = daemon.http_addr().unwrap();
 
         // One post: visible, hidden, and not stored at all.
@@ -190,7 +190,7 @@ async fn the_admin_endpoint_is_off_without_a_token_and_the_api_can_be_off() {
     init_logs();
     tokio::time::timeout(Duration::from_secs(60), async {
         let (_dir, cfg, sim, mut s) = example_setup("", 2).await;
-        let daemon = Daemon::start(s.clone(), password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s.clone(), password(&cfg))).await.unwrap();
         let addr = daemon.http_addr().unwrap();
         let (status, body) = get_with(addr, "/v1/admin/explain/1004", Some("Bearer anything")).await;
         assert_eq!(status, 404, "{body}");
@@ -199,7 +199,7 @@ async fn the_admin_endpoint_is_off_without_a_token_and_the_api_can_be_off() {
 
         s.http.query = false;
         s.stream.partitions = vec![3];
-        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let addr = daemon.http_addr().unwrap();
         assert_eq!(http_get(addr, "/v1/posts/1001").await.0, 404);
         assert_eq!(http_get(addr, "/healthz").await.0, 200);

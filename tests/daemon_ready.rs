@@ -22,7 +22,7 @@ async fn readyz_flips_when_the_simulator_refuses_connections_and_back() {
         s.stream.partitions = vec![1, 2];
         s.restart.max_failures = 2;
         s.restart.failed_retry_ms = 2_000;
-        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         let addr = daemon.http_addr().unwrap();
 

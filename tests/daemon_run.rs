@@ -5,7 +5,7 @@
 mod common;
 
 use common::daemon::*;
-use complyd::daemon_settings::DaemonSettings;
+use complyd::settings::Settings;
 use std::time::{Duration, Instant};
 
 #[actix_rt::test]
@@ -27,10 +27,12 @@ async fn run_stops_cleanly_on_sigterm() {
         std::fs::write(&pw, format!("{}\n", cfg.password)).unwrap();
         s.stream.password_file = Some(pw);
         let url = s.store.url.clone();
+        // The strict plan `complyd run` takes: X's rules enforced, the password read from its file.
+        let plan = s.plan().expect("a configuration within X's rules");
 
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(complyd::daemon::run(s).map_err(|e| format!("{e:#}")));
+            let _ = tx.send(complyd::daemon::run(plan).map_err(|e| format!("{e:#}")));
         });
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut up = false;
@@ -72,11 +74,10 @@ async fn run_stops_cleanly_on_sigterm() {
 
 #[test]
 fn run_refuses_a_missing_password_as_a_configuration_error() {
-    let mut s = DaemonSettings::default();
+    let mut s = Settings::default();
     s.stream.account = "acme".into();
     s.stream.username = "ops@acme.example".into();
     s.stream.password_env = "COMPLYD_TEST_SURELY_UNSET_PASSWORD".into();
-    let err = complyd::daemon::run(s).unwrap_err();
-    let problems = err.downcast_ref::<complyd::settings::ConfigErrors>().expect("a ConfigErrors");
+    let problems = s.plan().unwrap_err();
     assert!(problems.0.iter().any(|p| p.contains("COMPLYD_TEST_SURELY_UNSET_PASSWORD")), "{problems:?}");
 }

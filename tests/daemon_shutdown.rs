@@ -32,7 +32,7 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
         let url = s.store.url.clone();
         import_posts(&url, &d);
 
-        let first = Daemon::start(s.clone(), password(&cfg)).await.unwrap();
+        let first = Daemon::start(plan(s.clone(), password(&cfg))).await.unwrap();
         let h1 = first.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h1)).await, "{}", h1.report());
         tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -53,7 +53,7 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
         }
 
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let second = Daemon::start(s, password(&cfg)).await.unwrap();
+        let second = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h2 = second.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h2)).await, "{}", h2.report());
         tokio::time::sleep(Duration::from_millis(1_500)).await;

@@ -25,7 +25,7 @@ async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
         let url = s.store.url.clone();
         let db = d.join("daemon.db");
         import_posts(&url, &d);
-        let daemon = Daemon::start(s, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
         tokio::time::sleep(Duration::from_millis(1_000)).await;

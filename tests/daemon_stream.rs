@@ -22,7 +22,7 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
         let settings = daemon_settings(&sim, &cfg, &d, "daemon.db");
         let url = settings.store.url.clone();
         import_posts(&url, &d);
-        let daemon = Daemon::start(settings, password(&cfg)).await.unwrap();
+        let daemon = Daemon::start(plan(settings, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
 
@@ -116,12 +116,11 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
     .expect("the test timed out");
 }
 
-#[actix_rt::test]
-async fn a_bad_config_lists_every_problem() {
-    let mut s = complyd::daemon_settings::DaemonSettings::default();
+#[test]
+fn a_bad_config_lists_every_problem() {
+    let mut s = complyd::settings::Settings::default();
     s.stream.partitions = vec![9];
-    let err = Daemon::start(s, complyd::daemon_settings::Secret::new("x")).await.err().unwrap();
-    let msg = format!("{err:#}");
+    let err = s.plan_with_password(complyd::settings::Secret::new("x")).unwrap_err();
+    let msg = err.to_string();
     assert!(msg.contains("stream.username") && msg.contains("9 is not a partition"), "{msg}");
-    assert!(err.downcast_ref::<complyd::settings::ConfigErrors>().is_some());
 }

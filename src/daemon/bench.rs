@@ -201,13 +201,13 @@ fn process_cpu_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn bench_settings(
+fn bench_plan(
     dir: &Path,
     name: &str,
     sim: &crate::sim::SimHandle,
     sim_cfg: &crate::sim::SimConfig,
-) -> DaemonSettings {
-    let mut s = DaemonSettings::default();
+) -> anyhow::Result<Plan> {
+    let mut s = Settings::default();
     let db = dir.join(format!("{name}.db"));
     // A fresh store and simulator each run: forget the connection requests
     // of earlier runs too (the limiter keeps them beside the store).
@@ -237,7 +237,7 @@ fn bench_settings(
     if let Some(n) = knob("COMPLYD_BENCH_MAX_EVENTS") {
         s.batch.max_events = n;
     }
-    s
+    Ok(s.plan_with_password(Secret::new(sim_cfg.password.clone()))?)
 }
 
 /// Peak resident memory (MB) and peak size of the store's WAL files (MB, all
@@ -321,8 +321,7 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
         // 2. End to end at full rate, with the memory peak.
         {
             let sim = crate::sim::start(unlimited.clone()).await?;
-            let s = bench_settings(&args.dir, "full", &sim, &unlimited);
-            let d = Daemon::start(s, Secret::new(unlimited.password.clone())).await?;
+            let d = Daemon::start(bench_plan(&args.dir, "full", &sim, &unlimited)?).await?;
             tokio::time::sleep(warmup).await;
             let db = args.dir.join("full.db");
             let before = d.health().committed();
@@ -376,14 +375,8 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
         // 2b. The pipeline alone: the same, with a store that keeps nothing.
         if args.pipeline {
             let sim = crate::sim::start(unlimited.clone()).await?;
-            let s = bench_settings(&args.dir, "null", &sim, &unlimited);
-            let d = Daemon::start_with_stores(
-                s,
-                Secret::new(unlimited.password.clone()),
-                Box::new(NullStore),
-                Box::new(NullStore),
-            )
-            .await?;
+            let plan = bench_plan(&args.dir, "null", &sim, &unlimited)?;
+            let d = Daemon::start_with_stores(plan, Box::new(NullStore), Box::new(NullStore)).await?;
             tokio::time::sleep(warmup).await;
             let before = d.health().committed();
             let t = Instant::now();
@@ -397,8 +390,7 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
         if args.latency_rate > 0.0 {
             let cfg = crate::sim::SimConfig { rate: args.latency_rate, ..unlimited.clone() };
             let sim = crate::sim::start(cfg.clone()).await?;
-            let s = bench_settings(&args.dir, "latency", &sim, &cfg);
-            let d = Daemon::start(s, Secret::new(cfg.password.clone())).await?;
+            let d = Daemon::start(bench_plan(&args.dir, "latency", &sim, &cfg)?).await?;
             tokio::time::sleep(warmup).await;
             d.health().latency.reset();
             tokio::time::sleep(secs).await;

@@ -4,10 +4,10 @@
 //! bounded.
 
 use complyd::daemon::Daemon;
-use complyd::daemon_settings::{DaemonSettings, Secret};
 use complyd::deadletter::DeadLetter;
 use complyd::event::{parse_line, EventKind, Message, StatusEvent};
 use complyd::health::{Health, LinkState};
+use complyd::settings::{Plan, Secret, Settings};
 use complyd::sim::{Fault, FaultKind, SimConfig, SimHandle};
 use complyd::store;
 use std::collections::BTreeSet;
@@ -47,8 +47,8 @@ pub fn sim_config(dir: &Path, rate: f64) -> SimConfig {
 
 /// Daemon settings for tests: short timeouts and delays, no jitter (delays
 /// are exact), the real 10-per-60 s connection limiter.
-pub fn daemon_settings(sim: &SimHandle, cfg: &SimConfig, dir: &Path, db: &str) -> DaemonSettings {
-    let mut s = DaemonSettings::default();
+pub fn daemon_settings(sim: &SimHandle, cfg: &SimConfig, dir: &Path, db: &str) -> Settings {
+    let mut s = Settings::default();
     s.stream.url =
         format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
     s.stream.account = cfg.account.clone();
@@ -83,6 +83,12 @@ pub fn daemon_settings(sim: &SimHandle, cfg: &SimConfig, dir: &Path, db: &str) -
 
 pub fn password(cfg: &SimConfig) -> Secret {
     Secret::new(cfg.password.clone())
+}
+
+/// The plan a test daemon runs on (X's rules only warn: tests use short
+/// timeouts).
+pub fn plan(s: Settings, password: Secret) -> Plan {
+    s.plan_with_password(password).expect("a valid test configuration")
 }
 
 /// Imports the simulator's posts dataset into the store at `url`.

@@ -1,0 +1,155 @@
+//! Where a store lives: [`StoreUrl`], parsed once from `store.url` or
+//! `--db`, and [`redact_url`], the only form of a URL that reaches a log.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A parsed store URL: `sqlite:PATH` (also `sqlite://PATH`) or
+/// `postgres://...` (also `postgresql://...`). Its `Display` is the redacted
+/// form: no password ever prints.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    /// The whole URL, as the PostgreSQL client takes it.
+    Postgres(String),
+}
+
+/// Why a string is not a store URL (the URL shown is redacted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadStoreUrl {
+    #[error("{0:?} is not sqlite:PATH or postgres://...")]
+    Scheme(String),
+    #[error("{0:?} has no path after sqlite:")]
+    NoPath(String),
+}
+
+impl StoreUrl {
+    /// Parses `sqlite:PATH` or `postgres://...`.
+    ///
+    /// # Errors
+    /// [`BadStoreUrl`] for any other form or an empty SQLite path.
+    pub fn parse(url: &str) -> Result<StoreUrl, BadStoreUrl> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err(BadStoreUrl::NoPath(url.to_owned()));
+            }
+            return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(StoreUrl::Postgres(url.to_owned()));
+        }
+        Err(BadStoreUrl::Scheme(redact_url(url)))
+    }
+
+    /// The SQLite store at `path`.
+    pub fn sqlite(path: impl AsRef<Path>) -> StoreUrl {
+        StoreUrl::Sqlite(path.as_ref().to_path_buf())
+    }
+
+    /// A file kept beside the store: `PATH.<suffix>` for SQLite, else
+    /// `complyd.<suffix>` in the working directory.
+    pub fn beside(&self, suffix: &str) -> PathBuf {
+        match self {
+            StoreUrl::Sqlite(path) => {
+                let mut p = path.clone().into_os_string();
+                p.push(".");
+                p.push(suffix);
+                PathBuf::from(p)
+            }
+            StoreUrl::Postgres(_) => PathBuf::from(format!("complyd.{suffix}")),
+        }
+    }
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = BadStoreUrl;
+    fn from_str(s: &str) -> Result<StoreUrl, BadStoreUrl> {
+        StoreUrl::parse(s)
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    /// The redacted form, safe for logs and error messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            StoreUrl::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({self})")
+    }
+}
+
+/// A URL safe to log: any `user:password@` part is replaced by `***@`, and
+/// the value of a `password` query parameter
+/// (`postgres://host/db?password=...`) by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &base[..s + 3], &base[at..]),
+        _ => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_url_never_holds_a_password() {
+        for (url, want) in [
+            ("postgres://complyd:s3cret@db/complyd", "postgres://***@db/complyd"),
+            (
+                "postgres://db/complyd?sslmode=require&password=s3cret",
+                "postgres://db/complyd?sslmode=require&password=***",
+            ),
+            ("postgres://u:s3cret@db/x?PASSWORD=s3cret&options=-c", "postgres://***@db/x?PASSWORD=***&options=-c"),
+            ("sqlite:complyd.db", "sqlite:complyd.db"),
+        ] {
+            assert_eq!(redact_url(url), want);
+            assert!(!redact_url(url).contains("s3cret"));
+            if let Ok(parsed) = StoreUrl::parse(url) {
+                assert_eq!(parsed.to_string(), want);
+                assert!(!format!("{parsed:?}").contains("s3cret"));
+            }
+        }
+    }
+
+    #[test]
+    fn both_forms_parse_and_others_are_refused_without_the_password() {
+        assert_eq!(StoreUrl::parse("sqlite:a/b.db"), Ok(StoreUrl::sqlite("a/b.db")));
+        assert_eq!(StoreUrl::parse("sqlite:///tmp/x.db"), Ok(StoreUrl::sqlite("/tmp/x.db")));
+        assert!(matches!(StoreUrl::parse("postgresql://h/db"), Ok(StoreUrl::Postgres(_))));
+        assert_eq!(StoreUrl::parse("sqlite:"), Err(BadStoreUrl::NoPath("sqlite:".into())));
+        let e = StoreUrl::parse("mysql://u:s3cret@h/db").unwrap_err().to_string();
+        assert!(e.contains("mysql://***@h/db") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn files_beside_the_store() {
+        assert_eq!(StoreUrl::sqlite("d/x.db").beside("deadletter.jsonl"), PathBuf::from("d/x.db.deadletter.jsonl"));
+        assert_eq!(
+            StoreUrl::parse("postgres://h/db").unwrap().beside("connections.json"),
+            PathBuf::from("complyd.connections.json")
+        );
+    }
+}
