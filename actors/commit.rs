@@ -4,7 +4,7 @@
 //! batch's position is not committed either, so the gap stays known).
 
 use crate::health::{HandlerCounters, Health};
-use crate::store::{self, ApplyStats, HandlerKind, Position, Store, StoreError, StoreUrl, Timed};
+use crate::store::{self, ApplyStats, ErrorKind, HandlerKind, Position, Store, StoreError, StoreUrl, Timed};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,26 @@ pub struct Job<E> {
     pub events: Vec<Timed<E>>,
     pub positions: Vec<Position>,
     pub parts: Vec<PartInfo>,
+}
+
+/// Why a handler answered without committing.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The daemon is shutting down and the store still failed: the batch and
+    /// its positions are not committed.
+    #[error("given up during the shutdown after {attempts} attempts ({kind}): {source}", kind = source.kind().as_str())]
+    GaveUp {
+        attempts: u32,
+        #[source]
+        source: StoreError,
+    },
+    /// A store operation that is not retried here (a maintenance pass: the
+    /// next one starts over).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The handler stopped (its mailbox is closed).
+    #[error("the handler is gone: {0}")]
+    Gone(#[from] actix::MailboxError),
 }
 
 /// A handler's own store connection, opened lazily (again after a failure
@@ -70,7 +90,7 @@ pub fn commit_with_retry(
     positions: &[Position],
     parts: &[PartInfo],
     mut apply: impl FnMut(&mut dyn Store) -> Result<ApplyStats, StoreError>,
-) -> Result<ApplyStats, String> {
+) -> Result<ApplyStats, HandlerError> {
     let events: usize = parts.iter().map(|p| p.events).sum();
     let partitions: Vec<u8> = positions.iter().map(|p| p.partition).collect();
     let counters: &HandlerCounters = match kind {
@@ -123,25 +143,34 @@ pub fn commit_with_retry(
             Err(e) => {
                 counters.commit_errors.fetch_add(1, Relaxed);
                 metrics::counter!("complyd_store_errors_total", "handler" => kind.as_str()).increment(1);
-                let msg = e.to_string();
+                let error_kind = e.kind();
                 if attempts == 1 {
+                    let msg = e.to_string();
+                    let message = match error_kind {
+                        ErrorKind::Transient => "Store commit failed; reopening the connection and retrying (nothing is dropped, the streams wait)",
+                        ErrorKind::Conflict => "Store commit met another transaction; retrying (nothing is dropped, the streams wait)",
+                        ErrorKind::Refused | ErrorKind::Config => "Store refuses the commit: an operator must act; retrying meanwhile (nothing is dropped, the streams wait)",
+                    };
                     tracing::error!(
                         handler = kind.as_str(),
                         partitions = ?partitions,
                         events,
                         error = %msg,
+                        error_kind = error_kind.as_str(),
                         retry_ms = retry.as_millis() as u64,
-                        "Store commit failed; retrying (nothing is dropped, the streams wait)"
+                        "{message}"
                     );
-                    health.set_store_error(Some(msg.clone()));
+                    health.set_store_error(Some(msg));
                 } else if let Some(suppressed) = crate::logging::allow(&format!("commit-again:{}", kind.as_str())) {
-                    tracing::warn!(handler = kind.as_str(), attempts, error = %msg, suppressed, "Store commit failed again; still retrying");
+                    tracing::warn!(handler = kind.as_str(), attempts, error = %e, error_kind = error_kind.as_str(), suppressed, "Store commit failed again; still retrying");
                 }
-                if matches!(e, StoreError::Io(_)) {
+                // The retry policy: a failed connection is reopened; a
+                // conflict or a refusal is tried again on the same one.
+                if error_kind == ErrorKind::Transient {
                     slot.reset();
                 }
                 if health.shutting_down.load(Relaxed) && attempts >= 2 {
-                    return Err(msg);
+                    return Err(HandlerError::GaveUp { attempts, source: e });
                 }
                 // Sleep in small steps so that a shutdown is noticed.
                 let until = Instant::now() + retry;

@@ -16,7 +16,7 @@
 //! to with request/response `send`, never `do_send`: their mailboxes are
 //! unbounded, the lanes are what bounds them.
 
-use super::commit::{Job, PartInfo};
+use super::commit::{HandlerError, Job, PartInfo};
 use super::status_handler::{ApplyStatus, StatusHandler};
 use super::user_handler::{ApplyUser, Maintain, UserHandler};
 use crate::event::{StatusEvent, TimeMs, UserEvent};
@@ -62,16 +62,19 @@ impl Message for Drain {
 trait Sink<E>: 'static {
     /// Sends a job (enqueued at once, in call order) and resolves with its
     /// outcome.
-    fn submit(&self, job: Job<E>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, String>>>>;
+    fn submit(
+        &self,
+        job: Job<E>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, HandlerError>>>>;
 }
 
 impl Sink<StatusEvent> for Addr<StatusHandler> {
     fn submit(
         &self,
         job: Job<StatusEvent>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, String>>>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, HandlerError>>>> {
         let req = self.send(ApplyStatus { job });
-        Box::pin(async move { req.await.map_err(|e| e.to_string()).and_then(|r| r) })
+        Box::pin(async move { req.await.map_err(HandlerError::from).and_then(|r| r) })
     }
 }
 
@@ -79,9 +82,9 @@ impl Sink<UserEvent> for Addr<UserHandler> {
     fn submit(
         &self,
         job: Job<UserEvent>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, String>>>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, HandlerError>>>> {
         let req = self.send(ApplyUser { job });
-        Box::pin(async move { req.await.map_err(|e| e.to_string()).and_then(|r| r) })
+        Box::pin(async move { req.await.map_err(HandlerError::from).and_then(|r| r) })
     }
 }
 

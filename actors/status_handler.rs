@@ -7,7 +7,7 @@
 //! Talk to it only with `send(..).await` (its mailbox is unbounded; the
 //! router bounds what is in flight).
 
-use super::commit::{commit_with_retry, Job, StoreSlot};
+use super::commit::{commit_with_retry, HandlerError, Job, StoreSlot};
 use crate::event::StatusEvent;
 use crate::health::Health;
 use crate::store::{ApplyStats, HandlerKind, Store, StoreUrl};
@@ -24,7 +24,7 @@ pub struct ApplyStatus {
 impl Message for ApplyStatus {
     /// The transaction's effect; an error only when the daemon shuts down
     /// while the store keeps failing.
-    type Result = Result<ApplyStats, String>;
+    type Result = Result<ApplyStats, HandlerError>;
 }
 
 pub struct StatusHandler {
@@ -46,7 +46,7 @@ impl Actor for StatusHandler {
 }
 
 impl Handler<ApplyStatus> for StatusHandler {
-    type Result = Result<ApplyStats, String>;
+    type Result = Result<ApplyStats, HandlerError>;
 
     fn handle(&mut self, msg: ApplyStatus, _ctx: &mut Self::Context) -> Self::Result {
         let job = msg.job;

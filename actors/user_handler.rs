@@ -12,7 +12,7 @@
 //! Runs on its own thread (`SyncArbiter`, one thread). Talk to it only with
 //! `send(..).await`.
 
-use super::commit::{commit_with_retry, Job, StoreSlot};
+use super::commit::{commit_with_retry, HandlerError, Job, StoreSlot};
 use crate::clock::now_ms;
 use crate::event::UserEvent;
 use crate::health::Health;
@@ -28,7 +28,7 @@ pub struct ApplyUser {
 }
 
 impl Message for ApplyUser {
-    type Result = Result<ApplyStats, String>;
+    type Result = Result<ApplyStats, HandlerError>;
 }
 
 /// One bounded maintenance pass.
@@ -36,7 +36,7 @@ impl Message for ApplyUser {
 pub struct Maintain;
 
 impl Message for Maintain {
-    type Result = Result<MaintenanceStats, String>;
+    type Result = Result<MaintenanceStats, HandlerError>;
 }
 
 pub struct UserHandler {
@@ -63,7 +63,7 @@ impl Actor for UserHandler {
 }
 
 impl Handler<ApplyUser> for UserHandler {
-    type Result = Result<ApplyStats, String>;
+    type Result = Result<ApplyStats, HandlerError>;
 
     fn handle(&mut self, msg: ApplyUser, _ctx: &mut Self::Context) -> Self::Result {
         let job = msg.job;
@@ -80,10 +80,10 @@ impl Handler<ApplyUser> for UserHandler {
 }
 
 impl Handler<Maintain> for UserHandler {
-    type Result = Result<MaintenanceStats, String>;
+    type Result = Result<MaintenanceStats, HandlerError>;
 
     fn handle(&mut self, _: Maintain, _ctx: &mut Self::Context) -> Self::Result {
-        let store = self.store.get().map_err(|e| e.to_string())?;
-        store.maintain(now_ms(), self.maintain_max_users).map_err(|e| e.to_string())
+        let store = self.store.get()?;
+        Ok(store.maintain(now_ms(), self.maintain_max_users)?)
     }
 }

@@ -7,19 +7,23 @@ use crate::event::{parse_id_str, parse_line, Country, EventKind, Id, Message, St
 use crate::post::{parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
 use crate::rules::embedded;
 use crate::rules::visibility::visible;
-use crate::store::{ApplyStats, ImportStats, MaintenanceStats, Store, StoreError, Timed};
+use crate::settings::ConfigErrors;
+use crate::store::{ApplyStats, ErrorKind, ImportStats, MaintenanceStats, Store, StoreError, Timed};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 
 /// Events handed to the store per transaction.
 pub const BATCH: usize = 50_000;
 
-/// How a command failed: the exit status follows from it (1 usage or
-/// config, 2 I/O or store).
+/// How a command failed: the exit status follows from it. This is the one
+/// place errors become exit codes.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    /// What the user must fix in the command line or the configuration
+    /// (exit 1).
     #[error("{0}")]
     Usage(String),
+    /// What failed while working: I/O, a store, a socket (exit 2).
     #[error("{0:#}")]
     Io(anyhow::Error),
 }
@@ -33,11 +37,33 @@ impl Failure {
     }
 }
 
+impl From<ConfigErrors> for Failure {
+    fn from(e: ConfigErrors) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+/// The daemon's, the demo's and the simulator's errors: a configuration
+/// problem anywhere in the chain is a usage error, anything else a failure
+/// while working.
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        let config = e.chain().any(|c| {
+            c.is::<ConfigErrors>() || c.downcast_ref::<StoreError>().is_some_and(|s| s.kind() == ErrorKind::Config)
+        });
+        if config {
+            Failure::Usage(format!("{e:#}"))
+        } else {
+            Failure::Io(e)
+        }
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::BadUrl(_) | StoreError::Unsupported(_) => Failure::Usage(e.to_string()),
-            other => Failure::Io(anyhow::Error::new(other)),
+        match e.kind() {
+            ErrorKind::Config => Failure::Usage(e.to_string()),
+            ErrorKind::Transient | ErrorKind::Conflict | ErrorKind::Refused => Failure::Io(anyhow::Error::new(e)),
         }
     }
 }
@@ -445,13 +471,13 @@ pub fn export(store: &mut dyn Store, country: Option<Country>, out: impl Write) 
         } else {
             w.write_all(row.json.as_bytes())
         };
-        io.and_then(|_| w.write_all(b"\n")).map_err(|e| StoreError::Sink(e.to_string()))?;
+        io.and_then(|_| w.write_all(b"\n")).map_err(StoreError::Output)?;
         written += 1;
         Ok(())
     });
     match res {
         Ok(()) => {}
-        Err(StoreError::Sink(e)) if e.contains("Broken pipe") => return Ok(written),
+        Err(StoreError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(written),
         Err(e) => return Err(e.into()),
     }
     match w.flush() {

@@ -1,12 +1,14 @@
-//! `complyd`: the one binary. `main` returns an exit code; an error is
-//! printed once, with its chain, here at the top (0 success, 1 usage or
-//! config error, 2 I/O or store failure).
+//! `complyd`: the one binary. Each subcommand answers a
+//! [`Failure`](commands::Failure), which `main` prints once, with its chain,
+//! and turns into the exit code (0 success, 1 usage or configuration, 2 I/O
+//! or store failure; the rule is `Failure`'s, in `src/commands.rs`).
 
 use clap::{Parser, Subcommand};
 use complyd::commands::{self, BatchType, Failure};
 use complyd::deadletter::DeadLetter;
 use complyd::logging;
 use complyd::settings::{ConfigErrors, LogFormat, Settings, DEFAULT_CONFIG};
+use complyd::store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,16 +96,6 @@ enum Command {
     },
 }
 
-/// A configuration problem is a usage error (1); anything else (a store, a
-/// socket) an I/O failure (2).
-fn daemon_failure(e: anyhow::Error) -> Failure {
-    if e.chain().any(|c| c.is::<ConfigErrors>()) {
-        Failure::Usage(format!("{e:#}"))
-    } else {
-        Failure::Io(e)
-    }
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -124,91 +116,99 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    if !matches!(cli.command, Command::Run | Command::Demo { .. }) {
+    let Cli { db, config, command } = cli;
+    if !matches!(command, Command::Run | Command::Demo { .. }) {
         // Offline commands print their summary themselves; the log carries
         // warnings (COMPLYD_LOG=info shows more). `run` and `demo` set up
         // their logs from their config.
         logging::init(None, LogFormat::Human, "warn");
     }
-    if let Command::Sim { listen, seed, rate, record } = cli.command {
-        let args = complyd::sim::SimArgs { config: cli.config, listen, seed, rate, record };
-        return complyd::sim::main(args).map_err(|e| {
-            // A socket that cannot be bound is an I/O failure; anything else
-            // (a bad config, a bad flag) is a usage error.
-            if e.chain().any(|c| c.is::<std::io::Error>()) {
-                Failure::Io(e)
-            } else {
-                Failure::Usage(format!("{e:#}"))
-            }
-        });
-    }
-    if let Command::Demo { duration, dir, rate, seed } = cli.command {
-        let args = complyd::daemon::DemoArgs { config: cli.config, duration, dir, rate, seed, ..Default::default() };
-        return complyd::daemon::demo(args).map_err(daemon_failure);
-    }
-    // Every other command reads the one config file: --config, else
-    // config/complyd.toml when present, else the defaults; COMPLYD_* overrides.
-    let path = cli.config.clone().or_else(|| {
-        let p = PathBuf::from(DEFAULT_CONFIG);
-        p.exists().then_some(p)
-    });
-    if let Command::Validate = cli.command {
-        let shown = path.as_deref().map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
-        let (settings, mut problems) =
-            Settings::load_lenient(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
-        match settings.plan() {
-            Ok(plan) if problems.is_empty() => {
-                for w in &plan.warnings {
-                    println!("{shown}: warning: {w}");
-                }
-                println!("{shown}: ok");
-                return Ok(());
-            }
-            Ok(_) => {}
-            Err(e) => problems.extend(e.0),
+    match command {
+        Command::Sim { listen, seed, rate, record } => {
+            Ok(complyd::sim::main(complyd::sim::SimArgs { config, listen, seed, rate, record })?)
         }
-        return Err(Failure::Usage(format!("{shown}: {}", ConfigErrors(problems))));
-    }
-    let settings = Settings::load(path.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
-    if let Command::Run = cli.command {
-        let plan = settings.plan().map_err(|e| Failure::Usage(e.to_string()))?;
-        logging::init(Some(&plan.log), LogFormat::Json, "info");
-        return complyd::daemon::run(plan).map_err(daemon_failure);
-    }
-    let store = settings.store_plan(cli.db.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
-    let url = &store.url;
-    let dead_letter = || DeadLetter::new(store.dead_letter.clone());
-    // (the daemon's commands returned above)
-    match cli.command {
+        Command::Demo { duration, dir, rate, seed } => Ok(complyd::daemon::demo(complyd::daemon::DemoArgs {
+            config,
+            duration,
+            dir,
+            rate,
+            seed,
+            ..Default::default()
+        })?),
+        Command::Validate => validate(config),
+        Command::Run => {
+            let plan = load_settings(config)?.plan()?;
+            logging::init(Some(&plan.log), LogFormat::Json, "info");
+            Ok(complyd::daemon::run(plan)?)
+        }
         Command::Import { files } => {
-            let mut store = complyd::store::open_url(url)?;
-            let summary = commands::import(store.as_mut(), &mut dead_letter(), &files)?;
-            eprintln!("{summary}");
+            let (mut store, mut dead_letter) = open_store(config, db)?;
+            eprintln!("{}", commands::import(store.as_mut(), &mut dead_letter, &files)?);
+            Ok(())
         }
         Command::Replay { files } => {
-            let mut store = complyd::store::open_url(url)?;
-            let summary = commands::replay(store.as_mut(), &mut dead_letter(), &files)?;
-            eprintln!("{summary}");
+            let (mut store, mut dead_letter) = open_store(config, db)?;
+            eprintln!("{}", commands::replay(store.as_mut(), &mut dead_letter, &files)?);
+            Ok(())
         }
         Command::ApplyBatch { kind, files } => {
-            let mut store = complyd::store::open_url(url)?;
-            let summary = commands::apply_batch(store.as_mut(), &mut dead_letter(), kind, &files)?;
-            eprintln!("{summary}");
+            let (mut store, mut dead_letter) = open_store(config, db)?;
+            eprintln!("{}", commands::apply_batch(store.as_mut(), &mut dead_letter, kind, &files)?);
+            Ok(())
         }
         Command::Check { country, ids } => {
             let country = country.as_deref().map(commands::parse_country).transpose()?;
-            let mut store = complyd::store::open_url(url)?;
-            commands::check(store.as_mut(), country, &ids, &mut std::io::stdout().lock())?;
+            let (mut store, _) = open_store(config, db)?;
+            commands::check(store.as_mut(), country, &ids, &mut std::io::stdout().lock())
         }
         Command::Export { country } => {
             let country = country.as_deref().map(commands::parse_country).transpose()?;
-            let mut store = complyd::store::open_url(url)?;
+            let (mut store, _) = open_store(config, db)?;
             let n = commands::export(store.as_mut(), country, std::io::stdout().lock())?;
             eprintln!("export: {n} posts");
-        }
-        Command::Sim { .. } | Command::Demo { .. } | Command::Run | Command::Validate => {
-            unreachable!("handled above")
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// The config file: `--config`, else config/complyd.toml when present, else
+/// the defaults; `COMPLYD_*` variables override.
+fn config_path(config: Option<PathBuf>) -> Option<PathBuf> {
+    config.or_else(|| {
+        let p = PathBuf::from(DEFAULT_CONFIG);
+        p.exists().then_some(p)
+    })
+}
+
+fn load_settings(config: Option<PathBuf>) -> Result<Settings, Failure> {
+    Ok(Settings::load(config_path(config).as_deref())?)
+}
+
+/// An offline command's store (`--db`, else `store.url`) and dead-letter file.
+fn open_store(config: Option<PathBuf>, db: Option<String>) -> Result<(Box<dyn Store>, DeadLetter), Failure> {
+    let plan = load_settings(config)?.store_plan(db.as_deref())?;
+    Ok((complyd::store::open_url(&plan.url)?, DeadLetter::new(plan.dead_letter)))
+}
+
+/// `complyd validate`: every problem of the file at once, as `run` would
+/// find them, or its warnings and "ok".
+fn validate(config: Option<PathBuf>) -> Result<(), Failure> {
+    let path = config_path(config);
+    let shown = path.as_deref().map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string());
+    let in_context = |e: ConfigErrors| Failure::Usage(format!("{shown}: {e}"));
+    let (settings, mut problems) = Settings::load_lenient(path.as_deref()).map_err(in_context)?;
+    match settings.plan() {
+        Ok(plan) if problems.is_empty() => {
+            for w in &plan.warnings {
+                println!("{shown}: warning: {w}");
+            }
+            println!("{shown}: ok");
+            Ok(())
+        }
+        Ok(_) => Err(in_context(ConfigErrors(problems))),
+        Err(e) => {
+            problems.extend(e.0);
+            Err(in_context(ConfigErrors(problems)))
+        }
+    }
 }

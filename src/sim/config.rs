@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use crate::settings::ConfigErrors;
 use serde::{Deserialize, Serialize};
 
 use super::fault::{Fault, ReplayOutcome};
@@ -324,17 +324,17 @@ impl SimConfig {
     /// # Errors
     /// The file cannot be read, is not valid TOML for this structure, or
     /// fails validation (every problem is listed).
-    pub fn load(path: Option<&Path>) -> anyhow::Result<SimConfig> {
+    pub fn load(path: Option<&Path>) -> Result<SimConfig, ConfigErrors> {
         let cfg = match path {
             None => SimConfig::default(),
             Some(p) => {
-                let text =
-                    std::fs::read_to_string(p).with_context(|| format!("reading simulator config {}", p.display()))?;
-                toml::from_str::<SimConfig>(&text)
-                    .with_context(|| format!("parsing simulator config {}", p.display()))?
+                let problem =
+                    |e: &dyn std::fmt::Display| ConfigErrors(vec![format!("simulator config {}: {e}", p.display())]);
+                let text = std::fs::read_to_string(p).map_err(|e| problem(&e))?;
+                toml::from_str::<SimConfig>(&text).map_err(|e| problem(&e))?
             }
         };
-        cfg.validate().map_err(|problems| anyhow::anyhow!("invalid simulator config: {}", problems.join("; ")))?;
+        cfg.validate().map_err(ConfigErrors)?;
         Ok(cfg)
     }
 

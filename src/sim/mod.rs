@@ -118,7 +118,7 @@ pub fn main(args: SimArgs) -> anyhow::Result<()> {
     if let Some(r) = args.record {
         cfg.record = Some(r);
     }
-    cfg.validate().map_err(|p| anyhow::anyhow!("invalid simulator settings: {}", p.join("; ")))?;
+    cfg.validate().map_err(crate::settings::ConfigErrors)?;
     let system = actix_rt::System::new();
     system.block_on(async move {
         let listen = cfg.listen.clone();

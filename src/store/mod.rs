@@ -159,6 +159,9 @@ pub struct ScanRow<'a> {
     pub embedded: &'a EmbeddedFacts,
 }
 
+/// Why a store operation failed. [`StoreError::kind`] says what can be done
+/// about it; the handlers' retry policy and `main`'s exit codes match on
+/// that, never on the message.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sqlite: {0}")]
@@ -172,15 +175,103 @@ pub enum StoreError {
     Damaged(String),
     #[error("store URL {0}")]
     BadUrl(#[from] BadStoreUrl),
-    #[error("{0}")]
-    Unsupported(String),
+    /// The TLS client for the store could not be set up.
+    #[error("TLS setup for the store: {0}")]
+    Tls(String),
+    /// The server sent data of a form complyd does not read.
+    #[error("unexpected data from the store: {0}")]
+    Protocol(String),
     /// The store's server could not be reached (the URL shown is redacted).
     #[error("{0}")]
     Connect(String),
     #[error("store I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// Writing the export's output failed (not the store).
     #[error("export stopped: {0}")]
-    Sink(String),
+    Output(#[source] std::io::Error),
+}
+
+/// What kind of failure a [`StoreError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The connection or the machine failed (server gone, network, disk
+    /// full, I/O): reopen the connection and retry.
+    Transient,
+    /// Another transaction was in the way (lock, serialization failure,
+    /// deadlock): retry on the same connection.
+    Conflict,
+    /// Corrupt or refused: the store is damaged, too new, or refuses the
+    /// work (permissions, unexpected data). Retrying as is will not help;
+    /// an operator must act.
+    Refused,
+    /// The configuration names no usable store (a bad URL, TLS setup).
+    Config,
+}
+
+impl ErrorKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Config => "config",
+        }
+    }
+}
+
+impl StoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::Sqlite(e) => sqlite_kind(e),
+            StoreError::Postgres(e) => postgres_kind(e),
+            StoreError::SchemaTooNew { .. } | StoreError::Damaged(_) | StoreError::Protocol(_) => ErrorKind::Refused,
+            StoreError::BadUrl(_) | StoreError::Tls(_) => ErrorKind::Config,
+            StoreError::Connect(_) | StoreError::Io(_) | StoreError::Output(_) => ErrorKind::Transient,
+        }
+    }
+}
+
+fn sqlite_kind(e: &rusqlite::Error) -> ErrorKind {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DatabaseBusy | C::DatabaseLocked) => ErrorKind::Conflict,
+        Some(C::SystemIoFailure | C::DiskFull | C::CannotOpen | C::OutOfMemory | C::FileLockingProtocolFailed) => {
+            ErrorKind::Transient
+        }
+        // Corrupt files, read-only or forbidden files, constraint and type
+        // errors, and anything that is not an SQLite failure (a value of an
+        // unexpected type read back).
+        _ => ErrorKind::Refused,
+    }
+}
+
+fn postgres_kind(e: &::postgres::Error) -> ErrorKind {
+    use ::postgres::error::SqlState as S;
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the connection itself failed (closed, I/O, TLS).
+        return ErrorKind::Transient;
+    };
+    if [S::T_R_SERIALIZATION_FAILURE, S::T_R_DEADLOCK_DETECTED, S::LOCK_NOT_AVAILABLE].contains(code) {
+        ErrorKind::Conflict
+    } else if [
+        S::DISK_FULL,
+        S::INSUFFICIENT_RESOURCES,
+        S::OUT_OF_MEMORY,
+        S::TOO_MANY_CONNECTIONS,
+        S::ADMIN_SHUTDOWN,
+        S::CRASH_SHUTDOWN,
+        S::CANNOT_CONNECT_NOW,
+        S::CONNECTION_FAILURE,
+        S::CONNECTION_EXCEPTION,
+        S::QUERY_CANCELED,
+    ]
+    .contains(code)
+    {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Refused
+    }
 }
 
 /// The dataset and its compliance state.
@@ -298,4 +389,38 @@ pub fn key(id: Id) -> i64 {
 #[inline]
 pub fn id_of(key: i64) -> Id {
     key as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> StoreError {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None))
+    }
+
+    #[test]
+    fn each_failure_has_the_kind_the_retry_policy_and_the_exit_code_need() {
+        use rusqlite::ffi;
+        for (e, kind) in [
+            (sqlite(ffi::SQLITE_BUSY), ErrorKind::Conflict),
+            (sqlite(ffi::SQLITE_LOCKED), ErrorKind::Conflict),
+            (sqlite(ffi::SQLITE_FULL), ErrorKind::Transient),
+            (sqlite(ffi::SQLITE_IOERR), ErrorKind::Transient),
+            (sqlite(ffi::SQLITE_CANTOPEN), ErrorKind::Transient),
+            (sqlite(ffi::SQLITE_CORRUPT), ErrorKind::Refused),
+            (sqlite(ffi::SQLITE_NOTADB), ErrorKind::Refused),
+            (sqlite(ffi::SQLITE_READONLY), ErrorKind::Refused),
+            (StoreError::Sqlite(rusqlite::Error::InvalidColumnIndex(3)), ErrorKind::Refused),
+            (StoreError::SchemaTooNew { found: 9, supported: 3 }, ErrorKind::Refused),
+            (StoreError::Damaged("x-status belongs to another store".into()), ErrorKind::Refused),
+            (StoreError::Protocol("binary COPY data".into()), ErrorKind::Refused),
+            (StoreError::Connect("cannot connect".into()), ErrorKind::Transient),
+            (StoreError::Io(std::io::Error::other("gone")), ErrorKind::Transient),
+            (StoreError::BadUrl(StoreUrl::parse("mysql://h").unwrap_err()), ErrorKind::Config),
+            (StoreError::Tls("no roots".into()), ErrorKind::Config),
+        ] {
+            assert_eq!(e.kind(), kind, "{e}");
+        }
+    }
 }

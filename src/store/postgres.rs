@@ -20,8 +20,8 @@ use super::rows::{
     SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
-    id_of, key, redact_url, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store,
-    StoreError, Timed,
+    id_of, key, redact_url, ApplyStats, ErrorKind, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position,
+    ScanRow, Store, StoreError, Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::post::{strip_own_geo, NewPost};
@@ -203,7 +203,7 @@ enum Parsed {
 const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 fn copy_format_error(what: &str) -> StoreError {
-    StoreError::Unsupported(format!("unexpected binary COPY data from the server: {what}"))
+    StoreError::Protocol(format!("binary COPY data: {what}"))
 }
 
 /// Finds the fields of the row at the start of `data`.
@@ -340,16 +340,6 @@ impl Cols for CopyRow<'_> {
     }
 }
 
-fn is_retryable(e: &StoreError) -> bool {
-    match e {
-        StoreError::Postgres(pe) => pe.code().is_some_and(|c| {
-            *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-                || *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-        }),
-        _ => false,
-    }
-}
-
 impl PostgresStore {
     /// Connects (TLS when the server offers it, or as `sslmode` says) and
     /// migrates.
@@ -358,7 +348,7 @@ impl PostgresStore {
     /// Connection or migration errors; the URL's password is never shown.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
         let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
-            .map_err(|e| StoreError::Unsupported(format!("TLS setup: {e}")))?;
+            .map_err(|e| StoreError::Tls(e.to_string()))?;
         builder.set_verify(openssl::ssl::SslVerifyMode::PEER);
         let tls = postgres_openssl::MakeTlsConnector::new(builder.build());
         let client = Client::connect(url, tls.clone()).map_err(|e| {
@@ -445,7 +435,7 @@ impl PostgresStore {
             let res = f(&mut Conn { tx: &mut tx, statements: &mut self.statements });
             match res.and_then(|v| tx.commit().map(|()| v).map_err(StoreError::from)) {
                 Ok(v) => return Ok(v),
-                Err(e) if is_retryable(&e) && attempt < RETRIES => {
+                Err(e) if e.kind() == ErrorKind::Conflict && attempt < RETRIES => {
                     attempt += 1;
                     tracing::warn!(attempt, error = %e, "Store transaction conflicted with another writer; retrying");
                 }
