@@ -118,6 +118,15 @@ pub fn all_connected(h: &Health) -> bool {
     h.partitions().iter().all(|p| p.state == LinkState::Connected)
 }
 
+/// Every partition connected, and every connection up for longer than
+/// `stable_after_ms` (`backoff.stable_after_ms`): a drop now is a stable
+/// drop (reconnect at once, the failure counts start afresh). The state's
+/// time is taken after the stream opened, so this errs on the late side.
+pub fn all_stable(h: &Health, stable_after_ms: u64) -> bool {
+    let now = complyd::clock::now_ms();
+    h.partitions().iter().all(|p| p.state == LinkState::Connected && now - p.since_ms > stable_after_ms as i64 + 50)
+}
+
 /// Ends every stream cleanly (a forced disconnect after everything written)
 /// and makes every reconnection fail with 503 (never recorded), then waits
 /// until the daemon has committed all it received.
