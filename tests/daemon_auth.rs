@@ -67,6 +67,7 @@ async fn wrong_credentials_one_error_line_slow_retries_and_health_says_why() {
         assert!(body.contains("Invalid credentials"), "{body}");
 
         // Retries come at the configuration-error pace, not faster.
+        // A deliberate fixed wait: it counts the attempts made during it (no more than two rounds).
         tokio::time::sleep(Duration::from_millis(3_400)).await;
         let stats = sim.stats();
         let refused = stats.responses_with(401);

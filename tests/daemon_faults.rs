@@ -51,6 +51,15 @@ fn check_exit(h: &Health, p: u8, idx: usize, class: &str, delay_ms: u64) {
     );
 }
 
+/// Waits (at most 20 s) until every partition's connection is stable.
+async fn assert_stable(h: &Health, stable_ms: u64) {
+    assert!(
+        wait_until(Duration::from_secs(20), || all_stable(h, stable_ms)).await,
+        "the connections did not become stable ({stable_ms} ms up): {}",
+        h.report()
+    );
+}
+
 /// No window of `window_ms` holds more than `max` connection requests.
 fn assert_request_rate(h: &Health, max: usize, window_ms: i64) {
     let mut all: Vec<i64> = h.partitions().iter().flat_map(|p| p.requests_ms.iter().copied()).collect();
@@ -77,12 +86,13 @@ async fn every_fault_reconnects_after_its_policy_delay_and_loses_nothing() {
         s.limiter.window_ms = WINDOW_MS;
         s.limiter.margin_ms = 100;
         let url = s.store.url.clone();
+        let stable_ms = s.backoff.stable_after_ms;
         import_posts(&url, &d);
         let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
         // Stable connections: every later drop starts the counts afresh.
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_stable(&h, stable_ms).await;
 
         let operational = || FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) };
         sim.trigger(Fault::new(FaultKind::DropMidMessage).on_partition(1));
@@ -94,13 +104,22 @@ async fn every_fault_reconnects_after_its_policy_delay_and_loses_nothing() {
         sim.trigger(Fault::new(FaultKind::Status { status: 503 }).on_partition(7).times(2));
         sim.trigger(Fault::new(operational()).on_partition(7));
         sim.trigger(Fault::new(FaultKind::Trickle { bytes_per_sec: 4_000, duration_ms: Some(1_500) }).on_partition(8));
+        // Events are stamped when released: one stamped after the trickle
+        // (armed at once, plus a margin) is received only once it is over.
+        let trickle_over_ms = complyd::clock::now_ms() + 1_500 + 100;
 
         let reconnected = wait_until(Duration::from_secs(20), || {
             (1..=7).all(|p| h.counters(p).connections.load(Relaxed) >= 2) && all_connected(&h)
         })
         .await;
         assert!(reconnected, "{}", h.report());
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        // Partition 8 went through the whole trickle (its check below says it
+        // was not cut for being slow).
+        assert!(
+            wait_until(Duration::from_secs(20), || h.counters(8).last_event_ms.load(Relaxed) >= trickle_over_ms).await,
+            "partition 8 never received an event released after the trickle: {}",
+            h.report()
+        );
         let snapshot: Vec<PartitionHealth> = h.partitions();
 
         check_exit(&h, 1, 0, "network", 100);
@@ -163,10 +182,12 @@ async fn a_429_backs_off_from_its_initial_delay_and_spends_the_window() {
         let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
         s.limiter.window_ms = WINDOW_MS;
         s.limiter.margin_ms = 100;
+        let stable_ms = s.backoff.stable_after_ms;
         let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Stable connections: the forced disconnect is a stable drop.
+        assert_stable(&h, stable_ms).await;
         sim.trigger(Fault::new(FaultKind::Status { status: 429 }).on_partition(3));
         sim.trigger(
             Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) })
@@ -212,12 +233,15 @@ async fn eight_simultaneous_drops_never_draw_a_429() {
         s.limiter.window_ms = window;
         s.limiter.margin_ms = 200;
         let url = s.store.url.clone();
+        let stable_ms = s.backoff.stable_after_ms;
         import_posts(&url, &d);
         let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
         for round in 1..=2u64 {
-            tokio::time::sleep(Duration::from_millis(700)).await;
+            // Stable connections: all 8 drops are stable drops that reconnect
+            // at once, so only the limiter holds them back.
+            assert_stable(&h, stable_ms).await;
             sim.trigger(Fault::new(FaultKind::ForcedDisconnect {
                 message: Some("closing for operational reasons".into()),
             }));
@@ -272,11 +296,14 @@ async fn past_the_restart_intensity_a_partition_is_failed_until_a_stable_connect
         s.restart.max_failures = 3;
         s.restart.window_ms = 10_000;
         s.restart.failed_retry_ms = 700;
+        let stable_ms = s.backoff.stable_after_ms;
         let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         let addr = daemon.http_addr().unwrap();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Stable connections: the forced disconnect is a stable drop, the
+        // 503s that follow are the first failures.
+        assert_stable(&h, stable_ms).await;
         sim.trigger(Fault::new(FaultKind::Status { status: 503 }).on_partition(3).times(5));
         sim.trigger(
             Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) })

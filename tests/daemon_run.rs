@@ -47,8 +47,19 @@ async fn run_stops_cleanly_on_sigterm() {
             }
         }
         assert!(up, "the daemon's health endpoint never answered");
-        // Let events flow (and the signal handlers be installed).
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // The signal handlers are installed (else SIGTERM kills the test) and
+        // events flow end to end: both handlers committed every partition.
+        assert!(
+            wait_until(Duration::from_secs(20), || catches_sigterm(std::process::id())).await,
+            "run() did not install its SIGTERM handler within 20 s"
+        );
+        let mut st = complyd::store::open(&url).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(20), || committed_positions(st.as_mut()) == 16).await,
+            "both handlers did not commit every partition within 20 s: {} positions",
+            committed_positions(st.as_mut())
+        );
+        drop(st);
         let t = Instant::now();
         let status =
             std::process::Command::new("kill").args(["-TERM", &std::process::id().to_string()]).status().unwrap();

@@ -35,8 +35,16 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
         let first = Daemon::start(plan(s.clone(), password(&cfg))).await.unwrap();
         let h1 = first.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h1)).await, "{}", h1.report());
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
-        assert!(h1.received() > 1_000, "events are flowing");
+        // Events flow: both handlers have committed every partition.
+        let mut st = complyd::store::open(&url).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(20), || h1.received() > 1_000 && committed_positions(st.as_mut()) == 16)
+                .await,
+            "events did not flow on every partition within 20 s: {} positions; {}",
+            committed_positions(st.as_mut()),
+            h1.report()
+        );
+        drop(st);
         let t = Instant::now();
         let report = first.shutdown().await;
         let took = t.elapsed();
@@ -52,11 +60,28 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
             assert_eq!(pos.len(), 16, "{pos:?}");
         }
 
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A gap: the simulator releases events while no daemon listens; only
+        // the restart's backfill can bring them.
+        let stopped_at = sim.stats().next_event_index;
+        assert!(
+            wait_until(Duration::from_secs(20), || sim.stats().next_event_index >= stopped_at + 1_000).await,
+            "the simulator did not release 1 000 events within 20 s while the daemon was down"
+        );
+        let restarted_ms = complyd::clock::now_ms();
         let second = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h2 = second.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h2)).await, "{}", h2.report());
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // Every partition is past the gap: it has committed an event released
+        // after the restart (events are stamped when released, and the
+        // backfill comes first), so the backfill was received.
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                (1..=8u8).all(|p| h2.counters(p).committed_event_ms.load(Relaxed) >= restarted_ms)
+            })
+            .await,
+            "the restart did not catch up through the gap within 20 s: {}",
+            h2.report()
+        );
         quiesce(&sim, &second).await;
         let stats = sim.stats();
         let report = second.shutdown().await;

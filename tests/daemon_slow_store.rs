@@ -8,6 +8,7 @@ mod common;
 use common::daemon::*;
 use complyd::daemon::Daemon;
 use complyd::sim::SimConfig;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 #[actix_rt::test]
@@ -28,7 +29,13 @@ async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
         let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
-        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        // A steady flow before the memory baseline: every partition committed,
+        // and a second's worth of events (buffers and caches warmed up).
+        let steady = wait_until(Duration::from_secs(20), || {
+            h.committed() >= 20_000 && (1..=8u8).all(|p| h.counters(p).committed_event_ms.load(Relaxed) > 0)
+        })
+        .await;
+        assert!(steady, "the daemon did not commit a steady flow within 20 s: {}", h.report());
         let rss_before = rss_mb();
 
         // Stall the store for 3 s.
@@ -56,16 +63,23 @@ async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
             "commits went on during the stall"
         );
         let received_during = h.received();
+        // A deliberate fixed wait: it measures that the readers receive (almost) nothing meanwhile.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(h.received() - received_during <= 2 * (batch + slack), "the readers were not slowed down");
         lock.execute_batch("COMMIT").unwrap();
         drop(lock);
+        let received_at_release = h.received();
         assert!(rss_peak - rss_before < 64.0, "memory grew from {rss_before:.0} to {rss_peak:.0} MB during the stall");
         eprintln!("stall: worst outstanding {worst} (bound {bound}); rss {rss_before:.0} -> {rss_peak:.0} MB");
         assert!(worst > 0);
 
-        // The store is back: everything recorded is committed.
-        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        // The store is back: the backlog of the stall is committed, then
+        // everything recorded is.
+        assert!(
+            wait_until(Duration::from_secs(20), || h.committed() >= received_at_release).await,
+            "the backlog of the stall was not committed within 20 s: {}",
+            h.report()
+        );
         quiesce(&sim, &daemon).await;
         let stats = sim.stats();
         let report = daemon.shutdown().await;

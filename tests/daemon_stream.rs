@@ -46,9 +46,25 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
         }
 
         // A few bad lines mid-stream: dead-lettered, never fatal.
+        let dead_before = h.counters(2).dead_lettered.load(Relaxed);
         sim.trigger(Fault::new(FaultKind::Malformed { lines: 3 }).on_partition(2));
         sim.trigger(Fault::new(FaultKind::Oversized { bytes: 1_200_000 }).on_partition(5));
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        // Wait until they are dead-lettered, and until more than the 5 000
+        // events the recording is required to hold below have arrived.
+        let flowed = wait_until(Duration::from_secs(20), || {
+            h.counters(2).dead_lettered.load(Relaxed) >= dead_before + 3
+                && h.counters(5).oversized.load(Relaxed) >= 1
+                && h.received() > 5_000
+        })
+        .await;
+        assert!(
+            flowed,
+            "not within 20 s: dead-lettered on partition 2: {} (from {dead_before}), oversized: {}, events: {}; {}",
+            h.counters(2).dead_lettered.load(Relaxed),
+            h.counters(5).oversized.load(Relaxed),
+            h.received(),
+            h.report()
+        );
         quiesce(&sim, &daemon).await;
         let stats = sim.stats();
         let (_, body) = http_get(addr, "/metrics").await;

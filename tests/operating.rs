@@ -176,6 +176,11 @@ async fn run_daemon<F: std::future::Future<Output = ()>>(config: &Path, password
         .spawn()
         .unwrap();
     f.await;
+    // SIGTERM stops `run` cleanly only once its handler is installed.
+    assert!(
+        wait_until(Duration::from_secs(20), || catches_sigterm(child.id())).await,
+        "complyd run did not install its SIGTERM handler within 20 s"
+    );
     let t = Instant::now();
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let out = child.wait_with_output().unwrap();
@@ -194,6 +199,27 @@ async fn wait_http(addr: std::net::SocketAddr, path: &str, want: u16) -> String 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{path} never answered {want}");
+}
+
+/// Polls `/healthz` (at most 20 s) until `f` holds for its JSON body.
+async fn wait_healthz(addr: std::net::SocketAddr, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut body = String::new();
+    while Instant::now() < end {
+        if let Ok(mut r) = awc::Client::default().get(format!("http://{addr}/healthz")).send().await {
+            body = String::from_utf8_lossy(&r.body().await.unwrap_or_default()).into_owned();
+            if serde_json::from_str(&body).is_ok_and(|v| f(&v)) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} within 20 s: {body}");
+}
+
+/// Partition `p` of a `/healthz` body.
+fn partition(v: &serde_json::Value, p: u64) -> &serde_json::Value {
+    v["partitions"].as_array().and_then(|a| a.iter().find(|x| x["partition"] == p)).unwrap_or(&serde_json::Value::Null)
 }
 
 fn assert_no_secret(what: &str, s: &str) {
@@ -223,7 +249,12 @@ async fn a_known_password_never_appears_in_logs_errors_or_metrics() {
         let out = run_daemon(&config, PASSWORD, async {
             bodies.push_str(&wait_http(addr, "/readyz", 200).await);
             sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: None }).on_partition(2));
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            // The reconnect (its "reconnecting" line is checked below).
+            wait_healthz(addr, "partition 2 did not reconnect", |v| {
+                let p2 = partition(v, 2);
+                p2["connections"] == 2 && p2["state"] == "connected"
+            })
+            .await;
             for p in ["/metrics", "/healthz", "/readyz", "/v1/posts/1"] {
                 bodies.push_str(&wait_http(addr, p, 200).await);
             }
@@ -272,7 +303,11 @@ async fn a_known_password_never_appears_in_logs_errors_or_metrics() {
             }
             assert!(body.contains("401"), "{body}");
             assert!(!body.contains(WRONG));
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Both partitions refused: every refusal is in the logs searched below.
+            wait_healthz(addr, "both partitions were not refused", |v| {
+                [1, 2].iter().all(|p| partition(v, *p)["config_error"].as_str().is_some_and(|e| e.contains("401")))
+            })
+            .await;
         })
         .await;
         let logs = text(&out);

@@ -62,6 +62,7 @@ async fn sliding(count_rejected: bool) -> Vec<u16> {
     let sim = start(c).await.expect("start");
     let t0 = Instant::now();
     let mut out = vec![attempt(&sim, 1, true).await.0, attempt(&sim, 2, true).await.0];
+    // Deliberate fixed waits: the requests must land at these points of the limiter window.
     actix_rt::time::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed())).await;
     out.push(attempt(&sim, 3, true).await.0); // refused at ~500 ms
     actix_rt::time::sleep(Duration::from_millis(1150).saturating_sub(t0.elapsed())).await;

@@ -124,6 +124,39 @@ pub fn all_connected(h: &Health) -> bool {
     h.partitions().iter().all(|p| p.state == LinkState::Connected)
 }
 
+/// Every partition connected, and every connection up for longer than
+/// `stable_after_ms` (`backoff.stable_after_ms`): a drop now is a stable
+/// drop (reconnect at once, the failure counts start afresh). The state's
+/// time is taken after the stream opened, so this errs on the late side.
+pub fn all_stable(h: &Health, stable_after_ms: u64) -> bool {
+    let now = complyd::clock::now_ms();
+    h.partitions().iter().all(|p| p.state == LinkState::Connected && now - p.since_ms > stable_after_ms as i64 + 50)
+}
+
+/// Whether process `pid` has a SIGTERM handler installed (bit 15 of `SigCgt`
+/// in `/proc/PID/status`): a SIGTERM then stops `complyd run` cleanly
+/// instead of killing the process. Without `/proc` (not Linux) there is
+/// nothing to look at: true.
+pub fn catches_sigterm(pid: u32) -> bool {
+    const SIGTERM: u32 = 15;
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (SIGTERM - 1)) != 0)
+}
+
+/// The (handler, partition) positions the store holds: 16 once both
+/// handlers have committed events of all 8 partitions (0 while it cannot be
+/// read).
+pub fn committed_positions(st: &mut dyn store::Store) -> usize {
+    st.positions().map(|p| p.len()).unwrap_or(0)
+}
+
 /// Ends every stream cleanly (a forced disconnect after everything written)
 /// and makes every reconnection fail with 503 (never recorded), then waits
 /// until the daemon has committed all it received.
