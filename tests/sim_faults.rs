@@ -1,9 +1,11 @@
 //! Every fault, triggered through `SimHandle::trigger`, the admin endpoint
 //! or the config, as a client sees it.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use complyd::sim::testclient::{basic_auth, get, request, StreamEnd, StreamReader};
+use common::sim_client::{basic_auth, get, request, StreamEnd, StreamReader};
 use complyd::sim::{start, Fault, FaultKind, SimConfig, SimHandle};
 use serde_json::Value;
 

@@ -1,8 +1,10 @@
 //! Status codes and routing of the simulator's HTTP endpoints.
 
+mod common;
+
 use std::time::Duration;
 
-use complyd::sim::testclient::{basic_auth, get, request, StreamReader};
+use common::sim_client::{basic_auth, get, request, StreamReader};
 use complyd::sim::{start, SimConfig, SimHandle};
 use serde_json::Value;
 

@@ -1,9 +1,11 @@
 //! The connection-rate limit (10 per 60 s per account, all partitions) and
 //! the replay limit (5 per 5 minutes).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use complyd::sim::testclient::{basic_auth, get};
+use common::sim_client::{basic_auth, get};
 use complyd::sim::{start, SimConfig, SimHandle};
 use serde_json::Value;
 

@@ -1,10 +1,12 @@
 //! The replay endpoint: date rules, the closing `info` line in each variant,
 //! the replay faults and determinism.
 
+mod common;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
-use complyd::sim::testclient::{basic_auth, get, StreamEnd, StreamReader};
+use common::sim_client::{basic_auth, get, StreamEnd, StreamReader};
 use complyd::sim::{start, Fault, FaultKind, ReplayOutcome, SimConfig, SimHandle};
 use serde_json::Value;
 

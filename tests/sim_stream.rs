@@ -2,10 +2,12 @@
 //! and determinism, live rate and partitioning, backfill, redundant
 //! connections and `--record`.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use complyd::sim::testclient::{basic_auth, get, Line, LineDecoder, StreamEnd, StreamReader};
+use common::sim_client::{basic_auth, get, Line, LineDecoder, StreamEnd, StreamReader};
 use complyd::sim::{generate_posts, start, Fault, FaultKind, SimConfig, SimHandle};
 use serde_json::Value;
 
@@ -424,4 +426,32 @@ fn sim_stats_events(lines: &[String]) -> usize {
                 .unwrap_or(false)
         })
         .count()
+}
+
+/// The test client's own decoder: what the other tests read through.
+#[test]
+fn decodes_lines_split_anywhere() {
+    let text = "{\"a\":\"ü日本\"}\r\n\r\n{\"b\":2}\r\n";
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut e, text.as_bytes()).unwrap();
+    let gz = e.finish().unwrap();
+    for step in 1..gz.len() {
+        let mut d = LineDecoder::new();
+        let mut lines = Vec::new();
+        for c in gz.chunks(step) {
+            lines.extend(d.feed(c).unwrap());
+        }
+        assert!(d.is_complete());
+        assert_eq!(
+            lines,
+            vec![
+                Line::Message(b"{\"a\":\"\xc3\xbc\xe6\x97\xa5\xe6\x9c\xac\"}".to_vec()),
+                Line::Heartbeat,
+                Line::Message(b"{\"b\":2}".to_vec())
+            ]
+        );
+    }
+    let mut d = LineDecoder::new();
+    d.feed(&gz[..gz.len() - 3]).unwrap();
+    assert!(!d.is_complete());
 }

@@ -59,7 +59,6 @@ mod record;
 mod replay;
 mod server;
 mod stats;
-pub mod testclient;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod sim_client;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,9 +11,8 @@ use std::process::{Command, Output, Stdio};
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
+#[allow(unused_imports)] // not every test binary reads the clock
+pub use complyd::clock::now_ms;
 
 /// Which store a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! connection was dropped, and whether the gzip member was complete.
 //!
 //! Not a general HTTP client: one request per connection, no TLS, no
-//! redirects. Every read takes a timeout so a test can never hang.
+//! redirects. Every read takes a timeout so a test can never hang. Used by
+//! the `sim_*` tests as `common::sim_client`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -405,39 +406,6 @@ impl LineDecoder {
     /// Whether the gzip member ended with a valid trailer.
     pub fn is_complete(&self) -> bool {
         self.state == GzState::Done
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    #[test]
-    fn decodes_lines_split_anywhere() {
-        let text = "{\"a\":\"ü日本\"}\r\n\r\n{\"b\":2}\r\n";
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(text.as_bytes()).unwrap();
-        let gz = e.finish().unwrap();
-        for step in 1..gz.len() {
-            let mut d = LineDecoder::new();
-            let mut lines = Vec::new();
-            for c in gz.chunks(step) {
-                lines.extend(d.feed(c).unwrap());
-            }
-            assert!(d.is_complete());
-            assert_eq!(
-                lines,
-                vec![
-                    Line::Message(b"{\"a\":\"\xc3\xbc\xe6\x97\xa5\xe6\x9c\xac\"}".to_vec()),
-                    Line::Heartbeat,
-                    Line::Message(b"{\"b\":2}".to_vec())
-                ]
-            );
-        }
-        let mut d = LineDecoder::new();
-        d.feed(&gz[..gz.len() - 3]).unwrap();
-        assert!(!d.is_complete());
     }
 }
 
