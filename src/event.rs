@@ -18,6 +18,14 @@ pub type Id = u64;
 /// Event time in milliseconds since the Unix epoch.
 pub type TimeMs = i64;
 
+/// An event with its event time, as handed to a handler (the time decides
+/// between toggles; see `rules::merge_toggle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timed<T> {
+    pub time_ms: TimeMs,
+    pub event: T,
+}
+
 /// An uppercase ISO 3166-1 alpha-2 code, or `XX` (withheld everywhere) or
 /// `XY` (withheld on a DMCA request: treated as everywhere).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,7 +14,8 @@ pub mod status;
 pub mod user;
 pub mod visibility;
 
-use crate::event::Country;
+use crate::event::{Country, EVENT_TYPES};
+use std::fmt;
 
 /// What applying one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,75 @@ pub enum Change {
 impl Change {
     pub fn changed(self) -> bool {
         self == Change::Applied
+    }
+}
+
+/// Counts per event type name ([`EVENT_TYPES`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeCounts([u64; EVENT_TYPES.len()]);
+
+impl TypeCounts {
+    pub fn add(&mut self, type_name: &str, n: u64) {
+        if let Some(i) = EVENT_TYPES.iter().position(|t| *t == type_name) {
+            self.0[i] += n;
+        }
+    }
+    pub fn get(&self, type_name: &str) -> u64 {
+        EVENT_TYPES.iter().position(|t| *t == type_name).map_or(0, |i| self.0[i])
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    pub fn merge(&mut self, other: &TypeCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+    /// Non-zero counts, in the fixed type order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        EVENT_TYPES.iter().zip(self.0.iter()).filter(|(_, n)| **n > 0).map(|(t, n)| (*t, *n))
+    }
+}
+
+impl fmt::Display for TypeCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (t, n) in self.iter() {
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            write!(f, "{t}={n}")?;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one batch did, by event type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub applied: TypeCounts,
+    /// Already in effect (an exact repeat).
+    pub duplicates: TypeCounts,
+    /// Older than the known state of a toggle: ignored.
+    pub stale: TypeCounts,
+}
+
+impl ApplyStats {
+    pub fn record(&mut self, type_name: &str, change: Change) {
+        match change {
+            Change::Applied => self.applied.add(type_name, 1),
+            Change::Duplicate => self.duplicates.add(type_name, 1),
+            Change::Stale => self.stale.add(type_name, 1),
+        }
+    }
+    pub fn merge(&mut self, o: &ApplyStats) {
+        self.applied.merge(&o.applied);
+        self.duplicates.merge(&o.duplicates);
+        self.stale.merge(&o.stale);
     }
 }
 

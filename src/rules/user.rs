@@ -2,8 +2,9 @@
 //! per user"). A user event writes only this state, so it costs the same for
 //! a user with one stored post or ten million.
 
-use super::{merge_countries, merge_toggle, Change, Toggle};
-use crate::event::{Country, Id, TimeMs, UserEvent};
+use super::{merge_countries, merge_toggle, ApplyStats, Change, Toggle};
+use crate::event::{Country, Id, TimeMs, Timed, UserEvent};
+use std::collections::HashMap;
 
 /// Thirty days, after which a `user_delete` not undone becomes a purge.
 pub const PURGE_AFTER_MS: i64 = 30 * 24 * 3600 * 1000;
@@ -219,9 +220,76 @@ pub fn compact_delete_log(log: &[(TimeMs, bool)]) -> Vec<(TimeMs, bool)> {
     out
 }
 
+/// The users a batch of user events touches, sorted and without repeats
+/// (rows are loaded and written in key order).
+pub fn batch_users(events: &[Timed<UserEvent>]) -> Vec<Id> {
+    let mut ids: Vec<Id> = events.iter().map(|e| e.event.user_id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// A user's state after a batch, when the batch changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedUser {
+    pub id: Id,
+    pub state: UserState,
+    /// A `scrub_geo` took effect: the user's stored posts need their geo
+    /// removed (per-post work, queued for the maintenance pass).
+    pub scrubbed: bool,
+}
+
+/// Merges a batch's events, in arrival order, into the stored rows of
+/// [`batch_users`] (`loaded`; a user without a row starts from the
+/// default). Returns the users that changed, in id order, for the store to
+/// save; counts each event in `stats`.
+pub fn merge_batch(
+    events: &[Timed<UserEvent>],
+    mut loaded: HashMap<Id, UserState>,
+    stats: &mut ApplyStats,
+) -> Vec<ChangedUser> {
+    let mut changed: HashMap<Id, bool> = HashMap::new();
+    for ev in events {
+        let id = ev.event.user_id();
+        let change = loaded.entry(id).or_default().apply(&ev.event, ev.time_ms);
+        if change.changed() {
+            *changed.entry(id).or_default() |= matches!(ev.event, UserEvent::ScrubGeo { .. });
+        }
+        stats.record(ev.event.type_name(), change);
+    }
+    let mut out: Vec<ChangedUser> = changed
+        .into_iter()
+        .map(|(id, scrubbed)| ChangedUser { id, state: loaded.remove(&id).unwrap_or_default(), scrubbed })
+        .collect();
+    out.sort_unstable_by_key(|u| u.id);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_merges_in_order_and_returns_changed_users_with_their_scrubs() {
+        let t = |time_ms, event| Timed { time_ms, event };
+        let events = vec![
+            t(5, UserEvent::Protect { user_id: 3 }),
+            t(6, UserEvent::ScrubGeo { user_id: 1, up_to_status_id: 50 }),
+            t(4, UserEvent::Unprotect { user_id: 3 }),
+            t(7, UserEvent::Suspend { user_id: 2 }),
+            t(8, UserEvent::ScrubGeo { user_id: 2, up_to_status_id: 10 }),
+        ];
+        assert_eq!(batch_users(&events), vec![1, 2, 3]);
+        // User 2 has scrubbed further already: only its suspension changes.
+        let loaded = HashMap::from([(2, UserState { scrub_up_to: Some(20), ..UserState::default() })]);
+        let mut stats = ApplyStats::default();
+        let changed = merge_batch(&events, loaded, &mut stats);
+        let summary: Vec<(Id, bool)> = changed.iter().map(|u| (u.id, u.scrubbed)).collect();
+        assert_eq!(summary, vec![(1, true), (2, false), (3, false)]);
+        assert!(changed[2].state.protected.is_some_and(|p| p.on), "the unprotect is older");
+        assert_eq!(changed[1].state.scrub_up_to, Some(20));
+        assert_eq!((stats.stale.get("user_unprotect"), stats.duplicates.get("scrub_geo")), (1, 1));
+    }
     const DAY: i64 = 24 * 3600 * 1000;
 
     fn del(u: &mut UserState, t: i64) {

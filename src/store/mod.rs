@@ -15,22 +15,15 @@ mod rows;
 pub mod sqlite;
 mod url;
 
-use crate::event::{Id, StatusEvent, TimeMs, UserEvent, EVENT_TYPES};
+pub use crate::event::Timed;
+use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 pub use crate::post::{Embeds, NewLike, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 pub use crate::rules::import::ImportStats;
 use crate::rules::user::UserState;
 use crate::rules::visibility::Facts;
-use crate::rules::Change;
-use std::fmt;
+pub use crate::rules::{ApplyStats, TypeCounts};
 pub use url::{redact_url, BadStoreUrl, StoreUrl};
-
-/// An event with its event time, as handed to a handler.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Timed<T> {
-    pub time_ms: TimeMs,
-    pub event: T,
-}
 
 /// Which handler wrote a partition position: each handler commits its own, and
 /// a partition is caught up to the smaller of the two.
@@ -57,75 +50,6 @@ pub struct Position {
     pub last_event_ms: TimeMs,
     /// Wall time the last byte of that batch was received.
     pub last_byte_ms: TimeMs,
-}
-
-/// Counts per event type name ([`EVENT_TYPES`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TypeCounts([u64; EVENT_TYPES.len()]);
-
-impl TypeCounts {
-    pub fn add(&mut self, type_name: &str, n: u64) {
-        if let Some(i) = EVENT_TYPES.iter().position(|t| *t == type_name) {
-            self.0[i] += n;
-        }
-    }
-    pub fn get(&self, type_name: &str) -> u64 {
-        EVENT_TYPES.iter().position(|t| *t == type_name).map_or(0, |i| self.0[i])
-    }
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-    pub fn merge(&mut self, other: &TypeCounts) {
-        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
-            *a += b;
-        }
-    }
-    /// Non-zero counts, in the fixed type order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        EVENT_TYPES.iter().zip(self.0.iter()).filter(|(_, n)| **n > 0).map(|(t, n)| (*t, *n))
-    }
-}
-
-impl fmt::Display for TypeCounts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for (t, n) in self.iter() {
-            if !first {
-                f.write_str(" ")?;
-            }
-            first = false;
-            write!(f, "{t}={n}")?;
-        }
-        if first {
-            f.write_str("none")?;
-        }
-        Ok(())
-    }
-}
-
-/// What one batch did, by event type.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ApplyStats {
-    pub applied: TypeCounts,
-    /// Already in effect (an exact repeat).
-    pub duplicates: TypeCounts,
-    /// Older than the known state of a toggle: ignored.
-    pub stale: TypeCounts,
-}
-
-impl ApplyStats {
-    pub fn record(&mut self, type_name: &str, change: Change) {
-        match change {
-            Change::Applied => self.applied.add(type_name, 1),
-            Change::Duplicate => self.duplicates.add(type_name, 1),
-            Change::Stale => self.stale.add(type_name, 1),
-        }
-    }
-    pub fn merge(&mut self, o: &ApplyStats) {
-        self.applied.merge(&o.applied);
-        self.duplicates.merge(&o.duplicates);
-        self.stale.merge(&o.stale);
-    }
 }
 
 /// What a maintenance pass did (the per-post work kept off the event path).

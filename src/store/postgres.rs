@@ -27,10 +27,10 @@ use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::post::{strip_own_geo, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Planned, Refusal};
-use crate::rules::status::{superseded_ids, StatusState};
+use crate::rules::status::{StatusBatch, StatusState};
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
-use crate::rules::{countries_to_text, Change};
+use crate::rules::{self, countries_to_text};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
@@ -598,119 +598,46 @@ impl PostgresStore {
         positions: &[Position],
     ) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
+        let batch = StatusBatch::of(events);
         // Deletes: the tombstone set says which are new.
-        let deletes = sorted_unique(
-            events
-                .iter()
-                .filter_map(|e| match e.event {
-                    StatusEvent::Delete { id, .. } => Some(key(id)),
-                    _ => None,
-                })
-                .collect(),
-        );
-        let mut new_tombstones = add_tombstones(c, &deletes, TOMBSTONE_DELETE)?;
+        let deletes: Vec<i64> = batch.deletes.iter().map(|id| key(*id)).collect();
+        let new_tombstones = add_tombstones(c, &deletes, TOMBSTONE_DELETE)?;
         if !new_tombstones.is_empty() {
             let queued = sorted_unique(new_tombstones.iter().copied().collect());
             c.execute("INSERT INTO content_pending (id) SELECT unnest($1::bigint[])", &[&queued])?;
         }
-        // Like deletes.
-        let likes: Vec<(i64, i64)> = events
-            .iter()
-            .filter_map(|e| match e.event {
-                StatusEvent::FavoriteDelete { user_id, post_id } => Some((key(user_id), key(post_id))),
-                _ => None,
-            })
-            .collect();
-        let mut new_like_tombstones: HashSet<(i64, i64)> = HashSet::new();
-        if !likes.is_empty() {
-            let mut sorted = likes.clone();
-            sorted.sort_unstable();
-            sorted.dedup();
-            let (us, ps): (Vec<i64>, Vec<i64>) = sorted.into_iter().unzip();
+        let mut new_like_tombstones = 0;
+        if !batch.like_deletes.is_empty() {
+            let (us, ps): (Vec<i64>, Vec<i64>) = batch.like_deletes.iter().map(|(u, p)| (key(*u), key(*p))).unzip();
             new_like_tombstones = c
                 .query(
                     "INSERT INTO like_tombstones (user_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[])
-                     ON CONFLICT DO NOTHING RETURNING user_id, post_id",
+                     ON CONFLICT DO NOTHING RETURNING user_id",
                     &[&us, &ps],
                 )?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+                .len() as u64;
             c.execute(
                 "DELETE FROM likes l USING unnest($1::bigint[], $2::bigint[]) AS d(u, p) WHERE l.user_id = d.u AND l.post_id = d.p",
                 &[&us, &ps],
             )?;
         }
+        batch.record_tombstones(new_tombstones.len() as u64, new_like_tombstones, &mut stats);
         // Status state rows: created when missing, locked in id order.
-        let mut touched: Vec<i64> = Vec::new();
-        for e in events {
-            match &e.event {
-                StatusEvent::Withheld { id, .. } | StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
-                    touched.push(key(*id))
-                }
-                StatusEvent::Edit { id, edit_ids, .. } => touched.extend(superseded_ids(*id, edit_ids).map(key)),
-                _ => {}
-            }
-        }
-        let touched = sorted_unique(touched);
-        let mut states: HashMap<Id, (StatusState, bool)> = HashMap::new();
+        let touched = sorted_unique(batch.touched.iter().map(|id| key(*id)).collect());
+        let mut loaded: HashMap<Id, StatusState> = HashMap::with_capacity(touched.len());
         if !touched.is_empty() {
             c.execute("INSERT INTO status_state (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING", &[&touched])?;
             let sql = format!("SELECT id, {STATUS_COLS} FROM status_state WHERE id = ANY($1) ORDER BY id FOR UPDATE");
             for row in c.query(&sql, &[&touched])? {
-                states.insert(id_of(row.get(0)), (status_from(&row, 1)?, false));
+                loaded.insert(id_of(row.get(0)), status_from(&row, 1)?);
             }
         }
-        for e in events {
-            let t = e.time_ms;
-            let change = match &e.event {
-                StatusEvent::Delete { id, .. } => {
-                    if new_tombstones.remove(&key(*id)) {
-                        Change::Applied
-                    } else {
-                        Change::Duplicate
-                    }
-                }
-                StatusEvent::FavoriteDelete { user_id, post_id } => {
-                    if new_like_tombstones.remove(&(key(*user_id), key(*post_id))) {
-                        Change::Applied
-                    } else {
-                        Change::Duplicate
-                    }
-                }
-                StatusEvent::Withheld { id, countries, .. } => {
-                    let s = states.entry(*id).or_default();
-                    let c = s.0.apply_withheld(countries);
-                    s.1 |= c.changed();
-                    c
-                }
-                StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
-                    let s = states.entry(*id).or_default();
-                    let c = s.0.apply_drop(matches!(e.event, StatusEvent::Drop { .. }), t);
-                    s.1 |= c.changed();
-                    c
-                }
-                StatusEvent::Edit { id, edit_ids, .. } => {
-                    let mut change = Change::Duplicate;
-                    for old in superseded_ids(*id, edit_ids) {
-                        let s = states.entry(old).or_default();
-                        if s.0.apply_superseded(*id).changed() {
-                            s.1 = true;
-                            change = Change::Applied;
-                        }
-                    }
-                    change
-                }
-            };
-            stats.record(e.event.type_name(), change);
-        }
-        let dirty: Vec<(&Id, &StatusState)> =
-            states.iter().filter(|(_, (_, d))| *d).map(|(id, (s, _))| (id, s)).collect();
-        if !dirty.is_empty() {
-            let ids: Vec<i64> = dirty.iter().map(|(id, _)| key(**id)).collect();
-            let (mut d, mut dt, mut sb, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (_, s) in &dirty {
+        let changed = rules::status::merge_batch(events, loaded, &mut stats);
+        if !changed.is_empty() {
+            let (mut ids, mut d, mut dt, mut sb, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (id, s) in &changed {
                 let (on, t) = toggle_cols(s.dropped);
+                ids.push(key(*id));
                 d.push(on);
                 dt.push(t);
                 sb.push(s.superseded_by.map(key));
@@ -733,26 +660,19 @@ impl PostgresStore {
         positions: &[Position],
     ) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
-        let ids = sorted_unique(events.iter().map(|e| key(e.event.user_id())).collect());
+        let ids = sorted_unique(rules::user::batch_users(events).into_iter().map(key).collect());
         if !ids.is_empty() {
             c.execute("INSERT INTO user_state (id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING", &[&ids])?;
         }
-        let mut states: HashMap<Id, (UserState, bool, bool)> =
-            load_users(c, &ids, true)?.into_iter().map(|(id, s)| (id, (s, false, false))).collect();
-        for e in events {
-            let entry = states.entry(e.event.user_id()).or_default();
-            let change = entry.0.apply(&e.event, e.time_ms);
-            entry.1 |= change.changed();
-            entry.2 |= change.changed() && matches!(e.event, UserEvent::ScrubGeo { .. });
-            stats.record(e.event.type_name(), change);
-        }
-        let dirty: Vec<(&Id, &(UserState, bool, bool))> = states.iter().filter(|(_, v)| v.1).collect();
-        if !dirty.is_empty() {
+        let loaded = load_users(c, &ids, true)?;
+        let changed = rules::user::merge_batch(events, loaded, &mut stats);
+        if !changed.is_empty() {
             let mut cols: [Vec<Option<i64>>; 6] = Default::default();
             let (mut ids, mut withheld, mut scrub, mut log, mut purge) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (id, (s, _, _)) in &dirty {
-                ids.push(key(**id));
+            for u in &changed {
+                let s = &u.state;
+                ids.push(key(u.id));
                 for (i, t) in [s.deleted, s.protected, s.suspended].into_iter().enumerate() {
                     let (on, at) = toggle_cols(t);
                     cols[2 * i].push(on);
@@ -772,7 +692,7 @@ impl PostgresStore {
                  WHERE s.id = u.id",
                 &[&ids, &cols[0], &cols[1], &cols[2], &cols[3], &cols[4], &cols[5], &withheld, &scrub, &log, &purge],
             )?;
-            let scrubbed = sorted_unique(dirty.iter().filter(|(_, v)| v.2).map(|(id, _)| key(**id)).collect());
+            let scrubbed = sorted_unique(changed.iter().filter(|u| u.scrubbed).map(|u| key(u.id)).collect());
             if !scrubbed.is_empty() {
                 c.execute(
                     "INSERT INTO geo_scrub_pending (user_id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING",

@@ -27,12 +27,13 @@ use super::{
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::post::{strip_own_geo, NewPost};
+use crate::rules;
+use crate::rules::countries_to_text;
 use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Planned, Refusal};
-use crate::rules::status::{superseded_ids, StatusState};
+use crate::rules::status::{StatusBatch, StatusState};
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
-use crate::rules::{countries_to_text, Change};
 use rusqlite::{params, Connection, DatabaseName, OptionalExtension, Row, TransactionBehavior};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -472,24 +473,6 @@ impl Cols for Row<'_> {
     }
 }
 
-/// The batch's copy of a post's status state (all loaded before the events
-/// are merged); the flag says whether it changed.
-fn status_entry(states: &mut HashMap<Id, (StatusState, bool)>, id: Id) -> &mut (StatusState, bool) {
-    states.entry(id).or_default()
-}
-
-/// A user's state as loaded for a batch of user events.
-#[derive(Default)]
-struct LoadedUser {
-    state: UserState,
-    /// The row's stored purge time; `None` when there is no row yet.
-    stored: Option<Option<TimeMs>>,
-    /// Changed by the batch.
-    dirty: bool,
-    /// A geo scrub of the batch changed it.
-    scrub: bool,
-}
-
 fn load_user(tx: &rusqlite::Transaction, id: Id) -> Result<UserState, StoreError> {
     let sql = format!("SELECT {USER_COLS} FROM user_state WHERE id = ?1");
     let mut st = tx.prepare_cached(&sql)?;
@@ -657,119 +640,55 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         save_positions(&tx, HandlerKind::Status, positions)?;
         let mut stats = ApplyStats::default();
-        // Deletes and like-deletes do not depend on each other or on order
-        // (a tombstone is forever; the first arrival of an id is the one that
-        // applies): they are done once per id, in key order, so that
-        // neighbouring keys share b-tree pages.
-        let mut deletes: Vec<Id> = Vec::new();
-        let mut like_deletes: Vec<(i64, i64)> = Vec::new();
-        // State rows touched by this batch: loaded once (in key order),
-        // saved once (in key order).
-        let mut ids: Vec<Id> = Vec::new();
-        for ev in events {
-            match &ev.event {
-                StatusEvent::Delete { id, .. } => deletes.push(*id),
-                StatusEvent::FavoriteDelete { user_id, post_id } => like_deletes.push((key(*user_id), key(*post_id))),
-                StatusEvent::Withheld { id, .. } | StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
-                    ids.push(*id);
-                }
-                StatusEvent::Edit { id, edit_ids, .. } => ids.extend(superseded_ids(*id, edit_ids)),
-            }
-        }
-        let mut states: HashMap<Id, (StatusState, bool)> = HashMap::with_capacity(ids.len());
-        ids.sort_unstable();
-        ids.dedup();
-        {
-            let mut load = tx.prepare_cached(&format!("SELECT {STATUS_COLS} FROM status_state WHERE id = ?1"))?;
-            for id in ids {
-                let s = match load.query([key(id)])?.next()? {
-                    Some(row) => status_from(row, 0)?,
-                    None => StatusState::default(),
-                };
-                states.insert(id, (s, false));
-            }
-        }
-        for ev in events {
-            let t = ev.time_ms;
-            let change = match &ev.event {
-                StatusEvent::Delete { .. } | StatusEvent::FavoriteDelete { .. } => continue,
-                StatusEvent::Withheld { id, countries, .. } => {
-                    let s = status_entry(&mut states, *id);
-                    let c = s.0.apply_withheld(countries);
-                    s.1 |= c.changed();
-                    c
-                }
-                StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
-                    let on = matches!(ev.event, StatusEvent::Drop { .. });
-                    let s = status_entry(&mut states, *id);
-                    let c = s.0.apply_drop(on, t);
-                    s.1 |= c.changed();
-                    c
-                }
-                StatusEvent::Edit { id, edit_ids, .. } => {
-                    let mut change = Change::Duplicate;
-                    for old in superseded_ids(*id, edit_ids) {
-                        let s = status_entry(&mut states, old);
-                        if s.0.apply_superseded(*id).changed() {
-                            s.1 = true;
-                            change = Change::Applied;
-                        }
-                    }
-                    change
-                }
-            };
-            stats.record(ev.event.type_name(), change);
-        }
-        if !deletes.is_empty() {
-            let total = deletes.len() as u64;
-            deletes.sort_unstable();
-            deletes.dedup();
+        let batch = StatusBatch::of(events);
+        // The tombstone hides the post (and its retweets) at once; removing
+        // the content is per-post work for the maintenance pass, in id
+        // order, off the event path.
+        let mut new_deletes = 0;
+        if !batch.deletes.is_empty() {
             let mut tombstone = tx.prepare_cached("INSERT OR IGNORE INTO tombstones (id, reason) VALUES (?1, ?2)")?;
             let mut pending = tx.prepare_cached("INSERT INTO content_pending (id) VALUES (?1)")?;
-            let mut applied = 0;
-            for id in deletes {
-                // The tombstone hides the post (and its retweets) at once;
-                // removing the content is per-post work for the maintenance
-                // pass, in id order, off the event path.
-                if tombstone.execute(params![key(id), TOMBSTONE_DELETE])? > 0 {
-                    pending.execute([key(id)])?;
-                    applied += 1;
+            for id in &batch.deletes {
+                if tombstone.execute(params![key(*id), TOMBSTONE_DELETE])? > 0 {
+                    pending.execute([key(*id)])?;
+                    new_deletes += 1;
                 }
             }
-            stats.applied.add(StatusEvent::DELETE, applied);
-            stats.duplicates.add(StatusEvent::DELETE, total - applied);
         }
-        if !like_deletes.is_empty() {
-            let total = like_deletes.len() as u64;
-            like_deletes.sort_unstable();
-            like_deletes.dedup();
-            // The like tombstone hides the like at once; the row in the main
-            // file is deleted by the maintenance pass, so that the event
-            // path writes the status file only (one lock: no handler ever
-            // waits for a lock while holding another).
+        // The like tombstone hides the like at once; the row in the main
+        // file is deleted by the maintenance pass, so that the event path
+        // writes the status file only (one lock: no handler ever waits for a
+        // lock while holding another).
+        let mut new_like_deletes = 0;
+        if !batch.like_deletes.is_empty() {
             let mut gone =
                 tx.prepare_cached("INSERT OR IGNORE INTO status.like_tombstones (user_id, post_id) VALUES (?1, ?2)")?;
             let mut unlike = tx.prepare_cached("INSERT INTO status.like_pending (user_id, post_id) VALUES (?1, ?2)")?;
-            let mut applied = 0;
-            for (user_id, post_id) in like_deletes {
-                if gone.execute(params![user_id, post_id])? > 0 {
-                    unlike.execute(params![user_id, post_id])?;
-                    applied += 1;
+            for (user_id, post_id) in &batch.like_deletes {
+                if gone.execute(params![key(*user_id), key(*post_id)])? > 0 {
+                    unlike.execute(params![key(*user_id), key(*post_id)])?;
+                    new_like_deletes += 1;
                 }
             }
-            stats.applied.add(StatusEvent::FAVORITE_DELETE, applied);
-            stats.duplicates.add(StatusEvent::FAVORITE_DELETE, total - applied);
         }
+        batch.record_tombstones(new_deletes, new_like_deletes, &mut stats);
+        let mut loaded: HashMap<Id, StatusState> = HashMap::with_capacity(batch.touched.len());
+        {
+            let mut load = tx.prepare_cached(&format!("SELECT {STATUS_COLS} FROM status_state WHERE id = ?1"))?;
+            for id in &batch.touched {
+                if let Some(row) = load.query([key(*id)])?.next()? {
+                    loaded.insert(*id, status_from(row, 0)?);
+                }
+            }
+        }
+        let changed = rules::status::merge_batch(events, loaded, &mut stats);
         {
             let mut save = tx.prepare_cached(
                 "INSERT OR REPLACE INTO status_state (id, dropped, drop_t, superseded_by, withheld) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            let mut dirty: Vec<(&Id, &StatusState)> =
-                states.iter().filter(|(_, (_, d))| *d).map(|(id, (s, _))| (id, s)).collect();
-            dirty.sort_unstable_by_key(|(id, _)| **id);
-            for (id, s) in dirty {
+            for (id, s) in changed {
                 let (d, dt) = toggle_cols(s.dropped);
-                save.execute(params![key(*id), d, dt, s.superseded_by.map(key), countries_to_text(&s.withheld)])?;
+                save.execute(params![key(id), d, dt, s.superseded_by.map(key), countries_to_text(&s.withheld)])?;
             }
         }
         tx.commit()?;
@@ -780,31 +699,20 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         save_positions(&tx, HandlerKind::User, positions)?;
         let mut stats = ApplyStats::default();
-        // Each user's row loaded once, in key order (neighbours share pages),
-        // with its stored purge time (None: no row yet).
-        let mut ids: Vec<Id> = events.iter().map(|e| e.event.user_id()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut states: HashMap<Id, LoadedUser> = HashMap::with_capacity(ids.len());
+        let ids = rules::user::batch_users(events);
+        let mut loaded: HashMap<Id, UserState> = HashMap::with_capacity(ids.len());
+        // The stored purge time of each stored row (absent: no row yet).
+        let mut stored_purge: HashMap<Id, Option<TimeMs>> = HashMap::with_capacity(ids.len());
         {
             let mut load = tx.prepare_cached(&format!("SELECT {USER_COLS}, purge_at FROM user_state WHERE id = ?1"))?;
             for id in ids {
-                let loaded = match load.query([key(id)])?.next()? {
-                    Some(row) => {
-                        LoadedUser { state: user_from(row, 0)?, stored: Some(row.i64_opt(9)?), ..LoadedUser::default() }
-                    }
-                    None => LoadedUser::default(),
-                };
-                states.insert(id, loaded);
+                if let Some(row) = load.query([key(id)])?.next()? {
+                    loaded.insert(id, user_from(row, 0)?);
+                    stored_purge.insert(id, row.i64_opt(9)?);
+                }
             }
         }
-        for ev in events {
-            let entry = states.entry(ev.event.user_id()).or_default();
-            let change = entry.state.apply(&ev.event, ev.time_ms);
-            entry.dirty |= change.changed();
-            entry.scrub |= change.changed() && matches!(ev.event, UserEvent::ScrubGeo { .. });
-            stats.record(ev.event.type_name(), change);
-        }
+        let changed = rules::user::merge_batch(events, loaded, &mut stats);
         {
             // A stored row is updated in place; the purge index is touched
             // only when the purge time changes (most toggles leave it).
@@ -818,9 +726,7 @@ impl Store for SqliteStore {
             let mut update_purge =
                 tx.prepare_cached(&format!("UPDATE user_state SET {SET}, purge_at = ?11 WHERE id = ?1"))?;
             let mut pending = tx.prepare_cached("INSERT OR IGNORE INTO geo_scrub_pending (user_id) VALUES (?1)")?;
-            let mut dirty: Vec<(&Id, &LoadedUser)> = states.iter().filter(|(_, v)| v.dirty).collect();
-            dirty.sort_unstable_by_key(|(id, _)| **id);
-            for (id, u) in dirty {
+            for u in changed {
                 let s = &u.state;
                 let (d, dt) = toggle_cols(s.deleted);
                 let (p, pt) = toggle_cols(s.protected);
@@ -828,14 +734,14 @@ impl Store for SqliteStore {
                 let (withheld, scrub_up_to, delete_log, purge_at) =
                     (countries_to_text(&s.withheld), s.scrub_up_to.map(key), s.delete_log_text(), s.purge_at());
                 let row: [&dyn rusqlite::ToSql; 11] =
-                    [&key(*id), &d, &dt, &p, &pt, &su, &st, &withheld, &scrub_up_to, &delete_log, &purge_at];
-                match u.stored {
-                    Some(stored) if stored == purge_at => update.execute(&row[..10])?,
+                    [&key(u.id), &d, &dt, &p, &pt, &su, &st, &withheld, &scrub_up_to, &delete_log, &purge_at];
+                match stored_purge.get(&u.id) {
+                    Some(stored) if *stored == purge_at => update.execute(&row[..10])?,
                     Some(_) => update_purge.execute(&row[..])?,
                     None => insert.execute(&row[..])?,
                 };
-                if u.scrub {
-                    pending.execute([key(*id)])?;
+                if u.scrubbed {
+                    pending.execute([key(u.id)])?;
                 }
             }
         }
