@@ -360,14 +360,7 @@ impl Connection {
                 if let Err(e) = self.flush(*last_byte_ms).await {
                     return e;
                 }
-                let partial = framer.pending();
-                if partial > 0 {
-                    tracing::info!(
-                        partition = p,
-                        bytes = partial,
-                        "Stopped reading inside a message; it is not applied"
-                    );
-                }
+                self.discard_cut(&framer, Cut::Shutdown);
                 return ExitReason::Shutdown;
             };
             let item = match next {
@@ -377,6 +370,7 @@ impl Connection {
                         return e;
                     }
                     if now >= idle_deadline {
+                        self.discard_cut(&framer, Cut::IdleTimeout);
                         return ExitReason::IdleTimeout(idle);
                     }
                     continue;
@@ -395,14 +389,7 @@ impl Connection {
                     if let Err(e) = self.flush(*last_byte_ms).await {
                         return e;
                     }
-                    let partial = framer.pending();
-                    if partial > 0 {
-                        tracing::warn!(
-                            partition = p,
-                            bytes = partial,
-                            "The stream ended inside a message; that message is lost"
-                        );
-                    }
+                    self.discard_cut(&framer, Cut::StreamEnded);
                     return match res {
                         Ok(()) => ExitReason::Ended { notice: self.notice.take(), buffer_full: self.buffer_full },
                         Err(e) => ExitReason::Network(format!("the gzip stream ended early ({e})")),
@@ -412,6 +399,7 @@ impl Connection {
                     if let Err(x) = self.flush(*last_byte_ms).await {
                         return x;
                     }
+                    self.discard_cut(&framer, Cut::ReadError);
                     return ExitReason::Network(e.to_string());
                 }
                 Some(Ok(chunk)) => chunk,
@@ -428,6 +416,7 @@ impl Connection {
                     if let Err(x) = self.flush(*last_byte_ms).await {
                         return x;
                     }
+                    self.discard_cut(&framer, Cut::BadGzip);
                     return ExitReason::Network(format!("bad gzip data: {e}"));
                 }
                 if let Err(e) = self.frame(&mut framer, &decoded, *last_byte_ms).await {
@@ -542,6 +531,31 @@ impl Connection {
         }
     }
 
+    /// Counts and logs the message the framer holds a part of when the
+    /// connection ends: it is never applied (the gap it leaves is known).
+    fn discard_cut(&self, framer: &LineFramer, why: Cut) {
+        let bytes = framer.pending();
+        if bytes == 0 {
+            return;
+        }
+        self.counters.cut_messages.fetch_add(1, Relaxed);
+        metrics::counter!("complyd_discarded_total", "partition" => self.partition.to_string(), "reason" => why.as_str())
+            .increment(1);
+        let p = self.partition;
+        match why {
+            // Stopping on purpose: the restart reads the stream from there.
+            Cut::Shutdown => {
+                tracing::info!(partition = p, bytes, reason = why.as_str(), "Message cut by the shutdown; not applied")
+            }
+            _ => tracing::warn!(
+                partition = p,
+                bytes,
+                reason = why.as_str(),
+                "Message cut by the end of the connection; not applied"
+            ),
+        }
+    }
+
     /// Hands the pending batch to the router and waits until the handlers
     /// have accepted it (backpressure).
     async fn flush(&mut self, last_byte_ms: Option<i64>) -> Result<(), ExitReason> {
@@ -568,9 +582,33 @@ impl Connection {
         match self.router.send(batch).await {
             Ok(()) => Ok(()),
             Err(e) => {
+                metrics::counter!("complyd_discarded_total", "partition" => self.partition.to_string(), "reason" => "router_gone")
+                    .increment(n);
                 tracing::error!(partition = self.partition, events = n, error = %e, "Data lost: the router is gone; a batch was not handed on");
                 Err(ExitReason::Internal(format!("router unavailable: {e}")))
             }
+        }
+    }
+}
+
+/// Why a connection ended inside a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    Shutdown,
+    IdleTimeout,
+    StreamEnded,
+    ReadError,
+    BadGzip,
+}
+
+impl Cut {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cut::Shutdown => "shutdown",
+            Cut::IdleTimeout => "idle_timeout",
+            Cut::StreamEnded => "stream_ended",
+            Cut::ReadError => "read_error",
+            Cut::BadGzip => "bad_gzip",
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct PartitionCounters {
     pub unknown: AtomicU64,
     /// `{"error":...}` lines.
     pub notices: AtomicU64,
+    /// Messages cut by the end of a connection (a part received, never
+    /// applied; the gap they leave is known).
+    pub cut_messages: AtomicU64,
     /// Full-buffer disconnects: the server threw events away (data loss).
     pub data_loss: AtomicU64,
     /// Streams opened (200).

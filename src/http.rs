@@ -393,7 +393,7 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
             }
         }
     }
-    let counters: [(&str, &str, CounterFn); 7] = [
+    let counters: [(&str, &str, CounterFn); 8] = [
         ("complyd_partition_bytes_total", "compressed bytes received", |c| c.bytes.load(Relaxed)),
         ("complyd_partition_decoded_bytes_total", "decompressed bytes framed", |c| c.bytes_decoded.load(Relaxed)),
         ("complyd_partition_heartbeats_total", "heartbeats received", |c| c.heartbeats.load(Relaxed)),
@@ -404,6 +404,11 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
             |c| c.dead_lettered.load(Relaxed),
         ),
         ("complyd_partition_connections_total", "streams opened (HTTP 200)", |c| c.connections.load(Relaxed)),
+        (
+            "complyd_partition_cut_messages_total",
+            "messages cut by the end of a connection, not applied (complyd_discarded_total has the reasons)",
+            |c| c.cut_messages.load(Relaxed),
+        ),
         ("complyd_partition_data_loss_disconnects_total", "full-buffer disconnects: events lost at the server", |c| {
             c.data_loss.load(Relaxed)
         }),

@@ -124,6 +124,9 @@ async fn every_fault_reconnects_after_its_policy_delay_and_loses_nothing() {
 
         check_exit(&h, 1, 0, "network", 100);
         assert!(snapshot[0].exits[0].reason.contains("read failed"), "{:?}", snapshot[0].exits);
+        // The half message the drop left is counted, never applied.
+        assert_eq!(h.counters(1).cut_messages.load(Relaxed), 1, "{}", h.report());
+        assert_eq!(h.counters(4).cut_messages.load(Relaxed), 0, "a clean end cuts nothing");
         check_exit(&h, 2, 0, "network", 100);
         assert!(snapshot[1].exits[0].reason.contains("idle-read timeout"), "{:?}", snapshot[1].exits);
         check_exit(&h, 3, 0, "server", 300);

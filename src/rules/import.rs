@@ -8,7 +8,7 @@
 
 use super::user::UserState;
 use crate::event::{Id, TimeMs};
-use crate::post::{strip_own_geo, without_any_geo, NewPost};
+use crate::post::{strip_own_geo, without_any_geo, NewLike, NewPost};
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
@@ -229,9 +229,44 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
     ImportPlan { rows, tombstones, stats }
 }
 
+/// Decides a batch's likes, once its posts are saved: a like is refused
+/// when it was deleted (`gone`: its like tombstone) or its post is a
+/// tombstone (`tombstoned`). Every like of the batch is counted, refused or
+/// stored; the pairs to store come back sorted and without repeats.
+pub fn plan_likes(
+    likes: &[NewLike],
+    gone: &HashSet<(Id, Id)>,
+    tombstoned: &HashSet<Id>,
+    stats: &mut ImportStats,
+) -> Vec<(Id, Id)> {
+    let mut keep = Vec::with_capacity(likes.len());
+    for l in likes {
+        if gone.contains(&(l.user_id, l.post_id)) || tombstoned.contains(&l.post_id) {
+            stats.refused += 1;
+        } else {
+            stats.likes_stored += 1;
+            keep.push((l.user_id, l.post_id));
+        }
+    }
+    keep.sort_unstable();
+    keep.dedup();
+    keep
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_like_is_refused_when_deleted_or_its_post_is_gone_and_every_like_is_counted() {
+        let like = |user_id, post_id| NewLike { user_id, post_id };
+        let likes = [like(1, 10), like(2, 20), like(3, 30), like(1, 10)];
+        let gone = HashSet::from([(2, 20)]);
+        let tombstoned = HashSet::from([30]);
+        let mut stats = ImportStats::default();
+        assert_eq!(plan_likes(&likes, &gone, &tombstoned, &mut stats), vec![(1, 10)]);
+        assert_eq!((stats.likes_stored, stats.refused), (2, 2));
+    }
     use crate::post::{parse_post_line, Form};
 
     fn plan_of(lines: &[&str], stored: &HashMap<Id, NewPost>) -> HashMap<Id, NewPost> {

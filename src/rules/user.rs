@@ -106,7 +106,7 @@ impl UserState {
 
     /// Whether post `id` of this user has its geo data scrubbed.
     pub fn geo_scrubbed(&self, id: Id) -> bool {
-        self.scrub_up_to.is_some_and(|s| id <= s)
+        self.scrub_up_to.is_some_and(|up_to| scrub_covers(up_to, id))
     }
 
     /// Storage form of the delete log: `1700000000000d,1700000001000u`.
@@ -218,6 +218,12 @@ pub fn compact_delete_log(log: &[(TimeMs, bool)]) -> Vec<(TimeMs, bool)> {
     }
     out.sort_unstable();
     out
+}
+
+/// Whether a `scrub_geo` up to `up_to` covers post `id`: up to and
+/// including it.
+pub fn scrub_covers(up_to: Id, id: Id) -> bool {
+    id <= up_to
 }
 
 /// The users a batch of user events touches, sorted and without repeats

@@ -757,22 +757,22 @@ impl PostgresStore {
             pairs.sort_unstable();
             pairs.dedup();
             let (us, ps): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
-            let gone: HashSet<(i64, i64)> = c
+            let gone: HashSet<(Id, Id)> = c
                 .query(
                     "SELECT t.user_id, t.post_id FROM like_tombstones t
                      JOIN unnest($1::bigint[], $2::bigint[]) AS d(u, p) ON t.user_id = d.u AND t.post_id = d.p",
                     &[&us, &ps],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
+                .map(|r| (id_of(r.get(0)), id_of(r.get(1))))
                 .collect();
-            let post_gone: HashSet<i64> =
-                c.query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ps])?.iter().map(|r| r.get(0)).collect();
-            let keep: Vec<(i64, i64)> =
-                pairs.into_iter().filter(|pr| !gone.contains(pr) && !post_gone.contains(&pr.1)).collect();
-            stats.refused += (likes.len() - keep.len()) as u64;
-            stats.likes_stored += keep.len() as u64;
-            let (us, ps): (Vec<i64>, Vec<i64>) = keep.into_iter().unzip();
+            let tombstoned: HashSet<Id> = c
+                .query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ps])?
+                .iter()
+                .map(|r| id_of(r.get(0)))
+                .collect();
+            let keep = import::plan_likes(likes, &gone, &tombstoned, &mut stats);
+            let (us, ps): (Vec<i64>, Vec<i64>) = keep.into_iter().map(|(u, p)| (key(u), key(p))).unzip();
             c.execute(
                 "INSERT INTO likes (user_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING",
                 &[&us, &ps],
@@ -993,7 +993,7 @@ impl Store for PostgresStore {
                         .query("SELECT id, json FROM posts WHERE author_id = $1 AND has_geo", &[uid])?
                         .iter()
                         .map(|r| (r.get(0), r.get(1)))
-                        .filter(|(id, _)| id_of(*id) <= id_of(*up_to))
+                        .filter(|(id, _)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
                         .collect();
                     // The post's own geo; what it embeds of other posts is
                     // judged on every read.

@@ -36,7 +36,7 @@ use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
 use rusqlite::{params, Connection, DatabaseName, OptionalExtension, Row, TransactionBehavior};
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// The schema version this build writes (the main file's). Version 3 adds
@@ -801,19 +801,23 @@ impl Store for SqliteStore {
             }
         }
         let mut stats = plan.stats;
+        let (mut gone, mut tombstoned) = (HashSet::new(), HashSet::new());
         for l in likes {
-            let gone = tx
+            let like_gone = tx
                 .prepare_cached("SELECT 1 FROM like_tombstones WHERE user_id = ?1 AND post_id = ?2")?
                 .query_row(params![key(l.user_id), key(l.post_id)], |_| Ok(()))
                 .optional()?
                 .is_some();
-            if gone || is_tombstone(&tx, l.post_id)? {
-                stats.refused += 1;
-                continue;
+            if like_gone {
+                gone.insert((l.user_id, l.post_id));
             }
+            if is_tombstone(&tx, l.post_id)? {
+                tombstoned.insert(l.post_id);
+            }
+        }
+        for (user_id, post_id) in import::plan_likes(likes, &gone, &tombstoned, &mut stats) {
             tx.prepare_cached("INSERT OR IGNORE INTO likes (user_id, post_id) VALUES (?1, ?2)")?
-                .execute(params![key(l.user_id), key(l.post_id)])?;
-            stats.likes_stored += 1;
+                .execute(params![key(user_id), key(post_id)])?;
         }
         tx.commit()?;
         Ok(stats)
@@ -978,7 +982,7 @@ impl Store for SqliteStore {
                     .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
                 for (id, json) in rows {
-                    if id_of(id) > id_of(up_to) {
+                    if !rules::user::scrub_covers(id_of(up_to), id_of(id)) {
                         continue;
                     }
                     // The post's own geo; what it embeds of other posts is
