@@ -13,7 +13,9 @@
 //! the HTTP endpoints and the demo.
 
 mod commit;
+pub mod gap_keeper;
 pub mod partition;
+pub mod replayer;
 pub mod router;
 pub mod status_handler;
 pub mod supervisor;

@@ -489,7 +489,7 @@ impl Connection {
                         sent = n.sent.as_deref().unwrap_or(""),
                         last_byte_ms = self.counters.last_byte_ms.load(Relaxed),
                         gap_from_event_ms = self.batch.max_event_ms.max(self.counters.last_event_ms.load(Relaxed)),
-                        "Data lost: the server dropped what it had buffered for this partition; recover the gap with Replay from gap_from_event_ms"
+                        "Data lost: the server dropped what it had buffered for this partition; the gap is in the gap ledger (complyd gaps), for Replay"
                     );
                 } else {
                     tracing::warn!(partition = self.partition, notice = %n.message, sent = n.sent.as_deref().unwrap_or(""), "The server is disconnecting");
@@ -574,6 +574,7 @@ impl Connection {
             last_event_ms: max_event_ms,
             last_byte_ms: last_byte_ms.unwrap_or_else(now_ms),
             received,
+            committed: None,
         };
         if max_event_ms > 0 {
             self.counters.last_event_ms.fetch_max(max_event_ms, Relaxed);

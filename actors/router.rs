@@ -29,11 +29,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 /// Parsed events of one partition, with its position.
 #[derive(Debug)]
 pub struct Batch {
+    /// 0: events of no partition's stream (a replay), committed without a
+    /// position.
     pub partition: u8,
     pub status: Vec<Timed<StatusEvent>>,
     pub user: Vec<Timed<UserEvent>>,
@@ -43,6 +45,8 @@ pub struct Batch {
     pub last_byte_ms: TimeMs,
     /// When the oldest event of the batch was received.
     pub received: Instant,
+    /// Told whether both parts were committed (the replayer waits on it).
+    pub committed: Option<oneshot::Sender<bool>>,
 }
 
 impl Message for Batch {
@@ -94,6 +98,8 @@ struct Lane<E> {
     events: Vec<Timed<E>>,
     positions: BTreeMap<u8, Position>,
     parts: Vec<PartInfo>,
+    /// Told whether the transaction holding their parts committed.
+    waiters: Vec<oneshot::Sender<bool>>,
     /// A transaction is at the handler.
     busy: bool,
     /// Most events waiting (a part larger than this still goes alone).
@@ -115,6 +121,7 @@ impl<E: 'static> Lane<E> {
             events: Vec::new(),
             positions: BTreeMap::new(),
             parts: Vec::new(),
+            waiters: Vec::new(),
             busy: false,
             cap: cap.max(1),
         }))
@@ -125,6 +132,16 @@ impl<E: 'static> Lane<E> {
     }
 }
 
+/// One handler's share of a batch.
+struct Part<E> {
+    events: Vec<Timed<E>>,
+    /// Partition 0: no position (replayed events).
+    position: Position,
+    received: Instant,
+    /// Told whether the transaction holding it committed.
+    done: Option<oneshot::Sender<bool>>,
+}
+
 /// Puts one part in its lane, waiting for room; then starts a transaction
 /// if the handler is free.
 async fn enqueue<E: 'static>(
@@ -132,10 +149,9 @@ async fn enqueue<E: 'static>(
     sink: Rc<dyn Sink<E>>,
     signals: Rc<Signals>,
     health: Arc<Health>,
-    mut events: Vec<Timed<E>>,
-    position: Position,
-    received: Instant,
+    part: Part<E>,
 ) {
+    let Part { mut events, position, received, done } = part;
     let info = PartInfo { partition: position.partition, events: events.len(), received };
     loop {
         {
@@ -146,10 +162,13 @@ async fn enqueue<E: 'static>(
                 } else {
                     l.events.append(&mut events);
                 }
-                let p = l.positions.entry(position.partition).or_insert(position);
-                p.last_event_ms = p.last_event_ms.max(position.last_event_ms);
-                p.last_byte_ms = p.last_byte_ms.max(position.last_byte_ms);
+                if position.partition != 0 {
+                    let p = l.positions.entry(position.partition).or_insert(position);
+                    p.last_event_ms = p.last_event_ms.max(position.last_event_ms);
+                    p.last_byte_ms = p.last_byte_ms.max(position.last_byte_ms);
+                }
                 l.parts.push(info);
+                l.waiters.extend(done);
                 break;
             }
         }
@@ -166,12 +185,16 @@ fn kick<E: 'static>(lane: LaneRef<E>, sink: Rc<dyn Sink<E>>, signals: Rc<Signals
             return;
         }
         l.busy = true;
-        Job {
-            events: std::mem::take(&mut l.events),
-            positions: std::mem::take(&mut l.positions).into_values().collect(),
-            parts: std::mem::take(&mut l.parts),
-        }
+        (
+            Job {
+                events: std::mem::take(&mut l.events),
+                positions: std::mem::take(&mut l.positions).into_values().collect(),
+                parts: std::mem::take(&mut l.parts),
+            },
+            std::mem::take(&mut l.waiters),
+        )
     };
+    let (job, waiters) = job;
     // Room again: the waiting parts form the next transaction.
     signals.room.notify_waiters();
     let n = job.events.len();
@@ -180,6 +203,9 @@ fn kick<E: 'static>(lane: LaneRef<E>, sink: Rc<dyn Sink<E>>, signals: Rc<Signals
     let outcome = sink.submit(job);
     actix::spawn(async move {
         let r = outcome.await;
+        for w in waiters {
+            let _ = w.send(r.is_ok());
+        }
         if let Err(e) = &r {
             let c = if name == "status" { &health.status } else { &health.user };
             c.abandoned.fetch_add(n as u64, Ordering::Relaxed);
@@ -283,12 +309,31 @@ impl Handler<Batch> for Router {
         let (ss, us) = (self.status_sink.clone(), self.user_sink.clone());
         let (signals, health) = (self.signals.clone(), self.health.clone());
         Box::pin(async move {
-            let Batch { status, user, received, .. } = b;
+            let Batch { status, user, received, committed, .. } = b;
+            let (mut done_s, mut done_u) = (None, None);
+            let waiter = |slot: &mut Option<oneshot::Receiver<bool>>| {
+                committed.is_some().then(|| {
+                    let (tx, rx) = oneshot::channel();
+                    *slot = Some(rx);
+                    tx
+                })
+            };
             if !status.is_empty() {
-                enqueue(sl, ss, signals.clone(), health.clone(), status, position, received).await;
+                let part = Part { events: status, position, received, done: waiter(&mut done_s) };
+                enqueue(sl, ss, signals.clone(), health.clone(), part).await;
             }
             if !user.is_empty() {
-                enqueue(ul, us, signals, health, user, position, received).await;
+                let part = Part { events: user, position, received, done: waiter(&mut done_u) };
+                enqueue(ul, us, signals, health, part).await;
+            }
+            if let Some(committed) = committed {
+                actix::spawn(async move {
+                    let mut ok = true;
+                    for rx in [done_s, done_u].into_iter().flatten() {
+                        ok &= matches!(rx.await, Ok(true));
+                    }
+                    let _ = committed.send(ok);
+                });
             }
         })
     }

@@ -14,11 +14,13 @@
 //! partition is marked failed (`/readyz` says so and why) and keeps retrying
 //! at the slowest pace; a stable connection clears it.
 
+use super::gap_keeper::GapNote;
 use super::partition::{config_hint, ChildConnected, ChildExited, ExitReason, PartitionStream};
 use super::router::Router;
 use crate::backoff::{BackoffPolicy, FailureClass, Intensity, Restarts};
 use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
+use crate::gaps::{self, GapCause};
 use crate::health::{ExitRecord, Health, LinkState};
 use crate::limiter::{ConnectLimiter, Ticket};
 use crate::settings::StreamPlan;
@@ -54,6 +56,8 @@ pub struct SupervisorConfig {
     pub dead_letter: Arc<Mutex<DeadLetter>>,
     /// Where the limiter's recent grants are kept across restarts.
     pub limiter_state: Option<PathBuf>,
+    /// Told of every gap a (re)connection leaves, and ticked every second.
+    pub gap_keeper: Option<Recipient<GapNote>>,
 }
 
 struct Child {
@@ -68,6 +72,13 @@ struct Child {
     /// The limiter grant of the running attempt, settled when it is
     /// answered.
     ticket: Option<Ticket>,
+    /// A stream of this process has opened before (else a gap is the
+    /// restart's, from the stored position).
+    connected_once: bool,
+    /// The last stream ended with a full-buffer disconnect.
+    full_buffer: bool,
+    /// The `backfillMinutes` the running attempt asked for.
+    backfill_minutes: Option<u32>,
 }
 
 pub struct Supervisor {
@@ -121,6 +132,9 @@ impl Supervisor {
                         lines: 0,
                         last_byte_ms: cfg.last_byte_ms.get(p).copied().filter(|t| *t > 0),
                         ticket: None,
+                        connected_once: false,
+                        full_buffer: false,
+                        backfill_minutes: None,
                     },
                 )
             })
@@ -218,7 +232,7 @@ impl Supervisor {
                 gap_ms = gap,
                 backfill_minutes = max,
                 since_ms = last,
-                "Data missing: the gap is longer than backfill covers; recover it with Replay from since_ms"
+                "Data missing: the gap is longer than backfill covers; it is in the gap ledger (complyd gaps), for Replay"
             );
         }
         Some(minutes.clamp(1, u64::from(max)) as u32)
@@ -228,6 +242,7 @@ impl Supervisor {
         let backfill_minutes = self.backfill_for(p);
         let Some(c) = self.children.get_mut(&p) else { return };
         c.ticket = Some(ticket);
+        c.backfill_minutes = backfill_minutes;
         c.queued = false;
         c.running = true;
         c.generation += 1;
@@ -292,6 +307,9 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(keeper) = self.cfg.gap_keeper.clone() {
+            ctx.run_interval(std::time::Duration::from_secs(1), move |_, _| keeper.do_send(GapNote::Tick));
+        }
         let parts: Vec<u8> = self.children.keys().copied().collect();
         tracing::info!(partitions = ?parts, "Starting the partition streams");
         for p in parts {
@@ -316,6 +334,28 @@ impl Handler<ChildConnected> for Supervisor {
         self.save_limiter();
         let Some(c) = self.children.get_mut(&m.partition) else { return };
         self.config_error_logged = None;
+        let cause = if c.full_buffer {
+            GapCause::FullBuffer
+        } else if c.connected_once {
+            GapCause::Disconnect
+        } else {
+            GapCause::Restart
+        };
+        // After a full buffer the server dropped events it had queued: they
+        // may be older than the last byte (a heartbeat), not than the last
+        // event received.
+        let last_event = self.cfg.health.counters(m.partition).last_event_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let since = match cause {
+            GapCause::FullBuffer => c.last_byte_ms.map(|b| if last_event > 0 { b.min(last_event) } else { b }),
+            _ => c.last_byte_ms,
+        };
+        c.connected_once = true;
+        c.full_buffer = false;
+        if let (Some(since), Some(keeper)) = (since, &self.cfg.gap_keeper) {
+            if let Some(gap) = gaps::on_connect(m.partition, since, now_ms(), cause, c.backfill_minutes) {
+                keeper.do_send(GapNote::Opened(gap));
+            }
+        }
         self.cfg.health.set_state(m.partition, LinkState::Connected);
         self.cfg.health.update(m.partition, |h| h.config_error = None);
         let (p, g) = (m.partition, m.generation);
@@ -357,6 +397,9 @@ impl Handler<ChildExited> for Supervisor {
         }
         c.running = false;
         c.lines = m.lines;
+        if let ExitReason::Ended { buffer_full: true, .. } = m.reason {
+            c.full_buffer = true;
+        }
         if m.last_byte_ms.is_some() {
             c.last_byte_ms = m.last_byte_ms;
         }

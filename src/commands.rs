@@ -501,3 +501,50 @@ fn shown_json(json: &str, own_geo: bool, judge: &dyn embedded::Judge) -> String 
     }
     serde_json::to_string(&v).unwrap_or_else(|_| json.to_owned())
 }
+
+/// A time for people: `2026-12-01 13:05:09Z`.
+fn utc(ms: TimeMs) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+}
+
+/// `complyd gaps`: the gap ledger, oldest first. A table (one gap a line,
+/// its last move) or, with `json`, one JSON object a gap with its whole
+/// history. Returns how many gaps are unresolved.
+///
+/// # Errors
+/// The store cannot be read, or the output cannot be written.
+pub fn gaps(store: &mut dyn Store, json: bool, mut out: impl Write) -> Result<usize, Failure> {
+    let gaps = store.gaps()?;
+    if json {
+        for g in &gaps {
+            let mut v = serde_json::to_value(g).map_err(|e| Failure::Io(e.into()))?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("minutes".into(), g.minutes().into());
+            }
+            writeln!(out, "{v}")?;
+        }
+    } else {
+        writeln!(
+            out,
+            "{:>4} {:>4}  {:<20}  {:<20}  {:>5}  {:<11}  {:<12}  last",
+            "id", "part", "from (UTC)", "to (UTC)", "min", "cause", "state"
+        )?;
+        for g in &gaps {
+            let last = g.history.last().map_or_else(String::new, |e| format!("{} {}", utc(e.at_ms), e.note));
+            writeln!(
+                out,
+                "{:>4} {:>4}  {:<20}  {:<20}  {:>5}  {:<11}  {:<12}  {last}",
+                g.id,
+                g.partition,
+                utc(g.from_ms),
+                utc(g.to_ms),
+                g.minutes(),
+                g.cause.as_str(),
+                g.state.as_str()
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(gaps.iter().filter(|g| g.state.is_unresolved()).count())
+}

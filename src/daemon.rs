@@ -12,6 +12,8 @@
 
 pub mod bench;
 
+use crate::actors::gap_keeper::GapKeeper;
+use crate::actors::replayer::Replayer;
 use crate::actors::router::{Drain, Router};
 use crate::actors::status_handler::StatusHandler;
 use crate::actors::supervisor::{Shutdown, Supervisor, SupervisorConfig};
@@ -39,6 +41,8 @@ pub struct Daemon {
     health: Arc<Health>,
     http: Option<(actix_web::dev::ServerHandle, SocketAddr)>,
     arbiters: Vec<Arbiter>,
+    /// The replayer's thread (None: `replay.enabled` is false).
+    replayer: Option<Arbiter>,
     shutdown_timeout: Duration,
     dead_letter: Arc<Mutex<DeadLetter>>,
     started: Instant,
@@ -113,6 +117,16 @@ impl Daemon {
             UserHandler::new(u.clone(), store, hl.clone(), retry, max_users)
         });
         let router = Router::new(status, user, h.queue_events, health.clone(), h.maintain_interval).start();
+        let (hl, u) = (health.clone(), url.clone());
+        let gap_keeper = SyncArbiter::start(1, move || GapKeeper::new(u.clone(), hl.clone()));
+        // The replayer on a thread of its own: a replay never slows the
+        // streams' threads.
+        let replayer = plan.replay.clone().map(|replay| {
+            let thread = Arbiter::new();
+            let (hl, k, r, dl) = (health.clone(), gap_keeper.clone(), router.clone(), dead_letter.clone());
+            Replayer::start_in_arbiter(&thread.handle(), move |_| Replayer::new(replay, hl, k, r, dl));
+            thread
+        });
 
         // The endpoints first: a port already taken fails the start before
         // any connection is made.
@@ -125,7 +139,7 @@ impl Daemon {
             }
             None => None,
         };
-        let arbiters: Vec<Arbiter> = (0..stream.threads.max(1)).map(|_| Arbiter::new()).collect();
+        let stream_threads: Vec<Arbiter> = (0..stream.threads.max(1)).map(|_| Arbiter::new()).collect();
         let l = &plan.limiter;
         let supervisor = Supervisor::new(SupervisorConfig {
             spec: stream.clone(),
@@ -133,11 +147,12 @@ impl Daemon {
             intensity: plan.restart,
             limiter: ConnectLimiter::new(l.max_requests, l.window, l.margin),
             last_byte_ms,
-            arbiters: arbiters.iter().map(Arbiter::handle).collect(),
+            arbiters: stream_threads.iter().map(Arbiter::handle).collect(),
             router: router.clone(),
             health: health.clone(),
             dead_letter: dead_letter.clone(),
             limiter_state: Some(l.state_file.clone()),
+            gap_keeper: Some(gap_keeper.recipient()),
         })
         .start();
 
@@ -153,7 +168,8 @@ impl Daemon {
             router,
             health,
             http,
-            arbiters,
+            arbiters: stream_threads,
+            replayer,
             shutdown_timeout: plan.shutdown_timeout,
             dead_letter,
             started: Instant::now(),
@@ -182,6 +198,11 @@ impl Daemon {
         let t0 = Instant::now();
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         self.health.shutting_down.store(true, Relaxed);
+        // A replay cut short leaves its gap as it stood: the next run asks
+        // the window again.
+        if let Some(r) = &self.replayer {
+            r.stop();
+        }
         let streams = tokio::time::timeout_at(deadline, self.supervisor.send(Shutdown)).await;
         let streams_ok = matches!(streams, Ok(Ok(())));
         if !streams_ok {
@@ -478,6 +499,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "complyd demo: posts visible before {visible_before}, now {visible_after} ({} hidden by compliance events)",
         visible_before.saturating_sub(visible_after)
+    );
+    let gaps = store::open_url(&db)?.gaps()?;
+    let repaired = gaps.iter().filter(|g| g.state == crate::gaps::GapState::Repaired).count();
+    println!(
+        "complyd demo: gap ledger: {} gaps, {repaired} repaired, {} unresolved (`complyd gaps --db {db}`)",
+        gaps.len(),
+        gaps.iter().filter(|g| g.state.is_unresolved()).count()
     );
     println!("complyd demo: try `complyd export --db {db}` or `complyd check --db {db} ID`");
     Ok(())

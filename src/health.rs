@@ -7,6 +7,7 @@
 //! contended lock.
 
 use crate::event::EVENT_TYPES;
+use crate::gaps::Gap;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -234,6 +235,11 @@ pub struct Health {
     pub started_ms: i64,
     /// Purges and geo scrubs done off the event path.
     pub maintenance_runs: AtomicU64,
+    /// Events received from Replay (handed to the handlers like a stream's).
+    pub replayed: AtomicU64,
+    /// The gaps of the ledger still open or being repaired (refreshed by the
+    /// gap keeper).
+    unresolved_gaps: RwLock<Vec<Gap>>,
 }
 
 impl Health {
@@ -244,6 +250,8 @@ impl Health {
             status: HandlerCounters::default(),
             user: HandlerCounters::default(),
             store_error: RwLock::new(None),
+            replayed: AtomicU64::new(0),
+            unresolved_gaps: RwLock::new(Vec::new()),
             latency: LatencyHistogram::default(),
             shutting_down: AtomicBool::new(false),
             started_ms: now_ms(),
@@ -299,14 +307,25 @@ impl Health {
         self.store_error.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Replaces the list of unresolved gaps (open or repairing).
+    pub fn set_unresolved_gaps(&self, gaps: Vec<Gap>) {
+        *self.unresolved_gaps.write().unwrap_or_else(|e| e.into_inner()) = gaps;
+    }
+
+    /// The gaps of the ledger still open or being repaired.
+    pub fn unresolved_gaps(&self) -> Vec<Gap> {
+        self.unresolved_gaps.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Events committed by both handlers.
     pub fn committed(&self) -> u64 {
         self.status.committed.load(Relaxed) + self.user.committed.load(Relaxed)
     }
 
-    /// Events received (parsed and handed on) on all partitions.
+    /// Events received (parsed and handed on) on all partitions and from
+    /// Replay.
     pub fn received(&self) -> u64 {
-        self.counters.values().map(|c| c.events.load(Relaxed)).sum()
+        self.counters.values().map(|c| c.events.load(Relaxed)).sum::<u64>() + self.replayed.load(Relaxed)
     }
 
     /// Whether the daemon is ready, and every reason it is not.
@@ -363,6 +382,7 @@ impl Health {
             "events_committed": self.committed(),
             "store_error": self.store_error(),
             "latency_p99_ms": self.latency.quantile_ms(0.99),
+            "unresolved_gaps": self.unresolved_gaps(),
         })
     }
 }

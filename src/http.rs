@@ -427,6 +427,18 @@ async fn metrics_text(state: web::Data<HttpState>) -> HttpResponse {
             sample(&mut out, name, &format!("partition=\"{}\",type=\"{ty}\"", p.partition), n.load(Relaxed));
         }
     }
+    let gaps = h.unresolved_gaps();
+    for (name, help, minutes) in [
+        ("complyd_gaps_unresolved", "gaps of the ledger open or being repaired", false),
+        ("complyd_gaps_unresolved_minutes", "their length, in minutes rounded up", true),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for p in &parts {
+            let mine = gaps.iter().filter(|g| g.partition == p.partition);
+            let v: i64 = if minutes { mine.map(|g| g.minutes()).sum() } else { mine.count() as i64 };
+            sample(&mut out, name, &format!("partition=\"{}\"", p.partition), v.max(0) as u64);
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP complyd_ready 1 when /readyz answers 200\n# TYPE complyd_ready gauge\ncomplyd_ready {}",

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod deadletter;
 pub mod event;
 pub mod framing;
+pub mod gaps;
 pub mod health;
 pub mod http;
 pub mod limiter;

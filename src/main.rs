@@ -77,6 +77,12 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// The gap ledger: every stretch of a partition's stream not received, and whether it was repaired.
+    Gaps {
+        /// One JSON object a gap, with its history, instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a config file and print every problem (exit 1 if any).
     Validate,
     /// The firehose simulator (--config names a simulator config, e.g. config/sim.toml).
@@ -160,6 +166,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let country = country.as_deref().map(commands::parse_country).transpose()?;
             let (mut store, _) = open_store(config, db)?;
             commands::check(store.as_mut(), country, &ids, &mut std::io::stdout().lock())
+        }
+        Command::Gaps { json } => {
+            let (mut store, _) = open_store(config, db)?;
+            let unresolved = commands::gaps(store.as_mut(), json, std::io::stdout().lock())?;
+            if !json {
+                eprintln!("gaps: {unresolved} unresolved");
+            }
+            Ok(())
         }
         Command::Export { country } => {
             let country = country.as_deref().map(commands::parse_country).transpose()?;

@@ -9,6 +9,7 @@ mod common;
 
 use common::daemon::*;
 use complyd::daemon::Daemon;
+use complyd::gaps::{GapCause, GapState};
 use complyd::health::{Health, PartitionHealth};
 use complyd::sim::{Fault, FaultKind, RateLimitConfig, SimConfig};
 use std::sync::atomic::Ordering::Relaxed;
@@ -124,6 +125,20 @@ async fn every_fault_reconnects_after_its_policy_delay_and_loses_nothing() {
 
         check_exit(&h, 1, 0, "network", 100);
         assert!(snapshot[0].exits[0].reason.contains("read failed"), "{:?}", snapshot[0].exits);
+        // Every reconnect left a gap in the ledger, the full buffer's marked
+        // as such; the one-minute backfill repaired each.
+        let mut st = complyd::store::open(&url).unwrap();
+        let repaired = wait_until(Duration::from_secs(20), || {
+            let g = st.gaps().unwrap();
+            (1..=7).all(|p| g.iter().any(|g| g.partition == p)) && g.iter().all(|g| g.state == GapState::Repaired)
+        })
+        .await;
+        let gaps = st.gaps().unwrap();
+        assert!(repaired, "{gaps:#?}");
+        let cause = |p: u8| gaps.iter().find(|g| g.partition == p).map(|g| g.cause);
+        assert_eq!(cause(5), Some(GapCause::FullBuffer));
+        assert_eq!(cause(3), Some(GapCause::Disconnect));
+        drop(st);
         // The half message the drop left is counted, never applied.
         assert_eq!(h.counters(1).cut_messages.load(Relaxed), 1, "{}", h.report());
         assert_eq!(h.counters(4).cut_messages.load(Relaxed), 0, "a clean end cuts nothing");
@@ -338,6 +353,85 @@ async fn past_the_restart_intensity_a_partition_is_failed_until_a_stable_connect
         assert_eq!(sim.stats().responses_with(429), 0);
         daemon.shutdown().await;
         sim.stop().await;
+    })
+    .await
+    .expect("the test timed out");
+}
+
+/// A full-buffer disconnect loses events at the server, and backfill is off:
+/// the gap stays open until the daemon fetches it from Replay, once its last
+/// minute is over. The store then holds every event the simulator
+/// generated, the lost ones included, not only what it sent.
+#[actix_rt::test]
+async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_sent() {
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(150), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let mut cfg = sim_config(&d, 2_000.0);
+        cfg.replay.min_age_minutes = 0;
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        s.stream.backfill_minutes = 0;
+        s.replay.freshness_ms = 0;
+        s.replay.check_interval_ms = 200;
+        let url = s.store.url.clone();
+        import_posts(&url, &d);
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
+        let h = daemon.health().clone();
+        assert!(
+            wait_until(Duration::from_secs(10), || all_connected(&h) && h.received() > 1_000).await,
+            "{}",
+            h.report()
+        );
+
+        sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(5));
+        let mut st = complyd::store::open(&url).unwrap();
+        let gap_of_5 =
+            |st: &mut Box<dyn complyd::store::Store>| st.gaps().unwrap().into_iter().find(|g| g.partition == 5);
+        assert!(wait_until(Duration::from_secs(20), || gap_of_5(&mut st).is_some()).await, "no gap recorded");
+        let gap = gap_of_5(&mut st).unwrap();
+        assert_eq!((gap.cause, gap.state), (GapCause::FullBuffer, GapState::Open), "{gap:?}");
+        // Replay serves whole minutes: the repair waits for the gap's last one.
+        let repaired =
+            wait_until(Duration::from_secs(100), || gap_of_5(&mut st).is_some_and(|g| g.state == GapState::Repaired))
+                .await;
+        let gap = gap_of_5(&mut st).unwrap();
+        assert!(repaired, "{gap:#?}\n{}", h.report());
+        assert_eq!(gap.repair, Some(complyd::gaps::Repair::Replay), "{gap:?}");
+        assert!(gap.history.last().unwrap().note.contains("completed"), "{gap:?}");
+        assert!(sim.stats().replays_total >= 1);
+        assert_eq!(sim.stats().responses_with(429), 0, "the replay budget was respected");
+        drop(st);
+        quiesce(&sim, &daemon).await;
+        daemon.shutdown().await;
+
+        // What the simulator generated up to the end of the repaired
+        // window (its own Replay), then everything it sent.
+        let floor = |ms: i64| ms.div_euclid(60_000) * 60_000;
+        let q = format!(
+            "/replay/compliance/accounts/{}/publishers/twitter/{}.json?fromDate={}&toDate={}",
+            cfg.account,
+            cfg.label,
+            complyd::gaps::replay_date(floor(sim.epoch_ms())),
+            complyd::gaps::replay_date(gap.covered_to_ms)
+        );
+        let auth = common::sim_client::basic_auth(&cfg.username, &cfg.password);
+        let mut r = common::sim_client::StreamReader::open(
+            sim.addr(),
+            &q,
+            &[("Authorization", &auth), ("Accept-Encoding", "gzip")],
+        )
+        .await
+        .unwrap();
+        r.read_to_end(Duration::from_secs(20)).await;
+        let generated: Vec<(u8, String)> = r.message_strings().into_iter().map(|l| (0, l)).collect();
+        assert!(generated.len() > 1_000, "{} lines replayed", generated.len());
+        sim.stop().await;
+        let mut lines = record_lines(&d.join("record.tsv"));
+        lines.extend(generated);
+        let reference = replay_reference(&lines, &d);
+        assert_same_effect(&url, &reference, &lines);
     })
     .await
     .expect("the test timed out");

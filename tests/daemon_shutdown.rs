@@ -7,6 +7,7 @@ mod common;
 
 use common::daemon::*;
 use complyd::daemon::Daemon;
+use complyd::gaps::{GapCause, GapState};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,7 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
             let mut st = complyd::store::open(&url).unwrap();
             let pos = st.positions().unwrap();
             assert_eq!(pos.len(), 16, "{pos:?}");
+            assert_eq!(st.gaps().unwrap(), vec![], "a new store's first connections leave no gap");
         }
 
         // A gap: the simulator releases events while no daemon listens; only
@@ -67,7 +69,23 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
             wait_until(Duration::from_secs(20), || sim.stats().next_event_index >= stopped_at + 1_000).await,
             "the simulator did not release 1 000 events within 20 s while the daemon was down"
         );
+        // A gap from an earlier life of the store, out of Replay's reach.
         let restarted_ms = complyd::clock::now_ms();
+        let old = complyd::store::open(&url)
+            .unwrap()
+            .open_gap(
+                &complyd::gaps::NewGap {
+                    partition: 8,
+                    from_ms: restarted_ms - 7 * 24 * 3_600_000,
+                    to_ms: restarted_ms - 6 * 24 * 3_600_000,
+                    cause: GapCause::Disconnect,
+                    state: GapState::Open,
+                    repair: None,
+                    note: "disconnect".into(),
+                },
+                restarted_ms,
+            )
+            .unwrap();
         let second = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h2 = second.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h2)).await, "{}", h2.report());
@@ -82,6 +100,27 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
             "the restart did not catch up through the gap within 20 s: {}",
             h2.report()
         );
+        // The restart left one gap a partition, from its last committed
+        // position to the new connection, and the backfill repaired each.
+        let mut st = complyd::store::open(&url).unwrap();
+        let repaired = wait_until(Duration::from_secs(20), || {
+            let g = st.gaps().unwrap();
+            g.len() == 9 && g.iter().filter(|g| g.id != old).all(|g| g.state == GapState::Repaired)
+        })
+        .await;
+        let mut gaps = st.gaps().unwrap();
+        assert!(repaired, "{gaps:#?}");
+        // The old one is unrepairable, and says what to do instead.
+        let unrepairable = gaps.remove(gaps.iter().position(|g| g.id == old).unwrap());
+        assert_eq!(unrepairable.state, GapState::Unrepairable, "{unrepairable:?}");
+        assert!(unrepairable.history.last().unwrap().note.contains("batch compliance job"), "{unrepairable:?}");
+        for g in &gaps {
+            assert_eq!(g.cause, GapCause::Restart, "{g:?}");
+            assert!(g.from_ms < restarted_ms && g.to_ms >= restarted_ms, "{g:?} (restarted at {restarted_ms})");
+            assert_eq!(g.history.len(), 2, "repairing by backfill, then repaired: {g:?}");
+        }
+        assert!(h2.unresolved_gaps().is_empty(), "{}", h2.report());
+        drop(st);
         quiesce(&sim, &second).await;
         let stats = sim.stats();
         let report = second.shutdown().await;

@@ -201,3 +201,51 @@ fn a_deleted_posts_content_and_its_retweets_are_gone_from_the_store_when_replay_
         conn.query_row("SELECT count(*) FROM tombstones WHERE id IN (10, 20)", [], |r| r.get(0)).unwrap();
     assert_eq!(tombstones, 2, "both ids stay as tombstones");
 }
+
+/// The gap ledger as `complyd gaps` shows it: gaps as the daemon records
+/// them, moved forward only, each with its history.
+fn the_gap_ledger_keeps_every_gap_with_its_history(backend: Backend) {
+    use complyd::gaps::{GapCause, GapMove, GapState, NewGap};
+    let s = Scratch::on(backend);
+    {
+        let mut st = complyd::store::open(&s.db()).unwrap();
+        let gap = |partition, from_ms, to_ms, cause, state: GapState| NewGap {
+            partition,
+            from_ms,
+            to_ms,
+            cause,
+            state,
+            repair: None,
+            note: format!("{} (test)", cause.as_str()),
+        };
+        let a = st.open_gap(&gap(3, T, T + 90_000, GapCause::Restart, GapState::Open), T + 91_000).unwrap();
+        let b =
+            st.open_gap(&gap(5, T + 1_000, T + 2_000, GapCause::FullBuffer, GapState::Repairing), T + 3_000).unwrap();
+        assert!(st.move_gap(b, &GapMove::to(GapState::Repaired, "backfilled events committed"), T + 4_000).unwrap());
+        assert!(
+            !st.move_gap(b, &GapMove::to(GapState::Open, "never"), T + 5_000).unwrap(),
+            "a repaired gap stays repaired"
+        );
+        assert!(!st.move_gap(999_999, &GapMove::to(GapState::Repaired, "unknown"), T + 5_000).unwrap());
+        assert!(st.move_gap(a, &GapMove::to(GapState::Unrepairable, "older than Replay reaches"), T + 6_000).unwrap());
+    }
+    let out = s.run(&["gaps", "--json"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let gaps: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(gaps.len(), 2, "{gaps:?}");
+    // Oldest first: partition 3's restart gap, 90 s = 2 minutes rounded up.
+    assert_eq!((gaps[0]["partition"].as_u64(), gaps[0]["cause"].as_str()), (Some(3), Some("restart")));
+    assert_eq!((gaps[0]["state"].as_str(), gaps[0]["minutes"].as_i64()), (Some("unrepairable"), Some(2)));
+    let history: Vec<&str> =
+        gaps[1]["history"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap()).collect();
+    assert_eq!(history, ["repairing", "repaired"], "{}", gaps[1]);
+    assert_eq!(gaps[1]["history"][1]["note"], "backfilled events committed");
+    // The table a person reads.
+    let out = s.run(&["gaps"], "");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.lines().nth(1).is_some_and(|l| l.contains("restart") && l.contains("unrepairable")), "{table}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 unresolved"));
+}
+
+on_both_backends!(the_gap_ledger_keeps_every_gap_with_its_history);

@@ -168,6 +168,15 @@ impl Store for NullStore {
     fn positions(&mut self) -> Result<Vec<(HandlerKind, store::Position)>, store::StoreError> {
         Ok(Vec::new())
     }
+    fn open_gap(&mut self, _: &crate::gaps::NewGap, _: i64) -> Result<i64, store::StoreError> {
+        Ok(0)
+    }
+    fn move_gap(&mut self, _: i64, _: &crate::gaps::GapMove, _: i64) -> Result<bool, store::StoreError> {
+        Ok(false)
+    }
+    fn gaps(&mut self) -> Result<Vec<crate::gaps::Gap>, store::StoreError> {
+        Ok(Vec::new())
+    }
     fn author_of(&mut self, _: crate::event::Id) -> Result<Option<crate::event::Id>, store::StoreError> {
         Ok(None)
     }

@@ -32,6 +32,7 @@ pub struct Settings {
     pub backoff: BackoffSettings,
     pub limiter: LimiterSettings,
     pub restart: RestartSettings,
+    pub replay: ReplaySettings,
     pub store: StoreSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
@@ -229,6 +230,40 @@ pub struct LimiterSettings {
 impl Default for LimiterSettings {
     fn default() -> Self {
         LimiterSettings { max_requests: 10, window_ms: 60_000, margin_ms: 1_000, state_file: None }
+    }
+}
+
+/// `[replay]`: repairing the gaps of the ledger through X's Replay endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySettings {
+    pub enabled: bool,
+    /// The Replay URL; empty: the stream URL with `/stream/` replaced by
+    /// `/replay/` (`{account}` and `{label}` are replaced too).
+    pub url: String,
+    /// A gap is replayed once its end is this old (X serves nothing more
+    /// recent than about 30 minutes).
+    pub freshness_ms: u64,
+    /// At most this much event time per request (X recommends about 2 h).
+    pub max_window_ms: u64,
+    /// Requests allowed per `window_ms` (X: 5 per 5 minutes).
+    pub max_requests: usize,
+    pub window_ms: u64,
+    /// How often the daemon looks for a gap to repair.
+    pub check_interval_ms: u64,
+}
+
+impl Default for ReplaySettings {
+    fn default() -> Self {
+        ReplaySettings {
+            enabled: true,
+            url: String::new(),
+            freshness_ms: 30 * 60_000,
+            max_window_ms: 2 * 3_600_000,
+            max_requests: 5,
+            window_ms: 300_000,
+            check_interval_ms: 5_000,
+        }
     }
 }
 

@@ -18,9 +18,9 @@ pub mod secret;
 
 pub use file::{
     BackoffSettings, BatchSettings, HandlerSettings, HttpSettings, LimiterSettings, LogFormat, LogSettings,
-    RestartSettings, Settings, ShutdownSettings, StoreSettings, StreamSettings, DEFAULT_PASSWORD_ENV,
+    ReplaySettings, RestartSettings, Settings, ShutdownSettings, StoreSettings, StreamSettings, DEFAULT_PASSWORD_ENV,
 };
-pub use plan::{HandlerPlan, HttpPlan, LimiterPlan, Plan, StorePlan, StreamPlan};
+pub use plan::{HandlerPlan, HttpPlan, LimiterPlan, Plan, ReplayPlan, StorePlan, StreamPlan};
 pub use secret::Secret;
 
 /// Where the config is read from when no `--config` is given.

@@ -23,6 +23,8 @@ pub struct Plan {
     pub backoff: BackoffPolicy,
     pub limiter: LimiterPlan,
     pub restart: Intensity,
+    /// None when `replay.enabled` is false.
+    pub replay: Option<ReplayPlan>,
     /// None when `http.enabled` is false.
     pub http: Option<HttpPlan>,
     pub log: super::LogSettings,
@@ -86,6 +88,41 @@ impl fmt::Debug for StreamPlan {
     }
 }
 
+/// Repairing the ledger's gaps through X's Replay endpoint.
+#[derive(Debug, Clone)]
+pub struct ReplayPlan {
+    /// The Replay URL, `{account}` and `{label}` replaced, without dates.
+    url: String,
+    /// The stream's `Basic` header: Replay takes the same account.
+    pub authorization: Secret,
+    /// A gap is replayed once its end is this old.
+    pub freshness: Duration,
+    /// At most this much event time per request.
+    pub max_window_ms: i64,
+    pub max_requests: usize,
+    pub window: Duration,
+    pub check_interval: Duration,
+    pub connect_timeout: Duration,
+    /// No byte for this long: the request is broken (and asked again).
+    pub idle_timeout: Duration,
+    pub max_line: usize,
+    /// Events handed to the handlers at a time.
+    pub batch_max: usize,
+}
+
+impl ReplayPlan {
+    /// The request for event time `[from_ms, to_ms)`, both whole minutes.
+    pub fn window_url(&self, from_ms: i64, to_ms: i64) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{sep}fromDate={}&toDate={}",
+            self.url,
+            crate::gaps::replay_date(from_ms),
+            crate::gaps::replay_date(to_ms)
+        )
+    }
+}
+
 /// The status and user handlers.
 #[derive(Debug, Clone)]
 pub struct HandlerPlan {
@@ -121,6 +158,8 @@ pub struct HttpPlan {
 struct Checked {
     store: Option<StoreUrl>,
     listen: Option<SocketAddr>,
+    /// The Replay URL (when replay is on), `{account}` and `{label}` replaced.
+    replay_url: Option<String>,
 }
 
 impl Settings {
@@ -178,6 +217,8 @@ impl Settings {
         warnings.extend(self.warnings());
         let s = &self.stream;
         let credentials = format!("{}:{}", s.username, password.expose());
+        let authorization =
+            Secret::new(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)));
         let ms = Duration::from_millis;
         let store = self.store_plan_for(store);
         let limiter = LimiterPlan {
@@ -185,6 +226,22 @@ impl Settings {
             window: ms(self.limiter.window_ms),
             margin: ms(self.limiter.margin_ms),
             state_file: self.limiter.state_file.clone().unwrap_or_else(|| store.url.beside("connections.json")),
+        };
+        let replay = match (self.replay.enabled, checked.replay_url) {
+            (true, Some(url)) => Some(ReplayPlan {
+                url,
+                authorization: authorization.clone(),
+                freshness: ms(self.replay.freshness_ms),
+                max_window_ms: self.replay.max_window_ms as i64,
+                max_requests: self.replay.max_requests,
+                window: ms(self.replay.window_ms),
+                check_interval: ms(self.replay.check_interval_ms),
+                connect_timeout: ms(s.connect_timeout_ms),
+                idle_timeout: ms(s.idle_timeout_ms),
+                max_line: s.max_line_bytes,
+                batch_max: self.batch.max_events,
+            }),
+            _ => None,
         };
         let http = match (self.http.enabled, checked.listen) {
             (true, Some(listen)) => Some(HttpPlan {
@@ -201,10 +258,7 @@ impl Settings {
             stream: StreamPlan {
                 base_url: stream_base(s),
                 partitions: s.partitions.clone(),
-                authorization: Secret::new(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(credentials)
-                )),
+                authorization,
                 connect_timeout: ms(s.connect_timeout_ms),
                 idle_timeout: ms(s.idle_timeout_ms),
                 max_line: s.max_line_bytes,
@@ -222,6 +276,7 @@ impl Settings {
             backoff: self.backoff.policy(),
             limiter,
             restart: self.restart.intensity(),
+            replay,
             http,
             log: self.log.clone(),
             shutdown_timeout: ms(self.shutdown.timeout_ms),
@@ -386,7 +441,45 @@ impl Settings {
         if self.shutdown.timeout_ms == 0 || self.shutdown.timeout_ms > 60_000 {
             p.push(format!("shutdown.timeout_ms {} must be 1 to 60000", self.shutdown.timeout_ms));
         }
-        Checked { store, listen }
+        let r = &self.replay;
+        let replay_url = if r.enabled {
+            let url = if r.url.trim().is_empty() {
+                let base = stream_base(s);
+                base.contains("/stream/").then(|| base.replacen("/stream/", "/replay/", 1))
+            } else {
+                Some(r.url.replace("{account}", &s.account).replace("{label}", &s.label))
+            };
+            match url {
+                // Not derivable: replay is off, with a warning (`warnings`).
+                None => None,
+                Some(url) => {
+                    if !(url.starts_with("https://") || url.starts_with("http://"))
+                        || awc::http::Uri::try_from(url.as_str()).is_err()
+                    {
+                        p.push(format!("replay.url {url:?} is not an http(s) URL"));
+                    }
+                    if let Some(host) = plain_http_host(&url).filter(|h| !is_loopback(h)) {
+                        p.push(format!("replay.url uses http:// to {host}, which is not loopback: the password would cross the network in clear; use https://"));
+                    }
+                    Some(url)
+                }
+            }
+        } else {
+            None
+        };
+        if !(60_000..=7_200_000).contains(&r.max_window_ms) {
+            p.push(format!("replay.max_window_ms {} must be 60000 (a minute) to 7200000 (2 hours)", r.max_window_ms));
+        }
+        for (name, v) in [
+            ("replay.max_requests", r.max_requests as u64),
+            ("replay.window_ms", r.window_ms),
+            ("replay.check_interval_ms", r.check_interval_ms),
+        ] {
+            if v == 0 {
+                p.push(format!("{name} must be > 0"));
+            }
+        }
+        Checked { store, listen, replay_url }
     }
 
     /// Values that work mechanically but break X's rules: `complyd run` and
@@ -398,6 +491,18 @@ impl Settings {
             p.push(format!(
                 "stream.idle_timeout_ms {} breaks X's rules: the read timeout must be above 30000 (heartbeats come every 10-15 s)",
                 self.stream.idle_timeout_ms
+            ));
+        }
+        if self.replay.enabled && (self.replay.max_requests > 5 || self.replay.window_ms < 300_000) {
+            p.push(format!(
+                "replay allows {} requests per {} ms: X allows 5 per 300000",
+                self.replay.max_requests, self.replay.window_ms
+            ));
+        }
+        if self.replay.enabled && self.replay.freshness_ms < 30 * 60_000 {
+            p.push(format!(
+                "replay.freshness_ms {} is under 30 minutes: X's Replay serves nothing that recent",
+                self.replay.freshness_ms
             ));
         }
         if self.limiter.max_requests > 10 || self.limiter.window_ms < 60_000 {
@@ -412,6 +517,9 @@ impl Settings {
     /// Values that work but deserve a line in the log.
     pub(super) fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if self.replay.enabled && self.replay.url.trim().is_empty() && !stream_base(&self.stream).contains("/stream/") {
+            w.push("replay.url is empty and stream.url has no /stream/ to derive it from: gaps will not be repaired through Replay; set replay.url".to_owned());
+        }
         if self.stream.partitions.len() < 8 {
             w.push(format!(
                 "only {} of the 8 partitions configured: the stream is incomplete",

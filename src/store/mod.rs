@@ -17,6 +17,7 @@ mod url;
 
 pub use crate::event::Timed;
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use crate::gaps::{Gap, GapMove, NewGap};
 pub use crate::post::{Embeds, NewLike, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 pub use crate::rules::import::ImportStats;
@@ -267,6 +268,28 @@ pub trait Store: Send {
     /// # Errors
     /// A [`StoreError`] when the store cannot be read.
     fn positions(&mut self) -> Result<Vec<(HandlerKind, Position)>, StoreError>;
+
+    /// Records a gap in the ledger ([`crate::gaps`]), with the first entry of
+    /// its history; returns its id.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot commit.
+    fn open_gap(&mut self, gap: &NewGap, now_ms: TimeMs) -> Result<i64, StoreError>;
+
+    /// Moves gap `id` as `m` says, adding its note to the history, when
+    /// [`GapState::may_move_to`](crate::gaps::GapState::may_move_to) allows
+    /// it; false otherwise (an unknown gap, or one already repaired or
+    /// unrepairable).
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot commit.
+    fn move_gap(&mut self, id: i64, m: &GapMove, now_ms: TimeMs) -> Result<bool, StoreError>;
+
+    /// Every gap of the ledger, oldest first, each with its history.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read.
+    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError>;
 
     /// The author of a stored post.
     ///

@@ -16,14 +16,15 @@
 //! a plain thread (a SyncArbiter actor), never from inside an async task.
 
 use super::rows::{
-    post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_COLS, SCAN_ALL_LATERAL,
-    SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    assemble_gaps, post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, GapHistoryRow, GapRow,
+    Lookup, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, ErrorKind, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position,
     ScanRow, Store, StoreError, Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
 use crate::post::{strip_own_geo, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Planned, Refusal};
@@ -38,9 +39,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 0 -> 1
     "
     CREATE TABLE posts (
@@ -89,6 +90,19 @@ const MIGRATIONS: [&str; 2] = [
     ALTER TABLE posts ADD COLUMN IF NOT EXISTS quote_of bigint,
                       ADD COLUMN IF NOT EXISTS form smallint NOT NULL DEFAULT 1,
                       ADD COLUMN IF NOT EXISTS embeds text;
+    ",
+    // 2 -> 3: the gap ledger (`crate::gaps`)
+    "
+    CREATE TABLE gaps (
+        id bigserial PRIMARY KEY, partition integer NOT NULL,
+        from_ms bigint NOT NULL, to_ms bigint NOT NULL,
+        cause text NOT NULL, state text NOT NULL,
+        repair text, covered_to_ms bigint NOT NULL, opened_ms bigint NOT NULL
+    );
+    CREATE TABLE gap_history (
+        seq bigserial PRIMARY KEY, gap_id bigint NOT NULL,
+        at_ms bigint NOT NULL, state text NOT NULL, note text NOT NULL
+    );
     ",
 ];
 
@@ -1013,6 +1027,72 @@ impl Store for PostgresStore {
             }
             Ok(stats)
         })
+    }
+
+    fn open_gap(&mut self, gap: &NewGap, now_ms: TimeMs) -> Result<i64, StoreError> {
+        self.with_tx(|c| {
+            let id: i64 = c
+                .query(
+                    "INSERT INTO gaps (partition, from_ms, to_ms, cause, state, repair, covered_to_ms, opened_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $2, $7) RETURNING id",
+                    &[
+                        &i32::from(gap.partition),
+                        &gap.from_ms,
+                        &gap.to_ms,
+                        &gap.cause.as_str(),
+                        &gap.state.as_str(),
+                        &gap.repair.map(Repair::as_str),
+                        &now_ms,
+                    ],
+                )?
+                .first()
+                .map(|r| r.get(0))
+                .ok_or_else(|| StoreError::Protocol("INSERT ... RETURNING gave no row".into()))?;
+            c.execute(
+                "INSERT INTO gap_history (gap_id, at_ms, state, note) VALUES ($1, $2, $3, $4)",
+                &[&id, &now_ms, &gap.state.as_str(), &gap.note],
+            )?;
+            Ok(id)
+        })
+    }
+
+    fn move_gap(&mut self, id: i64, m: &GapMove, now_ms: TimeMs) -> Result<bool, StoreError> {
+        self.with_tx(|c| {
+            let from: Option<String> =
+                c.query("SELECT state FROM gaps WHERE id = $1 FOR UPDATE", &[&id])?.first().map(|r| r.get(0));
+            if !from.as_deref().and_then(GapState::parse).is_some_and(|f| f.may_move_to(m.to)) {
+                return Ok(false);
+            }
+            c.execute(
+                "UPDATE gaps SET state = $2, repair = coalesce($3, repair), covered_to_ms = coalesce($4, covered_to_ms)
+                 WHERE id = $1",
+                &[&id, &m.to.as_str(), &m.repair.map(Repair::as_str), &m.covered_to_ms],
+            )?;
+            c.execute(
+                "INSERT INTO gap_history (gap_id, at_ms, state, note) VALUES ($1, $2, $3, $4)",
+                &[&id, &now_ms, &m.to.as_str(), &m.note],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
+        let rows: Vec<GapRow> = self
+            .client
+            .query(&format!("SELECT {GAP_COLS} FROM gaps ORDER BY from_ms, partition, id"), &[])?
+            .iter()
+            .map(|r| {
+                let partition: i32 = r.get(1);
+                (r.get(0), i64::from(partition), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8))
+            })
+            .collect();
+        let history: Vec<GapHistoryRow> = self
+            .client
+            .query("SELECT gap_id, at_ms, state, note FROM gap_history ORDER BY seq", &[])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        assemble_gaps(rows, history)
     }
 
     fn positions(&mut self) -> Result<Vec<(HandlerKind, Position)>, StoreError> {

@@ -4,12 +4,14 @@
 
 use super::{id_of, ScanRow, StoreError};
 use crate::event::Id;
+use crate::gaps::{Gap, GapCause, GapEvent, GapState, Repair};
 use crate::post::{Embeds, Form, NewPost};
 use crate::rules::embedded::{judged_by_own_facts, Facts as EmbeddedFacts};
 use crate::rules::status::StatusState;
 use crate::rules::user::UserState;
 use crate::rules::visibility::{Facts, PostView};
 use crate::rules::{countries_from_text, Toggle};
+use std::collections::HashMap;
 
 /// Typed access to the columns of one result row.
 pub(crate) trait Cols {
@@ -262,4 +264,46 @@ impl Chunker {
         embedded.clear();
         res
     }
+}
+
+/// A gap row as both backends read it: id, partition, from, to, cause,
+/// state, repair, covered to, opened.
+pub(super) type GapRow = (i64, i64, i64, i64, String, String, Option<String>, i64, i64);
+
+/// The columns of a [`GapRow`], in order.
+pub(super) const GAP_COLS: &str = "id, partition, from_ms, to_ms, cause, state, repair, covered_to_ms, opened_ms";
+
+/// A history row: gap id, time, state, note (in the order they were written).
+pub(super) type GapHistoryRow = (i64, i64, String, String);
+
+/// The ledger from its rows (the stores only read them).
+pub(super) fn assemble_gaps(rows: Vec<GapRow>, history: Vec<GapHistoryRow>) -> Result<Vec<Gap>, StoreError> {
+    let bad = |what: &str, v: &str| StoreError::Protocol(format!("gap ledger: unknown {what} {v:?}"));
+    let mut gaps = Vec::with_capacity(rows.len());
+    let mut at: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+    for (id, partition, from_ms, to_ms, cause, state, repair, covered_to_ms, opened_ms) in rows {
+        at.insert(id, gaps.len());
+        gaps.push(Gap {
+            id,
+            partition: u8::try_from(partition).map_err(|_| bad("partition", &partition.to_string()))?,
+            from_ms,
+            to_ms,
+            cause: GapCause::parse(&cause).ok_or_else(|| bad("cause", &cause))?,
+            state: GapState::parse(&state).ok_or_else(|| bad("state", &state))?,
+            repair: match repair {
+                Some(r) => Some(Repair::parse(&r).ok_or_else(|| bad("repair", &r))?),
+                None => None,
+            },
+            covered_to_ms,
+            opened_ms,
+            history: Vec::new(),
+        });
+    }
+    for (gap_id, at_ms, state, note) in history {
+        if let Some(i) = at.get(&gap_id) {
+            let state = GapState::parse(&state).ok_or_else(|| bad("state", &state))?;
+            gaps[*i].history.push(GapEvent { at_ms, state, note });
+        }
+    }
+    Ok(gaps)
 }

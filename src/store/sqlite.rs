@@ -18,14 +18,15 @@
 //! hundreds of MB a minute at full rate.
 
 use super::rows::{
-    post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, Lookup, POST_COLS, SCAN_SELECT,
-    STATUS_COLS, USER_COLS,
+    assemble_gaps, post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, GapHistoryRow, GapRow,
+    Lookup, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
     Timed,
 };
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
 use crate::post::{strip_own_geo, NewPost};
 use crate::rules;
 use crate::rules::countries_to_text;
@@ -40,8 +41,32 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// The schema version this build writes (the main file's). Version 3 adds
-/// the quote link, the form and the embedded ids to `posts`.
-pub const SCHEMA_VERSION: i64 = 3;
+/// the quote link, the form and the embedded ids to `posts`; version 4 the
+/// gap ledger ([`GAP_LEDGER`]).
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// The gap ledger (`crate::gaps`), in the status file: a gap is about the
+/// stream positions the status file holds.
+const GAP_LEDGER: &str = "
+    CREATE TABLE IF NOT EXISTS status.gaps (
+        id        INTEGER PRIMARY KEY,
+        partition INTEGER NOT NULL,
+        from_ms   INTEGER NOT NULL,   -- event time not covered, from (inclusive)
+        to_ms     INTEGER NOT NULL,   -- to (exclusive)
+        cause     TEXT NOT NULL,      -- disconnect, restart, full_buffer
+        state     TEXT NOT NULL,      -- open, repairing, repaired, unrepairable
+        repair    TEXT,               -- backfill, replay (what is repairing it)
+        covered_to_ms INTEGER NOT NULL, -- a replay has covered [from_ms, covered_to_ms)
+        opened_ms INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS status.gap_history (
+        seq    INTEGER PRIMARY KEY,
+        gap_id INTEGER NOT NULL,
+        at_ms  INTEGER NOT NULL,
+        state  TEXT NOT NULL,
+        note   TEXT NOT NULL
+    );
+";
 
 /// The schema version of the handler files, since version 2 of the store.
 const HANDLER_VERSION: i64 = 2;
@@ -358,6 +383,14 @@ impl SqliteStore {
         }
         if found < 3 {
             self.migrate_2_to_3()?;
+        }
+        if found < 4 {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if user_version(&tx, "main")? < 4 {
+                tx.execute_batch(GAP_LEDGER)?;
+                tx.pragma_update(Some(DatabaseName::Main), "user_version", 4)?;
+            }
+            tx.commit()?;
         }
         Ok(())
     }
@@ -1015,6 +1048,64 @@ impl Store for SqliteStore {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn open_gap(&mut self, gap: &NewGap, now_ms: TimeMs) -> Result<i64, StoreError> {
+        let tx = write_tx(&mut self.conn, "status")?;
+        tx.prepare_cached(
+            "INSERT INTO status.gaps (partition, from_ms, to_ms, cause, state, repair, covered_to_ms, opened_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?2, ?7)",
+        )?
+        .execute(params![
+            gap.partition,
+            gap.from_ms,
+            gap.to_ms,
+            gap.cause.as_str(),
+            gap.state.as_str(),
+            gap.repair.map(Repair::as_str),
+            now_ms
+        ])?;
+        let id = tx.last_insert_rowid();
+        tx.prepare_cached("INSERT INTO status.gap_history (gap_id, at_ms, state, note) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![id, now_ms, gap.state.as_str(), gap.note])?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn move_gap(&mut self, id: i64, m: &GapMove, now_ms: TimeMs) -> Result<bool, StoreError> {
+        let tx = write_tx(&mut self.conn, "status")?;
+        let from: Option<String> = tx
+            .prepare_cached("SELECT state FROM status.gaps WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if !from.as_deref().and_then(GapState::parse).is_some_and(|f| f.may_move_to(m.to)) {
+            return Ok(false);
+        }
+        tx.prepare_cached(
+            "UPDATE status.gaps SET state = ?2, repair = coalesce(?3, repair), covered_to_ms = coalesce(?4, covered_to_ms)
+             WHERE id = ?1",
+        )?
+        .execute(params![id, m.to.as_str(), m.repair.map(Repair::as_str), m.covered_to_ms])?;
+        tx.prepare_cached("INSERT INTO status.gap_history (gap_id, at_ms, state, note) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![id, now_ms, m.to.as_str(), m.note])?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
+        let rows: Vec<GapRow> = self
+            .conn
+            .prepare_cached(&format!("SELECT {GAP_COLS} FROM status.gaps ORDER BY from_ms, partition, id"))?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let history: Vec<GapHistoryRow> = self
+            .conn
+            .prepare_cached("SELECT gap_id, at_ms, state, note FROM status.gap_history ORDER BY seq")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        assemble_gaps(rows, history)
     }
 
     fn author_of(&mut self, id: Id) -> Result<Option<Id>, StoreError> {

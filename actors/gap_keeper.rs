@@ -1,0 +1,222 @@
+//! The gap keeper: writes the gap ledger (`crate::gaps`). The supervisor
+//! tells it when a (re)connection leaves a gap, and ticks it every second:
+//! it then closes the gaps a backfill has repaired (once both handlers have
+//! committed the partition past the gap), marks unrepairable the open gaps
+//! older than Replay reaches, and refreshes the list of unresolved gaps that
+//! `/healthz` and `/metrics` show. The replayer asks it for the next Replay
+//! window and reports how each went.
+//!
+//! Runs on its own thread (`SyncArbiter`, one thread) with its own store
+//! connection: the ledger's writes never wait on the event path's.
+
+use super::commit::StoreSlot;
+use crate::clock::now_ms;
+use crate::gaps::{self, GapMove, GapState, NewGap, Repair, ReplayOutcome, Window};
+use crate::health::Health;
+use crate::store::{ErrorKind, StoreError, StoreUrl};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What the supervisor tells the gap keeper.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum GapNote {
+    /// A (re)connection left this gap.
+    Opened(NewGap),
+    /// Time passes: close what backfill repaired, refresh the health list.
+    Tick,
+}
+
+/// The replayer asks for the window to request next (None: nothing due).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<Window>, StoreError>")]
+pub struct NextWindow {
+    pub freshness_ms: i64,
+    pub max_window_ms: i64,
+}
+
+/// A Replay request ended: what it covered decides the gap's next move.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct WindowDone {
+    pub window: Window,
+    pub outcome: ReplayOutcome,
+    /// Events the request brought (all committed when this is sent).
+    pub events: u64,
+}
+
+pub struct GapKeeper {
+    store: StoreSlot,
+    health: Arc<Health>,
+    /// Gaps not yet written (the store failed): written at the next tick.
+    unwritten: Vec<NewGap>,
+}
+
+impl GapKeeper {
+    pub fn new(url: StoreUrl, health: Arc<Health>) -> GapKeeper {
+        GapKeeper { store: StoreSlot::new(url, None), health, unwritten: Vec::new() }
+    }
+
+    fn write_unwritten(&mut self) -> Result<(), StoreError> {
+        while let Some(gap) = self.unwritten.first() {
+            self.store.get()?.open_gap(gap, now_ms())?;
+            let gap = self.unwritten.remove(0);
+            tracing::warn!(
+                partition = gap.partition,
+                from_ms = gap.from_ms,
+                to_ms = gap.to_ms,
+                cause = gap.cause.as_str(),
+                state = gap.state.as_str(),
+                "Gap recorded: events of this stretch were not received"
+            );
+        }
+        Ok(())
+    }
+
+    /// Closes the gaps a backfill repairs (the partition's committed
+    /// position, the smaller of the two handlers', has passed the gap's end)
+    /// and marks unrepairable what Replay no longer reaches.
+    fn review(&mut self) -> Result<(), StoreError> {
+        let store = self.store.get()?;
+        let mut committed: HashMap<u8, i64> = HashMap::new();
+        for (_, pos) in store.positions()? {
+            let e = committed.entry(pos.partition).or_insert(pos.last_event_ms);
+            *e = (*e).min(pos.last_event_ms);
+        }
+        let now = now_ms();
+        for g in store.gaps()? {
+            if g.state == GapState::Open && gaps::out_of_reach(g.to_ms, now) {
+                let note = "older than Replay reaches (5 days): run a batch compliance job (X API v2) on the posts and users of this stretch";
+                if store.move_gap(g.id, &GapMove::to(GapState::Unrepairable, note), now)? {
+                    tracing::error!(
+                        partition = g.partition,
+                        gap = g.id,
+                        from_ms = g.from_ms,
+                        to_ms = g.to_ms,
+                        "Gap unrepairable: events of this stretch can no longer be fetched; {note}"
+                    );
+                }
+            } else if g.state == GapState::Repairing
+                && g.repair == Some(Repair::Backfill)
+                && committed.get(&g.partition).is_some_and(|c| *c >= g.to_ms)
+                && store.move_gap(g.id, &GapMove::to(GapState::Repaired, "backfilled events committed"), now)?
+            {
+                tracing::info!(partition = g.partition, gap = g.id, minutes = g.minutes(), "Gap repaired by backfill");
+            }
+        }
+        self.refresh()
+    }
+
+    /// The health list of unresolved gaps.
+    fn refresh(&mut self) -> Result<(), StoreError> {
+        let unresolved = self.store.get()?.gaps()?.into_iter().filter(|g| g.state.is_unresolved()).collect();
+        self.health.set_unresolved_gaps(unresolved);
+        Ok(())
+    }
+
+    fn tick(&mut self) {
+        let res = self.write_unwritten().and_then(|()| self.review());
+        if let Err(e) = res {
+            self.failed(&e);
+        }
+    }
+
+    fn failed(&mut self, e: &StoreError) {
+        if e.kind() == ErrorKind::Transient {
+            self.store.reset();
+        }
+        if let Some(suppressed) = crate::logging::allow("gap-keeper") {
+            tracing::warn!(error = %e, unwritten = self.unwritten.len(), suppressed, "Gap ledger not updated; retrying at the next tick");
+        }
+    }
+}
+
+impl Actor for GapKeeper {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<GapNote> for GapKeeper {
+    type Result = ();
+
+    fn handle(&mut self, note: GapNote, _ctx: &mut Self::Context) {
+        if let GapNote::Opened(gap) = note {
+            self.unwritten.push(gap);
+        }
+        self.tick();
+    }
+}
+
+impl Handler<NextWindow> for GapKeeper {
+    type Result = Result<Option<Window>, StoreError>;
+
+    fn handle(&mut self, m: NextWindow, _ctx: &mut Self::Context) -> Self::Result {
+        let now = now_ms();
+        let res = (|| {
+            let store = self.store.get()?;
+            Ok(store.gaps()?.iter().find_map(|g| gaps::next_window(g, now, m.freshness_ms, m.max_window_ms)))
+        })();
+        if let Err(e) = &res {
+            self.failed(e);
+        }
+        res
+    }
+}
+
+impl Handler<WindowDone> for GapKeeper {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, m: WindowDone, _ctx: &mut Self::Context) -> Self::Result {
+        let res = self.record_window(&m);
+        if let Err(e) = &res {
+            self.failed(e);
+        }
+        res
+    }
+}
+
+impl GapKeeper {
+    /// A Replay window serves every partition: each unresolved gap whose
+    /// uncovered part starts inside what the window covered moves on with
+    /// it, the one it was asked for and any other.
+    fn record_window(&mut self, m: &WindowDone) -> Result<(), StoreError> {
+        let now = now_ms();
+        let w = &m.window;
+        let covered = m.outcome.covered_to(w);
+        let span = format!("{}..{}", gaps::replay_date(w.from_ms), gaps::replay_date(w.to_ms));
+        let store = self.store.get()?;
+        for gap in store.gaps()? {
+            let replayable = gap.state == GapState::Open || gap.repair == Some(Repair::Replay);
+            let start = gaps::floor_minute(gap.covered_to_ms.max(gap.from_ms));
+            let asked = gap.id == w.gap_id;
+            if !gap.state.is_unresolved() || !replayable || !(asked || (w.from_ms <= start && start < covered)) {
+                continue;
+            }
+            let reached = covered.max(gap.covered_to_ms);
+            let (to, note) = if reached >= gap.to_ms {
+                (GapState::Repaired, format!("replay {span}: {}, {} events committed", m.outcome.as_str(), m.events))
+            } else {
+                let again = match &m.outcome {
+                    ReplayOutcome::Broken(why) => format!("{why}; asked again"),
+                    other => format!("{}; from {} asked again", other.as_str(), gaps::replay_date(reached)),
+                };
+                (GapState::Repairing, format!("replay {span}: {again}, {} events committed", m.events))
+            };
+            let mv = GapMove { to, repair: Some(Repair::Replay), covered_to_ms: Some(reached), note };
+            if store.move_gap(gap.id, &mv, now)? {
+                if to == GapState::Repaired {
+                    tracing::info!(
+                        partition = gap.partition,
+                        gap = gap.id,
+                        minutes = gap.minutes(),
+                        events = m.events,
+                        "Gap repaired by Replay"
+                    );
+                } else if asked {
+                    tracing::warn!(partition = gap.partition, gap = gap.id, outcome = m.outcome.as_str(), note = %mv.note, "Replay window incomplete; the rest is asked again");
+                }
+            }
+        }
+        self.refresh()
+    }
+}
