@@ -436,3 +436,106 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
     .await
     .expect("the test timed out");
 }
+
+/// Replay as X can answer it: completed with errors (a minute failed),
+/// failed to complete (a range unprocessed), broken before its `info` line.
+/// Each is asked again from the first minute missing, within the request
+/// budget, until a request completes and the gap is repaired with every
+/// event the simulator generated.
+#[actix_rt::test]
+async fn replay_errors_unprocessed_ranges_and_breaks_are_asked_again_until_complete() {
+    use complyd::sim::ReplayOutcome as Answer;
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(150), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let mut cfg = sim_config(&d, 2_000.0);
+        cfg.replay.min_age_minutes = 0;
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        s.stream.backfill_minutes = 0;
+        s.replay.freshness_ms = 0;
+        // Slow enough for the test to arm the next answer between requests.
+        s.replay.check_interval_ms = 1_500;
+        let url = s.store.url.clone();
+        import_posts(&url, &d);
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
+        let h = daemon.health().clone();
+        assert!(
+            wait_until(Duration::from_secs(10), || all_connected(&h) && h.received() > 1_000).await,
+            "{}",
+            h.report()
+        );
+
+        sim.trigger(Fault::new(FaultKind::ReplayOutcome { outcome: Answer::CompletedWithErrors }));
+        sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 100 }).on_partition(2));
+        let replays = || sim.stats().replays_total;
+        for (n, next) in [
+            (1, Some(FaultKind::ReplayOutcome { outcome: Answer::Failed })),
+            (2, Some(FaultKind::ReplayAbort)),
+            (3, None),
+        ] {
+            assert!(
+                wait_until(Duration::from_secs(100), || replays() >= n).await,
+                "replay {n} never came: {}",
+                h.report()
+            );
+            if let Some(kind) = next {
+                sim.trigger(Fault::new(kind));
+            }
+        }
+        let mut st = complyd::store::open(&url).unwrap();
+        let gap = |st: &mut Box<dyn complyd::store::Store>| {
+            st.gaps().unwrap().into_iter().find(|g| g.partition == 2).unwrap()
+        };
+        let repaired = wait_until(Duration::from_secs(30), || gap(&mut st).state == GapState::Repaired).await;
+        let g = gap(&mut st);
+        assert!(repaired, "{g:#?}");
+        let notes: Vec<&str> = g.history.iter().map(|e| e.note.as_str()).collect();
+        // The break is a read error (the connection dropped half-way): no
+        // info line, so the whole window is asked again.
+        let wants: [&[&str]; 5] = [
+            &["full_buffer"],
+            &["minutes_failed", "asked again"],
+            &["unprocessed_range", "asked again"],
+            &["read failed", "asked again"],
+            &["completed"],
+        ];
+        assert_eq!(notes.len(), wants.len(), "{notes:#?}");
+        for (i, want) in wants.iter().enumerate() {
+            assert!(want.iter().all(|w| notes[i].contains(w)), "step {i} should say {want:?}: {notes:#?}");
+        }
+        assert_eq!(replays(), 4, "one request per answer, nothing wasted");
+        assert_eq!(sim.stats().responses_with(429), 0, "the replay budget was respected");
+        drop(st);
+        quiesce(&sim, &daemon).await;
+        daemon.shutdown().await;
+
+        // Every event generated up to the repaired window's end, then
+        // everything sent.
+        let q = format!(
+            "/replay/compliance/accounts/{}/publishers/twitter/{}.json?fromDate={}&toDate={}",
+            cfg.account,
+            cfg.label,
+            complyd::gaps::replay_date(sim.epoch_ms().div_euclid(60_000) * 60_000),
+            complyd::gaps::replay_date(g.covered_to_ms)
+        );
+        let auth = common::sim_client::basic_auth(&cfg.username, &cfg.password);
+        let mut r = common::sim_client::StreamReader::open(
+            sim.addr(),
+            &q,
+            &[("Authorization", &auth), ("Accept-Encoding", "gzip")],
+        )
+        .await
+        .unwrap();
+        r.read_to_end(Duration::from_secs(20)).await;
+        let generated: Vec<(u8, String)> = r.message_strings().into_iter().map(|l| (0, l)).collect();
+        sim.stop().await;
+        let mut lines = record_lines(&d.join("record.tsv"));
+        lines.extend(generated);
+        let reference = replay_reference(&lines, &d);
+        assert_same_effect(&url, &reference, &lines);
+    })
+    .await
+    .expect("the test timed out");
+}
