@@ -119,6 +119,121 @@ impl Actor for Replayer {
     }
 }
 
+/// A Replay window's response body, read chunk by chunk (decompressed).
+pub struct WindowReader {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>>>>,
+    idle: Duration,
+}
+
+impl WindowReader {
+    /// Requests event time `[w.from_ms, w.to_ms)`.
+    ///
+    /// # Errors
+    /// Why the request has no body to read (the request failed, or an HTTP
+    /// status other than 200, with the start of its body).
+    pub async fn open(plan: &ReplayPlan, w: &Window) -> Result<WindowReader, String> {
+        let url = plan.window_url(w.from_ms, w.to_ms);
+        let client = awc::Client::builder()
+            .connector(
+                awc::Connector::new().timeout(plan.connect_timeout).max_http_version(awc::http::Version::HTTP_11),
+            )
+            .timeout(plan.connect_timeout)
+            .disable_redirects()
+            .finish();
+        let mut response = client
+            .get(url.as_str())
+            .insert_header((awc::http::header::AUTHORIZATION, plan.authorization.expose()))
+            .insert_header((awc::http::header::ACCEPT_ENCODING, "gzip"))
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = tokio::time::timeout(Duration::from_secs(2), response.body().limit(4096)).await;
+            let detail = match body {
+                Ok(Ok(b)) => String::from_utf8_lossy(&b).chars().take(300).collect::<String>(),
+                _ => String::new(),
+            };
+            return Err(format!("HTTP {status}: {detail}"));
+        }
+        Ok(WindowReader { body: Box::pin(response), idle: plan.idle_timeout })
+    }
+
+    /// The next decompressed bytes; None at the end of the body.
+    ///
+    /// # Errors
+    /// A read error or no byte for the idle timeout: the body is broken.
+    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        match tokio::time::timeout(self.idle, self.body.next()).await {
+            Err(_) => Err("idle read timeout".into()),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => Err(format!("read failed: {e}")),
+            Ok(Some(Ok(c))) => Ok(Some(c)),
+        }
+    }
+}
+
+/// What a replay's lines hold, line by line: events, the closing `info`
+/// line, and bad lines (dead-lettered with their position).
+pub struct ReplayLines {
+    framer: LineFramer,
+    source: String,
+    lines: u64,
+    pub status: Vec<Timed<StatusEvent>>,
+    pub user: Vec<Timed<UserEvent>>,
+    pub events: u64,
+    pub info: Option<ReplayInfo>,
+}
+
+impl ReplayLines {
+    pub fn new(w: &Window, max_line: usize) -> ReplayLines {
+        ReplayLines {
+            framer: LineFramer::new(max_line),
+            source: format!("replay {}..{}", crate::gaps::replay_date(w.from_ms), crate::gaps::replay_date(w.to_ms)),
+            lines: 0,
+            status: Vec::new(),
+            user: Vec::new(),
+            events: 0,
+            info: None,
+        }
+    }
+
+    /// Frames and parses a chunk; bad lines go to `dead_letter`.
+    pub fn push(&mut self, chunk: &[u8], dead_letter: &Mutex<DeadLetter>) {
+        let ReplayLines { framer, source, lines, status, user, events, info } = self;
+        framer.push(chunk, |frame| {
+            *lines += 1;
+            let line = match frame {
+                Frame::Line(l) => l,
+                Frame::Oversized { len, head } => {
+                    record(dead_letter, source, *lines, "oversized", &format!("line of {len} bytes"), head);
+                    return;
+                }
+            };
+            match parse_line(line) {
+                Ok(Message::Event(e)) => {
+                    *events += 1;
+                    match e.kind {
+                        EventKind::Status(s) => status.push(Timed { time_ms: e.time_ms, event: s }),
+                        EventKind::User(u) => user.push(Timed { time_ms: e.time_ms, event: u }),
+                    }
+                }
+                Ok(Message::Info(i)) => *info = Some(i),
+                Ok(Message::Heartbeat | Message::Error(_)) => {}
+                Ok(Message::Unknown { kind }) => {
+                    record(dead_letter, source, *lines, "unknown_type", &format!("unknown message type {kind:?}"), line)
+                }
+                Err(e) => record(dead_letter, source, *lines, e.kind.as_str(), &e.detail, line),
+            }
+        });
+    }
+
+    /// Events waiting to be handed on.
+    pub fn pending(&self) -> usize {
+        self.status.len() + self.user.len()
+    }
+}
+
 /// Requests one window, hands its events to the router (waiting until they
 /// are committed), and says how it ended, with the number of events.
 async fn replay_window(
@@ -128,96 +243,24 @@ async fn replay_window(
     dead_letter: &Arc<Mutex<DeadLetter>>,
     health: &Health,
 ) -> (ReplayOutcome, u64) {
-    let url = plan.window_url(w.from_ms, w.to_ms);
-    let client = awc::Client::builder()
-        .connector(awc::Connector::new().timeout(plan.connect_timeout).max_http_version(awc::http::Version::HTTP_11))
-        .timeout(plan.connect_timeout)
-        .disable_redirects()
-        .finish();
-    let sent = client
-        .get(url.as_str())
-        .insert_header((awc::http::header::AUTHORIZATION, plan.authorization.expose()))
-        .insert_header((awc::http::header::ACCEPT_ENCODING, "gzip"))
-        .send()
-        .await;
-    let mut response = match sent {
+    let mut reader = match WindowReader::open(plan, w).await {
         Ok(r) => r,
-        Err(e) => return (ReplayOutcome::Broken(format!("request failed: {e}")), 0),
+        Err(e) => return (ReplayOutcome::Broken(e), 0),
     };
-    let status = response.status().as_u16();
-    if status != 200 {
-        let body = tokio::time::timeout(Duration::from_secs(2), response.body().limit(4096)).await;
-        let detail = match body {
-            Ok(Ok(b)) => String::from_utf8_lossy(&b).chars().take(300).collect::<String>(),
-            _ => String::new(),
-        };
-        return (ReplayOutcome::Broken(format!("HTTP {status}: {detail}")), 0);
-    }
-    let mut framer = LineFramer::new(plan.max_line);
-    let mut batch = Pending::default();
-    let mut info: Option<ReplayInfo> = None;
-    let mut events = 0u64;
-    let mut lines = 0u64;
-    let source = format!("replay {}", crate::gaps::replay_date(w.from_ms));
+    let mut lines = ReplayLines::new(w, plan.max_line);
     let mut committed = Vec::new();
     loop {
-        let chunk = match tokio::time::timeout(plan.idle_timeout, response.next()).await {
-            Err(_) => {
-                return finish(
-                    committed,
-                    router,
-                    &mut batch,
-                    health,
-                    events,
-                    ReplayOutcome::Broken("idle read timeout".into()),
-                )
-                .await
-            }
+        match reader.next_chunk().await {
+            Ok(Some(chunk)) => lines.push(&chunk, dead_letter),
             Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                return finish(
-                    committed,
-                    router,
-                    &mut batch,
-                    health,
-                    events,
-                    ReplayOutcome::Broken(format!("read failed: {e}")),
-                )
-                .await
-            }
-            Ok(Some(Ok(c))) => c,
-        };
-        framer.push(&chunk, |frame| {
-            lines += 1;
-            let line = match frame {
-                Frame::Line(l) => l,
-                Frame::Oversized { len, head } => {
-                    record(dead_letter, &source, lines, "oversized", &format!("line of {len} bytes"), head);
-                    return;
-                }
-            };
-            match parse_line(line) {
-                Ok(Message::Event(e)) => {
-                    events += 1;
-                    match e.kind {
-                        EventKind::Status(s) => batch.status.push(Timed { time_ms: e.time_ms, event: s }),
-                        EventKind::User(u) => batch.user.push(Timed { time_ms: e.time_ms, event: u }),
-                    }
-                }
-                Ok(Message::Info(i)) => info = Some(i),
-                Ok(Message::Heartbeat | Message::Error(_)) => {}
-                Ok(Message::Unknown { kind }) => {
-                    record(dead_letter, &source, lines, "unknown_type", &format!("unknown message type {kind:?}"), line)
-                }
-                Err(e) => record(dead_letter, &source, lines, e.kind.as_str(), &e.detail, line),
-            }
-        });
-        if batch.len() >= plan.batch_max {
-            committed.push(hand_on(router, &mut batch, health).await);
+            Err(e) => return finish(committed, router, &mut lines, health, ReplayOutcome::Broken(e)).await,
+        }
+        if lines.pending() >= plan.batch_max {
+            committed.push(hand_on(router, &mut lines, health).await);
         }
     }
-    let outcome = ReplayOutcome::of(info.as_ref());
-    finish(committed, router, &mut batch, health, events, outcome).await
+    let outcome = ReplayOutcome::of(lines.info.as_ref());
+    finish(committed, router, &mut lines, health, outcome).await
 }
 
 /// Hands on what is left, waits until every batch of the request is
@@ -225,43 +268,34 @@ async fn replay_window(
 async fn finish(
     mut committed: Vec<tokio::sync::oneshot::Receiver<bool>>,
     router: &Addr<Router>,
-    batch: &mut Pending,
+    lines: &mut ReplayLines,
     health: &Health,
-    events: u64,
     outcome: ReplayOutcome,
 ) -> (ReplayOutcome, u64) {
-    if batch.len() > 0 {
-        committed.push(hand_on(router, batch, health).await);
+    if lines.pending() > 0 {
+        committed.push(hand_on(router, lines, health).await);
     }
     for rx in committed {
         if !matches!(rx.await, Ok(true)) {
-            return (ReplayOutcome::Broken("a replayed batch was not committed".into()), events);
+            return (ReplayOutcome::Broken("a replayed batch was not committed".into()), lines.events);
         }
     }
-    (outcome, events)
+    (outcome, lines.events)
 }
 
-#[derive(Default)]
-struct Pending {
-    status: Vec<Timed<StatusEvent>>,
-    user: Vec<Timed<UserEvent>>,
-}
-
-impl Pending {
-    fn len(&self) -> usize {
-        self.status.len() + self.user.len()
-    }
-}
-
-/// Sends a batch without a position (counted as received); answers when it
-/// is committed.
-async fn hand_on(router: &Addr<Router>, batch: &mut Pending, health: &Health) -> tokio::sync::oneshot::Receiver<bool> {
-    health.replayed.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+/// Sends the pending events without a position (counted as received);
+/// answers when they are committed.
+async fn hand_on(
+    router: &Addr<Router>,
+    lines: &mut ReplayLines,
+    health: &Health,
+) -> tokio::sync::oneshot::Receiver<bool> {
+    health.replayed.fetch_add(lines.pending() as u64, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let b = Batch {
         partition: 0,
-        status: std::mem::take(&mut batch.status),
-        user: std::mem::take(&mut batch.user),
+        status: std::mem::take(&mut lines.status),
+        user: std::mem::take(&mut lines.user),
         last_event_ms: 0,
         last_byte_ms: 0,
         received: Instant::now(),
@@ -275,7 +309,7 @@ async fn hand_on(router: &Addr<Router>, batch: &mut Pending, health: &Health) ->
     rx
 }
 
-fn record(dead_letter: &Arc<Mutex<DeadLetter>>, source: &str, position: u64, reason: &str, detail: &str, line: &[u8]) {
+fn record(dead_letter: &Mutex<DeadLetter>, source: &str, position: u64, reason: &str, detail: &str, line: &[u8]) {
     metrics::counter!("complyd_dead_lettered_total", "partition" => "replay", "reason" => reason.to_owned())
         .increment(1);
     let mut dl = dead_letter.lock().unwrap_or_else(|e| e.into_inner());

@@ -167,6 +167,19 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
+    /// Takes parsed events (a replay's); flushes when a batch is full.
+    ///
+    /// # Errors
+    /// The store could not commit a batch.
+    pub fn extend(&mut self, status: Vec<Timed<StatusEvent>>, user: Vec<Timed<UserEvent>>) -> Result<(), StoreError> {
+        self.status.extend(status);
+        self.user.extend(user);
+        if self.status.len() + self.user.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Commits what is pending.
     ///
     /// # Errors
@@ -188,7 +201,10 @@ impl<'s> Applier<'s> {
 
 /// Finishes the per-post work (purges, geo removal) before an offline
 /// command exits.
-fn finish_maintenance(store: &mut dyn Store) -> Result<MaintenanceStats, StoreError> {
+///
+/// # Errors
+/// The store could not commit.
+pub fn finish_maintenance(store: &mut dyn Store) -> Result<MaintenanceStats, StoreError> {
     let mut total = MaintenanceStats::default();
     loop {
         let m = store.maintain(now_ms(), 10_000)?;
@@ -208,7 +224,7 @@ fn dead_letter_io(e: io::Error, dl: &DeadLetter) -> Failure {
 }
 
 /// `applied N (by type); duplicates N; stale N`, for the summaries.
-fn applied_summary(stats: &ApplyStats) -> String {
+pub fn applied_summary(stats: &ApplyStats) -> String {
     format!(
         "applied {} ({}); duplicates {}; stale {}",
         stats.applied.total(),

@@ -547,3 +547,116 @@ pub fn progress_line(h: &Health, elapsed: Duration, rate: f64) -> String {
     }
     line
 }
+
+/// `complyd replay --from TIME --to TIME`: fetches event time `[from, to)`
+/// (whole minutes) from X's Replay endpoint with the configured account,
+/// window after window (at most `replay.max_window_ms` each, within
+/// `replay.max_requests` per `replay.window_ms`), and applies it as
+/// `complyd replay FILE` does. A window that ends with failed minutes, an
+/// unprocessed range or no `info` line is asked again from its first minute
+/// missing, up to 5 times. Returns the summary line.
+///
+/// # Errors
+/// Replay is not configured, the store fails, or a window failed 5 times.
+pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<String> {
+    use crate::actors::replayer::{ReplayLines, WindowReader};
+    use crate::gaps::{floor_minute, replay_date, ReplayOutcome, Window, MINUTE_MS};
+    let Some(rp) = plan.replay.clone() else {
+        return Err(ConfigErrors(vec![
+            "replay.enabled is false, or replay.url could not be derived from stream.url: set replay.url".into(),
+        ])
+        .into());
+    };
+    let (from, to) = (floor_minute(from_ms), floor_minute(to_ms + MINUTE_MS - 1));
+    if from >= to {
+        return Err(
+            ConfigErrors(vec![format!("--from {} is not before --to {}", replay_date(from), replay_date(to))]).into()
+        );
+    }
+    let mut store = store::open_url(&plan.store.url)?;
+    let dead_letter = Mutex::new(DeadLetter::new(plan.store.dead_letter.clone()));
+    let system = actix_rt::System::new();
+    let res = system.block_on(async {
+        let mut applier = crate::commands::Applier::new(store.as_mut());
+        let mut limiter = ConnectLimiter::new(rp.max_requests, rp.window, Duration::ZERO);
+        let t0 = Instant::now();
+        let (mut at, mut tries, mut requests, mut events) = (from, 0u32, 0u64, 0u64);
+        while at < to {
+            let w = Window { gap_id: 0, from_ms: at, to_ms: to.min(at + rp.max_window_ms) };
+            loop {
+                let now = t0.elapsed().as_millis() as u64;
+                match limiter.try_acquire(now) {
+                    Ok(ticket) => {
+                        limiter.settle(ticket, now);
+                        break;
+                    }
+                    Err(wait) => {
+                        eprintln!(
+                            "replay: {} requests in the budget's window; waiting {} s",
+                            rp.max_requests,
+                            wait.as_secs()
+                        );
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+            requests += 1;
+            let mut lines = ReplayLines::new(&w, rp.max_line);
+            let outcome = match WindowReader::open(&rp, &w).await {
+                Err(e) => ReplayOutcome::Broken(e),
+                Ok(mut reader) => loop {
+                    match reader.next_chunk().await {
+                        Ok(Some(chunk)) => {
+                            lines.push(&chunk, &dead_letter);
+                            let (status, user) = (std::mem::take(&mut lines.status), std::mem::take(&mut lines.user));
+                            applier.extend(status, user)?;
+                        }
+                        Ok(None) => break ReplayOutcome::of(lines.info.as_ref()),
+                        Err(e) => break ReplayOutcome::Broken(e),
+                    }
+                },
+            };
+            applier.flush()?;
+            events += lines.events;
+            let covered = outcome.covered_to(&w);
+            eprintln!(
+                "replay: {}..{}: {} ({} events)",
+                replay_date(w.from_ms),
+                replay_date(w.to_ms),
+                match &outcome {
+                    ReplayOutcome::Broken(why) => format!("broken: {why}"),
+                    other => other.as_str().to_owned(),
+                },
+                lines.events
+            );
+            if covered > at {
+                (at, tries) = (covered, 0);
+            } else {
+                tries += 1;
+                if tries >= 5 {
+                    anyhow::bail!("the window from {} failed 5 times; the range before it is applied", replay_date(at));
+                }
+            }
+        }
+        let stats = applier.stats.clone();
+        Ok::<_, anyhow::Error>((stats, requests, events))
+    });
+    if let Some(sys) = System::try_current() {
+        sys.stop();
+    }
+    let (stats, requests, events) = res?;
+    dead_letter.lock().unwrap_or_else(|e| e.into_inner()).flush()?;
+    let m = crate::commands::finish_maintenance(store.as_mut())?;
+    let dead = dead_letter.lock().unwrap_or_else(|e| e.into_inner()).total();
+    Ok(format!(
+        "replay: {}..{} in {requests} requests, {events} events; {}; dead-lettered {dead}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts",
+        replay_date(from),
+        replay_date(to),
+        crate::commands::applied_summary(&stats),
+        m.posts_deleted,
+        m.retweets_cascaded,
+        m.users_purged,
+        m.posts_purged,
+        m.posts_geo_scrubbed,
+    ))
+}

@@ -338,6 +338,12 @@ impl ReplayOutcome {
     }
 }
 
+/// A time given by a person: `YYYYMMDDHHMM` (UTC, Replay's form) or RFC
+/// 3339 (`2026-12-01T10:00:00Z`).
+pub fn parse_time(s: &str) -> Option<TimeMs> {
+    parse_replay_date(s).or_else(|| chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis()))
+}
+
 /// `YYYYMMDDHHMM` (UTC) back to milliseconds.
 pub fn parse_replay_date(s: &str) -> Option<TimeMs> {
     chrono::NaiveDateTime::parse_from_str(&format!("{s}00"), "%Y%m%d%H%M%S")

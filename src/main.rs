@@ -37,9 +37,16 @@ enum Command {
         files: Vec<String>,
     },
     /// Apply compliance messages from files (\r\n or \n separated) as if they came from the stream; - reads stdin.
+    /// With --from and --to, fetch that range from X's Replay endpoint instead (the config's account).
     Replay {
-        #[arg(required = true, value_name = "FILE")]
+        #[arg(required_unless_present = "from", conflicts_with = "from", value_name = "FILE")]
         files: Vec<String>,
+        /// Start of the range (YYYYMMDDHHMM UTC, or RFC 3339), within the last 5 days.
+        #[arg(long, value_name = "TIME", requires = "to")]
+        from: Option<String>,
+        /// End of the range (exclusive), at least about 30 minutes ago.
+        #[arg(long, value_name = "TIME", requires = "from")]
+        to: Option<String>,
     },
     /// Apply X API v2 batch-compliance result files.
     ApplyBatch {
@@ -152,7 +159,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("{}", commands::import(store.as_mut(), &mut dead_letter, &files)?);
             Ok(())
         }
-        Command::Replay { files } => {
+        Command::Replay { from: Some(from), to: Some(to), .. } => {
+            let time = |flag: &str, v: &str| {
+                complyd::gaps::parse_time(v).ok_or_else(|| {
+                    Failure::Usage(format!("{flag} {v:?} is not a time (YYYYMMDDHHMM in UTC, or RFC 3339)"))
+                })
+            };
+            let (from, to) = (time("--from", &from)?, time("--to", &to)?);
+            let settings = load_settings(config)?;
+            let mut plan = settings.plan()?;
+            plan.store = settings.store_plan(db.as_deref())?;
+            eprintln!("{}", complyd::daemon::replay_range(&plan, from, to)?);
+            Ok(())
+        }
+        Command::Replay { files, .. } => {
             let (mut store, mut dead_letter) = open_store(config, db)?;
             eprintln!("{}", commands::replay(store.as_mut(), &mut dead_letter, &files)?);
             Ok(())

@@ -427,6 +427,47 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
         r.read_to_end(Duration::from_secs(20)).await;
         let generated: Vec<(u8, String)> = r.message_strings().into_iter().map(|l| (0, l)).collect();
         assert!(generated.len() > 1_000, "{} lines replayed", generated.len());
+
+        // The same range by hand: `complyd replay --from --to` into a new
+        // store gives what an offline replay of those lines gives.
+        let by_hand = d.join("by-hand");
+        std::fs::create_dir_all(&by_hand).unwrap();
+        let hand_url = format!("sqlite:{}", by_hand.join("store.db").display());
+        import_posts(&hand_url, &by_hand);
+        std::fs::write(by_hand.join("password"), format!("{}\n", cfg.password)).unwrap();
+        let conf = by_hand.join("complyd.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[stream]\nurl = \"http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json\"\naccount = \"{}\"\nlabel = \"{}\"\nusername = \"{}\"\npassword_file = \"{}\"\n[store]\nurl = \"{hand_url}\"\n",
+                sim.addr(),
+                cfg.account,
+                cfg.label,
+                cfg.username,
+                by_hand.join("password").display()
+            ),
+        )
+        .unwrap();
+        let (from, to) = (
+            complyd::gaps::replay_date(sim.epoch_ms().div_euclid(60_000) * 60_000),
+            complyd::gaps::replay_date(gap.covered_to_ms),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+                .args(["replay", "--config"])
+                .arg(&conf)
+                .args(["--from", &from, "--to", &to])
+                .env_remove("COMPLYD_LOG")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("completed") && err.contains("in 1 requests"), "{err}");
+        let hand_reference = replay_reference(&generated, &by_hand);
+        assert_same_effect(&hand_url, &hand_reference, &generated);
         sim.stop().await;
         let mut lines = record_lines(&d.join("record.tsv"));
         lines.extend(generated);

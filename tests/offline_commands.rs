@@ -249,3 +249,18 @@ fn the_gap_ledger_keeps_every_gap_with_its_history(backend: Backend) {
 }
 
 on_both_backends!(the_gap_ledger_keeps_every_gap_with_its_history);
+
+#[test]
+fn replay_of_a_range_refuses_bad_times_and_a_missing_account_with_exit_1() {
+    let s = Scratch::new();
+    let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let out = s.run(&["replay", "--from", "yesterday", "--to", "202612010000"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(err(&out).contains("--from \"yesterday\" is not a time"), "{}", err(&out));
+    let out = s.run(&["replay", "--from", "202612010000"], "");
+    assert_eq!(out.status.code(), Some(1), "--to is required with --from: {}", err(&out));
+    // No account configured: every problem at once, nothing fetched.
+    let out = s.run(&["replay", "--from", "202612010000", "--to", "2026-12-01T01:00:00Z"], "");
+    assert_eq!(out.status.code(), Some(1), "{}", err(&out));
+    assert!(err(&out).contains("stream.username") && err(&out).contains("password"), "{}", err(&out));
+}
