@@ -324,3 +324,128 @@ async fn a_known_password_never_appears_in_logs_errors_or_metrics() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_no_secret("a store error", &text(&out));
 }
+
+/// `complyd run` killed with SIGKILL while batches flow, then started again:
+/// the restart records each partition's gap from its last committed
+/// position, the daemon repairs every gap through Replay, and the store ends
+/// with what the simulator sent and everything it generated in the repaired
+/// windows. Two partitions: two runs stay within X's 10 connection requests
+/// a minute.
+#[actix_rt::test]
+async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_repairs_them() {
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(170), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let mut cfg = sim_config(&d, 2_000.0);
+        cfg.replay.min_age_minutes = 0;
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let url = format!("sqlite:{}", d.join("run.db").display());
+        import_posts(&url, &d);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = d.join("kill.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[stream]\nurl = \"http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json\"\naccount = \"{}\"\nlabel = \"{}\"\nusername = \"{}\"\npassword_env = \"COMPLYD_TEST_RUN_PW\"\npartitions = [1, 2]\n[replay]\nfreshness_ms = 0\ncheck_interval_ms = 500\n[store]\nurl = \"{url}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+                sim.addr(),
+                cfg.account,
+                cfg.label,
+                cfg.username
+            ),
+        )
+        .unwrap();
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_complyd"))
+                .args(["run", "--config", config.to_str().unwrap()])
+                .env("COMPLYD_TEST_RUN_PW", &cfg.password)
+                .env_remove("COMPLYD_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut first = spawn();
+        let mut st = complyd::store::open(&url).unwrap();
+        assert!(
+            wait_until(Duration::from_secs(30), || committed_positions(st.as_mut()) == 4).await,
+            "the first run did not commit every partition"
+        );
+        // Mid-flow: batches are being committed all the time.
+        let flowing = sim.stats().next_event_index;
+        assert!(wait_until(Duration::from_secs(10), || sim.stats().next_event_index > flowing + 2_000).await);
+        Command::new("kill").args(["-KILL", &first.id().to_string()]).status().unwrap();
+        first.wait().unwrap();
+        // What was committed when it died: a partition is caught up to the
+        // smaller of its two handlers' positions.
+        let mut committed = std::collections::HashMap::new();
+        for (_, p) in st.positions().unwrap() {
+            let e = committed.entry(p.partition).or_insert(p.last_byte_ms);
+            *e = (*e).min(p.last_byte_ms);
+        }
+        assert_eq!(committed.len(), 2);
+        // The simulator goes on while no daemon listens.
+        let down = sim.stats().next_event_index;
+        assert!(wait_until(Duration::from_secs(10), || sim.stats().next_event_index > down + 1_000).await);
+
+        let mut second = spawn();
+        let gaps = |st: &mut Box<dyn complyd::store::Store>| st.gaps().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(30), || gaps(&mut st).len() == 2).await,
+            "the restart did not record 2 gaps: {:#?}",
+            gaps(&mut st)
+        );
+        for g in gaps(&mut st) {
+            assert_eq!(g.cause, complyd::gaps::GapCause::Restart, "{g:?}");
+            assert_eq!(g.from_ms, committed[&g.partition], "from the last committed position: {g:?}");
+        }
+        // Replay serves whole minutes: the repair waits for the gaps' last one.
+        let repaired = wait_until(Duration::from_secs(100), || {
+            gaps(&mut st).iter().all(|g| g.state == complyd::gaps::GapState::Repaired)
+        })
+        .await;
+        assert!(repaired, "{:#?}", gaps(&mut st));
+        let replayed_from = gaps(&mut st).iter().map(|g| g.from_ms.div_euclid(60_000) * 60_000).min().unwrap();
+        let covered = gaps(&mut st).iter().map(|g| g.covered_to_ms).max().unwrap();
+
+        // Stop the streams (the simulator refuses reconnections), let the
+        // daemon commit what it holds, then stop it.
+        sim.trigger(Fault::new(FaultKind::Status { status: 503 }).times(100_000));
+        sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) }));
+        tokio::time::sleep(Duration::from_millis(1_500)).await; // deliberate: the last batches' linger and commit
+        assert!(
+            wait_until(Duration::from_secs(20), || catches_sigterm(second.id())).await,
+            "complyd run did not install its SIGTERM handler"
+        );
+        Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
+        assert!(second.wait().unwrap().success());
+
+        // Everything generated in the repaired windows (every partition's:
+        // Replay is not per partition), then everything sent.
+        let q = format!(
+            "/replay/compliance/accounts/{}/publishers/twitter/{}.json?fromDate={}&toDate={}",
+            cfg.account,
+            cfg.label,
+            complyd::gaps::replay_date(replayed_from),
+            complyd::gaps::replay_date(covered)
+        );
+        let auth = common::sim_client::basic_auth(&cfg.username, &cfg.password);
+        let mut r = common::sim_client::StreamReader::open(
+            sim.addr(),
+            &q,
+            &[("Authorization", &auth), ("Accept-Encoding", "gzip")],
+        )
+        .await
+        .unwrap();
+        r.read_to_end(Duration::from_secs(20)).await;
+        let generated: Vec<(u8, String)> = r.message_strings().into_iter().map(|l| (0, l)).collect();
+        sim.stop().await;
+        let mut lines = record_lines(&d.join("record.tsv"));
+        lines.extend(generated);
+        drop(st);
+        let reference = replay_reference(&lines, &d);
+        assert_same_effect(&url, &reference, &lines);
+    })
+    .await
+    .expect("the test timed out");
+}

@@ -499,12 +499,6 @@ impl Settings {
                 self.replay.max_requests, self.replay.window_ms
             ));
         }
-        if self.replay.enabled && self.replay.freshness_ms < 30 * 60_000 {
-            p.push(format!(
-                "replay.freshness_ms {} is under 30 minutes: X's Replay serves nothing that recent",
-                self.replay.freshness_ms
-            ));
-        }
         if self.limiter.max_requests > 10 || self.limiter.window_ms < 60_000 {
             p.push(format!(
                 "limiter allows {} connection requests per {} ms: X allows 10 per 60000 (HTTP 429 past that)",
@@ -517,6 +511,12 @@ impl Settings {
     /// Values that work but deserve a line in the log.
     pub(super) fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        if self.replay.enabled && self.replay.freshness_ms < 30 * 60_000 {
+            w.push(format!(
+                "replay.freshness_ms {} is under 30 minutes: X's Replay serves nothing that recent (its requests will be refused and asked again)",
+                self.replay.freshness_ms
+            ));
+        }
         if self.replay.enabled && self.replay.url.trim().is_empty() && !stream_base(&self.stream).contains("/stream/") {
             w.push("replay.url is empty and stream.url has no /stream/ to derive it from: gaps will not be repaired through Replay; set replay.url".to_owned());
         }
