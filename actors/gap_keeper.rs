@@ -17,13 +17,15 @@ use crate::store::{ErrorKind, StoreError, StoreUrl};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What the supervisor tells the gap keeper.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub enum GapNote {
-    /// A (re)connection left this gap.
-    Opened(NewGap),
+    /// A (re)connection left this gap; `connection` is the partition's
+    /// connection count once it opened (which connection's backfill it is).
+    Opened { gap: NewGap, connection: u64 },
     /// Time passes: close what backfill repaired, refresh the health list.
     Tick,
 }
@@ -50,18 +52,35 @@ pub struct GapKeeper {
     store: StoreSlot,
     health: Arc<Health>,
     /// Gaps not yet written (the store failed): written at the next tick.
-    unwritten: Vec<NewGap>,
+    unwritten: Vec<(NewGap, u64)>,
+    /// The backfill gaps of this process: gap id -> (partition, the
+    /// connection that asked for the backfill).
+    backfills: HashMap<i64, (u8, u64)>,
+    /// When each gap's window was last asked for (the least recently asked
+    /// goes next: one gap that keeps failing never starves the others).
+    asked: HashMap<i64, Instant>,
+    last_review: Option<Instant>,
 }
 
 impl GapKeeper {
     pub fn new(url: StoreUrl, health: Arc<Health>) -> GapKeeper {
-        GapKeeper { store: StoreSlot::new(url, None), health, unwritten: Vec::new() }
+        GapKeeper {
+            store: StoreSlot::new(url, None),
+            health,
+            unwritten: Vec::new(),
+            backfills: HashMap::new(),
+            asked: HashMap::new(),
+            last_review: None,
+        }
     }
 
     fn write_unwritten(&mut self) -> Result<(), StoreError> {
-        while let Some(gap) = self.unwritten.first() {
-            self.store.get()?.open_gap(gap, now_ms())?;
-            let gap = self.unwritten.remove(0);
+        while let Some((gap, connection)) = self.unwritten.first() {
+            let id = self.store.get()?.open_gap(gap, now_ms())?;
+            if gap.repair == Some(Repair::Backfill) {
+                self.backfills.insert(id, (gap.partition, *connection));
+            }
+            let (gap, _) = self.unwritten.remove(0);
             tracing::warn!(
                 partition = gap.partition,
                 from_ms = gap.from_ms,
@@ -74,9 +93,9 @@ impl GapKeeper {
         Ok(())
     }
 
-    /// Closes the gaps a backfill repairs (the partition's committed
-    /// position, the smaller of the two handlers', has passed the gap's end)
-    /// and marks unrepairable what Replay no longer reaches.
+    /// Closes the gaps a backfill repaired, reopens for Replay those it did
+    /// not, marks unrepairable what Replay no longer reaches (splitting off
+    /// the part it still does).
     fn review(&mut self) -> Result<(), StoreError> {
         let store = self.store.get()?;
         let mut committed: HashMap<u8, i64> = HashMap::new();
@@ -85,8 +104,8 @@ impl GapKeeper {
             *e = (*e).min(pos.last_event_ms);
         }
         let now = now_ms();
-        for g in store.gaps()? {
-            if g.state == GapState::Open && gaps::out_of_reach(g.to_ms, now) {
+        for g in store.gaps(true)? {
+            if gaps::out_of_reach(g.to_ms, now) {
                 let note = "older than Replay reaches (5 days): run a batch compliance job (X API v2) on the posts and users of this stretch";
                 if store.move_gap(g.id, &GapMove::to(GapState::Unrepairable, note), now)? {
                     tracing::error!(
@@ -97,12 +116,66 @@ impl GapKeeper {
                         "Gap unrepairable: events of this stretch can no longer be fetched; {note}"
                     );
                 }
-            } else if g.state == GapState::Repairing
-                && g.repair == Some(Repair::Backfill)
-                && committed.get(&g.partition).is_some_and(|c| *c >= g.to_ms)
-                && store.move_gap(g.id, &GapMove::to(GapState::Repaired, "backfilled events committed"), now)?
-            {
-                tracing::info!(partition = g.partition, gap = g.id, minutes = g.minutes(), "Gap repaired by backfill");
+                continue;
+            }
+            let reach = gaps::reach_start(now);
+            if g.covered_to_ms.max(g.from_ms) < reach {
+                // Only the part from `reach` on can still be fetched.
+                let rest = NewGap {
+                    partition: g.partition,
+                    from_ms: reach,
+                    to_ms: g.to_ms,
+                    cause: g.cause,
+                    state: GapState::Open,
+                    repair: None,
+                    note: format!("{}; the part of gap {} that Replay still reaches", g.cause.as_str(), g.id),
+                };
+                let id = store.open_gap(&rest, now)?;
+                let note = format!("before {} out of Replay's reach (5 days): run a batch compliance job (X API v2) on that stretch; the rest is gap {id}", gaps::replay_date(reach));
+                if store.move_gap(g.id, &GapMove::to(GapState::Unrepairable, note.clone()), now)? {
+                    tracing::error!(
+                        partition = g.partition,
+                        gap = g.id,
+                        from_ms = g.from_ms,
+                        "Gap unrepairable: {note}"
+                    );
+                }
+                continue;
+            }
+            if g.repair != Some(Repair::Backfill) {
+                continue;
+            }
+            let counters = self.health.counters(g.partition);
+            let same_connection = self
+                .backfills
+                .get(&g.id)
+                .is_some_and(|(_, c)| *c == counters.connections.load(std::sync::atomic::Ordering::Relaxed));
+            let reopen = if !same_connection {
+                Some("the connection that asked for the backfill ended before it was confirmed; Replay repairs it")
+            } else if committed.get(&g.partition).is_some_and(|c| *c >= g.to_ms) {
+                let first = counters.connection_first_event_ms.load(std::sync::atomic::Ordering::Relaxed);
+                if first > 0 && first <= gaps::floor_minute(g.from_ms) + gaps::MINUTE_MS {
+                    if store.move_gap(g.id, &GapMove::to(GapState::Repaired, "backfilled events committed"), now)? {
+                        tracing::info!(
+                            partition = g.partition,
+                            gap = g.id,
+                            minutes = g.minutes(),
+                            "Gap repaired by backfill"
+                        );
+                    }
+                    self.backfills.remove(&g.id);
+                    None
+                } else {
+                    Some("the backfill did not reach back to the gap's start; Replay repairs it")
+                }
+            } else {
+                None
+            };
+            if let Some(why) = reopen {
+                self.backfills.remove(&g.id);
+                if store.move_gap(g.id, &GapMove::to(GapState::Open, why), now)? {
+                    tracing::warn!(partition = g.partition, gap = g.id, "{why}");
+                }
             }
         }
         self.refresh()
@@ -110,12 +183,17 @@ impl GapKeeper {
 
     /// The health list of unresolved gaps.
     fn refresh(&mut self) -> Result<(), StoreError> {
-        let unresolved = self.store.get()?.gaps()?.into_iter().filter(|g| g.state.is_unresolved()).collect();
+        let unresolved = self.store.get()?.gaps(true)?;
         self.health.set_unresolved_gaps(unresolved);
         Ok(())
     }
 
     fn tick(&mut self) {
+        // Ticks queued while the store was slow are one review, not many.
+        if self.unwritten.is_empty() && self.last_review.is_some_and(|t| t.elapsed() < Duration::from_millis(500)) {
+            return;
+        }
+        self.last_review = Some(Instant::now());
         let res = self.write_unwritten().and_then(|()| self.review());
         if let Err(e) = res {
             self.failed(&e);
@@ -140,8 +218,8 @@ impl Handler<GapNote> for GapKeeper {
     type Result = ();
 
     fn handle(&mut self, note: GapNote, _ctx: &mut Self::Context) {
-        if let GapNote::Opened(gap) = note {
-            self.unwritten.push(gap);
+        if let GapNote::Opened { gap, connection } = note {
+            self.unwritten.push((gap, connection));
         }
         self.tick();
     }
@@ -152,14 +230,23 @@ impl Handler<NextWindow> for GapKeeper {
 
     fn handle(&mut self, m: NextWindow, _ctx: &mut Self::Context) -> Self::Result {
         let now = now_ms();
-        let res = (|| {
-            let store = self.store.get()?;
-            Ok(store.gaps()?.iter().find_map(|g| gaps::next_window(g, now, m.freshness_ms, m.max_window_ms)))
-        })();
-        if let Err(e) = &res {
-            self.failed(e);
+        let res = self.store.get().and_then(|store| store.gaps(true));
+        let due = match res {
+            Ok(gaps) => gaps,
+            Err(e) => {
+                self.failed(&e);
+                return Err(e);
+            }
+        };
+        // The least recently asked gap first (never asked: the oldest).
+        let next = due
+            .iter()
+            .filter_map(|g| gaps::next_window(g, now, m.freshness_ms, m.max_window_ms))
+            .min_by_key(|w| self.asked.get(&w.gap_id).copied());
+        if let Some(w) = &next {
+            self.asked.insert(w.gap_id, Instant::now());
         }
-        res
+        Ok(next)
     }
 }
 
@@ -185,7 +272,7 @@ impl GapKeeper {
         let covered = m.outcome.covered_to(w);
         let span = format!("{}..{}", gaps::replay_date(w.from_ms), gaps::replay_date(w.to_ms));
         let store = self.store.get()?;
-        for gap in store.gaps()? {
+        for gap in store.gaps(true)? {
             let replayable = gap.state == GapState::Open || gap.repair == Some(Repair::Replay);
             let start = gaps::floor_minute(gap.covered_to_ms.max(gap.from_ms));
             let asked = gap.id == w.gap_id;

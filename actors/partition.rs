@@ -174,6 +174,7 @@ impl Actor for PartitionStream {
             batch: Pending::new(self.spec.batch_max),
             notice: None,
             buffer_full: false,
+            first_event_seen: false,
         };
         // Every line this connection logs carries its partition (and its
         // generation: the how-many-th connection of this partition).
@@ -284,6 +285,8 @@ struct Connection {
     batch: Pending,
     notice: Option<String>,
     buffer_full: bool,
+    /// The connection's first event is recorded in the counters.
+    first_event_seen: bool,
 }
 
 impl Connection {
@@ -332,6 +335,7 @@ impl Connection {
             tracing::warn!(partition = p, "The stream is not gzip-encoded; reading it as is");
         }
         *connected_at = Some(Instant::now());
+        self.counters.connection_first_event_ms.store(0, Relaxed);
         self.counters.connections.fetch_add(1, Relaxed);
         self.on_connected.do_send(ChildConnected { partition: p, generation: self.generation });
         tracing::info!(partition = p, backfill_minutes = ?self.backfill_minutes, "Stream connected");
@@ -466,6 +470,10 @@ impl Connection {
             Ok(Message::Heartbeat) => stats.heartbeats += 1,
             Ok(Message::Event(e)) => {
                 stats.events += 1;
+                if !self.first_event_seen {
+                    self.first_event_seen = true;
+                    self.counters.connection_first_event_ms.store(e.time_ms, Relaxed);
+                }
                 stats.by_type[e.type_index()] += 1;
                 if e.time_ms > self.batch.max_event_ms {
                     self.batch.max_event_ms = e.time_ms;

@@ -228,6 +228,15 @@ impl ReplayLines {
         });
     }
 
+    /// The body ended cleanly: a last line without its `\r\n` (the closing
+    /// `info` line, typically) is read too.
+    pub fn end(&mut self, dead_letter: &Mutex<DeadLetter>) {
+        if let Some(mut rest) = self.framer.take_rest() {
+            rest.extend_from_slice(b"\r\n");
+            self.push(&rest, dead_letter);
+        }
+    }
+
     /// Events waiting to be handed on.
     pub fn pending(&self) -> usize {
         self.status.len() + self.user.len()
@@ -252,7 +261,10 @@ async fn replay_window(
     loop {
         match reader.next_chunk().await {
             Ok(Some(chunk)) => lines.push(&chunk, dead_letter),
-            Ok(None) => break,
+            Ok(None) => {
+                lines.end(dead_letter);
+                break;
+            }
             Err(e) => return finish(committed, router, &mut lines, health, ReplayOutcome::Broken(e)).await,
         }
         if lines.pending() >= plan.batch_max {

@@ -75,8 +75,9 @@ struct Child {
     /// A stream of this process has opened before (else a gap is the
     /// restart's, from the stored position).
     connected_once: bool,
-    /// The last stream ended with a full-buffer disconnect.
-    full_buffer: bool,
+    /// The partition's full-buffer disconnects when it last connected: more
+    /// now means the server threw events away since.
+    data_loss_seen: u64,
     /// The `backfillMinutes` the running attempt asked for.
     backfill_minutes: Option<u32>,
 }
@@ -133,7 +134,7 @@ impl Supervisor {
                         last_byte_ms: cfg.last_byte_ms.get(p).copied().filter(|t| *t > 0),
                         ticket: None,
                         connected_once: false,
-                        full_buffer: false,
+                        data_loss_seen: 0,
                         backfill_minutes: None,
                     },
                 )
@@ -334,28 +335,32 @@ impl Handler<ChildConnected> for Supervisor {
         self.save_limiter();
         let Some(c) = self.children.get_mut(&m.partition) else { return };
         self.config_error_logged = None;
-        let cause = if c.full_buffer {
+        let counters = self.cfg.health.counters(m.partition);
+        let data_loss = counters.data_loss.load(std::sync::atomic::Ordering::Relaxed);
+        let cause = if data_loss > c.data_loss_seen {
             GapCause::FullBuffer
         } else if c.connected_once {
             GapCause::Disconnect
         } else {
             GapCause::Restart
         };
-        // After a full buffer the server dropped events it had queued: they
-        // may be older than the last byte (a heartbeat), not than the last
-        // event received.
-        let last_event = self.cfg.health.counters(m.partition).last_event_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let since = match cause {
-            GapCause::FullBuffer => c.last_byte_ms.map(|b| if last_event > 0 { b.min(last_event) } else { b }),
-            _ => c.last_byte_ms,
-        };
+        // From what was last received: the last byte, or the last event when
+        // that is older (an event in flight, the events a full buffer threw
+        // away, a message cut at the disconnect).
+        let last_event = counters.last_event_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let since = c.last_byte_ms.map(|b| if last_event > 0 { b.min(last_event) } else { b });
+        let connected = now_ms();
         c.connected_once = true;
-        c.full_buffer = false;
+        c.data_loss_seen = data_loss;
         if let (Some(since), Some(keeper)) = (since, &self.cfg.gap_keeper) {
-            if let Some(gap) = gaps::on_connect(m.partition, since, now_ms(), cause, c.backfill_minutes) {
-                keeper.do_send(GapNote::Opened(gap));
+            if let Some(gap) = gaps::on_connect(m.partition, since, connected, cause, c.backfill_minutes) {
+                let connection = counters.connections.load(std::sync::atomic::Ordering::Relaxed);
+                keeper.do_send(GapNote::Opened { gap, connection });
             }
         }
+        // What comes before the connection is in the ledger now: a next gap
+        // starts here at the earliest, never over this one again.
+        c.last_byte_ms = Some(c.last_byte_ms.map_or(connected, |b| b.max(connected)));
         self.cfg.health.set_state(m.partition, LinkState::Connected);
         self.cfg.health.update(m.partition, |h| h.config_error = None);
         let (p, g) = (m.partition, m.generation);
@@ -397,9 +402,6 @@ impl Handler<ChildExited> for Supervisor {
         }
         c.running = false;
         c.lines = m.lines;
-        if let ExitReason::Ended { buffer_full: true, .. } = m.reason {
-            c.full_buffer = true;
-        }
         if m.last_byte_ms.is_some() {
             c.last_byte_ms = m.last_byte_ms;
         }

@@ -531,7 +531,7 @@ fn utc(ms: TimeMs) -> String {
 /// # Errors
 /// The store cannot be read, or the output cannot be written.
 pub fn gaps(store: &mut dyn Store, json: bool, mut out: impl Write) -> Result<usize, Failure> {
-    let gaps = store.gaps()?;
+    let gaps = store.gaps(false)?;
     if json {
         for g in &gaps {
             let mut v = serde_json::to_value(g).map_err(|e| Failure::Io(e.into()))?;

@@ -500,7 +500,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "complyd demo: posts visible before {visible_before}, now {visible_after} ({} hidden by compliance events)",
         visible_before.saturating_sub(visible_after)
     );
-    let gaps = store::open_url(&db)?.gaps()?;
+    let gaps = store::open_url(&db)?.gaps(false)?;
     let repaired = gaps.iter().filter(|g| g.state == crate::gaps::GapState::Repaired).count();
     println!(
         "complyd demo: gap ledger: {} gaps, {repaired} repaired, {} unresolved (`complyd gaps --db {db}`)",
@@ -611,7 +611,12 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
                             let (status, user) = (std::mem::take(&mut lines.status), std::mem::take(&mut lines.user));
                             applier.extend(status, user)?;
                         }
-                        Ok(None) => break ReplayOutcome::of(lines.info.as_ref()),
+                        Ok(None) => {
+                            lines.end(&dead_letter);
+                            let (status, user) = (std::mem::take(&mut lines.status), std::mem::take(&mut lines.user));
+                            applier.extend(status, user)?;
+                            break ReplayOutcome::of(lines.info.as_ref());
+                        }
                         Err(e) => break ReplayOutcome::Broken(e),
                     }
                 },

@@ -114,6 +114,15 @@ impl LineFramer {
         }
     }
 
+    /// The unfinished line at the end of a body that ended cleanly (a last
+    /// line without its `\r\n`), taken out; None when there is none or it
+    /// was too long.
+    pub fn take_rest(&mut self) -> Option<Vec<u8>> {
+        let rest = (self.discarding.is_none() && !self.buf.is_empty()).then(|| std::mem::take(&mut self.buf));
+        self.reset();
+        rest
+    }
+
     /// Forgets any partial line (after a disconnect: a new connection starts
     /// at a message boundary).
     pub fn reset(&mut self) {

@@ -26,6 +26,11 @@ pub fn out_of_reach(to_ms: TimeMs, now_ms: TimeMs) -> bool {
     to_ms <= now_ms - REPLAY_REACH_MS
 }
 
+/// The first whole minute Replay still serves at `now_ms`.
+pub fn reach_start(now_ms: TimeMs) -> TimeMs {
+    floor_minute(now_ms - REPLAY_REACH_MS) + MINUTE_MS
+}
+
 /// Where a gap is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -265,7 +270,7 @@ pub fn next_window(gap: &Gap, now_ms: TimeMs, freshness_ms: i64, max_window_ms: 
     if !replayable || end > now_ms - freshness_ms || out_of_reach(gap.to_ms, now_ms) {
         return None;
     }
-    let from = floor_minute(gap.covered_to_ms.max(gap.from_ms)).max(floor_minute(now_ms - REPLAY_REACH_MS) + MINUTE_MS);
+    let from = floor_minute(gap.covered_to_ms.max(gap.from_ms)).max(reach_start(now_ms));
     if from >= end {
         return None;
     }

@@ -47,6 +47,9 @@ pub struct PartitionCounters {
     pub last_byte_ms: AtomicI64,
     /// Largest event time received.
     pub last_event_ms: AtomicI64,
+    /// Event time of the first event of the current connection (0: none
+    /// yet): how far back a backfill reached.
+    pub connection_first_event_ms: AtomicI64,
     /// Largest event time committed (both handlers' parts of a batch).
     pub committed_event_ms: AtomicI64,
 }

@@ -129,11 +129,11 @@ async fn every_fault_reconnects_after_its_policy_delay_and_loses_nothing() {
         // as such; the one-minute backfill repaired each.
         let mut st = complyd::store::open(&url).unwrap();
         let repaired = wait_until(Duration::from_secs(20), || {
-            let g = st.gaps().unwrap();
+            let g = st.gaps(false).unwrap();
             (1..=7).all(|p| g.iter().any(|g| g.partition == p)) && g.iter().all(|g| g.state == GapState::Repaired)
         })
         .await;
-        let gaps = st.gaps().unwrap();
+        let gaps = st.gaps(false).unwrap();
         assert!(repaired, "{gaps:#?}");
         let cause = |p: u8| gaps.iter().find(|g| g.partition == p).map(|g| g.cause);
         assert_eq!(cause(5), Some(GapCause::FullBuffer));
@@ -388,7 +388,7 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
         sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(5));
         let mut st = complyd::store::open(&url).unwrap();
         let gap_of_5 =
-            |st: &mut Box<dyn complyd::store::Store>| st.gaps().unwrap().into_iter().find(|g| g.partition == 5);
+            |st: &mut Box<dyn complyd::store::Store>| st.gaps(false).unwrap().into_iter().find(|g| g.partition == 5);
         assert!(wait_until(Duration::from_secs(20), || gap_of_5(&mut st).is_some()).await, "no gap recorded");
         let gap = gap_of_5(&mut st).unwrap();
         assert_eq!((gap.cause, gap.state), (GapCause::FullBuffer, GapState::Open), "{gap:?}");
@@ -527,7 +527,7 @@ async fn replay_errors_unprocessed_ranges_and_breaks_are_asked_again_until_compl
         }
         let mut st = complyd::store::open(&url).unwrap();
         let gap = |st: &mut Box<dyn complyd::store::Store>| {
-            st.gaps().unwrap().into_iter().find(|g| g.partition == 2).unwrap()
+            st.gaps(false).unwrap().into_iter().find(|g| g.partition == 2).unwrap()
         };
         let repaired = wait_until(Duration::from_secs(30), || gap(&mut st).state == GapState::Repaired).await;
         let g = gap(&mut st);

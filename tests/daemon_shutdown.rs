@@ -59,7 +59,7 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
             let mut st = complyd::store::open(&url).unwrap();
             let pos = st.positions().unwrap();
             assert_eq!(pos.len(), 16, "{pos:?}");
-            assert_eq!(st.gaps().unwrap(), vec![], "a new store's first connections leave no gap");
+            assert_eq!(st.gaps(false).unwrap(), vec![], "a new store's first connections leave no gap");
         }
 
         // A gap: the simulator releases events while no daemon listens; only
@@ -71,21 +71,24 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
         );
         // A gap from an earlier life of the store, out of Replay's reach.
         let restarted_ms = complyd::clock::now_ms();
-        let old = complyd::store::open(&url)
-            .unwrap()
-            .open_gap(
-                &complyd::gaps::NewGap {
-                    partition: 8,
-                    from_ms: restarted_ms - 7 * 24 * 3_600_000,
-                    to_ms: restarted_ms - 6 * 24 * 3_600_000,
-                    cause: GapCause::Disconnect,
-                    state: GapState::Open,
-                    repair: None,
-                    note: "disconnect".into(),
-                },
-                restarted_ms,
-            )
+        // And one that straddles the reach: Replay still serves its last
+        // minute or two (the simulator's timeline reaches back that far).
+        let old_gap = |from_ms, to_ms| complyd::gaps::NewGap {
+            partition: 8,
+            from_ms,
+            to_ms,
+            cause: GapCause::Disconnect,
+            state: GapState::Open,
+            repair: None,
+            note: "disconnect".into(),
+        };
+        let day = 24 * 3_600_000;
+        let mut old_store = complyd::store::open(&url).unwrap();
+        let old = old_store.open_gap(&old_gap(restarted_ms - 7 * day, restarted_ms - 6 * day), restarted_ms).unwrap();
+        let straddling = old_store
+            .open_gap(&old_gap(restarted_ms - 5 * day - 600_000, restarted_ms - 5 * day + 150_000), restarted_ms)
             .unwrap();
+        drop(old_store);
         let second = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h2 = second.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h2)).await, "{}", h2.report());
@@ -103,17 +106,27 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
         // The restart left one gap a partition, from its last committed
         // position to the new connection, and the backfill repaired each.
         let mut st = complyd::store::open(&url).unwrap();
-        let repaired = wait_until(Duration::from_secs(20), || {
-            let g = st.gaps().unwrap();
-            g.len() == 9 && g.iter().filter(|g| g.id != old).all(|g| g.state == GapState::Repaired)
+        // (The straddling gap's part waits for the replayer's next look,
+        // every 5 s by default.)
+        let repaired = wait_until(Duration::from_secs(40), || {
+            let g = st.gaps(false).unwrap();
+            g.len() == 11
+                && g.iter().filter(|g| g.id != old && g.id != straddling).all(|g| g.state == GapState::Repaired)
         })
         .await;
-        let mut gaps = st.gaps().unwrap();
+        let mut gaps = st.gaps(false).unwrap();
         assert!(repaired, "{gaps:#?}");
         // The old one is unrepairable, and says what to do instead.
         let unrepairable = gaps.remove(gaps.iter().position(|g| g.id == old).unwrap());
         assert_eq!(unrepairable.state, GapState::Unrepairable, "{unrepairable:?}");
         assert!(unrepairable.history.last().unwrap().note.contains("batch compliance job"), "{unrepairable:?}");
+        // The straddling one too, and its reachable part is a gap of its own,
+        // repaired through Replay.
+        let split = gaps.remove(gaps.iter().position(|g| g.id == straddling).unwrap());
+        assert_eq!(split.state, GapState::Unrepairable, "{split:?}");
+        let rest = gaps.remove(gaps.iter().position(|g| g.from_ms > split.from_ms && g.to_ms == split.to_ms).unwrap());
+        assert_eq!((rest.state, rest.repair), (GapState::Repaired, Some(complyd::gaps::Repair::Replay)), "{rest:?}");
+        assert!(split.history.last().unwrap().note.contains(&format!("the rest is gap {}", rest.id)), "{split:?}");
         for g in &gaps {
             assert_eq!(g.cause, GapCause::Restart, "{g:?}");
             assert!(g.from_ms < restarted_ms && g.to_ms >= restarted_ms, "{g:?} (restarted at {restarted_ms})");

@@ -389,7 +389,7 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
         assert!(wait_until(Duration::from_secs(10), || sim.stats().next_event_index > down + 1_000).await);
 
         let mut second = spawn();
-        let gaps = |st: &mut Box<dyn complyd::store::Store>| st.gaps().unwrap();
+        let gaps = |st: &mut Box<dyn complyd::store::Store>| st.gaps(false).unwrap();
         assert!(
             wait_until(Duration::from_secs(30), || gaps(&mut st).len() == 2).await,
             "the restart did not record 2 gaps: {:#?}",

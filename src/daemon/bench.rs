@@ -174,7 +174,7 @@ impl Store for NullStore {
     fn move_gap(&mut self, _: i64, _: &crate::gaps::GapMove, _: i64) -> Result<bool, store::StoreError> {
         Ok(false)
     }
-    fn gaps(&mut self) -> Result<Vec<crate::gaps::Gap>, store::StoreError> {
+    fn gaps(&mut self, _: bool) -> Result<Vec<crate::gaps::Gap>, store::StoreError> {
         Ok(Vec::new())
     }
     fn author_of(&mut self, _: crate::event::Id) -> Result<Option<crate::event::Id>, store::StoreError> {

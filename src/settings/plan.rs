@@ -89,7 +89,7 @@ impl fmt::Debug for StreamPlan {
 }
 
 /// Repairing the ledger's gaps through X's Replay endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReplayPlan {
     /// The Replay URL, `{account}` and `{label}` replaced, without dates.
     url: String,
@@ -108,6 +108,19 @@ pub struct ReplayPlan {
     pub max_line: usize,
     /// Events handed to the handlers at a time.
     pub batch_max: usize,
+}
+
+impl fmt::Debug for ReplayPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayPlan")
+            .field("url", &crate::store::redact_url(&self.url))
+            .field("authorization", &self.authorization)
+            .field("freshness", &self.freshness)
+            .field("max_window_ms", &self.max_window_ms)
+            .field("max_requests", &self.max_requests)
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReplayPlan {
@@ -456,7 +469,7 @@ impl Settings {
                     if !(url.starts_with("https://") || url.starts_with("http://"))
                         || awc::http::Uri::try_from(url.as_str()).is_err()
                     {
-                        p.push(format!("replay.url {url:?} is not an http(s) URL"));
+                        p.push(format!("replay.url {:?} is not an http(s) URL", crate::store::redact_url(&url)));
                     }
                     if let Some(host) = plain_http_host(&url).filter(|h| !is_loopback(h)) {
                         p.push(format!("replay.url uses http:// to {host}, which is not loopback: the password would cross the network in clear; use https://"));

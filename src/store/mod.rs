@@ -285,11 +285,12 @@ pub trait Store: Send {
     /// A [`StoreError`] when the store cannot commit.
     fn move_gap(&mut self, id: i64, m: &GapMove, now_ms: TimeMs) -> Result<bool, StoreError>;
 
-    /// Every gap of the ledger, oldest first, each with its history.
+    /// The gaps of the ledger (only the open and repairing ones when
+    /// `unresolved_only`), oldest first, each with its history.
     ///
     /// # Errors
     /// A [`StoreError`] when the store cannot be read.
-    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError>;
+    fn gaps(&mut self, unresolved_only: bool) -> Result<Vec<Gap>, StoreError>;
 
     /// The author of a stored post.
     ///

@@ -16,8 +16,9 @@
 //! a plain thread (a SyncArbiter actor), never from inside an async task.
 
 use super::rows::{
-    assemble_gaps, post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, GapHistoryRow, GapRow,
-    Lookup, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols,
+    GapHistoryRow, GapRow, Lookup, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS,
+    USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, ErrorKind, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position,
@@ -1076,10 +1077,11 @@ impl Store for PostgresStore {
         })
     }
 
-    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
+    fn gaps(&mut self, unresolved_only: bool) -> Result<Vec<Gap>, StoreError> {
+        let filter = gap_filter(unresolved_only);
         let rows: Vec<GapRow> = self
             .client
-            .query(&format!("SELECT {GAP_COLS} FROM gaps ORDER BY from_ms, partition, id"), &[])?
+            .query(&format!("SELECT {GAP_COLS} FROM gaps {filter} ORDER BY from_ms, partition, id"), &[])?
             .iter()
             .map(|r| {
                 let partition: i32 = r.get(1);
@@ -1088,7 +1090,13 @@ impl Store for PostgresStore {
             .collect();
         let history: Vec<GapHistoryRow> = self
             .client
-            .query("SELECT gap_id, at_ms, state, note FROM gap_history ORDER BY seq", &[])?
+            .query(
+                &format!(
+                    "SELECT gap_id, at_ms, state, note FROM gap_history
+                     WHERE gap_id IN (SELECT id FROM gaps {filter}) ORDER BY seq"
+                ),
+                &[],
+            )?
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();

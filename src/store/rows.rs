@@ -270,6 +270,15 @@ impl Chunker {
 /// state, repair, covered to, opened.
 pub(super) type GapRow = (i64, i64, i64, i64, String, String, Option<String>, i64, i64);
 
+/// Which gaps a read takes: all, or the unresolved ones.
+pub(super) fn gap_filter(unresolved_only: bool) -> &'static str {
+    if unresolved_only {
+        "WHERE state IN ('open', 'repairing')"
+    } else {
+        ""
+    }
+}
+
 /// The columns of a [`GapRow`], in order.
 pub(super) const GAP_COLS: &str = "id, partition, from_ms, to_ms, cause, state, repair, covered_to_ms, opened_ms";
 

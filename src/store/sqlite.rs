@@ -18,8 +18,8 @@
 //! hundreds of MB a minute at full rate.
 
 use super::rows::{
-    assemble_gaps, post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols, GapHistoryRow, GapRow,
-    Lookup, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols,
+    GapHistoryRow, GapRow, Lookup, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
@@ -384,10 +384,15 @@ impl SqliteStore {
         if found < 3 {
             self.migrate_2_to_3()?;
         }
-        if found < 4 {
+        // The ledger's tables are in the status file and the version in the
+        // main one, which commit apart: checked on every open, so a move cut
+        // between the two is finished.
+        let has_ledger: bool =
+            self.conn.prepare("SELECT 1 FROM status.sqlite_master WHERE name = 'gap_history'")?.exists([])?;
+        if found < 4 || !has_ledger {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(GAP_LEDGER)?;
             if user_version(&tx, "main")? < 4 {
-                tx.execute_batch(GAP_LEDGER)?;
                 tx.pragma_update(Some(DatabaseName::Main), "user_version", 4)?;
             }
             tx.commit()?;
@@ -1092,17 +1097,21 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    fn gaps(&mut self) -> Result<Vec<Gap>, StoreError> {
+    fn gaps(&mut self, unresolved_only: bool) -> Result<Vec<Gap>, StoreError> {
+        let filter = gap_filter(unresolved_only);
         let rows: Vec<GapRow> = self
             .conn
-            .prepare_cached(&format!("SELECT {GAP_COLS} FROM status.gaps ORDER BY from_ms, partition, id"))?
+            .prepare_cached(&format!("SELECT {GAP_COLS} FROM status.gaps {filter} ORDER BY from_ms, partition, id"))?
             .query_map([], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?))
             })?
             .collect::<Result<_, _>>()?;
         let history: Vec<GapHistoryRow> = self
             .conn
-            .prepare_cached("SELECT gap_id, at_ms, state, note FROM status.gap_history ORDER BY seq")?
+            .prepare_cached(&format!(
+                "SELECT gap_id, at_ms, state, note FROM status.gap_history
+                 WHERE gap_id IN (SELECT id FROM status.gaps {filter}) ORDER BY seq"
+            ))?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
         assemble_gaps(rows, history)

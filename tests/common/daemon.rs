@@ -331,7 +331,8 @@ pub fn dead_lettered(h: &Health) -> u64 {
 /// Events recorded per partition (index 0 = partition 1).
 pub fn recorded_per_partition(lines: &[(u8, String)]) -> [u64; 8] {
     let mut n = [0u64; 8];
-    for (p, l) in lines {
+    // Partition 0 is a replay's (not of any partition's stream).
+    for (p, l) in lines.iter().filter(|(p, _)| *p > 0) {
         if let Ok(Message::Event(_)) = parse_line(l.as_bytes()) {
             n[usize::from(*p - 1)] += 1;
         }
@@ -353,7 +354,7 @@ pub fn per_partition_diff(h: &Health, lines: &[(u8, String)]) -> String {
 /// again on the next connection, by backfill).
 pub fn distinct_per_partition(lines: &[(u8, String)]) -> [u64; 8] {
     let mut seen: Vec<std::collections::HashSet<&str>> = (0..8).map(|_| Default::default()).collect();
-    for (p, l) in lines {
+    for (p, l) in lines.iter().filter(|(p, _)| *p > 0) {
         if let Ok(Message::Event(_)) = parse_line(l.as_bytes()) {
             seen[usize::from(*p - 1)].insert(l.as_str());
         }
