@@ -5,6 +5,7 @@
 use crate::deadletter::DeadLetter;
 use crate::event::{parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, TimeMs, UserEvent};
 use crate::post::{parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
+use crate::progress::{Progress, Unit};
 use crate::rules::embedded;
 use crate::rules::visibility::visible;
 use crate::settings::ConfigErrors;
@@ -89,10 +90,17 @@ fn open_input(name: &str) -> Result<Box<dyn BufRead>, Failure> {
 /// split on `\n` with a trailing `\r` removed (so `\r\n` and `\n` files both
 /// work).
 fn for_each_line(
+    what: &'static str,
     inputs: &[String],
     mut each: impl FnMut(&str, u64, &[u8]) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
     let mut buf = Vec::with_capacity(4096);
+    // The bytes of every input, when every input is a file.
+    let total = inputs
+        .iter()
+        .map(|name| (name != "-").then(|| std::fs::metadata(name).ok().map(|m| m.len())).flatten())
+        .sum::<Option<u64>>();
+    let mut progress = Progress::new(what, Unit::Bytes, total);
     for name in inputs {
         let mut r = open_input(name)?;
         let source = if name == "-" { "stdin" } else { name.as_str() };
@@ -104,6 +112,7 @@ fn for_each_line(
                 break;
             }
             n += 1;
+            progress.add(read as u64);
             let mut line = buf.as_slice();
             if line.last() == Some(&b'\n') {
                 line = &line[..line.len() - 1];
@@ -114,6 +123,7 @@ fn for_each_line(
             each(source, n, line)?;
         }
     }
+    progress.finish();
     Ok(())
 }
 
@@ -241,7 +251,7 @@ pub fn applied_summary(stats: &ApplyStats) -> String {
 pub fn replay(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> Result<String, Failure> {
     let mut applier = Applier::new(store);
     let mut lines = 0u64;
-    for_each_line(inputs, |source, n, line| {
+    for_each_line("replay", inputs, |source, n, line| {
         lines += 1;
         match parse_line(line) {
             Ok(Message::Unknown { kind }) => {
@@ -281,7 +291,7 @@ pub fn import(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> 
     let mut total = ImportStats::default();
     let mut lines = 0u64;
     let now = now_ms();
-    for_each_line(inputs, |source, n, line| {
+    for_each_line("import", inputs, |source, n, line| {
         lines += 1;
         let text = match std::str::from_utf8(line) {
             Ok(t) => t,
@@ -345,7 +355,7 @@ pub fn apply_batch(
     let mut lines = 0u64;
     let mut unknown_author = 0u64;
     let mut msgs: Vec<(Option<Id>, Id, TimeMs, String)> = Vec::new();
-    for_each_line(inputs, |source, n, line| {
+    for_each_line("apply-batch", inputs, |source, n, line| {
         lines += 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
@@ -467,10 +477,24 @@ pub fn check(
 /// # Errors
 /// Store failures or a write error (a closed pipe ends the export quietly).
 pub fn export(store: &mut dyn Store, country: Option<Country>, out: impl Write) -> Result<u64, Failure> {
+    export_with(store, country, out, &mut Progress::hidden())
+}
+
+/// [`export`], counting every stored post it reads in `progress`.
+///
+/// # Errors
+/// As [`export`].
+pub fn export_with(
+    store: &mut dyn Store,
+    country: Option<Country>,
+    out: impl Write,
+    progress: &mut Progress,
+) -> Result<u64, Failure> {
     let now = now_ms();
     let mut w = BufWriter::with_capacity(1 << 20, out);
     let mut written = 0u64;
     let res = store.scan(&mut |row| {
+        progress.add(1);
         if !visible(&row.facts, country, now) {
             return Ok(());
         }

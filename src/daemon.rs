@@ -395,8 +395,18 @@ fn visible_posts(url: &StoreUrl) -> anyhow::Result<u64> {
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     install_panic_hook();
     let (mut settings, mut sim_cfg) = demo_settings(args.config.as_deref())?;
-    crate::logging::init(Some(&settings.log), LogFormat::Human, "info");
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    // On a terminal: a live status line, warnings and errors only, and the
+    // whole log in a file. Otherwise (CI, a pipe): every line, as it comes.
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+    let log_file = args.dir.join("complyd.log");
+    if terminal {
+        let file = std::fs::File::create(&log_file).with_context(|| format!("creating {}", log_file.display()))?;
+        crate::logging::init_split(Some(&settings.log), "info", file);
+    } else {
+        crate::logging::init(Some(&settings.log), LogFormat::Human, "info");
+    }
     let db = StoreUrl::sqlite(args.dir.join("complyd.db"));
     settings.store.url = db.to_string();
     settings.store.dead_letter = Some(args.dir.join("deadletter.jsonl"));
@@ -450,6 +460,12 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         if let Some(a) = daemon.http_addr() {
             println!("complyd demo: simulator on http://{}, health on http://{a}/healthz", sim.addr());
         }
+        let status = terminal.then(|| {
+            println!("complyd demo: the whole log is in {} (warnings and errors show here)", log_file.display());
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        });
         let t0 = Instant::now();
         let stop_after = args.duration.map(Duration::from_secs);
         let every = Duration::from_secs(args.progress_secs.max(1));
@@ -473,9 +489,16 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
                     let committed = h.committed();
                     let rate = (committed - last.1) as f64 / last.0.elapsed().as_secs_f64().max(0.001);
                     last = (Instant::now(), committed);
-                    println!("{}", progress_line(h, t0.elapsed(), rate));
+                    let line = progress_line(h, t0.elapsed(), rate);
+                    match &status {
+                        Some(bar) => bar.set_message(line),
+                        None => println!("{line}"),
+                    }
                 }
             }
+        }
+        if let Some(bar) = &status {
+            bar.finish_and_clear();
         }
         let report = daemon.shutdown().await;
         let sim_stats = sim.stats();
@@ -580,6 +603,9 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
         let mut applier = crate::commands::Applier::new(store.as_mut());
         let mut limiter = ConnectLimiter::new(rp.max_requests, rp.window, Duration::ZERO);
         let t0 = Instant::now();
+        let minutes = ((to - from) / MINUTE_MS) as u64;
+        let mut progress =
+            crate::progress::Progress::new("replay", crate::progress::Unit::Items("minutes"), Some(minutes));
         let (mut at, mut tries, mut requests, mut events) = (from, 0u32, 0u64, 0u64);
         while at < to {
             let w = Window { gap_id: 0, from_ms: at, to_ms: to.min(at + rp.max_window_ms) };
@@ -635,6 +661,7 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
                 lines.events
             );
             if covered > at {
+                progress.add(((covered - at) / MINUTE_MS) as u64);
                 (at, tries) = (covered, 0);
             } else {
                 tries += 1;
@@ -643,6 +670,7 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
                 }
             }
         }
+        progress.finish();
         let stats = applier.stats.clone();
         Ok::<_, anyhow::Error>((stats, requests, events))
     });

@@ -19,6 +19,7 @@ pub mod http;
 pub mod limiter;
 pub mod logging;
 pub mod post;
+pub mod progress;
 pub mod rules;
 pub mod settings;
 pub mod sim;

@@ -37,6 +37,25 @@ pub fn init(settings: Option<&LogSettings>, auto_format: LogFormat, default_leve
     };
 }
 
+/// The demo on a terminal: the whole log (filtered as `[log]` says,
+/// human-readable) goes to `file`, and only warnings and errors to stderr,
+/// so the live status stays readable (once; later calls do nothing).
+pub fn init_split(settings: Option<&LogSettings>, default_level: &str, file: std::fs::File) {
+    use tracing_subscriber::prelude::*;
+    let level = settings.map_or(default_level, |s| s.level.as_str());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPLYD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    if let Some(s) = settings {
+        set_repeat_limit(s.repeat_per_minute);
+    }
+    let to_file = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(Mutex::new(file)).with_filter(filter);
+    let to_terminal = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    let _ = tracing_subscriber::registry().with(to_file).with(to_terminal).try_init();
+}
+
 static LIMIT: AtomicU32 = AtomicU32::new(5);
 
 /// Lines a minute allowed for one repeated error (`log.repeat_per_minute`).

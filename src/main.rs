@@ -198,7 +198,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Export { country } => {
             let country = country.as_deref().map(commands::parse_country).transpose()?;
             let (mut store, _) = open_store(config, db)?;
-            let n = commands::export(store.as_mut(), country, std::io::stdout().lock())?;
+            // A bar on stderr while exporting to a file or a pipe (never over
+            // the posts on a terminal).
+            let mut progress = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                complyd::progress::Progress::hidden()
+            } else {
+                complyd::progress::Progress::new("export", complyd::progress::Unit::Items("posts read"), None)
+            };
+            let n = commands::export_with(store.as_mut(), country, std::io::stdout().lock(), &mut progress)?;
+            progress.finish();
             eprintln!("export: {n} posts");
             Ok(())
         }
