@@ -101,6 +101,18 @@ impl Daemon {
             .map_err(|_| anyhow::anyhow!("reading the stored positions panicked"))??;
         let stream = Arc::new(plan.stream);
         let health = Arc::new(Health::new(&stream.partitions));
+        // The endpoints before any actor: a port already taken fails the start
+        // with one clear error, before anything runs that would have to be
+        // stopped.
+        let http = match &plan.http {
+            Some(http) => {
+                if http.admin_token.is_some() {
+                    tracing::info!("Admin endpoint /v1/admin/explain is on (bearer token configured)");
+                }
+                Some(crate::http::start(http, &url, health.clone())?)
+            }
+            None => None,
+        };
         let dead_letter = Arc::new(Mutex::new(DeadLetter::new(plan.store.dead_letter.clone())));
         let h = plan.handlers;
 
@@ -128,17 +140,6 @@ impl Daemon {
             thread
         });
 
-        // The endpoints first: a port already taken fails the start before
-        // any connection is made.
-        let http = match &plan.http {
-            Some(http) => {
-                if http.admin_token.is_some() {
-                    tracing::info!("Admin endpoint /v1/admin/explain is on (bearer token configured)");
-                }
-                Some(crate::http::start(http, &url, health.clone())?)
-            }
-            None => None,
-        };
         let stream_threads: Vec<Arbiter> = (0..stream.threads.max(1)).map(|_| Arbiter::new()).collect();
         let l = &plan.limiter;
         let supervisor = Supervisor::new(SupervisorConfig {

@@ -195,7 +195,9 @@ pub fn start(
     .disable_signals()
     .shutdown_timeout(1)
     .bind(plan.listen)
-    .with_context(|| format!("binding the HTTP endpoint to {} (http.listen)", plan.listen))?;
+    .with_context(|| {
+        format!("binding the HTTP endpoint to {}: set http.listen to a free address (port 0 picks one)", plan.listen)
+    })?;
     let addr = server.addrs().first().copied().context("the HTTP endpoint bound no address")?;
     let srv = server.run();
     let handle = srv.handle();

@@ -17,13 +17,7 @@ use std::time::{Duration, Instant};
 /// nothing). The filter is `COMPLYD_LOG` when set, else `settings.level`,
 /// else `default_level`. `auto` resolves to `auto_format`.
 pub fn init(settings: Option<&LogSettings>, auto_format: LogFormat, default_level: &str) {
-    let level = settings.map_or(default_level, |s| s.level.as_str());
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPLYD_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    if let Some(s) = settings {
-        set_repeat_limit(s.repeat_per_minute);
-    }
+    let filter = filter(settings, default_level);
     let format = match settings.map_or(LogFormat::Auto, |s| s.format) {
         LogFormat::Auto => auto_format,
         f => f,
@@ -42,18 +36,24 @@ pub fn init(settings: Option<&LogSettings>, auto_format: LogFormat, default_leve
 /// so the live status stays readable (once; later calls do nothing).
 pub fn init_split(settings: Option<&LogSettings>, default_level: &str, file: std::fs::File) {
     use tracing_subscriber::prelude::*;
-    let level = settings.map_or(default_level, |s| s.level.as_str());
-    let filter = tracing_subscriber::EnvFilter::try_from_env("COMPLYD_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    if let Some(s) = settings {
-        set_repeat_limit(s.repeat_per_minute);
-    }
+    let filter = filter(settings, default_level);
     let to_file = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(Mutex::new(file)).with_filter(filter);
     let to_terminal = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
     let _ = tracing_subscriber::registry().with(to_file).with(to_terminal).try_init();
+}
+
+/// The filter: `COMPLYD_LOG` when set, else `[log] level`, else
+/// `default_level`; sets the repeat limit on the way.
+fn filter(settings: Option<&LogSettings>, default_level: &str) -> tracing_subscriber::EnvFilter {
+    let level = settings.map_or(default_level, |s| s.level.as_str());
+    if let Some(s) = settings {
+        set_repeat_limit(s.repeat_per_minute);
+    }
+    tracing_subscriber::EnvFilter::try_from_env("COMPLYD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
 }
 
 static LIMIT: AtomicU32 = AtomicU32::new(5);

@@ -184,11 +184,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Check { country, ids } => {
             let country = country.as_deref().map(commands::parse_country).transpose()?;
-            let (mut store, _) = open_store(config, db)?;
+            let mut store = open_existing_store(config, db)?;
             commands::check(store.as_mut(), country, &ids, &mut std::io::stdout().lock())
         }
         Command::Gaps { json } => {
-            let (mut store, _) = open_store(config, db)?;
+            let mut store = open_existing_store(config, db)?;
             let unresolved = commands::gaps(store.as_mut(), json, std::io::stdout().lock())?;
             if !json {
                 eprintln!("gaps: {unresolved} unresolved");
@@ -197,7 +197,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Export { country } => {
             let country = country.as_deref().map(commands::parse_country).transpose()?;
-            let (mut store, _) = open_store(config, db)?;
+            let mut store = open_existing_store(config, db)?;
             // A bar on stderr while exporting to a file or a pipe (never over
             // the posts on a terminal).
             let mut progress = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -230,6 +230,22 @@ fn load_settings(config: Option<PathBuf>) -> Result<Settings, Failure> {
 fn open_store(config: Option<PathBuf>, db: Option<String>) -> Result<(Box<dyn Store>, DeadLetter), Failure> {
     let plan = load_settings(config)?.store_plan(db.as_deref())?;
     Ok((complyd::store::open_url(&plan.url)?, DeadLetter::new(plan.dead_letter)))
+}
+
+/// The store of a command that only reads (`check`, `export`, `gaps`): a
+/// SQLite file that does not exist is refused, never created (a mistyped
+/// `--db` would otherwise answer "0 posts" or "not visible").
+fn open_existing_store(config: Option<PathBuf>, db: Option<String>) -> Result<Box<dyn Store>, Failure> {
+    let plan = load_settings(config)?.store_plan(db.as_deref())?;
+    if let complyd::store::StoreUrl::Sqlite(path) = &plan.url {
+        if !path.exists() {
+            return Err(Failure::Usage(format!(
+                "no store at {}: check --db or store.url (a command that only reads never creates a store)",
+                path.display()
+            )));
+        }
+    }
+    Ok(complyd::store::open_url(&plan.url)?)
 }
 
 /// `complyd validate`: every problem of the file at once, as `run` would

@@ -408,24 +408,7 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
 
         // What the simulator generated up to the end of the repaired
         // window (its own Replay), then everything it sent.
-        let floor = |ms: i64| ms.div_euclid(60_000) * 60_000;
-        let q = format!(
-            "/replay/compliance/accounts/{}/publishers/twitter/{}.json?fromDate={}&toDate={}",
-            cfg.account,
-            cfg.label,
-            complyd::gaps::replay_date(floor(sim.epoch_ms())),
-            complyd::gaps::replay_date(gap.covered_to_ms)
-        );
-        let auth = common::sim_client::basic_auth(&cfg.username, &cfg.password);
-        let mut r = common::sim_client::StreamReader::open(
-            sim.addr(),
-            &q,
-            &[("Authorization", &auth), ("Accept-Encoding", "gzip")],
-        )
-        .await
-        .unwrap();
-        r.read_to_end(Duration::from_secs(20)).await;
-        let generated: Vec<(u8, String)> = r.message_strings().into_iter().map(|l| (0, l)).collect();
+        let generated = sim_generated(&sim, &cfg, sim.epoch_ms(), gap.covered_to_ms).await;
         assert!(generated.len() > 1_000, "{} lines replayed", generated.len());
 
         // The same range by hand: `complyd replay --from --to` into a new
@@ -554,23 +537,7 @@ async fn replay_errors_unprocessed_ranges_and_breaks_are_asked_again_until_compl
 
         // Every event generated up to the repaired window's end, then
         // everything sent.
-        let q = format!(
-            "/replay/compliance/accounts/{}/publishers/twitter/{}.json?fromDate={}&toDate={}",
-            cfg.account,
-            cfg.label,
-            complyd::gaps::replay_date(sim.epoch_ms().div_euclid(60_000) * 60_000),
-            complyd::gaps::replay_date(g.covered_to_ms)
-        );
-        let auth = common::sim_client::basic_auth(&cfg.username, &cfg.password);
-        let mut r = common::sim_client::StreamReader::open(
-            sim.addr(),
-            &q,
-            &[("Authorization", &auth), ("Accept-Encoding", "gzip")],
-        )
-        .await
-        .unwrap();
-        r.read_to_end(Duration::from_secs(20)).await;
-        let generated: Vec<(u8, String)> = r.message_strings().into_iter().map(|l| (0, l)).collect();
+        let generated = sim_generated(&sim, &cfg, sim.epoch_ms(), g.covered_to_ms).await;
         sim.stop().await;
         let mut lines = record_lines(&d.join("record.tsv"));
         lines.extend(generated);

@@ -264,3 +264,24 @@ fn replay_of_a_range_refuses_bad_times_and_a_missing_account_with_exit_1() {
     assert_eq!(out.status.code(), Some(1), "{}", err(&out));
     assert!(err(&out).contains("stream.username") && err(&out).contains("password"), "{}", err(&out));
 }
+
+#[test]
+fn a_read_command_refuses_a_store_that_does_not_exist_and_creates_none() {
+    let s = Scratch::new();
+    let missing = s.dir.path().join("mistyped.db");
+    let db = format!("sqlite:{}", missing.display());
+    for args in [vec!["check", "1"], vec!["export"], vec!["gaps"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+            .args(&args)
+            .args(["--db", &db])
+            .current_dir(s.dir.path())
+            .env_remove("COMPLYD_LOG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("no store at") && err.contains("mistyped.db"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?} answered something");
+        assert!(!missing.exists(), "{args:?} created the store");
+    }
+}

@@ -412,7 +412,20 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
         // daemon commit what it holds, then stop it.
         sim.trigger(Fault::new(FaultKind::Status { status: 503 }).times(100_000));
         sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) }));
-        tokio::time::sleep(Duration::from_millis(1_500)).await; // deliberate: the last batches' linger and commit
+        let quiet = async {
+            for _ in 0..400 {
+                if let Ok(mut r) = awc::Client::default().get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+                    let h: serde_json::Value = r.json().limit(1 << 22).await.unwrap_or_default();
+                    let streaming = h["partitions"].as_array().map_or(true, |ps| ps.iter().any(|p| p["state"] == "connected"));
+                    if !streaming && h["events_committed"] == h["events_received"] {
+                        return true;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        };
+        assert!(quiet.await, "the daemon did not stop streaming and commit what it received within 20 s");
         assert!(
             wait_until(Duration::from_secs(20), || catches_sigterm(second.id())).await,
             "complyd run did not install its SIGTERM handler"
@@ -422,23 +435,7 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
 
         // Everything generated in the repaired windows (every partition's:
         // Replay is not per partition), then everything sent.
-        let q = format!(
-            "/replay/compliance/accounts/{}/publishers/twitter/{}.json?fromDate={}&toDate={}",
-            cfg.account,
-            cfg.label,
-            complyd::gaps::replay_date(replayed_from),
-            complyd::gaps::replay_date(covered)
-        );
-        let auth = common::sim_client::basic_auth(&cfg.username, &cfg.password);
-        let mut r = common::sim_client::StreamReader::open(
-            sim.addr(),
-            &q,
-            &[("Authorization", &auth), ("Accept-Encoding", "gzip")],
-        )
-        .await
-        .unwrap();
-        r.read_to_end(Duration::from_secs(20)).await;
-        let generated: Vec<(u8, String)> = r.message_strings().into_iter().map(|l| (0, l)).collect();
+        let generated = sim_generated(&sim, &cfg, replayed_from, covered).await;
         sim.stop().await;
         let mut lines = record_lines(&d.join("record.tsv"));
         lines.extend(generated);
@@ -448,4 +445,29 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
     })
     .await
     .expect("the test timed out");
+}
+
+/// The HTTP port already taken (8080 is a common developer port): `complyd
+/// demo` ends with one line naming the address and the setting to change,
+/// exit 2, never a panic.
+#[test]
+fn a_taken_http_port_is_one_clear_line_not_a_panic() {
+    let dir = tempdir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = dir.path().join("demo.toml");
+    std::fs::write(&config, format!("[http]\nlisten = \"{addr}\"\n[sim]\nrate = 100.0\nposts = 100\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_complyd"))
+        .args(["demo", "--duration", "2", "--config", config.to_str().unwrap(), "--dir"])
+        .arg(dir.path().join("demo"))
+        .env_remove("COMPLYD_LOG")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(!all.contains("panicked") && !all.contains("Panic"), "{all}");
+    let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
+    assert!(last.contains(&addr.to_string()) && last.contains("http.listen"), "{last}");
+    drop(taken);
 }

@@ -361,3 +361,23 @@ pub fn distinct_per_partition(lines: &[(u8, String)]) -> [u64; 8] {
     }
     std::array::from_fn(|i| seen[i].len() as u64)
 }
+
+/// Every event line the simulator generated in event time `[from_ms,
+/// to_ms)` (minutes), sent or not, as its own Replay endpoint serves it
+/// (partition 0: a replay's lines are of no partition).
+pub async fn sim_generated(sim: &SimHandle, cfg: &SimConfig, from_ms: i64, to_ms: i64) -> Vec<(u8, String)> {
+    let q = format!(
+        "/replay/compliance/accounts/{}/publishers/twitter/{}.json?fromDate={}&toDate={}",
+        cfg.account,
+        cfg.label,
+        complyd::gaps::replay_date(from_ms.div_euclid(60_000) * 60_000),
+        complyd::gaps::replay_date(to_ms)
+    );
+    let auth = super::sim_client::basic_auth(&cfg.username, &cfg.password);
+    let mut r =
+        super::sim_client::StreamReader::open(sim.addr(), &q, &[("Authorization", &auth), ("Accept-Encoding", "gzip")])
+            .await
+            .unwrap();
+    r.read_to_end(Duration::from_secs(20)).await;
+    r.message_strings().into_iter().map(|l| (0, l)).collect()
+}
