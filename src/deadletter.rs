@@ -3,7 +3,7 @@
 //! silently lost.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -55,7 +55,7 @@ impl DeadLetter {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let f = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            let f = crate::files::append_private(&self.path)?;
             self.file = Some(BufWriter::new(f));
         }
         let kept = &line[..line.len().min(KEEP_BYTES)];

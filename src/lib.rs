@@ -12,6 +12,7 @@ pub mod commands;
 pub mod daemon;
 pub mod deadletter;
 pub mod event;
+pub mod files;
 pub mod framing;
 pub mod gaps;
 pub mod health;

@@ -285,3 +285,34 @@ fn a_read_command_refuses_a_store_that_does_not_exist_and_creates_none() {
         assert!(!missing.exists(), "{args:?} created the store");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn the_store_and_the_dead_letter_file_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let out = s.run(&["replay", "-"], "{\"delete\":{\"status\":{\"id_str\":\"1\",\"user_id_str\":\"2\"},\"timestamp_ms\":\"1700000000000\"}}\r\nnot json\r\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let db = s.db_path();
+    let mut files = complyd::store::sqlite::store_files(&db.to_string_lossy());
+    files.push(format!("{}.deadletter.jsonl", db.display()));
+    for f in files {
+        let mode = std::fs::metadata(&f).unwrap_or_else(|e| panic!("{f}: {e}")).permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{f} is open to others: {mode:o}");
+    }
+}
+
+#[test]
+fn a_store_in_a_missing_directory_is_one_clear_line_and_exit_1() {
+    let s = Scratch::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+        .args(["replay", "-", "--db", "sqlite:/nonexistent-complyd-dir/x.db"])
+        .current_dir(s.dir.path())
+        .env_remove("COMPLYD_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("/nonexistent-complyd-dir") && err.contains("directory does not exist"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -223,6 +223,13 @@ impl Settings {
     ) -> Result<Plan, ConfigErrors> {
         let checked = self.check(&mut p);
         let token = self.http.admin_token().map_err(|e| p.push(e)).ok();
+        if let (true, Some(addr), Some(None)) = (self.http.enabled, checked.listen, &token) {
+            if !addr.ip().is_loopback() {
+                p.push(format!(
+                    "http.listen {addr} is not loopback and no admin token is configured: the HTTP API would face the network unguarded; set http.admin_token_env or http.admin_token_file, or listen on 127.0.0.1"
+                ));
+            }
+        }
         let (Some(store), Some(password), Some(admin_token), true) = (checked.store, password, token, p.is_empty())
         else {
             return Err(ConfigErrors(p));

@@ -238,3 +238,17 @@ fn the_plan_is_typed_decides_the_paths_and_never_prints_a_secret() {
     let e = s.store_plan(Some("sqlite:")).unwrap_err().to_string();
     assert!(e.contains("--db") && e.contains("no path"), "{e}");
 }
+
+#[test]
+fn a_non_loopback_http_address_needs_an_admin_token() {
+    let mut s = valid();
+    s.http.listen = "0.0.0.0:8080".into();
+    let p = problems(&s).join("\n");
+    assert!(p.contains("http.listen 0.0.0.0:8080 is not loopback"), "{p}");
+    std::env::set_var("COMPLYD_TEST_ADMIN_TOKEN_NONLOOP", "tok-1");
+    s.http.admin_token_env = "COMPLYD_TEST_ADMIN_TOKEN_NONLOOP".into();
+    assert_eq!(problems(&s), Vec::<String>::new());
+    s.http.enabled = false;
+    s.http.admin_token_env.clear();
+    assert_eq!(problems(&s), Vec::<String>::new(), "no endpoint, nothing to guard");
+}

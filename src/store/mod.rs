@@ -111,6 +111,14 @@ pub enum StoreError {
     Connect(String),
     #[error("store I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// A file of the store cannot be created (its directory is missing or
+    /// not writable).
+    #[error("cannot create the store file {path}: {source}{}", files_hint(source))]
+    Files {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing the export's output failed (not the store).
     #[error("export stopped: {0}")]
     Output(#[source] std::io::Error),
@@ -153,7 +161,20 @@ impl StoreError {
             StoreError::SchemaTooNew { .. } | StoreError::Damaged(_) | StoreError::Protocol(_) => ErrorKind::Refused,
             StoreError::BadUrl(_) | StoreError::Tls(_) => ErrorKind::Config,
             StoreError::Connect(_) | StoreError::Io(_) | StoreError::Output(_) => ErrorKind::Transient,
+            StoreError::Files { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound => ErrorKind::Config,
+                std::io::ErrorKind::PermissionDenied => ErrorKind::Refused,
+                _ => ErrorKind::Transient,
+            },
         }
+    }
+}
+
+fn files_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => " (its directory does not exist: create it, or fix store.url / --db)",
+        std::io::ErrorKind::PermissionDenied => " (its directory is not writable by this user)",
+        _ => "",
     }
 }
 
@@ -367,6 +388,14 @@ mod tests {
             (StoreError::Io(std::io::Error::other("gone")), ErrorKind::Transient),
             (StoreError::BadUrl(StoreUrl::parse("mysql://h").unwrap_err()), ErrorKind::Config),
             (StoreError::Tls("no roots".into()), ErrorKind::Config),
+            (
+                StoreError::Files { path: "/no/dir/x.db".into(), source: std::io::ErrorKind::NotFound.into() },
+                ErrorKind::Config,
+            ),
+            (
+                StoreError::Files { path: "/ro/x.db".into(), source: std::io::ErrorKind::PermissionDenied.into() },
+                ErrorKind::Refused,
+            ),
         ] {
             assert_eq!(e.kind(), kind, "{e}");
         }

@@ -38,6 +38,7 @@ use crate::rules::visibility::{Facts, PostView};
 use rusqlite::{params, Connection, DatabaseName, OptionalExtension, Row, TransactionBehavior};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The schema version this build writes (the main file's). Version 3 adds
@@ -325,6 +326,14 @@ impl SqliteStore {
     /// # Errors
     /// SQLite errors, or [`StoreError::SchemaTooNew`].
     pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        // A new store's files are readable by their owner only (SQLite gives
+        // the -wal and -shm files the same mode).
+        if !path.is_empty() && path != ":memory:" {
+            for file in store_files(path) {
+                crate::files::create_private(Path::new(&file))
+                    .map_err(|source| StoreError::Files { path: file.clone(), source })?;
+            }
+        }
         let conn = connect(path)?;
         conn.busy_handler(Some(wait_for_writer))?;
         // Page cache limits (KiB), per file and connection. A connection's
