@@ -98,15 +98,22 @@ impl GapKeeper {
     /// the part it still does).
     fn review(&mut self) -> Result<(), StoreError> {
         let store = self.store.get()?;
+        let unresolved = store.gaps(true)?;
+        // The committed positions matter only to a gap a backfill repairs.
         let mut committed: HashMap<u8, i64> = HashMap::new();
-        for (_, pos) in store.positions()? {
-            let e = committed.entry(pos.partition).or_insert(pos.last_event_ms);
-            *e = (*e).min(pos.last_event_ms);
+        if unresolved.iter().any(|g| g.repair == Some(Repair::Backfill)) {
+            for (_, pos) in store.positions()? {
+                let e = committed.entry(pos.partition).or_insert(pos.last_event_ms);
+                *e = (*e).min(pos.last_event_ms);
+            }
         }
         let now = now_ms();
-        for g in store.gaps(true)? {
+        // Whether the ledger was written: only then is it read again.
+        let mut changed = false;
+        for g in &unresolved {
             if gaps::out_of_reach(g.to_ms, now) {
                 let note = "older than Replay reaches (5 days): run a batch compliance job (X API v2) on the posts and users of this stretch";
+                changed = true;
                 if store.move_gap(g.id, &GapMove::to(GapState::Unrepairable, note), now)? {
                     tracing::error!(
                         partition = g.partition,
@@ -130,6 +137,7 @@ impl GapKeeper {
                     repair: None,
                     note: format!("{}; the part of gap {} that Replay still reaches", g.cause.as_str(), g.id),
                 };
+                changed = true;
                 let id = store.open_gap(&rest, now)?;
                 let note = format!("before {} out of Replay's reach (5 days): run a batch compliance job (X API v2) on that stretch; the rest is gap {id}", gaps::replay_date(reach));
                 if store.move_gap(g.id, &GapMove::to(GapState::Unrepairable, note.clone()), now)? {
@@ -155,6 +163,7 @@ impl GapKeeper {
             } else if committed.get(&g.partition).is_some_and(|c| *c >= g.to_ms) {
                 let first = counters.connection_first_event_ms.load(std::sync::atomic::Ordering::Relaxed);
                 if first > 0 && first <= gaps::floor_minute(g.from_ms) + gaps::MINUTE_MS {
+                    changed = true;
                     if store.move_gap(g.id, &GapMove::to(GapState::Repaired, "backfilled events committed"), now)? {
                         tracing::info!(
                             partition = g.partition,
@@ -172,13 +181,18 @@ impl GapKeeper {
                 None
             };
             if let Some(why) = reopen {
+                changed = true;
                 self.backfills.remove(&g.id);
                 if store.move_gap(g.id, &GapMove::to(GapState::Open, why), now)? {
                     tracing::warn!(partition = g.partition, gap = g.id, "{why}");
                 }
             }
         }
-        self.refresh()
+        if changed {
+            return self.refresh();
+        }
+        self.health.set_unresolved_gaps(unresolved);
+        Ok(())
     }
 
     /// The health list of unresolved gaps.
