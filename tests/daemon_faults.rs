@@ -358,6 +358,28 @@ async fn past_the_restart_intensity_a_partition_is_failed_until_a_stable_connect
     .expect("the test timed out");
 }
 
+/// A simulator whose Replay serves up to the present minute, and a daemon
+/// with backfill off that asks Replay (every `check_interval_ms`) as soon as
+/// a gap's last minute is over; events flowing on every partition.
+async fn start_for_replay(
+    d: &std::path::Path,
+    check_interval_ms: u64,
+) -> (SimConfig, complyd::sim::SimHandle, String, Daemon) {
+    let mut cfg = sim_config(d, 2_000.0);
+    cfg.replay.min_age_minutes = 0;
+    let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+    let mut s = daemon_settings(&sim, &cfg, d, "daemon.db");
+    s.stream.backfill_minutes = 0;
+    s.replay.freshness_ms = 0;
+    s.replay.check_interval_ms = check_interval_ms;
+    let url = s.store.url.clone();
+    import_posts(&url, d);
+    let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
+    let h = daemon.health().clone();
+    assert!(wait_until(Duration::from_secs(10), || all_connected(&h) && h.received() > 1_000).await, "{}", h.report());
+    (cfg, sim, url, daemon)
+}
+
 /// A full-buffer disconnect loses events at the server, and backfill is off:
 /// the gap stays open until the daemon fetches it from Replay, once its last
 /// minute is over. The store then holds every event the simulator
@@ -368,22 +390,8 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
     tokio::time::timeout(Duration::from_secs(150), async {
         let dir = tempdir();
         let d = path(&dir);
-        let mut cfg = sim_config(&d, 2_000.0);
-        cfg.replay.min_age_minutes = 0;
-        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
-        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
-        s.stream.backfill_minutes = 0;
-        s.replay.freshness_ms = 0;
-        s.replay.check_interval_ms = 200;
-        let url = s.store.url.clone();
-        import_posts(&url, &d);
-        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
+        let (cfg, sim, url, daemon) = start_for_replay(&d, 200).await;
         let h = daemon.health().clone();
-        assert!(
-            wait_until(Duration::from_secs(10), || all_connected(&h) && h.received() > 1_000).await,
-            "{}",
-            h.report()
-        );
 
         sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(5));
         let mut st = complyd::store::open(&url).unwrap();
@@ -452,10 +460,7 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
         let hand_reference = replay_reference(&generated, &by_hand);
         assert_same_effect(&hand_url, &hand_reference, &generated);
         sim.stop().await;
-        let mut lines = record_lines(&d.join("record.tsv"));
-        lines.extend(generated);
-        let reference = replay_reference(&lines, &d);
-        assert_same_effect(&url, &reference, &lines);
+        assert_sent_and_generated(&url, &d, generated);
     })
     .await
     .expect("the test timed out");
@@ -473,23 +478,9 @@ async fn replay_errors_unprocessed_ranges_and_breaks_are_asked_again_until_compl
     tokio::time::timeout(Duration::from_secs(150), async {
         let dir = tempdir();
         let d = path(&dir);
-        let mut cfg = sim_config(&d, 2_000.0);
-        cfg.replay.min_age_minutes = 0;
-        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
-        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
-        s.stream.backfill_minutes = 0;
-        s.replay.freshness_ms = 0;
         // Slow enough for the test to arm the next answer between requests.
-        s.replay.check_interval_ms = 1_500;
-        let url = s.store.url.clone();
-        import_posts(&url, &d);
-        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
+        let (cfg, sim, url, daemon) = start_for_replay(&d, 1_500).await;
         let h = daemon.health().clone();
-        assert!(
-            wait_until(Duration::from_secs(10), || all_connected(&h) && h.received() > 1_000).await,
-            "{}",
-            h.report()
-        );
 
         sim.trigger(Fault::new(FaultKind::ReplayOutcome { outcome: Answer::CompletedWithErrors }));
         sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 100 }).on_partition(2));
@@ -539,10 +530,7 @@ async fn replay_errors_unprocessed_ranges_and_breaks_are_asked_again_until_compl
         // everything sent.
         let generated = sim_generated(&sim, &cfg, sim.epoch_ms(), g.covered_to_ms).await;
         sim.stop().await;
-        let mut lines = record_lines(&d.join("record.tsv"));
-        lines.extend(generated);
-        let reference = replay_reference(&lines, &d);
-        assert_same_effect(&url, &reference, &lines);
+        assert_sent_and_generated(&url, &d, generated);
     })
     .await
     .expect("the test timed out");

@@ -381,3 +381,13 @@ pub async fn sim_generated(sim: &SimHandle, cfg: &SimConfig, from_ms: i64, to_ms
     r.read_to_end(Duration::from_secs(20)).await;
     r.message_strings().into_iter().map(|l| (0, l)).collect()
 }
+
+/// The store at `url` has the effect of everything the simulator sent (its
+/// recording in `dir`) and of `generated` (lines it generated, sent or not),
+/// as an offline replay of them gives.
+pub fn assert_sent_and_generated(url: &str, dir: &Path, generated: Vec<(u8, String)>) {
+    let mut lines = record_lines(&dir.join("record.tsv"));
+    lines.extend(generated);
+    let reference = replay_reference(&lines, dir);
+    assert_same_effect(url, &reference, &lines);
+}
