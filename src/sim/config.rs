@@ -79,6 +79,8 @@ pub struct SimConfig {
     pub backfill: BackfillConfig,
     /// The message mix and the traps.
     pub generator: GeneratorConfig,
+    /// X API v2 batch compliance jobs (`/2/compliance/jobs`).
+    pub jobs: super::jobs::JobsConfig,
     /// Faults armed at start (same objects as `POST /admin/faults`).
     pub faults: Vec<Fault>,
 }
@@ -109,6 +111,7 @@ impl Default for SimConfig {
             replay: ReplayConfig::default(),
             backfill: BackfillConfig::default(),
             generator: GeneratorConfig::default(),
+            jobs: super::jobs::JobsConfig::default(),
             faults: Vec::new(),
         }
     }
@@ -398,6 +401,16 @@ impl SimConfig {
         }
         if self.replay.max_age_minutes > MAX_AGE_MINUTES {
             p.push(format!("replay.max_age_minutes must not exceed {MAX_AGE_MINUTES}"));
+        }
+        let j = &self.jobs;
+        if j.bearer_token.is_empty() {
+            p.push("jobs.bearer_token must not be empty".into());
+        }
+        if j.max_ids == 0 || j.create_requests == 0 || j.create_window_ms == 0 {
+            p.push("jobs.max_ids, jobs.create_requests and jobs.create_window_ms must be > 0".into());
+        }
+        if j.action_per_mille > 1000 {
+            p.push(format!("jobs.action_per_mille must be within 0..=1000, got {}", j.action_per_mille));
         }
         if self.backfill.max_minutes == 0 {
             p.push("backfill.max_minutes must be > 0".into());

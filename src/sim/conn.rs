@@ -359,7 +359,13 @@ impl StreamConn {
                 let until = duration_ms.map(|d| Instant::now() + Duration::from_millis(d));
                 self.trickle = Some(Trickle { piece, interval, until });
             }
-            FaultKind::Status { .. } | FaultKind::ReplayOutcome { .. } | FaultKind::ReplayAbort => {}
+            FaultKind::Status { .. }
+            | FaultKind::ReplayOutcome { .. }
+            | FaultKind::ReplayAbort
+            | FaultKind::JobFailed
+            | FaultKind::JobUploadExpired
+            | FaultKind::JobDownloadExpired
+            | FaultKind::JobBadLines { .. } => {}
         }
     }
 

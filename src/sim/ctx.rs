@@ -27,6 +27,8 @@ pub(crate) struct Ctx {
     pub replay_limit: Limiter,
     pub regs: mpsc::UnboundedSender<Registration>,
     pub heartbeat: Piece,
+    /// The batch compliance jobs created so far.
+    pub jobs: super::jobs::Jobs,
 }
 
 /// `{"error":{"message":"...","sent":"..."}}`

@@ -116,6 +116,18 @@ pub enum FaultKind {
     /// The next `count` replays are dropped half-way (no `info` line, no
     /// terminating chunk).
     ReplayAbort,
+    /// The next `count` batch compliance jobs fail after their upload.
+    JobFailed,
+    /// The next `count` jobs are created with an upload URL already expired.
+    JobUploadExpired,
+    /// The next `count` jobs' download URLs have expired when they complete.
+    JobDownloadExpired,
+    /// The next `count` jobs' results carry `lines` malformed lines.
+    JobBadLines {
+        /// How many (default 3).
+        #[serde(default = "d_lines")]
+        lines: u32,
+    },
 }
 
 /// One fault: its kind plus where, how often and when.
@@ -214,6 +226,10 @@ impl Fault {
             FaultKind::Trickle { .. } => "trickle",
             FaultKind::ReplayOutcome { .. } => "replay_outcome",
             FaultKind::ReplayAbort => "replay_abort",
+            FaultKind::JobFailed => "job_failed",
+            FaultKind::JobUploadExpired => "job_upload_expired",
+            FaultKind::JobDownloadExpired => "job_download_expired",
+            FaultKind::JobBadLines { .. } => "job_bad_lines",
         }
     }
 }
@@ -236,6 +252,7 @@ pub(crate) struct FaultBoard {
     notify: [Notify; 8],
     status: Mutex<Vec<Armed>>,
     replay: Mutex<Vec<Armed>>,
+    jobs: Mutex<Vec<Armed>>,
 }
 
 impl FaultBoard {
@@ -247,6 +264,7 @@ impl FaultBoard {
             notify: Default::default(),
             status: Mutex::new(Vec::new()),
             replay: Mutex::new(Vec::new()),
+            jobs: Mutex::new(Vec::new()),
         }
     }
 
@@ -264,6 +282,13 @@ impl FaultBoard {
             FaultKind::ReplayOutcome { .. } | FaultKind::ReplayAbort => {
                 let a = Armed { id: self.id(), remaining: fault.count, fault };
                 lock(&self.replay).push(a);
+            }
+            FaultKind::JobFailed
+            | FaultKind::JobUploadExpired
+            | FaultKind::JobDownloadExpired
+            | FaultKind::JobBadLines { .. } => {
+                let a = Armed { id: self.id(), remaining: fault.count, fault };
+                lock(&self.jobs).push(a);
             }
             _ => {
                 let parts: Vec<u8> = match fault.partition {
@@ -354,6 +379,28 @@ impl FaultBoard {
         (outcome, abort)
     }
 
+    /// Consumes the fault of one job being created: the first armed job
+    /// fault (one job suffers one fault; the next job the next one).
+    pub(crate) fn take_job(&self) -> super::jobs::JobFaults {
+        let mut out = super::jobs::JobFaults::default();
+        let mut list = lock(&self.jobs);
+        let Some(a) = list.first_mut() else {
+            return out;
+        };
+        match a.fault.kind {
+            FaultKind::JobFailed => out.failed = true,
+            FaultKind::JobUploadExpired => out.upload_expired = true,
+            FaultKind::JobDownloadExpired => out.download_expired = true,
+            FaultKind::JobBadLines { lines } => out.bad_lines = lines,
+            _ => {}
+        }
+        a.remaining -= 1;
+        if a.remaining == 0 {
+            list.remove(0);
+        }
+        out
+    }
+
     /// Every armed fault with its remaining count.
     pub(crate) fn list(&self) -> Vec<Fault> {
         let mut out = Vec::new();
@@ -366,6 +413,7 @@ impl FaultBoard {
         };
         push(&lock(&self.status));
         push(&lock(&self.replay));
+        push(&lock(&self.jobs));
         for (i, m) in self.conn.iter().enumerate() {
             let list = lock(m);
             for a in list.iter() {
@@ -382,6 +430,7 @@ impl FaultBoard {
     pub(crate) fn clear(&self) -> usize {
         let mut n = lock(&self.status).drain(..).count();
         n += lock(&self.replay).drain(..).count();
+        n += lock(&self.jobs).drain(..).count();
         for m in &self.conn {
             n += lock(m).drain(..).count();
         }

@@ -53,6 +53,7 @@ mod ctx;
 mod fault;
 mod gen;
 mod gz;
+mod jobs;
 mod limiter;
 mod producer;
 mod record;
@@ -71,6 +72,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use config::{BackfillConfig, GeneratorConfig, MixConfig, RateLimitConfig, ReplayConfig, SimConfig};
 pub use fault::{Fault, FaultKind, ReplayOutcome};
+pub use jobs::{verdict, JobType, JobsConfig};
 pub use stats::{PartitionStats, SimStats};
 
 /// Command-line overrides for `complyd sim` (each replaces the config value).
@@ -203,14 +205,22 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
         replay_limit: limiter::Limiter::new(cfg.replay.requests, cfg.replay.window_ms, true),
         regs: reg_tx,
         heartbeat,
+        jobs: jobs::Jobs::new(&cfg.jobs),
         cfg: cfg.clone(),
     });
     let data = web::Data::from(ctx.clone());
-    let srv = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(server::route)))
-        .workers(cfg.workers)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind(cfg.listen.as_str())?;
+    // A job's ids arrive in one request body: room for `jobs.max_ids` ids
+    // and then some (more ids fail the job, as X's would).
+    let upload_limit = web::PayloadConfig::new(
+        usize::try_from(cfg.jobs.max_ids.saturating_mul(24)).unwrap_or(usize::MAX).max(1 << 20),
+    );
+    let srv = HttpServer::new(move || {
+        App::new().app_data(data.clone()).app_data(upload_limit.clone()).default_service(web::to(server::route))
+    })
+    .workers(cfg.workers)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(cfg.listen.as_str())?;
     let addr = srv
         .addrs()
         .first()

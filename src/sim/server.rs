@@ -89,6 +89,9 @@ async fn dispatch(req: &HttpRequest, body: &[u8], ctx: &Arc<Ctx>) -> HttpRespons
         }
         return error_response(StatusCode::NOT_FOUND, "Not found");
     }
+    if let Some(resp) = super::jobs::route(req, body, ctx) {
+        return resp;
+    }
     let Some((ep, account, label)) = parse_path(path) else {
         return error_response(StatusCode::NOT_FOUND, "Not found");
     };

@@ -52,6 +52,12 @@ pub struct SimStats {
     pub faults_fired_total: u64,
     /// Index of the next live event (events before it were released).
     pub next_event_index: i64,
+    /// Batch compliance jobs created.
+    pub jobs_created_total: u64,
+    /// Job uploads accepted.
+    pub job_uploads_total: u64,
+    /// Job results downloaded.
+    pub job_downloads_total: u64,
 }
 
 impl SimStats {
@@ -95,6 +101,9 @@ pub(crate) struct Stats {
     pub replay_events_sent: AtomicU64,
     pub faults_fired_total: AtomicU64,
     pub next_event_index: AtomicI64,
+    pub jobs_created_total: AtomicU64,
+    pub job_uploads_total: AtomicU64,
+    pub job_downloads_total: AtomicU64,
 }
 
 impl Stats {
@@ -135,6 +144,9 @@ impl Stats {
             replay_events_sent: self.replay_events_sent.load(Relaxed),
             faults_fired_total: self.faults_fired_total.load(Relaxed),
             next_event_index: self.next_event_index.load(Relaxed),
+            jobs_created_total: self.jobs_created_total.load(Relaxed),
+            job_uploads_total: self.job_uploads_total.load(Relaxed),
+            job_downloads_total: self.job_downloads_total.load(Relaxed),
         }
     }
 }
