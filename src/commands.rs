@@ -2,6 +2,7 @@
 //! `replay`, `apply-batch`, `check`, `export`. Each prints a one-line summary
 //! on stderr; bad lines go to the dead-letter file and never stop the run.
 
+pub use crate::batch_job::BatchType;
 use crate::deadletter::DeadLetter;
 use crate::event::{parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, TimeMs, UserEvent};
 use crate::post::{parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
@@ -229,7 +230,7 @@ pub fn finish_maintenance(store: &mut dyn Store) -> Result<MaintenanceStats, Sto
     }
 }
 
-fn dead_letter_io(e: io::Error, dl: &DeadLetter) -> Failure {
+pub(crate) fn dead_letter_io(e: io::Error, dl: &DeadLetter) -> Failure {
     Failure::Io(anyhow::anyhow!("cannot write the dead-letter file {}: {e}", dl.path().display()))
 }
 
@@ -320,13 +321,6 @@ pub fn import(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> 
         "import: {lines} lines; stored {} posts, {} likes; refused {} (tombstoned, purged or retweeting a tombstone); stored without scrubbed geo {}; dead-lettered {}; purged {} users ({} posts)",
         total.stored, total.likes_stored, total.refused, total.geo_stripped, dl.total(), m.users_purged, m.posts_purged
     ))
-}
-
-/// The kind of ids a batch-compliance file lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BatchType {
-    Tweets,
-    Users,
 }
 
 #[derive(serde::Deserialize)]
@@ -543,7 +537,7 @@ fn shown_json(json: &str, own_geo: bool, judge: &dyn embedded::Judge) -> String 
 }
 
 /// A time for people: `2026-12-01 13:05:09Z`.
-fn utc(ms: TimeMs) -> String {
+pub(crate) fn utc(ms: TimeMs) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map_or_else(|| ms.to_string(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
 }

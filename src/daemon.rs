@@ -599,8 +599,11 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
     }
     let mut store = store::open_url(&plan.store.url)?;
     let dead_letter = Mutex::new(DeadLetter::new(plan.store.dead_letter.clone()));
+    // Each request and each chunk is one `block_on`; the store is used
+    // between them, never inside (the PostgreSQL client blocks on a runtime
+    // of its own, which cannot start inside another).
     let system = actix_rt::System::new();
-    let res = system.block_on(async {
+    let res = (|| {
         let mut applier = crate::commands::Applier::new(store.as_mut());
         let mut limiter = ConnectLimiter::new(rp.max_requests, rp.window, Duration::ZERO);
         let t0 = Instant::now();
@@ -623,16 +626,16 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
                             rp.max_requests,
                             wait.as_secs()
                         );
-                        tokio::time::sleep(wait).await;
+                        std::thread::sleep(wait);
                     }
                 }
             }
             requests += 1;
             let mut lines = ReplayLines::new(&w, rp.max_line);
-            let outcome = match WindowReader::open(&rp, &w).await {
+            let outcome = match system.block_on(WindowReader::open(&rp, &w)) {
                 Err(e) => ReplayOutcome::Broken(e),
                 Ok(mut reader) => loop {
-                    match reader.next_chunk().await {
+                    match system.block_on(reader.next_chunk()) {
                         Ok(Some(chunk)) => {
                             lines.push(&chunk, &dead_letter);
                             let (status, user) = (std::mem::take(&mut lines.status), std::mem::take(&mut lines.user));
@@ -674,7 +677,7 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
         progress.finish();
         let stats = applier.stats.clone();
         Ok::<_, anyhow::Error>((stats, requests, events))
-    });
+    })();
     if let Some(sys) = System::try_current() {
         sys.stop();
     }

@@ -34,3 +34,29 @@ pub fn create_private(path: &Path) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+/// Creates `path` anew for writing (truncated when it exists; mode 0600 on
+/// Unix when created).
+///
+/// # Errors
+/// The file cannot be created.
+pub fn write_private(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+}
+
+/// Creates the directory `path` (and its parents) when missing, mode 0700
+/// on Unix for the ones it creates.
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn private_dir(path: &Path) -> io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(path)
+}

@@ -7,6 +7,7 @@
 //! way round.
 
 pub mod backoff;
+pub mod batch_job;
 pub mod clock;
 pub mod commands;
 pub mod daemon;

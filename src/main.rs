@@ -55,6 +55,11 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
     },
+    /// X API v2 batch compliance jobs, end to end (create, upload, wait, download, apply), resumable.
+    BatchJob {
+        #[command(subcommand)]
+        action: BatchJobAction,
+    },
     /// May these posts be shown (in COUNTRY, or everywhere)? One JSON line per id.
     Check {
         #[arg(long, value_name = "CC")]
@@ -106,6 +111,29 @@ enum Command {
         /// Record every message sent: partition, send time (ms), line; tab-separated.
         #[arg(long, value_name = "FILE")]
         record: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BatchJobAction {
+    /// Check the store's posts (or users), or the ids of FILE, with X; apply the result. Resumes an interrupted run.
+    Run {
+        #[arg(long = "type", value_enum)]
+        kind: BatchType,
+        /// One id a line, instead of the store's ids.
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Start a new run even though one is unfinished (left as it stands).
+        #[arg(long)]
+        new: bool,
+    },
+    /// The jobs kept in the store, with their stage.
+    List {
+        #[arg(long = "type", value_enum)]
+        kind: Option<BatchType>,
+        /// One JSON object a job instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -180,6 +208,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::ApplyBatch { kind, files } => {
             let (mut store, mut dead_letter) = open_store(config, db)?;
             eprintln!("{}", commands::apply_batch(store.as_mut(), &mut dead_letter, kind, &files)?);
+            Ok(())
+        }
+        Command::BatchJob { action: BatchJobAction::Run { kind, file, new } } => {
+            let settings = load_settings(config)?;
+            let store_plan = settings.store_plan(db.as_deref())?;
+            let plan = settings.batch_job_plan(&store_plan)?;
+            let mut store = complyd::store::open_url(&store_plan.url)?;
+            let mut dead_letter = DeadLetter::new(store_plan.dead_letter);
+            let args = complyd::batch_job::run::RunArgs { kind, file, new };
+            eprintln!("{}", complyd::batch_job::run::run(store.as_mut(), &mut dead_letter, &plan, &args)?);
+            Ok(())
+        }
+        Command::BatchJob { action: BatchJobAction::List { kind, json } } => {
+            let mut store = open_existing_store(config, db)?;
+            let n = complyd::batch_job::run::list(store.as_mut(), kind, json, std::io::stdout().lock())?;
+            if !json {
+                eprintln!("batch-job: {n} jobs");
+            }
             Ok(())
         }
         Command::Check { country, ids } => {

@@ -248,7 +248,7 @@ fn the_gap_ledger_keeps_every_gap_with_its_history(backend: Backend) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 unresolved"));
 }
 
-on_both_backends!(the_gap_ledger_keeps_every_gap_with_its_history);
+on_both_backends!(the_gap_ledger_keeps_every_gap_with_its_history, batch_job_runs_the_whole_flow_in_parts);
 
 #[test]
 fn replay_of_a_range_refuses_bad_times_and_a_missing_account_with_exit_1() {
@@ -315,4 +315,330 @@ fn a_store_in_a_missing_directory_is_one_clear_line_and_exit_1() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("/nonexistent-complyd-dir") && err.contains("directory does not exist"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// `complyd batch-job` against the simulator's batch compliance API.
+
+/// What the test asks the simulator thread.
+enum SimAsk {
+    Stats(std::sync::mpsc::Sender<complyd::sim::SimStats>),
+    Stop,
+}
+
+/// The simulator on a thread of its own (the command under test is a
+/// process); stopped when dropped.
+struct SimThread {
+    addr: std::net::SocketAddr,
+    ask: tokio::sync::mpsc::UnboundedSender<SimAsk>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimThread {
+    fn start(cfg: complyd::sim::SimConfig) -> SimThread {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (ask, mut asks) = tokio::sync::mpsc::unbounded_channel();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let sim = complyd::sim::start(cfg).await.expect("the simulator starts");
+                addr_tx.send(sim.addr()).unwrap();
+                while let Some(SimAsk::Stats(reply)) = asks.recv().await {
+                    let _ = reply.send(sim.stats());
+                }
+                sim.stop().await;
+            })
+        });
+        let addr = addr_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("the simulator's address");
+        SimThread { addr, ask, thread: Some(thread) }
+    }
+
+    fn stats(&self) -> complyd::sim::SimStats {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.ask.send(SimAsk::Stats(tx)).unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()
+    }
+}
+
+impl Drop for SimThread {
+    fn drop(&mut self) {
+        let _ = self.ask.send(SimAsk::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A simulator whose jobs take `processing_ms`; about `per_mille` of the
+/// ids need action.
+fn jobs_sim(processing_ms: u64, per_mille: u32, faults: Vec<complyd::sim::Fault>) -> SimThread {
+    let mut cfg = complyd::sim::SimConfig { listen: "127.0.0.1:0".into(), workers: 1, rate: 1.0, ..Default::default() };
+    cfg.jobs.processing_ms = processing_ms;
+    cfg.jobs.action_per_mille = per_mille;
+    cfg.faults = faults;
+    SimThread::start(cfg)
+}
+
+const BEARER: &str = "sim-bearer-token";
+
+/// `complyd batch-job ARGS` against `sim`, with the token in the environment.
+fn batch_job(s: &Scratch, sim: &SimThread, args: &[&str], extra: &[(&str, &str)]) -> std::process::Command {
+    let mut all = vec!["batch-job"];
+    all.extend_from_slice(args);
+    let mut cmd = s.command(&all);
+    cmd.env("COMPLYD_BEARER_TOKEN", BEARER)
+        .env("COMPLYD_BATCH_JOB__URL", format!("http://{}", sim.addr))
+        .env("COMPLYD_BATCH_JOB__POLL_INTERVAL_MS", "100");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn output(mut cmd: std::process::Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Posts as an archive holds them: ids above 2^53, v1.1 and v2 forms, the
+/// same post in both forms, and quote posts carrying the text of the post
+/// they quote. Returns the lines and each stored post's author.
+fn archive(n: u64, authors: u64) -> (Vec<String>, std::collections::BTreeMap<u64, u64>) {
+    const BASE: u64 = 1_500_000_000_000_000_000;
+    const USERS: u64 = 1_200_000_000_000_000_000;
+    let mut lines = Vec::new();
+    let mut author = std::collections::BTreeMap::new();
+    for k in 0..n {
+        let (id, user) = (BASE + k, USERS + k % authors);
+        author.insert(id, user);
+        if k % 10 == 9 {
+            let (q, qu) = (id - 1, USERS + (k - 1) % authors);
+            lines.push(format!(
+                r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"post {id}","quoted_status_id_str":"{q}","quoted_status":{{"id_str":"{q}","user":{{"id_str":"{qu}"}},"text":"post {q}"}}}}"#
+            ));
+        } else if k % 7 == 3 {
+            lines.push(format!(r#"{{"data":{{"id":"{id}","author_id":"{user}","text":"post {id}"}}}}"#));
+            // The same post again, in the v1.1 form.
+            lines.push(format!(r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"post {id}"}}"#));
+        } else {
+            lines.push(format!(r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"post {id}"}}"#));
+        }
+    }
+    (lines, author)
+}
+
+/// The posts a tweets job's result (or a users job's) hides: deleted posts,
+/// and every post of an author deactivated, protected or suspended.
+fn hidden_by(kind: complyd::sim::JobType, author: &std::collections::BTreeMap<u64, u64>, per_mille: u32) -> Vec<u64> {
+    use complyd::sim::{verdict, JobType};
+    let hides_author = |r: Option<&str>| matches!(r, Some("deleted" | "deactivated" | "protected" | "suspended"));
+    let mut gone_authors = std::collections::HashSet::new();
+    let mut gone = std::collections::HashSet::new();
+    for (&id, &user) in author {
+        match kind {
+            JobType::Tweets => match verdict(kind, id, per_mille) {
+                Some("deleted") => {
+                    gone.insert(id);
+                }
+                r if hides_author(r) => {
+                    gone_authors.insert(user);
+                }
+                _ => {}
+            },
+            JobType::Users => {
+                if hides_author(verdict(JobType::Users, user, per_mille)) {
+                    gone_authors.insert(user);
+                }
+            }
+        }
+    }
+    author.iter().filter(|(id, u)| gone.contains(*id) || gone_authors.contains(*u)).map(|(&id, _)| id).collect()
+}
+
+/// The whole flow, split into parts: every withdrawn post is gone from the
+/// export, its text included (also from the quote posts that carried it).
+fn batch_job_runs_the_whole_flow_in_parts(backend: Backend) {
+    const PER_MILLE: u32 = 30;
+    let s = Scratch::on(backend);
+    let (lines, author) = archive(2_000, 500);
+    s.import(&lines);
+    let sim = jobs_sim(300, PER_MILLE, Vec::new());
+    let (code, err) =
+        output(batch_job(&s, &sim, &["run", "--type", "tweets"], &[("COMPLYD_BATCH_JOB__MAX_IDS", "600")]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2000 ids in 4 parts"), "600 ids a job: {err}");
+    assert_eq!(sim.stats().jobs_created_total, 4);
+    let hidden = hidden_by(complyd::sim::JobType::Tweets, &author, PER_MILLE);
+    assert!(hidden.len() > 50, "the result withdraws something: {}", hidden.len());
+    let export = s.export(None);
+    let ids = s.export_ids(None);
+    let expected: Vec<u64> = author.keys().copied().filter(|id| !hidden.contains(id)).collect();
+    assert_eq!(ids, expected, "the export holds exactly the posts no result line withdrew");
+    let text = export.join("\n");
+    for id in &hidden {
+        assert!(!text.contains(&format!("\"post {id}\"")), "the text of withdrawn post {id} is still exported");
+    }
+    // The jobs, as `batch-job list` shows them.
+    let (code, err) = output(batch_job(&s, &sim, &["list", "--json"], &[]));
+    assert_eq!(code, 0, "{err}");
+    let list = s.command(&["batch-job", "list", "--json"]).output().unwrap();
+    let jobs: Vec<serde_json::Value> =
+        String::from_utf8(list.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(jobs.len(), 4);
+    assert!(jobs.iter().all(|j| j["stage"] == "applied" && j["run"] == 1), "{jobs:?}");
+    assert_eq!(jobs.iter().map(|j| j["ids"].as_u64().unwrap()).sum::<u64>(), 2_000);
+    assert!(jobs.iter().all(|j| !j.to_string().contains("sig=")), "no signed URL is shown: {jobs:?}");
+    // A second run is a new run: nothing left to resume.
+    let (code, err) = output(batch_job(&s, &sim, &["run", "--type", "users"], &[]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("users run 1 done: 500 ids in 1 parts"), "{err}");
+}
+
+#[test]
+fn a_failed_job_and_expired_urls_are_replaced_and_bad_lines_dead_lettered() {
+    use complyd::sim::{Fault, FaultKind};
+    const PER_MILLE: u32 = 30;
+    let s = Scratch::new();
+    let (lines, author) = archive(400, 100);
+    s.import(&lines);
+    // Users from a file with two lines that are no ids.
+    let users: std::collections::BTreeSet<u64> = author.values().copied().collect();
+    let mut file: Vec<String> = users.iter().map(u64::to_string).collect();
+    file.insert(3, "not-an-id".into());
+    file.insert(10, "12e4".into());
+    file.insert(20, String::new());
+    let path = s.dir.path().join("users.txt");
+    std::fs::write(&path, file.join("\n") + "\n").unwrap();
+    let faults = vec![
+        Fault::new(FaultKind::JobUploadExpired),
+        Fault::new(FaultKind::JobFailed),
+        Fault::new(FaultKind::JobDownloadExpired),
+        Fault::new(FaultKind::JobBadLines { lines: 3 }),
+    ];
+    let sim = jobs_sim(200, PER_MILLE, faults);
+    let cmd = batch_job(
+        &s,
+        &sim,
+        &["run", "--type", "users", path.to_str().unwrap()],
+        &[("COMPLYD_BATCH_JOB__ATTEMPTS", "5")],
+    );
+    let (code, err) = output(cmd);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("upload URL expired")
+            && err.contains("X says it failed")
+            && err.contains("could not be downloaded"),
+        "{err}"
+    );
+    assert_eq!(sim.stats().jobs_created_total, 4, "one job for each fault, then one that works");
+    let list = s.command(&["batch-job", "list", "--json"]).output().unwrap();
+    let stages: Vec<String> = String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["stage"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stages, ["expired", "failed", "expired", "applied"]);
+    // Dead-lettered: the two bad ids of the file, and the three bad result lines.
+    let dl = std::fs::read_to_string(s.dead_letter_path()).unwrap();
+    let reasons: Vec<String> = dl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons.iter().filter(|r| *r == "bad_id").count(), 2, "{dl}");
+    assert_eq!(reasons.iter().filter(|r| *r == "bad_payload").count(), 3, "{dl}");
+    assert!(dl.contains("users.txt"), "a bad id names its file: {dl}");
+    assert!(err.contains("dead-lettered 5"), "{err}");
+    let hidden = hidden_by(complyd::sim::JobType::Users, &author, PER_MILLE);
+    let expected: Vec<u64> = author.keys().copied().filter(|id| !hidden.contains(id)).collect();
+    assert!(!hidden.is_empty());
+    assert_eq!(s.export_ids(None), expected);
+}
+
+#[test]
+fn an_interrupted_batch_job_resumes_the_job_it_created() {
+    let s = Scratch::new();
+    let (lines, author) = archive(300, 50);
+    s.import(&lines);
+    let sim = jobs_sim(4_000, 30, Vec::new());
+    let mut child = batch_job(&s, &sim, &["run", "--type", "tweets"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed while it waits for X (the job is created and its ids uploaded).
+    let stage = || -> Option<String> {
+        let conn = rusqlite::Connection::open(s.db_path()).ok()?;
+        conn.query_row("SELECT stage FROM batch_jobs", [], |r| r.get(0)).ok()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while stage().as_deref() != Some("uploaded") {
+        assert!(std::time::Instant::now() < deadline, "the job never reached uploaded: {:?}", stage());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(s.export_ids(None).len(), author.len(), "nothing applied yet");
+    let (code, err) = output(batch_job(&s, &sim, &["run", "--type", "tweets"], &[]));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("resuming tweets run 1"), "{err}");
+    assert_eq!(sim.stats().jobs_created_total, 1, "the same job, not a second one: {err}");
+    let hidden = hidden_by(complyd::sim::JobType::Tweets, &author, 30);
+    assert_eq!(s.export_ids(None).len(), author.len() - hidden.len());
+}
+
+#[test]
+fn batch_job_says_what_is_wrong_with_exit_1() {
+    let s = Scratch::new();
+    s.import(&[post(10, 1)]);
+    let sim = jobs_sim(100, 30, Vec::new());
+    // No token anywhere.
+    let mut cmd = batch_job(&s, &sim, &["run", "--type", "tweets"], &[]);
+    cmd.env_remove("COMPLYD_BEARER_TOKEN");
+    let (code, err) = output(cmd);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("COMPLYD_BEARER_TOKEN"), "it says where the token is looked for: {err}");
+    // A token X refuses: said without the token itself.
+    let (code, err) =
+        output(batch_job(&s, &sim, &["run", "--type", "tweets"], &[("COMPLYD_BEARER_TOKEN", "wrong-token-xyz")]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("bearer token was refused") && !err.contains("wrong-token-xyz"), "{err}");
+    // Plain http to a host that is not loopback.
+    let (code, err) = output(batch_job(
+        &s,
+        &sim,
+        &["run", "--type", "tweets"],
+        &[("COMPLYD_BATCH_JOB__URL", "http://api.example.com"), ("COMPLYD_BATCH_JOB__MAX_IDS", "0")],
+    ));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("use https://") && err.contains("batch_job.max_ids"), "every problem at once: {err}");
+    assert_eq!(sim.stats().jobs_created_total, 0);
+    // An unfinished run from the store is not taken over by a file.
+    {
+        let mut st = complyd::store::open(&s.db()).unwrap();
+        st.save_batch_job(&complyd::batch_job::BatchJob {
+            job_id: "77".into(),
+            kind: complyd::batch_job::BatchType::Tweets,
+            run: 1,
+            part: 1,
+            source: complyd::batch_job::Source::Store,
+            cursor_from: i64::MIN,
+            cursor_to: 10,
+            ids: 1,
+            last_part: true,
+            stage: complyd::batch_job::Stage::Uploaded,
+            upload_url: String::new(),
+            upload_expires_ms: 0,
+            download_url: String::new(),
+            download_expires_ms: 0,
+            created_ms: 1,
+            updated_ms: 1,
+            result_lines: None,
+            note: String::new(),
+        })
+        .unwrap();
+    }
+    let ids = s.dir.path().join("ids.txt");
+    std::fs::write(&ids, "10\n").unwrap();
+    let (code, err) = output(batch_job(&s, &sim, &["run", "--type", "tweets", ids.to_str().unwrap()], &[]));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unfinished tweets run") && err.contains("--new"), "{err}");
 }

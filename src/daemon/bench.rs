@@ -177,6 +177,15 @@ impl Store for NullStore {
     fn gaps(&mut self, _: bool) -> Result<Vec<crate::gaps::Gap>, store::StoreError> {
         Ok(Vec::new())
     }
+    fn batch_jobs(&mut self) -> Result<Vec<crate::batch_job::BatchJob>, store::StoreError> {
+        Ok(Vec::new())
+    }
+    fn save_batch_job(&mut self, _: &crate::batch_job::BatchJob) -> Result<(), store::StoreError> {
+        Ok(())
+    }
+    fn id_page(&mut self, _: crate::batch_job::BatchType, _: i64, _: usize) -> Result<Vec<i64>, store::StoreError> {
+        Ok(Vec::new())
+    }
     fn author_of(&mut self, _: crate::event::Id) -> Result<Option<crate::event::Id>, store::StoreError> {
         Ok(None)
     }

@@ -33,6 +33,7 @@ pub struct Settings {
     pub limiter: LimiterSettings,
     pub restart: RestartSettings,
     pub replay: ReplaySettings,
+    pub batch_job: BatchJobSettings,
     pub store: StoreSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
@@ -263,6 +264,47 @@ impl Default for ReplaySettings {
             max_requests: 5,
             window_ms: 300_000,
             check_interval_ms: 5_000,
+        }
+    }
+}
+
+/// `[batch_job]`: X API v2 batch compliance jobs (`complyd batch-job`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchJobSettings {
+    /// The X API's base URL (`/2/compliance/jobs` is appended).
+    pub url: String,
+    /// The environment variable holding the app's bearer token...
+    pub bearer_token_env: String,
+    /// ...or a file whose first line is the token (wins when set).
+    pub bearer_token_file: Option<PathBuf>,
+    /// Ids per job: a longer list is split into several jobs, one after
+    /// the other (X allows one job of a type at a time).
+    pub max_ids: u64,
+    /// How often a job in progress is looked at, unless X estimates its
+    /// completion (then complyd waits until then).
+    pub poll_interval_ms: u64,
+    /// The command stops waiting for one job after this long (exit 2; run it
+    /// again to resume the same job).
+    pub max_wait_ms: u64,
+    /// Jobs one command creates for one part of the ids (a failed or expired
+    /// job is replaced by a new one) before it gives up.
+    pub attempts: u32,
+}
+
+/// The environment variable the bearer token is read from by default.
+pub const DEFAULT_BEARER_TOKEN_ENV: &str = "COMPLYD_BEARER_TOKEN";
+
+impl Default for BatchJobSettings {
+    fn default() -> Self {
+        BatchJobSettings {
+            url: "https://api.x.com".to_owned(),
+            bearer_token_env: DEFAULT_BEARER_TOKEN_ENV.to_owned(),
+            bearer_token_file: None,
+            max_ids: 1_000_000,
+            poll_interval_ms: 30_000,
+            max_wait_ms: 24 * 3_600_000,
+            attempts: 3,
         }
     }
 }

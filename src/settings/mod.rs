@@ -17,10 +17,11 @@ pub mod plan;
 pub mod secret;
 
 pub use file::{
-    BackoffSettings, BatchSettings, HandlerSettings, HttpSettings, LimiterSettings, LogFormat, LogSettings,
-    ReplaySettings, RestartSettings, Settings, ShutdownSettings, StoreSettings, StreamSettings, DEFAULT_PASSWORD_ENV,
+    BackoffSettings, BatchJobSettings, BatchSettings, HandlerSettings, HttpSettings, LimiterSettings, LogFormat,
+    LogSettings, ReplaySettings, RestartSettings, Settings, ShutdownSettings, StoreSettings, StreamSettings,
+    DEFAULT_BEARER_TOKEN_ENV, DEFAULT_PASSWORD_ENV,
 };
-pub use plan::{HandlerPlan, HttpPlan, LimiterPlan, Plan, ReplayPlan, StorePlan, StreamPlan};
+pub use plan::{BatchJobPlan, HandlerPlan, HttpPlan, LimiterPlan, Plan, ReplayPlan, StorePlan, StreamPlan};
 pub use secret::Secret;
 
 /// Where the config is read from when no `--config` is given.

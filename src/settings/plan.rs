@@ -167,6 +167,36 @@ pub struct HttpPlan {
     pub admin_token: Option<Secret>,
 }
 
+/// Running X API v2 batch compliance jobs (`complyd batch-job run`).
+#[derive(Clone)]
+pub struct BatchJobPlan {
+    /// `.../2/compliance/jobs`.
+    pub jobs_url: String,
+    /// `Bearer <token>`.
+    pub authorization: Secret,
+    pub max_ids: u64,
+    pub poll_interval: Duration,
+    pub max_wait: Duration,
+    pub attempts: u32,
+    pub connect_timeout: Duration,
+    /// Where the id lists and the results are kept while a job runs.
+    pub dir: PathBuf,
+}
+
+impl fmt::Debug for BatchJobPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchJobPlan")
+            .field("jobs_url", &crate::store::redact_url(&self.jobs_url))
+            .field("authorization", &self.authorization)
+            .field("max_ids", &self.max_ids)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_wait", &self.max_wait)
+            .field("attempts", &self.attempts)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What [`Settings::check`] parsed on the way.
 struct Checked {
     store: Option<StoreUrl>,
@@ -208,6 +238,50 @@ impl Settings {
         };
         let url = StoreUrl::parse(raw).map_err(|e| ConfigErrors(vec![format!("{key} {e}")]))?;
         Ok(self.store_plan_for(url))
+    }
+
+    /// What `complyd batch-job run` needs beyond the store: the API, the
+    /// bearer token, the limits, and the directory beside `store`.
+    ///
+    /// # Errors
+    /// [`ConfigErrors`] listing every problem of `[batch_job]` at once.
+    pub fn batch_job_plan(&self, store: &StorePlan) -> Result<BatchJobPlan, ConfigErrors> {
+        let b = &self.batch_job;
+        let mut p = Vec::new();
+        let base = b.url.trim().trim_end_matches('/');
+        let jobs_url = format!("{base}/2/compliance/jobs");
+        if !(base.starts_with("https://") || base.starts_with("http://"))
+            || awc::http::Uri::try_from(jobs_url.as_str()).is_err()
+        {
+            p.push(format!("batch_job.url {:?} is not an http(s) URL", crate::store::redact_url(base)));
+        } else if let Some(host) = plain_http_host(base).filter(|h| !is_loopback(h)) {
+            p.push(format!(
+                "batch_job.url uses http:// to {host}, which is not loopback: the bearer token would cross the network in clear; use https://"
+            ));
+        }
+        if b.max_ids == 0 {
+            p.push("batch_job.max_ids must be at least 1".to_owned());
+        }
+        if b.poll_interval_ms == 0 || b.max_wait_ms == 0 {
+            p.push("batch_job.poll_interval_ms and batch_job.max_wait_ms must be > 0".to_owned());
+        }
+        if b.attempts == 0 {
+            p.push("batch_job.attempts must be at least 1".to_owned());
+        }
+        let token = b.bearer_token().map_err(|e| p.push(e)).ok();
+        let (Some(token), true) = (token, p.is_empty()) else {
+            return Err(ConfigErrors(p));
+        };
+        Ok(BatchJobPlan {
+            jobs_url,
+            authorization: Secret::new(format!("Bearer {}", token.expose())),
+            max_ids: b.max_ids,
+            poll_interval: Duration::from_millis(b.poll_interval_ms),
+            max_wait: Duration::from_millis(b.max_wait_ms),
+            attempts: b.attempts,
+            connect_timeout: Duration::from_millis(self.stream.connect_timeout_ms),
+            dir: store.url.beside("batch-jobs"),
+        })
     }
 
     fn store_plan_for(&self, url: StoreUrl) -> StorePlan {

@@ -2,7 +2,7 @@
 //! and never printed: a [`Secret`] prints as `***`, and an error says where
 //! a secret was looked for, never what it holds.
 
-use super::file::{HttpSettings, StreamSettings};
+use super::file::{BatchJobSettings, HttpSettings, StreamSettings};
 use std::fmt;
 use std::path::Path;
 
@@ -72,6 +72,26 @@ impl HttpSettings {
             _ => Err(format!(
                 "http.admin_token_env names {}, which is not set: set it, or clear http.admin_token_env to turn the admin endpoint off",
                 self.admin_token_env
+            )),
+        }
+    }
+}
+
+impl BatchJobSettings {
+    /// The X API bearer token: the first line of `bearer_token_file`, or the
+    /// variable named by `bearer_token_env`.
+    ///
+    /// # Errors
+    /// Where it was looked for and why it was not found (never the value).
+    pub fn bearer_token(&self) -> Result<Secret, String> {
+        if let Some(path) = &self.bearer_token_file {
+            return read_secret_file(path, "batch_job.bearer_token_file");
+        }
+        match std::env::var(&self.bearer_token_env) {
+            Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_owned())),
+            _ => Err(format!(
+                "batch_job: the bearer token is missing: set the environment variable {} (batch_job.bearer_token_env) or batch_job.bearer_token_file",
+                if self.bearer_token_env.is_empty() { "(none named)" } else { &self.bearer_token_env }
             )),
         }
     }

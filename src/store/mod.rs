@@ -15,6 +15,7 @@ mod rows;
 pub mod sqlite;
 mod url;
 
+use crate::batch_job::{BatchJob, BatchType};
 pub use crate::event::Timed;
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, NewGap};
@@ -312,6 +313,26 @@ pub trait Store: Send {
     /// # Errors
     /// A [`StoreError`] when the store cannot be read.
     fn gaps(&mut self, unresolved_only: bool) -> Result<Vec<Gap>, StoreError>;
+
+    /// Every batch compliance job kept (`complyd batch-job`).
+    ///
+    /// # Errors
+    /// Store errors.
+    fn batch_jobs(&mut self) -> Result<Vec<BatchJob>, StoreError>;
+
+    /// Keeps `job`: a new row, or the row of the same job id replaced.
+    ///
+    /// # Errors
+    /// Store errors.
+    fn save_batch_job(&mut self, job: &BatchJob) -> Result<(), StoreError>;
+
+    /// Up to `limit` keys ([`key`]) above `after`, ascending: of the stored
+    /// posts (`Tweets`) or of their authors (`Users`). What a batch job
+    /// uploads, read a page at a time.
+    ///
+    /// # Errors
+    /// Store errors.
+    fn id_page(&mut self, kind: BatchType, after: i64, limit: usize) -> Result<Vec<i64>, StoreError>;
 
     /// The author of a stored post.
     ///

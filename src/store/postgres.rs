@@ -16,14 +16,15 @@
 //! a plain thread (a SyncArbiter actor), never from inside an async task.
 
 use super::rows::{
-    assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols,
-    GapHistoryRow, GapRow, Lookup, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS,
-    USER_COLS,
+    assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
+    Cols, GapHistoryRow, GapRow, Lookup, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS,
+    SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, ErrorKind, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position,
     ScanRow, Store, StoreError, Timed,
 };
+use crate::batch_job::{BatchJob, BatchType};
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
 use crate::post::{strip_own_geo, NewPost};
@@ -40,9 +41,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // 0 -> 1
     "
     CREATE TABLE posts (
@@ -103,6 +104,20 @@ const MIGRATIONS: [&str; 3] = [
     CREATE TABLE gap_history (
         seq bigserial PRIMARY KEY, gap_id bigint NOT NULL,
         at_ms bigint NOT NULL, state text NOT NULL, note text NOT NULL
+    );
+    ",
+    // 3 -> 4: the batch compliance jobs (`crate::batch_job`); the signed
+    // URLs are kept to resume, never shown
+    "
+    CREATE TABLE batch_jobs (
+        job_id text PRIMARY KEY, kind text NOT NULL,
+        run bigint NOT NULL, part bigint NOT NULL, source text NOT NULL,
+        cursor_from bigint NOT NULL, cursor_to bigint NOT NULL,
+        ids bigint NOT NULL, last_part boolean NOT NULL, stage text NOT NULL,
+        upload_url text NOT NULL, upload_expires_ms bigint NOT NULL,
+        download_url text NOT NULL, download_expires_ms bigint NOT NULL,
+        created_ms bigint NOT NULL, updated_ms bigint NOT NULL,
+        result_lines bigint, note text NOT NULL
     );
     ",
 ];
@@ -1123,6 +1138,84 @@ impl Store for PostgresStore {
                 )
             })
             .collect())
+    }
+
+    fn batch_jobs(&mut self) -> Result<Vec<BatchJob>, StoreError> {
+        let rows = self
+            .client
+            .query(&format!("SELECT {BATCH_JOB_COLS} FROM batch_jobs ORDER BY kind, run, part, created_ms"), &[])?;
+        rows.iter()
+            .map(|r| {
+                BatchJobRow {
+                    job_id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    run: r.try_get(2)?,
+                    part: r.try_get(3)?,
+                    source: r.try_get(4)?,
+                    cursor_from: r.try_get(5)?,
+                    cursor_to: r.try_get(6)?,
+                    ids: r.try_get(7)?,
+                    last_part: r.try_get(8)?,
+                    stage: r.try_get(9)?,
+                    upload_url: r.try_get(10)?,
+                    upload_expires_ms: r.try_get(11)?,
+                    download_url: r.try_get(12)?,
+                    download_expires_ms: r.try_get(13)?,
+                    created_ms: r.try_get(14)?,
+                    updated_ms: r.try_get(15)?,
+                    result_lines: r.try_get(16)?,
+                    note: r.try_get(17)?,
+                }
+                .into_job()
+            })
+            .collect()
+    }
+
+    fn save_batch_job(&mut self, j: &BatchJob) -> Result<(), StoreError> {
+        let st = self.statement(&format!(
+            "INSERT INTO batch_jobs ({BATCH_JOB_COLS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             ON CONFLICT (job_id) DO UPDATE SET kind = excluded.kind, run = excluded.run, part = excluded.part,
+               source = excluded.source, cursor_from = excluded.cursor_from, cursor_to = excluded.cursor_to,
+               ids = excluded.ids, last_part = excluded.last_part, stage = excluded.stage,
+               upload_url = excluded.upload_url, upload_expires_ms = excluded.upload_expires_ms,
+               download_url = excluded.download_url, download_expires_ms = excluded.download_expires_ms,
+               created_ms = excluded.created_ms, updated_ms = excluded.updated_ms,
+               result_lines = excluded.result_lines, note = excluded.note"
+        ))?;
+        self.client.execute(
+            &st,
+            &[
+                &j.job_id,
+                &j.kind.as_str(),
+                &j.run,
+                &i64::from(j.part),
+                &j.source.key(),
+                &j.cursor_from,
+                &j.cursor_to,
+                &(j.ids as i64),
+                &j.last_part,
+                &j.stage.as_str(),
+                &j.upload_url,
+                &j.upload_expires_ms,
+                &j.download_url,
+                &j.download_expires_ms,
+                &j.created_ms,
+                &j.updated_ms,
+                &j.result_lines.map(|n| n as i64),
+                &j.note,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn id_page(&mut self, kind: BatchType, after: i64, limit: usize) -> Result<Vec<i64>, StoreError> {
+        let st = self.statement(match kind {
+            BatchType::Tweets => "SELECT id FROM posts WHERE id > $1 ORDER BY id LIMIT $2",
+            BatchType::Users => "SELECT DISTINCT author_id FROM posts WHERE author_id > $1 ORDER BY author_id LIMIT $2",
+        })?;
+        let rows = self.client.query(&st, &[&after, &(limit as i64)])?;
+        Ok(rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?)
     }
 
     fn author_of(&mut self, id: Id) -> Result<Option<Id>, StoreError> {

@@ -3,6 +3,7 @@
 //! column-access trait that rusqlite and postgres rows both implement.
 
 use super::{id_of, ScanRow, StoreError};
+use crate::batch_job::{BatchJob, BatchType, Source, Stage};
 use crate::event::Id;
 use crate::gaps::{Gap, GapCause, GapEvent, GapState, Repair};
 use crate::post::{Embeds, Form, NewPost};
@@ -315,4 +316,57 @@ pub(super) fn assemble_gaps(rows: Vec<GapRow>, history: Vec<GapHistoryRow>) -> R
         }
     }
     Ok(gaps)
+}
+
+/// The columns of a batch job row, in the order [`BatchJobRow`] reads them.
+pub(super) const BATCH_JOB_COLS: &str =
+    "job_id, kind, run, part, source, cursor_from, cursor_to, ids, last_part, stage,
+     upload_url, upload_expires_ms, download_url, download_expires_ms, created_ms, updated_ms, result_lines, note";
+
+/// A batch job row as both backends read it (the text columns still text).
+pub(super) struct BatchJobRow {
+    pub job_id: String,
+    pub kind: String,
+    pub run: i64,
+    pub part: i64,
+    pub source: String,
+    pub cursor_from: i64,
+    pub cursor_to: i64,
+    pub ids: i64,
+    pub last_part: bool,
+    pub stage: String,
+    pub upload_url: String,
+    pub upload_expires_ms: i64,
+    pub download_url: String,
+    pub download_expires_ms: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub result_lines: Option<i64>,
+    pub note: String,
+}
+
+impl BatchJobRow {
+    pub(super) fn into_job(self) -> Result<BatchJob, StoreError> {
+        let bad = |what: &str, v: &str| StoreError::Protocol(format!("batch_jobs: unknown {what} {v:?}"));
+        Ok(BatchJob {
+            kind: BatchType::parse(&self.kind).ok_or_else(|| bad("kind", &self.kind))?,
+            stage: Stage::parse(&self.stage).ok_or_else(|| bad("stage", &self.stage))?,
+            part: u32::try_from(self.part).map_err(|_| bad("part", &self.part.to_string()))?,
+            source: Source::from_key(&self.source),
+            ids: self.ids.max(0) as u64,
+            result_lines: self.result_lines.map(|n| n.max(0) as u64),
+            job_id: self.job_id,
+            run: self.run,
+            cursor_from: self.cursor_from,
+            cursor_to: self.cursor_to,
+            last_part: self.last_part,
+            upload_url: self.upload_url,
+            upload_expires_ms: self.upload_expires_ms,
+            download_url: self.download_url,
+            download_expires_ms: self.download_expires_ms,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            note: self.note,
+        })
+    }
 }

@@ -18,13 +18,14 @@
 //! hundreds of MB a minute at full rate.
 
 use super::rows::{
-    assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, Chunker, Cols,
-    GapHistoryRow, GapRow, Lookup, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
+    Cols, GapHistoryRow, GapRow, Lookup, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
     Timed,
 };
+use crate::batch_job::{BatchJob, BatchType};
 use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
 use crate::post::{strip_own_geo, NewPost};
@@ -43,8 +44,33 @@ use std::time::{Duration, Instant};
 
 /// The schema version this build writes (the main file's). Version 3 adds
 /// the quote link, the form and the embedded ids to `posts`; version 4 the
-/// gap ledger ([`GAP_LEDGER`]).
-pub const SCHEMA_VERSION: i64 = 4;
+/// gap ledger ([`GAP_LEDGER`]); version 5 the batch jobs ([`BATCH_JOBS`]).
+pub const SCHEMA_VERSION: i64 = 5;
+
+/// The batch compliance jobs (`crate::batch_job`), in the main file beside
+/// the posts they were about.
+const BATCH_JOBS: &str = "
+    CREATE TABLE IF NOT EXISTS main.batch_jobs (
+        job_id      TEXT PRIMARY KEY,  -- X's id of the job
+        kind        TEXT NOT NULL,     -- tweets, users
+        run         INTEGER NOT NULL,  -- run number, per kind
+        part        INTEGER NOT NULL,  -- part of the run (a failed part's new job keeps it)
+        source      TEXT NOT NULL,     -- store, or file:PATH
+        cursor_from INTEGER NOT NULL,  -- the part's ids: after this key (or line) ...
+        cursor_to   INTEGER NOT NULL,  -- ... up to this one
+        ids         INTEGER NOT NULL,
+        last_part   INTEGER NOT NULL,
+        stage       TEXT NOT NULL,     -- created, uploaded, downloaded, applied, failed, expired
+        upload_url  TEXT NOT NULL,     -- signed URLs: kept to resume, never shown
+        upload_expires_ms   INTEGER NOT NULL,
+        download_url        TEXT NOT NULL,
+        download_expires_ms INTEGER NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        result_lines INTEGER,
+        note        TEXT NOT NULL
+    );
+";
 
 /// The gap ledger (`crate::gaps`), in the status file: a gap is about the
 /// stream positions the status file holds.
@@ -403,6 +429,14 @@ impl SqliteStore {
             tx.execute_batch(GAP_LEDGER)?;
             if user_version(&tx, "main")? < 4 {
                 tx.pragma_update(Some(DatabaseName::Main), "user_version", 4)?;
+            }
+            tx.commit()?;
+        }
+        if found < 5 {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(BATCH_JOBS)?;
+            if user_version(&tx, "main")? < 5 {
+                tx.pragma_update(Some(DatabaseName::Main), "user_version", 5)?;
             }
             tx.commit()?;
         }
@@ -1124,6 +1158,82 @@ impl Store for SqliteStore {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
         assemble_gaps(rows, history)
+    }
+
+    fn batch_jobs(&mut self) -> Result<Vec<BatchJob>, StoreError> {
+        let rows: Vec<BatchJobRow> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {BATCH_JOB_COLS} FROM main.batch_jobs ORDER BY kind, run, part, created_ms"
+            ))?
+            .query_map([], |r| {
+                Ok(BatchJobRow {
+                    job_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    run: r.get(2)?,
+                    part: r.get(3)?,
+                    source: r.get(4)?,
+                    cursor_from: r.get(5)?,
+                    cursor_to: r.get(6)?,
+                    ids: r.get(7)?,
+                    last_part: r.get(8)?,
+                    stage: r.get(9)?,
+                    upload_url: r.get(10)?,
+                    upload_expires_ms: r.get(11)?,
+                    download_url: r.get(12)?,
+                    download_expires_ms: r.get(13)?,
+                    created_ms: r.get(14)?,
+                    updated_ms: r.get(15)?,
+                    result_lines: r.get(16)?,
+                    note: r.get(17)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter().map(BatchJobRow::into_job).collect()
+    }
+
+    fn save_batch_job(&mut self, j: &BatchJob) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO main.batch_jobs ({BATCH_JOB_COLS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+            ))?
+            .execute(params![
+                j.job_id,
+                j.kind.as_str(),
+                j.run,
+                j.part,
+                j.source.key(),
+                j.cursor_from,
+                j.cursor_to,
+                j.ids as i64,
+                j.last_part,
+                j.stage.as_str(),
+                j.upload_url,
+                j.upload_expires_ms,
+                j.download_url,
+                j.download_expires_ms,
+                j.created_ms,
+                j.updated_ms,
+                j.result_lines.map(|n| n as i64),
+                j.note
+            ])?;
+        Ok(())
+    }
+
+    fn id_page(&mut self, kind: BatchType, after: i64, limit: usize) -> Result<Vec<i64>, StoreError> {
+        let sql = match kind {
+            BatchType::Tweets => "SELECT id FROM main.posts WHERE id > ?1 ORDER BY id LIMIT ?2",
+            BatchType::Users => {
+                "SELECT DISTINCT author_id FROM main.posts WHERE author_id > ?1 ORDER BY author_id LIMIT ?2"
+            }
+        };
+        let keys = self
+            .conn
+            .prepare_cached(sql)?
+            .query_map(params![after, limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(keys)
     }
 
     fn author_of(&mut self, id: Id) -> Result<Option<Id>, StoreError> {

@@ -122,6 +122,14 @@ impl Scratch {
         child.wait_with_output().unwrap()
     }
 
+    /// `complyd ARGS --db <store>` in the scratch dir, for the caller to
+    /// give an environment, then run or spawn.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_complyd"));
+        cmd.args(args).arg("--db").arg(self.db()).current_dir(self.dir.path()).env_remove("COMPLYD_LOG");
+        cmd
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str], stdin: &str) -> String {
         let out = self.run(args, stdin);
