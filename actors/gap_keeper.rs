@@ -112,7 +112,7 @@ impl GapKeeper {
         let mut changed = false;
         for g in &unresolved {
             if gaps::out_of_reach(g.to_ms, now) {
-                let note = "older than Replay reaches (5 days): run a batch compliance job (X API v2) on the posts and users of this stretch";
+                let note = "older than Replay reaches (5 days): check the stored posts and users with X's batch compliance (complyd batch-job run --type tweets, then --type users)";
                 changed = true;
                 if store.move_gap(g.id, &GapMove::to(GapState::Unrepairable, note), now)? {
                     tracing::error!(
@@ -139,7 +139,7 @@ impl GapKeeper {
                 };
                 changed = true;
                 let id = store.open_gap(&rest, now)?;
-                let note = format!("before {} out of Replay's reach (5 days): run a batch compliance job (X API v2) on that stretch; the rest is gap {id}", gaps::replay_date(reach));
+                let note = format!("before {} out of Replay's reach (5 days): check the stored posts and users with X's batch compliance (complyd batch-job run --type tweets, then --type users); the rest is gap {id}", gaps::replay_date(reach));
                 if store.move_gap(g.id, &GapMove::to(GapState::Unrepairable, note.clone()), now)? {
                     tracing::error!(
                         partition = g.partition,
