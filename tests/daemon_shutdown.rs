@@ -119,7 +119,7 @@ async fn shutdown_while_events_flow_then_restart_loses_nothing_and_applies_nothi
         // The old one is unrepairable, and says what to do instead.
         let unrepairable = gaps.remove(gaps.iter().position(|g| g.id == old).unwrap());
         assert_eq!(unrepairable.state, GapState::Unrepairable, "{unrepairable:?}");
-        assert!(unrepairable.history.last().unwrap().note.contains("batch compliance job"), "{unrepairable:?}");
+        assert!(unrepairable.history.last().unwrap().note.contains("complyd batch-job run"), "{unrepairable:?}");
         // The straddling one too, and its reachable part is a gap of its own,
         // repaired through Replay.
         let split = gaps.remove(gaps.iter().position(|g| g.id == straddling).unwrap());
