@@ -46,17 +46,20 @@ impl DeadLetter {
         self.total += 1;
         let n = self.by_reason.entry(reason.to_owned()).or_insert(0);
         *n += 1;
-        if *n <= LOG_PER_REASON {
-            tracing::warn!(source, position, reason, detail, dead_letter = %self.path.display(), "Dead-lettered a bad line");
-        } else if *n == LOG_PER_REASON + 1 {
-            tracing::warn!(reason, dead_letter = %self.path.display(), "More lines dead-lettered for this reason: counting them without logging each");
-        }
+        let n = *n;
         if self.file.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot create its directory {}: {e}", dir.display()))
+                })?;
             }
             let f = crate::files::append_private(&self.path)?;
             self.file = Some(BufWriter::new(f));
+        }
+        if n <= LOG_PER_REASON {
+            tracing::warn!(source, position, reason, detail, dead_letter = %self.path.display(), "Dead-lettered a bad line");
+        } else if n == LOG_PER_REASON + 1 {
+            tracing::warn!(reason, dead_letter = %self.path.display(), "More lines dead-lettered for this reason: counting them without logging each");
         }
         let kept = &line[..line.len().min(KEEP_BYTES)];
         let record = serde_json::json!({

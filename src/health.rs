@@ -351,7 +351,10 @@ impl Health {
                     h.last_error.as_deref().unwrap_or("unknown")
                 ));
             } else if h.state != LinkState::Connected && self.counters(h.partition).connections.load(Relaxed) == 0 {
-                why.push(format!("partition {}: not connected yet ({})", h.partition, h.state.as_str()));
+                why.push(match &h.last_error {
+                    Some(e) => format!("partition {}: not connected yet ({}; last: {e})", h.partition, h.state.as_str()),
+                    None => format!("partition {}: not connected yet ({})", h.partition, h.state.as_str()),
+                });
             }
         }
         (why.is_empty(), why)

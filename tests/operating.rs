@@ -468,3 +468,107 @@ fn a_taken_http_port_is_one_clear_line_not_a_panic() {
     assert!(last.contains(&addr.to_string()) && last.contains("http.listen"), "{last}");
     drop(taken);
 }
+
+/// A port on loopback that nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A hostile environment, as a new user meets it: a password file missing,
+/// a directory or empty; the store's server down at start; a dead-letter
+/// file that cannot be created. Each is one clear line and the right exit
+/// code, never a panic, never a secret.
+#[test]
+fn a_bad_password_file_a_store_down_at_start_and_an_unwritable_dead_letter_file_are_one_line_each() {
+    let dir = tempdir();
+    let d = dir.path();
+    std::fs::create_dir(d.join("a-directory")).unwrap();
+    std::fs::write(d.join("empty"), "").unwrap();
+    let conf = d.join("c.toml");
+    for (pw, says) in [("missing", "No such file"), ("a-directory", "directory"), ("empty", "empty")] {
+        std::fs::write(
+            &conf,
+            format!(
+                "[stream]\nusername = \"u@example.com\"\npassword_file = \"{}\"\n[store]\nurl = \"sqlite:{}\"\n",
+                d.join(pw).display(),
+                d.join("s.db").display()
+            ),
+        )
+        .unwrap();
+        for cmd in ["run", "validate"] {
+            let out = complyd(&[cmd, "--config", conf.to_str().unwrap()], &[("RUST_BACKTRACE", "0")]);
+            let all = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{cmd} with a password file {pw}: {all}");
+            assert!(all.contains("stream.password_file") && all.contains(says), "{cmd}, {pw}: {all}");
+            assert!(!all.contains("panicked"), "{all}");
+        }
+    }
+    assert!(!d.join("s.db").exists(), "nothing was created");
+
+    // PostgreSQL down at start: exit 2, one line naming the server, never
+    // its password.
+    std::fs::write(
+        &conf,
+        format!(
+            "[stream]\naccount = \"acme\"\nusername = \"u@example.com\"\npassword_env = \"COMPLYD_TEST_PW_X\"\n[store]\nurl = \"postgres://complyd:db-Secret-77@127.0.0.1:{}/complyd\"\n[http]\nenabled = false\n",
+            closed_port()
+        ),
+    )
+    .unwrap();
+    let out = complyd(&["run", "--config", conf.to_str().unwrap()], &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
+    assert!(last.contains("cannot connect to postgres://") && last.contains("127.0.0.1"), "{last}");
+    assert!(!all.contains("db-Secret-77") && !all.contains("panicked"), "{all}");
+
+    // The dead-letter file's directory is a file: the import stops with a
+    // line naming it (exit 2), and says nothing was dead-lettered there.
+    std::fs::write(d.join("a-file"), "").unwrap();
+    std::fs::write(d.join("in.jsonl"), "{\"id_str\":\"1\",\"user\":{\"id_str\":\"2\"},\"text\":\"x\"}\nnot json\n").unwrap();
+    let dl = d.join("a-file").join("dl.jsonl");
+    let db = format!("sqlite:{}", d.join("i.db").display());
+    let out = complyd(
+        &["import", "--db", &db, d.join("in.jsonl").to_str().unwrap()],
+        &[("COMPLYD_STORE__DEAD_LETTER", dl.to_str().unwrap())],
+    );
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("cannot write the dead-letter file") && all.contains("cannot create its directory"), "{all}");
+    assert!(!all.contains("Dead-lettered a bad line"), "no line claims a record that was not written: {all}");
+}
+
+/// DNS failing for the stream host: the daemon keeps trying, and says why
+/// on `/readyz`.
+#[actix_rt::test]
+async fn a_stream_host_that_does_not_resolve_is_retried_with_the_reason_on_readyz() {
+    let dir = tempdir();
+    let port = closed_port();
+    let conf = dir.path().join("dns.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[stream]\nurl = \"https://stream.invalid/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json\"\naccount = \"acme\"\nusername = \"ops@acme.example\"\npassword_env = \"COMPLYD_TEST_RUN_PW\"\npartitions = [1]\n[store]\nurl = \"sqlite:{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("dns.db").display()
+        ),
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let out = run_daemon(&conf, PASSWORD, async {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let body = wait_http(addr, "/readyz", 503).await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let reasons = v["reasons"].to_string().to_lowercase();
+            if reasons.contains("partition 1: not connected yet") && reasons.contains("resolving") {
+                break;
+            }
+            assert!(Instant::now() < end, "/readyz never gave the DNS failure as the reason: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "still running until told to stop: {all}");
+    assert!(!all.contains("panicked"), "{all}");
+}
