@@ -352,7 +352,9 @@ impl Health {
                 ));
             } else if h.state != LinkState::Connected && self.counters(h.partition).connections.load(Relaxed) == 0 {
                 why.push(match &h.last_error {
-                    Some(e) => format!("partition {}: not connected yet ({}; last: {e})", h.partition, h.state.as_str()),
+                    Some(e) => {
+                        format!("partition {}: not connected yet ({}; last: {e})", h.partition, h.state.as_str())
+                    }
                     None => format!("partition {}: not connected yet ({})", h.partition, h.state.as_str()),
                 });
             }

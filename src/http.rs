@@ -179,11 +179,17 @@ pub fn start(
             .route("/metrics", web::get().to(metrics_text));
         if query {
             app = app
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(1 << 20)
-                        .error_handler(|e, _| ApiError::bad(format!("the body is not a check request: {e}")).into()),
-                )
+                .app_data(web::JsonConfig::default().limit(1 << 20).error_handler(|e, _| {
+                    use actix_web::error::JsonPayloadError as J;
+                    match e {
+                        J::OverflowKnownLength { .. } | J::Overflow { .. } => ApiError(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "the body is over 1 MiB: ask at most 10000 ids a request".into(),
+                        )
+                        .into(),
+                        e => ApiError::bad(format!("the body is not a check request: {e}")).into(),
+                    }
+                }))
                 .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::bad(e.to_string()).into()))
                 .route("/v1/posts/check", web::post().to(check_many))
                 .route("/v1/posts/{id}", web::get().to(check_one))

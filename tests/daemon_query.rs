@@ -148,6 +148,20 @@ async fn the_query_api_answers_visibility_and_nothing_more(url: &str) {
         let (status, body) = post(addr, "/v1/posts/check", format!("{{\"ids\":[{}]}}", ids(10_001))).await;
         assert_eq!(status, 413, "{body}");
         assert!(body.contains("at most 10000"), "{body}");
+        // Bodies and headers are bounded: over 1 MiB of body is 413, a
+        // request head over 128 KiB (actix-http's limit) is 431.
+        let (status, _) = post(addr, "/v1/posts/check", format!("{{\"ids\":[\"{}\"]}}", "1".repeat(2 << 20))).await;
+        assert_eq!(status, 413, "a body over 1 MiB");
+        let big = awc::Client::default()
+            .get(format!("http://{addr}/v1/posts/1001"))
+            .insert_header(("X-Padding", "a".repeat(200 << 10)))
+            .send()
+            .await;
+        match big {
+            Ok(r) => assert_eq!(r.status().as_u16(), 431),
+            Err(e) => panic!("a 200 KiB header gets an answer, not a dropped connection: {e}"),
+        }
+        assert_eq!(http_get(addr, "/v1/posts/1001").await.0, 200, "and the API still answers");
         for bad in [r#"{"ids":["1001","x1"]}"#, r#"{"ids":["1001"],"country":"Germany"}"#, r#"{"ids":"1001"}"#, "not json", r#"{"ids":[],"why":1}"#] {
             let (status, body) = post(addr, "/v1/posts/check", bad.into()).await;
             assert_eq!(status, 400, "{bad}: {body}");

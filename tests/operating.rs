@@ -515,7 +515,8 @@ fn a_bad_password_file_a_store_down_at_start_and_an_unwritable_dead_letter_file_
         ),
     )
     .unwrap();
-    let out = complyd(&["run", "--config", conf.to_str().unwrap()], &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
+    let out =
+        complyd(&["run", "--config", conf.to_str().unwrap()], &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
@@ -525,7 +526,8 @@ fn a_bad_password_file_a_store_down_at_start_and_an_unwritable_dead_letter_file_
     // The dead-letter file's directory is a file: the import stops with a
     // line naming it (exit 2), and says nothing was dead-lettered there.
     std::fs::write(d.join("a-file"), "").unwrap();
-    std::fs::write(d.join("in.jsonl"), "{\"id_str\":\"1\",\"user\":{\"id_str\":\"2\"},\"text\":\"x\"}\nnot json\n").unwrap();
+    std::fs::write(d.join("in.jsonl"), "{\"id_str\":\"1\",\"user\":{\"id_str\":\"2\"},\"text\":\"x\"}\nnot json\n")
+        .unwrap();
     let dl = d.join("a-file").join("dl.jsonl");
     let db = format!("sqlite:{}", d.join("i.db").display());
     let out = complyd(
