@@ -43,6 +43,13 @@ const FRAME_SLICE: usize = 64 * 1024;
 /// deflate's maximum ratio (about 10 times the input for these streams).
 const INFLATE_PIECE: usize = 8 * 1024;
 
+/// A connection whose decoded bytes pass [`BOMB_AFTER`] at more than this
+/// many times its compressed bytes is cut as a gzip bomb. The stream
+/// compresses about 10:1; deflate reaches about 1000:1 on repeated bytes.
+const MAX_INFLATE_RATIO: u64 = 100;
+/// The ratio is judged once this much was decoded on the connection.
+const BOMB_AFTER: u64 = 16 << 20;
+
 /// How much of a refused response's body is kept for the log.
 const ERROR_BODY_LIMIT: usize = 2048;
 
@@ -60,7 +67,7 @@ pub enum ExitReason {
     Connect(String),
     /// Read error, connection reset, bad or truncated gzip.
     Network(String),
-    /// No byte for the idle-read timeout.
+    /// No complete line (not even a heartbeat) for the idle-read timeout.
     IdleTimeout(Duration),
     /// The router is gone (the daemon is stopping).
     Internal(String),
@@ -92,7 +99,9 @@ impl fmt::Display for ExitReason {
             ExitReason::Http { status, message } => write!(f, "HTTP {status}: {message}"),
             ExitReason::Connect(e) => write!(f, "connect failed: {e}"),
             ExitReason::Network(e) => write!(f, "read failed: {e}"),
-            ExitReason::IdleTimeout(d) => write!(f, "no data for {} ms (idle-read timeout)", d.as_millis()),
+            ExitReason::IdleTimeout(d) => {
+                write!(f, "no complete line, not even a heartbeat, for {} ms (idle-read timeout)", d.as_millis())
+            }
             ExitReason::Internal(e) => write!(f, "internal: {e}"),
         }
     }
@@ -326,11 +335,20 @@ impl Connection {
             };
             return ExitReason::Http { status, message };
         }
-        let gzip = response
+        let encoding = response
             .headers()
             .get(awc::http::header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().contains("gzip"));
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
+        let gzip = match encoding.as_deref() {
+            None | Some("" | "identity") => false,
+            Some(e) if e.contains("gzip") => true,
+            Some(e) => {
+                let shown: String = e.chars().take(40).collect();
+                return ExitReason::Network(format!(
+                    "the server sent Content-Encoding {shown:?}; complyd reads gzip (or no encoding)"
+                ));
+            }
+        };
         if !gzip {
             tracing::warn!(partition = p, "The stream is not gzip-encoded; reading it as is");
         }
@@ -347,6 +365,8 @@ impl Connection {
         };
         let mut decoded: Vec<u8> = Vec::with_capacity(256 * 1024);
         let mut framer = LineFramer::new(self.spec.max_line);
+        // Compressed bytes fed to the decoder, decoded bytes out of it.
+        let (mut fed, mut inflated) = (0u64, 0u64);
         let idle = self.spec.idle_timeout;
         let mut idle_deadline = tokio::time::Instant::now() + idle;
         loop {
@@ -408,7 +428,7 @@ impl Connection {
                 }
                 Some(Ok(chunk)) => chunk,
             };
-            idle_deadline = tokio::time::Instant::now() + idle;
+            let lines_before = self.lines;
             let now = now_ms();
             *last_byte_ms = Some(now);
             self.counters.last_byte_ms.store(now, Relaxed);
@@ -423,9 +443,28 @@ impl Connection {
                     self.discard_cut(&framer, Cut::BadGzip);
                     return ExitReason::Network(format!("bad gzip data: {e}"));
                 }
+                fed += piece.len() as u64;
+                inflated += decoded.len() as u64;
+                if gzip && inflated > BOMB_AFTER && inflated > fed.saturating_mul(MAX_INFLATE_RATIO) {
+                    if let Err(x) = self.flush(*last_byte_ms).await {
+                        return x;
+                    }
+                    let detail = format!(
+                        "{inflated} bytes decoded from {fed} compressed (over {MAX_INFLATE_RATIO}:1): a gzip bomb; the connection is cut"
+                    );
+                    self.discard_cut(&framer, Cut::GzipBomb);
+                    self.counters.dead_lettered.fetch_add(1, Relaxed);
+                    self.dead_letter("gzip_bomb", &detail, &decoded[..decoded.len().min(256)]);
+                    return ExitReason::Network(detail);
+                }
                 if let Err(e) = self.frame(&mut framer, &decoded, *last_byte_ms).await {
                     return e;
                 }
+            }
+            // Bytes that never complete a line (a server sending one byte a
+            // second) do not keep the connection alive.
+            if self.lines > lines_before {
+                idle_deadline = tokio::time::Instant::now() + idle;
             }
         }
     }
@@ -608,6 +647,7 @@ enum Cut {
     StreamEnded,
     ReadError,
     BadGzip,
+    GzipBomb,
 }
 
 impl Cut {
@@ -618,6 +658,7 @@ impl Cut {
             Cut::StreamEnded => "stream_ended",
             Cut::ReadError => "read_error",
             Cut::BadGzip => "bad_gzip",
+            Cut::GzipBomb => "gzip_bomb",
         }
     }
 }

@@ -73,7 +73,10 @@ impl DeadLetter {
         });
         let f = self.file.as_mut().expect("opened above");
         serde_json::to_writer(&mut *f, &record)?;
-        f.write_all(b"\n")
+        f.write_all(b"\n")?;
+        // Written through at once: a record is rare, and one the daemon
+        // holds in a buffer would be lost by a crash.
+        f.flush()
     }
 
     /// Flushes the file.

@@ -535,3 +535,284 @@ async fn replay_errors_unprocessed_ranges_and_breaks_are_asked_again_until_compl
     .await
     .expect("the test timed out");
 }
+
+// ---------------------------------------------------------------------------
+// Hostile servers: what a broken proxy, a hostile network or a bug at X can
+// send. Partition 1 gets the hostile answer, partition 2 a good stream; the
+// daemon must say what went wrong, keep its memory bounded, and keep
+// partition 2 flowing.
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Hostile {
+    /// 100 MB without `\r\n`, then a good event.
+    HugeLine,
+    /// A line that is not UTF-8, then a good event.
+    InvalidUtf8,
+    /// JSON objects nested 50,000 deep (550 KB, under the line limit), then a good event.
+    Nested,
+    /// 300 MB of zeros, gzip'd to a few hundred KB.
+    Bomb,
+    /// One byte every 200 ms, never a whole line.
+    Trickle,
+    /// Reads the request, never answers.
+    Silent,
+    /// `Content-Encoding: br`.
+    WrongEncoding,
+    /// Not HTTP at all.
+    NotHttp,
+}
+
+struct HostileServer {
+    addr: std::net::SocketAddr,
+    mode: std::sync::Arc<Mutex<Hostile>>,
+}
+
+fn gz_piece(enc: &mut flate2::write::GzEncoder<Vec<u8>>, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    enc.write_all(bytes).unwrap();
+    enc.flush().unwrap();
+    std::mem::take(enc.get_mut())
+}
+
+fn event_line(id: u64) -> String {
+    format!(
+        r#"{{"delete":{{"status":{{"id":{id},"id_str":"{id}","user_id":7,"user_id_str":"7"}},"timestamp_ms":"{}"}}}}"#,
+        complyd::clock::now_ms()
+    ) + "\r\n"
+}
+
+async fn write_chunk(sock: &mut tokio::net::TcpStream, data: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if data.is_empty() {
+        return Ok(());
+    }
+    sock.write_all(format!("{:x}\r\n", data.len()).as_bytes()).await?;
+    sock.write_all(data).await?;
+    sock.write_all(b"\r\n").await
+}
+
+const HEAD_GZIP: &str =
+    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+const HEAD_PLAIN: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+impl HostileServer {
+    async fn start() -> HostileServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = std::sync::Arc::new(Mutex::new(Hostile::HugeLine));
+        // The bomb, compressed once.
+        let bomb = {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..300 {
+                enc.write_all(&zeros).unwrap();
+            }
+            std::sync::Arc::new(enc.finish().unwrap())
+        };
+        let m = mode.clone();
+        actix_rt::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let (m, bomb) = (m.clone(), bomb.clone());
+                actix_rt::spawn(async move {
+                    let _ = serve(sock, m, bomb).await;
+                });
+            }
+        });
+        HostileServer { addr, mode }
+    }
+
+    fn set(&self, m: Hostile) {
+        *self.mode.lock().unwrap() = m;
+    }
+}
+
+async fn serve(
+    mut sock: tokio::net::TcpStream,
+    mode: std::sync::Arc<Mutex<Hostile>>,
+    bomb: std::sync::Arc<Vec<u8>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let first = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    if !first.contains("partition=1") {
+        // A good stream: an event every 50 ms, forever.
+        sock.write_all(HEAD_GZIP.as_bytes()).await?;
+        for i in 0u64.. {
+            let piece = gz_piece(&mut enc, event_line(1_000_000 + i).as_bytes());
+            write_chunk(&mut sock, &piece).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        return Ok(());
+    }
+    let m = *mode.lock().unwrap();
+    let pause = Duration::from_millis(200);
+    match m {
+        Hostile::HugeLine => {
+            sock.write_all(HEAD_PLAIN.as_bytes()).await?;
+            let block = vec![b'a'; 1 << 20];
+            for _ in 0..100 {
+                write_chunk(&mut sock, &block).await?;
+            }
+            write_chunk(&mut sock, format!("\r\n{}", event_line(1)).as_bytes()).await?;
+        }
+        Hostile::InvalidUtf8 | Hostile::Nested => {
+            sock.write_all(HEAD_GZIP.as_bytes()).await?;
+            let bad: Vec<u8> = if m == Hostile::Nested {
+                let mut v = b"{\"delete\":".repeat(50_000);
+                v.extend_from_slice(b"1");
+                v.extend(std::iter::repeat(b'}').take(50_000));
+                v
+            } else {
+                b"{\"delete\":{\"status\":{\"id\":2,\"id_str\":\"\xff\xfe\xfd\",\"user_id\":7}}}".to_vec()
+            };
+            let mut line = bad;
+            line.extend_from_slice(b"\r\n");
+            line.extend_from_slice(event_line(2).as_bytes());
+            let piece = gz_piece(&mut enc, &line);
+            write_chunk(&mut sock, &piece).await?;
+        }
+        Hostile::Bomb => {
+            sock.write_all(HEAD_GZIP.as_bytes()).await?;
+            for c in bomb.chunks(16 << 10) {
+                write_chunk(&mut sock, c).await?;
+            }
+        }
+        Hostile::Trickle => {
+            sock.write_all(HEAD_PLAIN.as_bytes()).await?;
+            while *mode.lock().unwrap() == m {
+                write_chunk(&mut sock, b"{").await?;
+                tokio::time::sleep(pause).await;
+            }
+            return Ok(());
+        }
+        Hostile::Silent => {
+            while *mode.lock().unwrap() == m {
+                tokio::time::sleep(pause).await;
+            }
+            return Ok(());
+        }
+        Hostile::WrongEncoding => {
+            sock.write_all(HEAD_GZIP.replace("gzip", "br").as_bytes()).await?;
+            let piece = gz_piece(&mut enc, event_line(3).as_bytes());
+            write_chunk(&mut sock, &piece).await?;
+        }
+        Hostile::NotHttp => {
+            sock.write_all(b"SSH-2.0-OpenSSH_9.6\r\nProtocol mismatch.\r\n").await?;
+            return Ok(());
+        }
+    }
+    // Heartbeats until the test moves on, then drop the connection.
+    while *mode.lock().unwrap() == m {
+        let hb = if m == Hostile::HugeLine { b"\r\n".to_vec() } else { gz_piece(&mut enc, b"\r\n") };
+        write_chunk(&mut sock, &hb).await?;
+        tokio::time::sleep(pause).await;
+    }
+    Ok(())
+}
+
+fn dead_letter_reasons(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["source"].as_str().is_some_and(|s| s.contains("partition 1") || s.contains("partition=1")))
+        .filter_map(|v| v["reason"].as_str().map(str::to_owned))
+        .collect()
+}
+
+// The guard is held on purpose for the whole test (one test at a time: the
+// memory measured is the process's).
+#[allow(clippy::await_holding_lock)]
+#[actix_rt::test]
+async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_other_partitions_flow() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let server = HostileServer::start().await;
+        let mut s = daemon_settings_for(server.addr, &d, "hostile.db");
+        s.stream.partitions = vec![1, 2];
+        s.stream.connect_timeout_ms = 1_000;
+        s.stream.idle_timeout_ms = 1_500;
+        s.limiter.max_requests = 1_000;
+        let dl = s.store.dead_letter.clone().unwrap();
+        let daemon = Daemon::start(plan(s, complyd::settings::Secret::new("pw"))).await.unwrap();
+        let h = daemon.health().clone();
+        let p1 = |h: &Health| h.partitions().into_iter().find(|p| p.partition == 1).unwrap();
+        let events2 = |h: &Health| h.counters(2).events.load(Relaxed);
+        let rss_before = rss_mb();
+        let mut peak = rss_before;
+        // Each mode: what must happen, said by the dead-letter file or the
+        // last error of partition 1.
+        let cases: [(Hostile, &str); 8] = [
+            (Hostile::HugeLine, "dead-lettered oversized"),
+            (Hostile::InvalidUtf8, "dead-lettered"),
+            (Hostile::Nested, "dead-lettered"),
+            (Hostile::Bomb, "gzip bomb"),
+            (Hostile::Trickle, "no complete line"),
+            (Hostile::Silent, "imeout"),
+            (Hostile::WrongEncoding, "Content-Encoding \"br\""),
+            (Hostile::NotHttp, "connect failed"),
+        ];
+        for (mode, says) in cases {
+            let before_dl = dead_letter_reasons(&dl).len();
+            let before_events = events2(&h);
+            let before_exits = p1(&h).exits.len();
+            server.set(mode);
+            let end = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                peak = peak.max(rss_mb());
+                let reasons = dead_letter_reasons(&dl);
+                let last = p1(&h).last_error.unwrap_or_default();
+                let done = match says {
+                    "dead-lettered oversized" => reasons[before_dl..].iter().any(|r| r == "oversized"),
+                    "dead-lettered" => reasons.len() > before_dl,
+                    _ => p1(&h).exits.len() > before_exits && last.contains(says),
+                };
+                if done {
+                    eprintln!("hostile {mode:?}: last error {last:?}; dead letters {:?}", &reasons[before_dl..]);
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < end,
+                    "{mode:?}: expected {says:?}; last error {last:?}; dead letters {:?}",
+                    &reasons[before_dl.min(reasons.len())..]
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if matches!(mode, Hostile::HugeLine | Hostile::InvalidUtf8 | Hostile::Nested) {
+                // The good event after the bad line is applied.
+                let c = h.counters(1);
+                assert!(
+                    wait_until(Duration::from_secs(10), || c.events.load(Relaxed) > 0).await,
+                    "{mode:?}: the event after the bad line"
+                );
+            }
+            assert!(
+                wait_until(Duration::from_secs(10), || events2(&h) > before_events + 5).await,
+                "{mode:?}: partition 2 stopped flowing"
+            );
+            if mode == Hostile::Bomb {
+                assert!(dead_letter_reasons(&dl).iter().any(|r| r == "gzip_bomb"), "the bomb is dead-lettered");
+            }
+        }
+        // A 100 MB line and a 300 MB bomb went through: memory grew by far
+        // less than either.
+        eprintln!("hostile: RSS {rss_before:.0} MB before, {peak:.0} MB at most");
+        assert!(peak - rss_before < 64.0, "RSS grew from {rss_before:.0} MB to {peak:.0} MB");
+        daemon.shutdown().await;
+    })
+    .await
+    .expect("the test timed out");
+}

@@ -48,12 +48,19 @@ pub fn sim_config(dir: &Path, rate: f64) -> SimConfig {
 /// Daemon settings for tests: short timeouts and delays, no jitter (delays
 /// are exact), the real 10-per-60 s connection limiter.
 pub fn daemon_settings(sim: &SimHandle, cfg: &SimConfig, dir: &Path, db: &str) -> Settings {
-    let mut s = Settings::default();
-    s.stream.url =
-        format!("http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json", sim.addr());
+    let mut s = daemon_settings_for(sim.addr(), dir, db);
     s.stream.account = cfg.account.clone();
     s.stream.label = cfg.label.clone();
     s.stream.username = cfg.username.clone();
+    s
+}
+
+/// [`daemon_settings`] for a server at `addr` that is not the simulator.
+pub fn daemon_settings_for(addr: std::net::SocketAddr, dir: &Path, db: &str) -> Settings {
+    let mut s = Settings::default();
+    s.stream.url = format!("http://{addr}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json");
+    s.stream.account = "demo".into();
+    s.stream.username = "demo@example.com".into();
     s.stream.connect_timeout_ms = 2_000;
     s.stream.idle_timeout_ms = 2_000;
     s.stream.threads = 2;
