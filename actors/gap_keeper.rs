@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 pub enum GapNote {
     /// A (re)connection left this gap; `connection` is the partition's
     /// connection count once it opened (which connection's backfill it is).
-    Opened { gap: NewGap, connection: u64 },
+    /// `recorded` is answered once the gap is written.
+    Opened { gap: NewGap, connection: u64, recorded: Option<tokio::sync::oneshot::Sender<()>> },
     /// Time passes: close what backfill repaired, refresh the health list.
     Tick,
 }
@@ -52,7 +53,7 @@ pub struct GapKeeper {
     store: StoreSlot,
     health: Arc<Health>,
     /// Gaps not yet written (the store failed): written at the next tick.
-    unwritten: Vec<(NewGap, u64)>,
+    unwritten: Vec<(NewGap, u64, Option<tokio::sync::oneshot::Sender<()>>)>,
     /// The backfill gaps of this process: gap id -> (partition, the
     /// connection that asked for the backfill).
     backfills: HashMap<i64, (u8, u64)>,
@@ -75,12 +76,16 @@ impl GapKeeper {
     }
 
     fn write_unwritten(&mut self) -> Result<(), StoreError> {
-        while let Some((gap, connection)) = self.unwritten.first() {
+        while let Some((gap, connection, _)) = self.unwritten.first() {
             let id = self.store.get()?.open_gap(gap, now_ms())?;
             if gap.repair == Some(Repair::Backfill) {
                 self.backfills.insert(id, (gap.partition, *connection));
             }
-            let (gap, _) = self.unwritten.remove(0);
+            let (gap, _, recorded) = self.unwritten.remove(0);
+            if let Some(r) = recorded {
+                // The connection may hand its events on now.
+                let _ = r.send(());
+            }
             tracing::warn!(
                 partition = gap.partition,
                 from_ms = gap.from_ms,
@@ -232,8 +237,8 @@ impl Handler<GapNote> for GapKeeper {
     type Result = ();
 
     fn handle(&mut self, note: GapNote, _ctx: &mut Self::Context) {
-        if let GapNote::Opened { gap, connection } = note {
-            self.unwritten.push((gap, connection));
+        if let GapNote::Opened { gap, connection, recorded } = note {
+            self.unwritten.push((gap, connection, recorded));
         }
         self.tick();
     }

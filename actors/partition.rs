@@ -33,7 +33,7 @@ use std::io::{self, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// Decoded bytes are framed in slices of at most this size, so that a batch
 /// never grows past `max_events` by more than one slice's worth.
@@ -126,6 +126,9 @@ pub fn config_hint(status: u16) -> &'static str {
 pub struct ChildConnected {
     pub partition: u8,
     pub generation: u64,
+    /// Answered (or dropped) once the gap this connection left is in the
+    /// ledger: none of its events is handed on before.
+    pub recorded: oneshot::Sender<()>,
 }
 
 /// The stream has ended: reported to whoever started it, which decides what
@@ -184,6 +187,7 @@ impl Actor for PartitionStream {
             notice: None,
             buffer_full: false,
             first_event_seen: false,
+            gap_recorded: None,
         };
         // Every line this connection logs carries its partition (and its
         // generation: the how-many-th connection of this partition).
@@ -296,6 +300,8 @@ struct Connection {
     buffer_full: bool,
     /// The connection's first event is recorded in the counters.
     first_event_seen: bool,
+    /// Resolves once the gap the connection left is in the ledger.
+    gap_recorded: Option<oneshot::Receiver<()>>,
 }
 
 impl Connection {
@@ -355,7 +361,9 @@ impl Connection {
         *connected_at = Some(Instant::now());
         self.counters.connection_first_event_ms.store(0, Relaxed);
         self.counters.connections.fetch_add(1, Relaxed);
-        self.on_connected.do_send(ChildConnected { partition: p, generation: self.generation });
+        let (recorded, gap_recorded) = oneshot::channel();
+        self.gap_recorded = Some(gap_recorded);
+        self.on_connected.do_send(ChildConnected { partition: p, generation: self.generation, recorded });
         tracing::info!(partition = p, backfill_minutes = ?self.backfill_minutes, "Stream connected");
 
         let mut inflate = if gzip {
@@ -608,6 +616,23 @@ impl Connection {
     async fn flush(&mut self, last_byte_ms: Option<i64>) -> Result<(), ExitReason> {
         if self.batch.is_empty() {
             return Ok(());
+        }
+        if let Some(recorded) = self.gap_recorded.take() {
+            // The gap this connection left goes into the ledger before any
+            // of its events commits: a crash in between would otherwise
+            // leave a position past a gap nobody recorded.
+            let stopped = tokio::select! {
+                biased;
+                _ = recorded => false,
+                _ = wait_shutdown(&mut self.shutdown) => true,
+            };
+            if stopped {
+                let n = (self.batch.status.len() + self.batch.user.len()) as u64;
+                metrics::counter!("complyd_discarded_total", "partition" => self.partition.to_string(), "reason" => "gap_not_recorded")
+                    .increment(n);
+                tracing::warn!(partition = self.partition, events = n, "Shutting down before this connection's gap was recorded: its first events are not applied (the restart covers them)");
+                return Err(ExitReason::Shutdown);
+            }
         }
         let status = std::mem::replace(&mut self.batch.status, Vec::with_capacity(self.spec.batch_max.min(65_536)));
         let user = std::mem::take(&mut self.batch.user);

@@ -355,7 +355,7 @@ impl Handler<ChildConnected> for Supervisor {
         if let (Some(since), Some(keeper)) = (since, &self.cfg.gap_keeper) {
             if let Some(gap) = gaps::on_connect(m.partition, since, connected, cause, c.backfill_minutes) {
                 let connection = counters.connections.load(std::sync::atomic::Ordering::Relaxed);
-                keeper.do_send(GapNote::Opened { gap, connection });
+                keeper.do_send(GapNote::Opened { gap, connection, recorded: Some(m.recorded) });
             }
         }
         // What comes before the connection is in the ledger now: a next gap

@@ -99,3 +99,98 @@ async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
     .await
     .expect("the test timed out");
 }
+
+/// A tmpfs mounted for the test, unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill it, which needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mount(at.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "remount: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Bytes of the files in it.
+    fn used(&self) -> u64 {
+        std::fs::read_dir(&self.0).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The store's disk fills up (a tmpfs with 1 MiB left): commits fail, say
+/// so at ERROR and on /readyz, the readers wait, nothing is dropped; when
+/// space returns, everything recorded is committed.
+#[actix_rt::test]
+#[ignore = "needs root to mount a tmpfs: `bash scripts/test.sh` runs it"]
+async fn a_full_disk_stops_the_commits_and_they_resume_when_space_returns() {
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let mnt = Mount::tmpfs(&d.join("disk"), "64m");
+        // A simulator buffer (50 s) longer than the full disk lasts.
+        let cfg = SimConfig { buffer_batches: 2_500, ..sim_config(&d, 4_000.0) };
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut s = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        s.store.url = format!("sqlite:{}", d.join("disk").join("daemon.db").display());
+        let url = s.store.url.clone();
+        import_posts(&url, &d);
+        // 1 MiB left on the disk.
+        mnt.resize(&format!("{}k", mnt.used() / 1024 + 1024));
+        let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
+        let h = daemon.health().clone();
+        let full = wait_until(Duration::from_secs(30), || h.store_error().is_some_and(|e| e.contains("full"))).await;
+        assert!(full, "the disk never filled: {}", h.report());
+        let (ready, reasons) = h.readiness();
+        eprintln!("full disk: /readyz says {reasons:?}");
+        assert!(!ready && reasons.iter().any(|r| r.starts_with("store:") && r.contains("full")), "{reasons:?}");
+        // Nothing commits while the disk is full, and the readers wait.
+        let committed = h.committed();
+        // A deliberate fixed wait: it measures that nothing moves meanwhile.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(h.committed() - committed < 5_000, "commits went on: {} more", h.committed() - committed);
+        eprintln!("full disk: {} events received, {} committed", h.received(), h.committed());
+        mnt.resize("256m");
+        assert!(
+            wait_until(Duration::from_secs(30), || h.store_error().is_none() && h.committed() >= h.received()).await,
+            "the daemon did not resume once space returned: {}",
+            h.report()
+        );
+        quiesce(&sim, &daemon).await;
+        let stats = sim.stats();
+        let report = daemon.shutdown().await;
+        sim.stop().await;
+        assert!(report.clean, "{report:?}");
+        assert_eq!(stats.partitions.iter().map(|p| p.full_buffer_disconnects).sum::<u64>(), 0);
+        let lines = record_lines(&d.join("record.tsv"));
+        let (events, _) = expected_counts(&lines);
+        assert_eq!(h.committed(), events, "{}", per_partition_diff(&h, &lines));
+        let reference = replay_reference(&lines, &d);
+        assert_same_effect(&url, &reference, &lines);
+    })
+    .await
+    .expect("the test timed out");
+}

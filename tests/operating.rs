@@ -331,41 +331,99 @@ async fn a_known_password_never_appears_in_logs_errors_or_metrics() {
 /// with what the simulator sent and everything it generated in the repaired
 /// windows. Two partitions: two runs stay within X's 10 connection requests
 /// a minute.
+/// A simulator with Replay serving the recent past, its posts imported into
+/// a SQLite store, and a `complyd run` config for `partitions` that repairs
+/// gaps through Replay at once.
+async fn kill_setup(
+    d: &Path,
+    partitions: &str,
+) -> (complyd::sim::SimConfig, complyd::sim::SimHandle, String, std::path::PathBuf, u16) {
+    let mut cfg = sim_config(d, 2_000.0);
+    cfg.replay.min_age_minutes = 0;
+    let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+    let url = format!("sqlite:{}", d.join("run.db").display());
+    import_posts(&url, d);
+    let port = closed_port();
+    let config = d.join("kill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stream]\nurl = \"http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json\"\naccount = \"{}\"\nlabel = \"{}\"\nusername = \"{}\"\npassword_env = \"COMPLYD_TEST_RUN_PW\"\npartitions = {partitions}\n[handlers]\nmaintain_interval_ms = 300\n[replay]\nfreshness_ms = 0\ncheck_interval_ms = 500\n[store]\nurl = \"{url}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            sim.addr(),
+            cfg.account,
+            cfg.label,
+            cfg.username
+        ),
+    )
+    .unwrap();
+    (cfg, sim, url, config, port)
+}
+
+fn spawn_run(config: &Path, cfg: &complyd::sim::SimConfig) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_complyd"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("COMPLYD_TEST_RUN_PW", &cfg.password)
+        .env_remove("COMPLYD_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn sigkill(child: &mut std::process::Child) {
+    Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+}
+
+/// Waits until every gap of the ledger is repaired; answers the event time
+/// the repairs replayed: from the first gap's minute to the last covered.
+async fn wait_repaired(st: &mut Box<dyn complyd::store::Store>, secs: u64) -> (i64, i64) {
+    let repaired = wait_until(Duration::from_secs(secs), || {
+        st.gaps(false).unwrap().iter().all(|g| g.state == complyd::gaps::GapState::Repaired)
+    })
+    .await;
+    let gaps = st.gaps(false).unwrap();
+    assert!(repaired, "{gaps:#?}");
+    let from = gaps.iter().map(|g| g.from_ms.div_euclid(60_000) * 60_000).min().unwrap();
+    (from, gaps.iter().map(|g| g.covered_to_ms).max().unwrap())
+}
+
+/// Stops the streams (the simulator refuses reconnections), lets the
+/// daemon commit what it holds, then stops it with SIGTERM.
+async fn quiet_and_stop(sim: &complyd::sim::SimHandle, port: u16, mut child: std::process::Child) {
+    sim.trigger(Fault::new(FaultKind::Status { status: 503 }).times(100_000));
+    sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) }));
+    let quiet = async {
+        for _ in 0..400 {
+            if let Ok(mut r) = awc::Client::default().get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+                let h: serde_json::Value = r.json().limit(1 << 22).await.unwrap_or_default();
+                let streaming =
+                    h["partitions"].as_array().map_or(true, |ps| ps.iter().any(|p| p["state"] == "connected"));
+                if !streaming && h["events_committed"] == h["events_received"] {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(quiet.await, "the daemon did not stop streaming and commit what it received within 20 s");
+    assert!(
+        wait_until(Duration::from_secs(20), || catches_sigterm(child.id())).await,
+        "complyd run did not install its SIGTERM handler"
+    );
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 #[actix_rt::test]
 async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_repairs_them() {
     init_logs();
     tokio::time::timeout(Duration::from_secs(170), async {
         let dir = tempdir();
         let d = path(&dir);
-        let mut cfg = sim_config(&d, 2_000.0);
-        cfg.replay.min_age_minutes = 0;
-        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
-        let url = format!("sqlite:{}", d.join("run.db").display());
-        import_posts(&url, &d);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = d.join("kill.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[stream]\nurl = \"http://{}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json\"\naccount = \"{}\"\nlabel = \"{}\"\nusername = \"{}\"\npassword_env = \"COMPLYD_TEST_RUN_PW\"\npartitions = [1, 2]\n[replay]\nfreshness_ms = 0\ncheck_interval_ms = 500\n[store]\nurl = \"{url}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-                sim.addr(),
-                cfg.account,
-                cfg.label,
-                cfg.username
-            ),
-        )
-        .unwrap();
-        let spawn = || {
-            Command::new(env!("CARGO_BIN_EXE_complyd"))
-                .args(["run", "--config", config.to_str().unwrap()])
-                .env("COMPLYD_TEST_RUN_PW", &cfg.password)
-                .env_remove("COMPLYD_LOG")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        };
-        let mut first = spawn();
+        let (cfg, sim, url, config, port) = kill_setup(&d, "[1, 2]").await;
+        let mut first = spawn_run(&config, &cfg);
         let mut st = complyd::store::open(&url).unwrap();
         assert!(
             wait_until(Duration::from_secs(30), || committed_positions(st.as_mut()) == 4).await,
@@ -374,8 +432,7 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
         // Mid-flow: batches are being committed all the time.
         let flowing = sim.stats().next_event_index;
         assert!(wait_until(Duration::from_secs(10), || sim.stats().next_event_index > flowing + 2_000).await);
-        Command::new("kill").args(["-KILL", &first.id().to_string()]).status().unwrap();
-        first.wait().unwrap();
+        sigkill(&mut first);
         // What was committed when it died: a partition is caught up to the
         // smaller of its two handlers' positions.
         let mut committed = std::collections::HashMap::new();
@@ -388,7 +445,7 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
         let down = sim.stats().next_event_index;
         assert!(wait_until(Duration::from_secs(10), || sim.stats().next_event_index > down + 1_000).await);
 
-        let mut second = spawn();
+        let second = spawn_run(&config, &cfg);
         let gaps = |st: &mut Box<dyn complyd::store::Store>| st.gaps(false).unwrap();
         assert!(
             wait_until(Duration::from_secs(30), || gaps(&mut st).len() == 2).await,
@@ -400,42 +457,62 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
             assert_eq!(g.from_ms, committed[&g.partition], "from the last committed position: {g:?}");
         }
         // Replay serves whole minutes: the repair waits for the gaps' last one.
-        let repaired = wait_until(Duration::from_secs(100), || {
-            gaps(&mut st).iter().all(|g| g.state == complyd::gaps::GapState::Repaired)
-        })
-        .await;
-        assert!(repaired, "{:#?}", gaps(&mut st));
-        let replayed_from = gaps(&mut st).iter().map(|g| g.from_ms.div_euclid(60_000) * 60_000).min().unwrap();
-        let covered = gaps(&mut st).iter().map(|g| g.covered_to_ms).max().unwrap();
-
-        // Stop the streams (the simulator refuses reconnections), let the
-        // daemon commit what it holds, then stop it.
-        sim.trigger(Fault::new(FaultKind::Status { status: 503 }).times(100_000));
-        sim.trigger(Fault::new(FaultKind::ForcedDisconnect { message: Some("closing for operational reasons".into()) }));
-        let quiet = async {
-            for _ in 0..400 {
-                if let Ok(mut r) = awc::Client::default().get(format!("http://127.0.0.1:{port}/healthz")).send().await {
-                    let h: serde_json::Value = r.json().limit(1 << 22).await.unwrap_or_default();
-                    let streaming = h["partitions"].as_array().map_or(true, |ps| ps.iter().any(|p| p["state"] == "connected"));
-                    if !streaming && h["events_committed"] == h["events_received"] {
-                        return true;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            false
-        };
-        assert!(quiet.await, "the daemon did not stop streaming and commit what it received within 20 s");
-        assert!(
-            wait_until(Duration::from_secs(20), || catches_sigterm(second.id())).await,
-            "complyd run did not install its SIGTERM handler"
-        );
-        Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
-        assert!(second.wait().unwrap().success());
+        let (replayed_from, covered) = wait_repaired(&mut st, 100).await;
+        quiet_and_stop(&sim, port, second).await;
 
         // Everything generated in the repaired windows (every partition's:
         // Replay is not per partition), then everything sent.
         let generated = sim_generated(&sim, &cfg, replayed_from, covered).await;
+        sim.stop().await;
+        drop(st);
+        assert_sent_and_generated(&url, &d, generated);
+    })
+    .await
+    .expect("the test timed out");
+}
+
+/// 20 SIGKILLs at random moments: while the store opens, while batches
+/// commit, during maintenance passes (every 300 ms here) and while gaps are
+/// replayed. One partition: X's 10 connection requests a minute (which
+/// `complyd run` keeps to, across restarts) let about half of the runs
+/// connect. Each restart records the stretch it missed; at the end the
+/// store is readable, every stretch is repaired, and the store equals an
+/// offline replay of everything the simulator sent and generated, which is
+/// what one uninterrupted run gives.
+#[actix_rt::test]
+async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
+    use rand::{Rng, SeedableRng};
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let (cfg, sim, url, config, port) = kill_setup(&d, "[1]").await;
+        let seed = complyd::clock::now_ms() as u64;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut lived = Vec::new();
+        for _ in 0..20 {
+            let mut child = spawn_run(&config, &cfg);
+            let ms = rng.gen_range(50..2_500u64);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            sigkill(&mut child);
+            lived.push(ms);
+        }
+        eprintln!("sigkill loop (seed {seed}): killed after {lived:?} ms");
+        let last = spawn_run(&config, &cfg);
+        let mut st = complyd::store::open(&url).expect("the store opens after 20 SIGKILLs");
+        // The restart's own gaps are recorded once it connects.
+        assert!(
+            wait_until(Duration::from_secs(30), || !st.gaps(false).unwrap().is_empty()).await,
+            "no gap recorded after 20 SIGKILLs (seed {seed})"
+        );
+        let (replayed_from, covered) = wait_repaired(&mut st, 150).await;
+        let gaps = st.gaps(false).unwrap();
+        eprintln!("sigkill loop: {} gaps repaired, {} ms of event time replayed", gaps.len(), covered - replayed_from);
+        quiet_and_stop(&sim, port, last).await;
+        // Everything the simulator generated from its start to the end of
+        // the repairs, whether the daemon was up or not: a stretch missing
+        // from the ledger would be missing from the store.
+        let generated = sim_generated(&sim, &cfg, sim.epoch_ms().min(replayed_from), covered).await;
         sim.stop().await;
         drop(st);
         assert_sent_and_generated(&url, &d, generated);
