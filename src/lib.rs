@@ -17,6 +17,7 @@ pub mod files;
 pub mod framing;
 pub mod gaps;
 pub mod health;
+pub mod inflate;
 pub mod http;
 pub mod limiter;
 pub mod logging;
