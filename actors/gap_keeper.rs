@@ -167,7 +167,10 @@ impl GapKeeper {
                 Some("the connection that asked for the backfill ended before it was confirmed; Replay repairs it")
             } else if committed.get(&g.partition).is_some_and(|c| *c >= g.to_ms) {
                 let first = counters.connection_first_event_ms.load(std::sync::atomic::Ordering::Relaxed);
-                if first > 0 && first <= gaps::floor_minute(g.from_ms) + gaps::MINUTE_MS {
+                // Only a first event from before the gap proves the backfill
+                // reached back over it (a server that ignores the parameter
+                // sends live events, which start after the gap).
+                if first > 0 && first <= g.from_ms {
                     changed = true;
                     if store.move_gap(g.id, &GapMove::to(GapState::Repaired, "backfilled events committed"), now)? {
                         tracing::info!(

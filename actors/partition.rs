@@ -22,8 +22,8 @@ use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
 use crate::event::{parse_line, EventKind, Message, StatusEvent, UserEvent, EVENT_TYPES};
 use crate::framing::{Frame, LineFramer};
-use crate::inflate::Inflate;
 use crate::health::PartitionCounters;
+use crate::inflate::Inflate;
 use crate::settings::StreamPlan;
 use crate::store::Timed;
 use actix::prelude::*;
@@ -326,11 +326,7 @@ impl Connection {
         self.on_connected.do_send(ChildConnected { partition: p, generation: self.generation, recorded });
         tracing::info!(partition = p, backfill_minutes = ?self.backfill_minutes, "Stream connected");
 
-        let mut inflate = if gzip {
-            Inflate::gzip()
-        } else {
-            Inflate::identity()
-        };
+        let mut inflate = if gzip { Inflate::gzip() } else { Inflate::identity() };
         let mut decoded: Vec<u8> = Vec::with_capacity(256 * 1024);
         let mut framer = LineFramer::new(self.spec.max_line);
         // Compressed bytes fed to the decoder, decoded bytes out of it.

@@ -86,5 +86,4 @@ mod tests {
         inf.decode(&gz[..gz.len() - 6], &mut out).unwrap();
         assert!(inf.finish(&mut out).is_err(), "a missing trailer is an error");
     }
-
 }

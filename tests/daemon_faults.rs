@@ -19,6 +19,11 @@ use std::time::Duration;
 /// The tests of this file measure delays: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The hostile-bytes test measures the process's memory: the Replay tests
+/// (each with a daemon and stores of its own) run beside each other, never
+/// beside it.
+static MEMORY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Limiter window of these tests (the simulator's is the same, the daemon
 /// adds a margin).
 const WINDOW_MS: u64 = 2_000;
@@ -364,12 +369,16 @@ async fn past_the_restart_intensity_a_partition_is_failed_until_a_stable_connect
 async fn start_for_replay(
     d: &std::path::Path,
     check_interval_ms: u64,
+    ignored_backfill: Option<u32>,
 ) -> (SimConfig, complyd::sim::SimHandle, String, Daemon) {
     let mut cfg = sim_config(d, 2_000.0);
     cfg.replay.min_age_minutes = 0;
+    // Some(n): the daemon asks for n minutes of backfill, which the
+    // simulator accepts and never sends.
+    cfg.backfill.ignored = ignored_backfill.is_some();
     let sim = complyd::sim::start(cfg.clone()).await.unwrap();
     let mut s = daemon_settings(&sim, &cfg, d, "daemon.db");
-    s.stream.backfill_minutes = 0;
+    s.stream.backfill_minutes = ignored_backfill.unwrap_or(0);
     s.replay.freshness_ms = 0;
     s.replay.check_interval_ms = check_interval_ms;
     let url = s.store.url.clone();
@@ -384,13 +393,16 @@ async fn start_for_replay(
 /// the gap stays open until the daemon fetches it from Replay, once its last
 /// minute is over. The store then holds every event the simulator
 /// generated, the lost ones included, not only what it sent.
+// The read guard is held on purpose for the whole test (see MEMORY).
+#[allow(clippy::await_holding_lock)]
 #[actix_rt::test]
 async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_sent() {
+    let _memory = MEMORY.read().unwrap_or_else(|e| e.into_inner());
     init_logs();
     tokio::time::timeout(Duration::from_secs(150), async {
         let dir = tempdir();
         let d = path(&dir);
-        let (cfg, sim, url, daemon) = start_for_replay(&d, 200).await;
+        let (cfg, sim, url, daemon) = start_for_replay(&d, 200, None).await;
         let h = daemon.health().clone();
 
         sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(5));
@@ -466,20 +478,66 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
     .expect("the test timed out");
 }
 
+/// A server that accepts `backfillMinutes` and sends nothing back: the gap
+/// is first marked as repairing by backfill, the connection's first event
+/// shows that nothing reached back over it, and the gap goes to Replay,
+/// which repairs it with what was never sent.
+// The read guard is held on purpose for the whole test (see MEMORY).
+#[allow(clippy::await_holding_lock)]
+#[actix_rt::test]
+async fn a_backfill_the_server_ignores_is_noticed_and_the_gap_replayed() {
+    let _memory = MEMORY.read().unwrap_or_else(|e| e.into_inner());
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(150), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let (cfg, sim, url, daemon) = start_for_replay(&d, 200, Some(2)).await;
+        let h = daemon.health().clone();
+        sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(6));
+        let mut st = complyd::store::open(&url).unwrap();
+        let gap_of_6 =
+            |st: &mut Box<dyn complyd::store::Store>| st.gaps(false).unwrap().into_iter().find(|g| g.partition == 6);
+        let repaired =
+            wait_until(Duration::from_secs(100), || gap_of_6(&mut st).is_some_and(|g| g.state == GapState::Repaired))
+                .await;
+        let gap = gap_of_6(&mut st).unwrap();
+        assert!(repaired, "{gap:#?}\n{}", h.report());
+        let moves: Vec<(&str, &str)> = gap.history.iter().map(|e| (e.state.as_str(), e.note.as_str())).collect();
+        assert_eq!(moves[0].0, "repairing", "first taken for a backfill: {moves:?}");
+        assert!(
+            moves.iter().any(|(s, n)| *s == "open" && n.contains("did not reach back")),
+            "then reopened: {moves:?}"
+        );
+        assert_eq!(gap.repair, Some(complyd::gaps::Repair::Replay), "{gap:?}");
+        assert_eq!(sim.stats().partitions.iter().map(|p| p.backfill_events_sent).sum::<u64>(), 0);
+        drop(st);
+        quiesce(&sim, &daemon).await;
+        daemon.shutdown().await;
+        let generated = sim_generated(&sim, &cfg, gap.from_ms, gap.covered_to_ms).await;
+        sim.stop().await;
+        assert_sent_and_generated(&url, &d, generated);
+    })
+    .await
+    .expect("the test timed out");
+}
+
 /// Replay as X can answer it: completed with errors (a minute failed),
 /// failed to complete (a range unprocessed), broken before its `info` line.
 /// Each is asked again from the first minute missing, within the request
 /// budget, until a request completes and the gap is repaired with every
 /// event the simulator generated.
+// The read guard is held on purpose for the whole test (see MEMORY).
+#[allow(clippy::await_holding_lock)]
 #[actix_rt::test]
 async fn replay_errors_unprocessed_ranges_and_breaks_are_asked_again_until_complete() {
+    let _memory = MEMORY.read().unwrap_or_else(|e| e.into_inner());
     use complyd::sim::ReplayOutcome as Answer;
     init_logs();
     tokio::time::timeout(Duration::from_secs(150), async {
         let dir = tempdir();
         let d = path(&dir);
         // Slow enough for the test to arm the next answer between requests.
-        let (cfg, sim, url, daemon) = start_for_replay(&d, 1_500).await;
+        let (cfg, sim, url, daemon) = start_for_replay(&d, 1_500, None).await;
         let h = daemon.health().clone();
 
         sim.trigger(Fault::new(FaultKind::ReplayOutcome { outcome: Answer::CompletedWithErrors }));
@@ -736,6 +794,7 @@ fn dead_letter_reasons(path: &std::path::Path) -> Vec<String> {
 #[actix_rt::test]
 async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_other_partitions_flow() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _memory = MEMORY.write().unwrap_or_else(|e| e.into_inner());
     init_logs();
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempdir();

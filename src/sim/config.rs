@@ -207,11 +207,14 @@ pub struct BackfillConfig {
     /// At most this many events (of all partitions) are scanned for one
     /// backfill, whatever N and the rate.
     pub max_events: u64,
+    /// Accept the parameter but resend nothing (a server that ignores it:
+    /// the client must notice that its backfill never came).
+    pub ignored: bool,
 }
 
 impl Default for BackfillConfig {
     fn default() -> Self {
-        BackfillConfig { accepted: true, max_minutes: 5, max_events: 2_000_000 }
+        BackfillConfig { accepted: true, max_minutes: 5, max_events: 2_000_000, ignored: false }
     }
 }
 

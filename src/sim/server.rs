@@ -207,7 +207,7 @@ async fn stream(req: &HttpRequest, q: &[(String, String)], ctx: &Arc<Ctx>) -> Ht
         Ok(Ok(b)) => b,
         _ => return error_response(StatusCode::SERVICE_UNAVAILABLE, "The stream is busy; reconnect."),
     };
-    let backfill = backfill_minutes.map(|n| {
+    let backfill = backfill_minutes.filter(|_| !cfg.backfill.ignored).map(|n| {
         let now_t = ctx.gen.time_ms(boundary);
         let from = ctx.gen.first_index_at_or_after(now_t - i64::from(n) * 60_000);
         let floor = boundary.saturating_sub(cfg.backfill.max_events as i64);
