@@ -742,7 +742,7 @@ fn client_for(spec: &Arc<StreamPlan>) -> awc::Client {
         match &*c {
             Some((k, client)) if *k == key => client.clone(),
             _ => {
-                let client = crate::tls::http_client(spec.connect_timeout, spec.tls.clone());
+                let client = crate::tls::http_client(spec.connect_timeout, spec.connect_timeout, spec.tls.clone());
                 *c = Some((key, client.clone()));
                 client
             }

@@ -95,19 +95,20 @@ fn with_roots(roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
 }
 
 /// An HTTP client on `tls` for complyd's requests to X (the stream, Replay,
-/// any other API): HTTP/1.1 only (the only protocol offered in ALPN: one
-/// TCP connection per stream, never multiplexed), redirects never followed,
-/// and `connect_timeout` for the connection, the TLS handshake and the
-/// response headers each. `awc::Client` is `!Send`: build one per thread
-/// (the stream threads keep theirs).
-pub fn http_client(connect_timeout: Duration, tls: Arc<ClientConfig>) -> awc::Client {
+/// the batch compliance jobs' API and files): HTTP/1.1 only (the only
+/// protocol offered in ALPN: one TCP connection per stream, never
+/// multiplexed), redirects never followed, `connect_timeout` for the
+/// connection and the TLS handshake, `timeout` for a request's answer to
+/// begin (a request may set its own). `awc::Client` is `!Send`: build one
+/// per thread (the stream threads keep theirs).
+pub fn http_client(connect_timeout: Duration, timeout: Duration, tls: Arc<ClientConfig>) -> awc::Client {
     let mut config = (*tls).clone();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Not `Connector::max_http_version`: it would replace this TLS
     // configuration by awc's own (none, with the features complyd uses).
     awc::Client::builder()
         .connector(awc::Connector::new().timeout(connect_timeout).rustls_0_23(Arc::new(config)))
-        .timeout(connect_timeout)
+        .timeout(timeout)
         .disable_redirects()
         .finish()
 }
@@ -226,7 +227,7 @@ mod tests {
     /// The status of a GET through [`http_client`] on `tls`, or the error.
     fn get(url: &str, tls: Arc<ClientConfig>) -> Result<u16, String> {
         actix_rt::System::new().block_on(async {
-            let client = http_client(Duration::from_secs(5), tls);
+            let client = http_client(Duration::from_secs(5), Duration::from_secs(5), tls);
             let mut response = client.get(url).send().await.map_err(|e| e.to_string())?;
             let body = response.body().await.map_err(|e| e.to_string())?;
             assert_eq!(&body[..], b"ok");

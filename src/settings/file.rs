@@ -72,7 +72,8 @@ pub struct StreamSettings {
     /// stream.
     pub backfill_minutes: u32,
     /// A PEM file of CA certificates trusted instead of the built-in roots
-    /// (Mozilla's) by the stream and Replay connections (`crate::tls`).
+    /// (Mozilla's) by every HTTPS request: the stream, Replay, the batch
+    /// compliance jobs (`crate::tls`).
     pub ca_file: Option<PathBuf>,
 }
 

@@ -186,6 +186,8 @@ pub struct BatchJobPlan {
     pub max_wait: Duration,
     pub attempts: u32,
     pub connect_timeout: Duration,
+    /// What its requests trust: the stream's (`stream.ca_file`).
+    pub tls: Arc<rustls::ClientConfig>,
     /// Where the id lists and the results are kept while a job runs.
     pub dir: PathBuf,
 }
@@ -280,8 +282,11 @@ impl Settings {
         if b.attempts == 0 {
             p.push("batch_job.attempts must be at least 1".to_owned());
         }
+        let tls = crate::tls::client_config(self.stream.ca_file.as_deref())
+            .map_err(|e| p.push(format!("stream.ca_file: {e}")))
+            .ok();
         let token = b.bearer_token().map_err(|e| p.push(e)).ok();
-        let (Some(token), true) = (token, p.is_empty()) else {
+        let (Some(token), Some(tls), true) = (token, tls, p.is_empty()) else {
             return Err(ConfigErrors(p));
         };
         Ok(BatchJobPlan {
@@ -292,6 +297,7 @@ impl Settings {
             max_wait: Duration::from_millis(b.max_wait_ms),
             attempts: b.attempts,
             connect_timeout: Duration::from_millis(self.stream.connect_timeout_ms),
+            tls,
             dir: store.url.beside("batch-jobs"),
         })
     }

@@ -253,6 +253,10 @@ fn a_ca_file_is_read_when_the_plan_is_made_and_an_unusable_one_is_a_problem() {
     assert!(e.contains("store.url sslrootcert"), "{e}");
     let e = s.store_plan(Some(&format!("postgres://h/x?sslrootcert={}", missing.display()))).unwrap_err().to_string();
     assert!(e.contains("--db sslrootcert"), "{e}");
+    std::env::set_var("COMPLYD_TEST_BEARER_CA", "tok");
+    s.batch_job.bearer_token_env = "COMPLYD_TEST_BEARER_CA".into();
+    let e = s.batch_job_plan(&s.store_plan(Some("sqlite:x.db")).unwrap()).unwrap_err().to_string();
+    assert!(e.contains("stream.ca_file: cannot read the CA file"), "{e}");
 
     let no_cert = dir.path().join("no-cert.pem");
     std::fs::write(&no_cert, "hello\n").unwrap();
@@ -269,6 +273,8 @@ fn a_ca_file_is_read_when_the_plan_is_made_and_an_unusable_one_is_a_problem() {
     let plan = s.plan().unwrap();
     let replay = plan.replay.as_ref().expect("replay on by default");
     assert!(std::sync::Arc::ptr_eq(&plan.stream.tls, &replay.tls));
+    let batch_job = s.batch_job_plan(&plan.store).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&batch_job.tls, &crate::tls::client_config(None).unwrap()));
     assert!(!std::sync::Arc::ptr_eq(&plan.stream.tls, &crate::tls::client_config(None).unwrap()));
     assert_eq!(plan.store.url.ca_file(), Some(ca));
     s.stream.ca_file = None;
