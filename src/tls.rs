@@ -1,5 +1,5 @@
-//! TLS for every connection complyd opens: the stream, Replay and
-//! PostgreSQL. One place decides what is trusted ([`client_config`]) and
+//! TLS for every connection complyd opens: the stream, Replay, the batch
+//! compliance jobs and PostgreSQL. One place decides what is trusted ([`client_config`]) and
 //! builds the clients on it ([`http_client`], [`postgres_tls`]).
 //!
 //! rustls with the `ring` provider: nothing is linked from the system (no
@@ -309,8 +309,16 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &client_config(None).unwrap()));
         let cert = self_signed();
         let own = client_config(Some(&cert.pem_file)).unwrap();
-        // The PostgreSQL connector builds on either.
-        let _ = postgres_tls(a);
-        let _ = postgres_tls(own);
+        // The PostgreSQL connector builds on either, and takes a Unix
+        // socket's empty host name, which MakeRustlsConnect alone refuses.
+        use postgres::tls::MakeTlsConnect;
+        for config in [a, own] {
+            assert!(MakeTlsConnect::<postgres::Socket>::make_tls_connect(&mut postgres_tls(config.clone()), "").is_ok());
+            assert!(
+                MakeTlsConnect::<postgres::Socket>::make_tls_connect(&mut postgres_tls(config), "db.example").is_ok()
+            );
+        }
+        let mut bare = MakeRustlsConnect::new((*client_config(None).unwrap()).clone());
+        assert!(MakeTlsConnect::<postgres::Socket>::make_tls_connect(&mut bare, "").is_err());
     }
 }
