@@ -681,15 +681,16 @@ impl FrameStats {
 }
 
 thread_local! {
-    /// One awc client per stream thread (awc is `!Send`), built once: its
-    /// TLS connector loads the CA roots, which is too slow to repeat on every
+    /// One awc client per stream thread (awc is `!Send`), built once: a
+    /// client and its TLS connector are not worth building again on every
     /// reconnect.
     static CLIENT: std::cell::RefCell<Option<(usize, awc::Client)>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The stream thread's client for `spec` (HTTP/1.1 only: one TCP connection
-/// per partition, never multiplexed; no redirects; the connect timeout
-/// covers connect, TLS and the response headers).
+/// The stream thread's client for `spec`: [`crate::tls::http_client`]
+/// (HTTP/1.1 only: one TCP connection per partition, never multiplexed; no
+/// redirects; the connect timeout covers connect, TLS and the response
+/// headers) on the stream's TLS configuration (`stream.ca_file`).
 fn client_for(spec: &Arc<StreamPlan>) -> awc::Client {
     let key = Arc::as_ptr(spec) as usize;
     CLIENT.with(|c| {
@@ -697,15 +698,7 @@ fn client_for(spec: &Arc<StreamPlan>) -> awc::Client {
         match &*c {
             Some((k, client)) if *k == key => client.clone(),
             _ => {
-                let client = awc::Client::builder()
-                    .connector(
-                        awc::Connector::new()
-                            .timeout(spec.connect_timeout)
-                            .max_http_version(awc::http::Version::HTTP_11),
-                    )
-                    .timeout(spec.connect_timeout)
-                    .disable_redirects()
-                    .finish();
+                let client = crate::tls::http_client(spec.connect_timeout, spec.connect_timeout, spec.tls.clone());
                 *c = Some((key, client.clone()));
                 client
             }

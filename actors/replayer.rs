@@ -133,13 +133,7 @@ impl WindowReader {
     /// status other than 200, with the start of its body).
     pub async fn open(plan: &ReplayPlan, w: &Window) -> Result<WindowReader, String> {
         let url = plan.window_url(w.from_ms, w.to_ms);
-        let client = awc::Client::builder()
-            .connector(
-                awc::Connector::new().timeout(plan.connect_timeout).max_http_version(awc::http::Version::HTTP_11),
-            )
-            .timeout(plan.connect_timeout)
-            .disable_redirects()
-            .finish();
+        let client = crate::tls::http_client(plan.connect_timeout, plan.connect_timeout, plan.tls.clone());
         let mut response = client
             .get(url.as_str())
             .insert_header((awc::http::header::AUTHORIZATION, plan.authorization.expose()))

@@ -4,7 +4,7 @@
 //! Domain modules (pure or blocking, no actix): [`event`], [`framing`],
 //! [`post`], [`rules`], [`store`], [`deadletter`], [`settings`],
 //! [`commands`]. The actors live in `actors/` and use these, never the other
-//! way round.
+//! way round. [`tls`] builds every outgoing connection's TLS and HTTP client.
 
 pub mod backoff;
 pub mod batch_job;
@@ -27,6 +27,7 @@ pub mod rules;
 pub mod settings;
 pub mod sim;
 pub mod store;
+pub mod tls;
 
 #[path = "../actors/mod.rs"]
 pub mod actors;

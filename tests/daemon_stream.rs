@@ -25,6 +25,10 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
         let daemon = Daemon::start(plan(settings, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
+        // And every stream has had its first byte: the seconds-since-last-byte
+        // gauge below exists only from then on.
+        let first_bytes = || (1..=8).all(|p| h.counters(p).last_byte_ms.load(Relaxed) > 0);
+        assert!(wait_until(Duration::from_secs(10), first_bytes).await, "{}", h.report());
 
         // The health endpoints while streaming.
         let addr = daemon.http_addr().unwrap();

@@ -59,6 +59,7 @@ pasword = "oops"
 partitions = [1, 2, 9]
 idle_timeout_ms = 20000
 connect_timeout_ms = "ten seconds"
+ca_file = "/nonexistent/complyd-ca.pem"
 [limiter]
 max_requests = 20
 [store]
@@ -81,6 +82,7 @@ listen = "0.0.0.0:80"
         "limiter allows 20",
         "store.url",
         "COMPLYD_STREAM_PASSWORD",
+        "stream.ca_file: cannot read the CA file /nonexistent/complyd-ca.pem",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }

@@ -86,13 +86,7 @@ const MAX_ANSWER: usize = 1 << 20;
 
 impl Api {
     pub fn new(plan: &BatchJobPlan) -> Api {
-        let client = awc::Client::builder()
-            .connector(
-                awc::Connector::new().timeout(plan.connect_timeout).max_http_version(awc::http::Version::HTTP_11),
-            )
-            .timeout(Duration::from_secs(60))
-            .disable_redirects()
-            .finish();
+        let client = crate::tls::http_client(plan.connect_timeout, Duration::from_secs(60), plan.tls.clone());
         Api { client, jobs_url: plan.jobs_url.clone(), authorization: plan.authorization.clone() }
     }
 

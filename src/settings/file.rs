@@ -71,6 +71,10 @@ pub struct StreamSettings {
     /// 0 (default) never asks: backfill is unconfirmed for the compliance
     /// stream.
     pub backfill_minutes: u32,
+    /// A PEM file of CA certificates trusted instead of the built-in roots
+    /// (Mozilla's) by every HTTPS request: the stream, Replay, the batch
+    /// compliance jobs (`crate::tls`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for StreamSettings {
@@ -89,6 +93,7 @@ impl fmt::Debug for StreamSettings {
             .field("max_line_bytes", &self.max_line_bytes)
             .field("threads", &self.threads)
             .field("backfill_minutes", &self.backfill_minutes)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -109,6 +114,7 @@ impl Default for StreamSettings {
             max_line_bytes: 1 << 20,
             threads: 2,
             backfill_minutes: 0,
+            ca_file: None,
         }
     }
 }

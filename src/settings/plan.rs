@@ -2,8 +2,9 @@
 //! problem gathered, and turned into typed values (the way ripgrep turns its
 //! raw flags into the arguments it runs on). Durations are [`Duration`]s, the
 //! store is a parsed [`StoreUrl`], secrets are resolved, the paths beside the
-//! store are decided. The daemon takes a [`Plan`], the offline commands a
-//! [`StorePlan`]; neither looks at the file's values again.
+//! store are decided, the TLS configuration is built (its CA file read). The
+//! daemon takes a [`Plan`], the offline commands a [`StorePlan`]; neither
+//! looks at the file's values again.
 
 use super::{ConfigErrors, Secret, Settings, StreamSettings};
 use crate::backoff::{BackoffPolicy, Intensity};
@@ -12,6 +13,7 @@ use base64::Engine as _;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything the daemon (`complyd run`, `complyd demo`) runs on.
@@ -62,6 +64,9 @@ pub struct StreamPlan {
     pub batch_max: usize,
     /// ...or when its oldest event has waited this long.
     pub linger: Duration,
+    /// What the connections trust (`stream.ca_file`, else the built-in
+    /// roots): [`crate::tls::http_client`] builds on it.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl StreamPlan {
@@ -84,7 +89,7 @@ impl fmt::Debug for StreamPlan {
             .field("backfill_max", &self.backfill_max)
             .field("batch_max", &self.batch_max)
             .field("linger", &self.linger)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,6 +113,8 @@ pub struct ReplayPlan {
     pub max_line: usize,
     /// Events handed to the handlers at a time.
     pub batch_max: usize,
+    /// The stream's TLS configuration (`stream.ca_file`).
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl fmt::Debug for ReplayPlan {
@@ -179,6 +186,8 @@ pub struct BatchJobPlan {
     pub max_wait: Duration,
     pub attempts: u32,
     pub connect_timeout: Duration,
+    /// What its requests trust: the stream's (`stream.ca_file`).
+    pub tls: Arc<rustls::ClientConfig>,
     /// Where the id lists and the results are kept while a job runs.
     pub dir: PathBuf,
 }
@@ -200,6 +209,8 @@ impl fmt::Debug for BatchJobPlan {
 /// What [`Settings::check`] parsed on the way.
 struct Checked {
     store: Option<StoreUrl>,
+    /// The stream's and Replay's TLS configuration.
+    tls: Option<Arc<rustls::ClientConfig>>,
     listen: Option<SocketAddr>,
     /// The Replay URL (when replay is on), `{account}` and `{label}` replaced.
     replay_url: Option<String>,
@@ -237,6 +248,9 @@ impl Settings {
             None => ("store.url", self.store.url.as_str()),
         };
         let url = StoreUrl::parse(raw).map_err(|e| ConfigErrors(vec![format!("{key} {e}")]))?;
+        if let Some(problem) = ca_file_problem(key, &url) {
+            return Err(ConfigErrors(vec![problem]));
+        }
         Ok(self.store_plan_for(url))
     }
 
@@ -268,8 +282,11 @@ impl Settings {
         if b.attempts == 0 {
             p.push("batch_job.attempts must be at least 1".to_owned());
         }
+        let tls = crate::tls::client_config(self.stream.ca_file.as_deref())
+            .map_err(|e| p.push(format!("stream.ca_file: {e}")))
+            .ok();
         let token = b.bearer_token().map_err(|e| p.push(e)).ok();
-        let (Some(token), true) = (token, p.is_empty()) else {
+        let (Some(token), Some(tls), true) = (token, tls, p.is_empty()) else {
             return Err(ConfigErrors(p));
         };
         Ok(BatchJobPlan {
@@ -280,6 +297,7 @@ impl Settings {
             max_wait: Duration::from_millis(b.max_wait_ms),
             attempts: b.attempts,
             connect_timeout: Duration::from_millis(self.stream.connect_timeout_ms),
+            tls,
             dir: store.url.beside("batch-jobs"),
         })
     }
@@ -304,7 +322,8 @@ impl Settings {
                 ));
             }
         }
-        let (Some(store), Some(password), Some(admin_token), true) = (checked.store, password, token, p.is_empty())
+        let (Some(store), Some(password), Some(admin_token), Some(tls), true) =
+            (checked.store, password, token, checked.tls, p.is_empty())
         else {
             return Err(ConfigErrors(p));
         };
@@ -334,6 +353,7 @@ impl Settings {
                 idle_timeout: ms(s.idle_timeout_ms),
                 max_line: s.max_line_bytes,
                 batch_max: self.batch.max_events,
+                tls: tls.clone(),
             }),
             _ => None,
         };
@@ -360,6 +380,7 @@ impl Settings {
                 backfill_max: s.backfill_minutes,
                 batch_max: self.batch.max_events,
                 linger: ms(self.batch.linger_ms),
+                tls,
             },
             handlers: HandlerPlan {
                 queue_events: self.handlers.in_flight * self.batch.max_events,
@@ -508,7 +529,12 @@ impl Settings {
         if r.failed_retry_ms == 0 {
             p.push("restart.failed_retry_ms must be > 0".to_owned());
         }
+        let tls =
+            crate::tls::client_config(s.ca_file.as_deref()).map_err(|e| p.push(format!("stream.ca_file: {e}"))).ok();
         let store = StoreUrl::parse(&self.store.url).map_err(|e| p.push(format!("store.url {e}"))).ok();
+        if let Some(problem) = store.as_ref().and_then(|url| ca_file_problem("store.url", url)) {
+            p.push(problem);
+        }
         let listen = match self.http.listen.parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) if !self.http.enabled => None,
@@ -573,7 +599,7 @@ impl Settings {
                 p.push(format!("{name} must be > 0"));
             }
         }
-        Checked { store, listen, replay_url }
+        Checked { store, tls, listen, replay_url }
     }
 
     /// Values that work mechanically but break X's rules: `complyd run` and
@@ -622,6 +648,13 @@ impl Settings {
         }
         w
     }
+}
+
+/// Why the CA file a store URL names (`sslrootcert`) is not usable; the
+/// store reads it again on each connection.
+fn ca_file_problem(key: &str, url: &StoreUrl) -> Option<String> {
+    let ca_file = url.ca_file()?;
+    crate::tls::client_config(Some(&ca_file)).err().map(|e| format!("{key} sslrootcert: {e}"))
 }
 
 /// The stream URL with `{account}` and `{label}` replaced.

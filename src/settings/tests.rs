@@ -240,6 +240,48 @@ fn the_plan_is_typed_decides_the_paths_and_never_prints_a_secret() {
 }
 
 #[test]
+fn a_ca_file_is_read_when_the_plan_is_made_and_an_unusable_one_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let mut s = valid();
+    s.stream.ca_file = Some(missing.clone());
+    s.store.url = format!("postgres://db/x?sslmode=require&sslrootcert={}", missing.display());
+    let p = problems(&s).join("\n");
+    assert!(p.contains(&format!("stream.ca_file: cannot read the CA file {}", missing.display())), "{p}");
+    assert!(p.contains(&format!("store.url sslrootcert: cannot read the CA file {}", missing.display())), "{p}");
+    let e = s.store_plan(None).unwrap_err().to_string();
+    assert!(e.contains("store.url sslrootcert"), "{e}");
+    let e = s.store_plan(Some(&format!("postgres://h/x?sslrootcert={}", missing.display()))).unwrap_err().to_string();
+    assert!(e.contains("--db sslrootcert"), "{e}");
+    std::env::set_var("COMPLYD_TEST_BEARER_CA", "tok");
+    s.batch_job.bearer_token_env = "COMPLYD_TEST_BEARER_CA".into();
+    let e = s.batch_job_plan(&s.store_plan(Some("sqlite:x.db")).unwrap()).unwrap_err().to_string();
+    assert!(e.contains("stream.ca_file: cannot read the CA file"), "{e}");
+
+    let no_cert = dir.path().join("no-cert.pem");
+    std::fs::write(&no_cert, "hello\n").unwrap();
+    s.stream.ca_file = Some(no_cert);
+    s.store.url = "sqlite:x.db".into();
+    assert!(problems(&s).join("\n").contains("holds no certificate"), "{:?}", problems(&s));
+
+    // A usable file: the stream and Replay share what it builds, not the built-in roots.
+    let ca = dir.path().join("ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    s.stream.ca_file = Some(ca.clone());
+    s.store.url = format!("postgres://db/x?sslrootcert={}", ca.display());
+    let plan = s.plan().unwrap();
+    let replay = plan.replay.as_ref().expect("replay on by default");
+    assert!(std::sync::Arc::ptr_eq(&plan.stream.tls, &replay.tls));
+    let batch_job = s.batch_job_plan(&plan.store).unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&batch_job.tls, &crate::tls::client_config(None).unwrap()));
+    assert!(!std::sync::Arc::ptr_eq(&plan.stream.tls, &crate::tls::client_config(None).unwrap()));
+    assert_eq!(plan.store.url.ca_file(), Some(ca));
+    s.stream.ca_file = None;
+    assert!(std::sync::Arc::ptr_eq(&s.plan().unwrap().stream.tls, &crate::tls::client_config(None).unwrap()));
+}
+
+#[test]
 fn a_non_loopback_http_address_needs_an_admin_token() {
     let mut s = valid();
     s.http.listen = "0.0.0.0:8080".into();

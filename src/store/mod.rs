@@ -101,9 +101,10 @@ pub enum StoreError {
     Damaged(String),
     #[error("store URL {0}")]
     BadUrl(#[from] BadStoreUrl),
-    /// The TLS client for the store could not be set up.
+    /// The TLS client for the store could not be set up (the URL's
+    /// `sslrootcert` file).
     #[error("TLS setup for the store: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls::TlsError),
     /// The server sent data of a form complyd does not read.
     #[error("unexpected data from the store: {0}")]
     Protocol(String),
@@ -408,7 +409,7 @@ mod tests {
             (StoreError::Connect("cannot connect".into()), ErrorKind::Transient),
             (StoreError::Io(std::io::Error::other("gone")), ErrorKind::Transient),
             (StoreError::BadUrl(StoreUrl::parse("mysql://h").unwrap_err()), ErrorKind::Config),
-            (StoreError::Tls("no roots".into()), ErrorKind::Config),
+            (StoreError::Tls(crate::tls::TlsError::NoCertificate { path: "ca.pem".into() }), ErrorKind::Config),
             (
                 StoreError::Files { path: "/no/dir/x.db".into(), source: std::io::ErrorKind::NotFound.into() },
                 ErrorKind::Config,

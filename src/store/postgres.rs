@@ -150,9 +150,9 @@ pub struct PostgresStore {
     statements: HashMap<String, Statement>,
     /// For cancelling a scan the visitor stopped, and for the look-up
     /// connection.
-    tls: postgres_openssl::MakeTlsConnector,
-    /// The URL, for the look-up connection (never logged: it may hold a
-    /// password).
+    tls: crate::tls::PostgresTls,
+    /// The URL (without `sslrootcert`), for the look-up connection (never
+    /// logged: it may hold a password).
     url: String,
     /// A second connection, opened on the first scan that needs it: while
     /// the scan's COPY streams on the first, the facts of embedded posts are
@@ -371,21 +371,20 @@ impl Cols for CopyRow<'_> {
 }
 
 impl PostgresStore {
-    /// Connects (TLS when the server offers it, or as `sslmode` says) and
-    /// migrates.
+    /// Connects (TLS when the server offers it, or as `sslmode` says; the
+    /// server's certificate verified against the built-in roots, or those of
+    /// the URL's `sslrootcert` file: `crate::tls`) and migrates.
     ///
     /// # Errors
     /// Connection or migration errors; the URL's password is never shown.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut builder = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
-            .map_err(|e| StoreError::Tls(e.to_string()))?;
-        builder.set_verify(openssl::ssl::SslVerifyMode::PEER);
-        let tls = postgres_openssl::MakeTlsConnector::new(builder.build());
-        let client = Client::connect(url, tls.clone()).map_err(|e| {
+        let (url, ca_file) = super::url::split_ca_file(url);
+        let tls = crate::tls::postgres_tls(crate::tls::client_config(ca_file.as_deref())?);
+        let client = Client::connect(&url, tls.clone()).map_err(|e| {
             let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-            StoreError::Connect(format!("cannot connect to {}: {e}{cause}", redact_url(url)))
+            StoreError::Connect(format!("cannot connect to {}: {e}{cause}", redact_url(&url)))
         })?;
-        let mut store = PostgresStore { client, statements: HashMap::new(), tls, url: url.to_owned(), lookup: None };
+        let mut store = PostgresStore { client, statements: HashMap::new(), tls, url, lookup: None };
         store.migrate()?;
         Ok(store)
     }
@@ -817,7 +816,7 @@ impl PostgresStore {
 struct PgLookup<'a> {
     client: &'a mut Option<Client>,
     url: &'a str,
-    tls: &'a postgres_openssl::MakeTlsConnector,
+    tls: &'a crate::tls::PostgresTls,
     snapshot: String,
     /// A transaction in the snapshot is open on `client`.
     open: bool,

@@ -1,5 +1,6 @@
 //! Where a store lives: [`StoreUrl`], parsed once from `store.url` or
-//! `--db`, and [`redact_url`], the only form of a URL that reaches a log.
+//! `--db`, the CA file a PostgreSQL URL names ([`split_ca_file`]), and
+//! [`redact_url`], the only form of a URL that reaches a log.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,15 @@ impl StoreUrl {
         StoreUrl::Sqlite(path.as_ref().to_path_buf())
     }
 
+    /// The CA file a PostgreSQL URL trusts instead of the built-in roots
+    /// (`sslrootcert=PATH`, see [`split_ca_file`]); None for SQLite.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        match self {
+            StoreUrl::Sqlite(_) => None,
+            StoreUrl::Postgres(url) => split_ca_file(url).1,
+        }
+    }
+
     /// A file kept beside the store: `PATH.<suffix>` for SQLite, else
     /// `complyd.<suffix>` in the working directory.
     pub fn beside(&self, suffix: &str) -> PathBuf {
@@ -82,6 +92,37 @@ impl fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "StoreUrl({self})")
     }
+}
+
+/// libpq's name for a PostgreSQL URL's CA file.
+const SSLROOTCERT: &str = "sslrootcert";
+
+/// A PostgreSQL URL without its `sslrootcert` parameter (the PostgreSQL
+/// client refuses a parameter it does not know), and the CA file that
+/// parameter named: `sslrootcert=PATH`, as libpq spells it, percent-decoded.
+/// `sslrootcert=system` (libpq's name for the default roots) and an empty
+/// value name none: the built-in roots (`crate::tls`).
+pub fn split_ca_file(url: &str) -> (String, Option<PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut named = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| match p.split_once('=') {
+            Some((k, v)) if k == SSLROOTCERT => {
+                named = Some(v);
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let ca_file = named
+        .map(|v| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+        .filter(|v| !v.is_empty() && v != "system")
+        .map(PathBuf::from);
+    let url = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    (url, ca_file)
 }
 
 /// A URL safe to log: any `user:password@` part is replaced by `***@`, and
@@ -142,6 +183,26 @@ mod tests {
         assert_eq!(StoreUrl::parse("sqlite:"), Err(BadStoreUrl::NoPath("sqlite:".into())));
         let e = StoreUrl::parse("mysql://u:s3cret@h/db").unwrap_err().to_string();
         assert!(e.contains("mysql://***@h/db") && !e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
+    fn sslrootcert_names_the_ca_file_and_leaves_the_url() {
+        let split = |u: &str| split_ca_file(u);
+        assert_eq!(split("postgres://h/db"), ("postgres://h/db".into(), None));
+        assert_eq!(
+            split("postgres://h/db?sslmode=require&sslrootcert=/etc/ca.pem&connect_timeout=5"),
+            ("postgres://h/db?sslmode=require&connect_timeout=5".into(), Some(PathBuf::from("/etc/ca.pem")))
+        );
+        assert_eq!(
+            split("postgres://h/db?sslrootcert=%2Fetc%2Fmy%20ca.pem"),
+            ("postgres://h/db".into(), Some(PathBuf::from("/etc/my ca.pem")))
+        );
+        assert_eq!(split("postgres://h/db?sslrootcert=system"), ("postgres://h/db".into(), None));
+        assert_eq!(split("postgres://h/db?sslrootcert=&x=1"), ("postgres://h/db?x=1".into(), None));
+        let url = StoreUrl::parse("postgres://u:s3cret@h/db?sslrootcert=ca.pem").unwrap();
+        assert_eq!(url.ca_file(), Some(PathBuf::from("ca.pem")));
+        assert_eq!(url.to_string(), "postgres://***@h/db?sslrootcert=ca.pem");
+        assert_eq!(StoreUrl::sqlite("x.db?sslrootcert=a").ca_file(), None);
     }
 
     #[test]
