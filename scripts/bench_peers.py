@@ -1,0 +1,235 @@
+"""complyd against what people run instead, on one machine, in one run.
+
+Driven by scripts/bench_peers.sh (which builds complyd and the peers'
+virtual environment). For each consumer, a fresh `complyd sim --rate 0`
+(the simulator releases events as fast as its slowest client reads) serves
+all 8 partitions; the consumer reads for a warm-up, then for DURATION
+seconds, and is measured over those seconds:
+
+- events/s: events the consumer itself counted (curl: the simulator's
+  events_sent; complyd: events committed to its store, from /healthz; the
+  Python peers: messages they parsed with json.loads);
+- CPU seconds per million events, and peak RSS (VmHWM), of the consumer's
+  processes (the 8 curl processes summed);
+- the ratio to the ceiling (8 x `curl --compressed` to /dev/null).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+COMPLYD, VENV_PY, WORK, DURATION, WARMUP = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+USER, PASSWORD = "demo@example.com", "sim-password"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def start_sim(port):
+    p = subprocess.Popen(
+        [COMPLYD, "sim", "--listen", f"127.0.0.1:{port}", "--rate", "0", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p.stdout.readline()
+    url1 = p.stdout.readline().strip()
+    return p, f"http://127.0.0.1:{port}", url1[: -len("partition=1")]
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.load(r)
+
+
+def sim_events(base):
+    return sum(p["events_sent"] for p in get_json(f"{base}/admin/stats")["partitions"])
+
+
+def tree(pid):
+    """pid and its descendants."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+            except OSError:
+                pass
+    out, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        out.append(q)
+        todo.extend(kids.get(q, []))
+    return out
+
+
+def cpu_s(pids):
+    total = 0
+    for q in pids:
+        try:
+            with open(f"/proc/{q}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / TICK
+
+
+def peak_rss_mb(pids):
+    total = 0
+    for q in pids:
+        try:
+            with open(f"/proc/{q}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def measure(name, start, count, stores):
+    sim, base, url = start_sim(18700 + len(RESULTS))
+    try:
+        proc = start(base, url)
+        time.sleep(WARMUP)
+        pids = tree(proc.pid)
+        c0, cpu0, t0 = count(base), cpu_s(pids), time.time()
+        time.sleep(DURATION)
+        pids = tree(proc.pid)
+        c1, cpu1, t1 = count(base), cpu_s(pids), time.time()
+        rss = peak_rss_mb(pids)
+        n = c1 - c0
+        RESULTS.append({
+            "consumer": name, "events_per_s": n / (t1 - t0),
+            "cpu_s_per_million": (cpu1 - cpu0) / n * 1e6 if n else float("nan"),
+            "peak_rss_mb": rss, "stores": stores,
+        })
+        print(f"  {name}: {n / (t1 - t0):,.0f} events/s", file=sys.stderr)
+    finally:
+        for q in reversed(tree(proc.pid)):
+            try:
+                os.kill(q, signal.SIGTERM)
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        sim.terminate()
+        sim.wait()
+
+
+def counter_file(path):
+    def count(_base):
+        try:
+            with open(path) as f:
+                return int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+    return count
+
+
+RESULTS = []
+
+# The ceiling: 8 curl processes decompressing to /dev/null.
+measure("ceiling: 8 x curl --compressed", lambda base, url: subprocess.Popen(
+    ["bash", "-c", " ".join(
+        f"curl --compressed -s -N -u {USER}:{PASSWORD} '{url}partition={p}' -o /dev/null &" for p in range(1, 9))
+     + " wait"]), sim_events, "no")
+
+# complyd end to end, into SQLite.
+def complyd_run(base, url):
+    d = os.path.join(WORK, f"complyd-{len(RESULTS)}")
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/run.toml", "w") as f:
+        f.write(f"""[stream]
+url = "{base}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json"
+account = "demo"
+username = "{USER}"
+password_env = "COMPLYD_BENCH_PW"
+[store]
+url = "sqlite:{d}/store.db"
+[http]
+listen = "127.0.0.1:18790"
+[log]
+level = "warn"
+""")
+    env = dict(os.environ, COMPLYD_BENCH_PW=PASSWORD)
+    return subprocess.Popen([COMPLYD, "run", "--config", f"{d}/run.toml"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(f"{d}/run.log", "w"))
+
+
+def committed(_base):
+    try:
+        return get_json("http://127.0.0.1:18790/healthz")["events_committed"]
+    except OSError:
+        return 0
+
+
+measure("complyd run -> SQLite", complyd_run, committed, "yes (SQLite)")
+
+# gnippy, the PowerTrack client from PyPI: one PowerTrackClient a partition.
+GNIPPY = """
+import gnippy, json, sys, threading, time
+url, out = sys.argv[1], sys.argv[2]
+n = [0]
+lock = threading.Lock()
+def on_line(line):
+    json.loads(line)
+    with lock:
+        n[0] += 1
+clients = [gnippy.PowerTrackClient(on_line, url=f"{url}partition={p}", auth=("%s", "%s")) for p in range(1, 9)]
+for c in clients:
+    c.connect()
+while True:
+    with open(out + ".tmp", "w") as f:
+        f.write(str(n[0]))
+    import os; os.replace(out + ".tmp", out)
+    time.sleep(0.2)
+""" % (USER, PASSWORD)
+
+# The consumer people write by hand: requests, iter_lines, json.loads.
+REQUESTS = """
+import json, requests, sys, threading, time, os
+url, out = sys.argv[1], sys.argv[2]
+n = [0]
+lock = threading.Lock()
+def read(p):
+    with requests.get(f"{url}partition={p}", auth=("%s", "%s"), stream=True,
+                      headers={"Accept-Encoding": "gzip"}) as r:
+        for line in r.iter_lines():
+            if line:
+                json.loads(line)
+                with lock:
+                    n[0] += 1
+for p in range(1, 9):
+    threading.Thread(target=read, args=(p,), daemon=True).start()
+while True:
+    with open(out + ".tmp", "w") as f:
+        f.write(str(n[0]))
+    os.replace(out + ".tmp", out)
+    time.sleep(0.2)
+""" % (USER, PASSWORD)
+
+for name, code in [("gnippy 0.7.0 (PowerTrackClient x 8)", GNIPPY), ("requests + iter_lines + json.loads", REQUESTS)]:
+    out = os.path.join(WORK, f"count-{len(RESULTS)}")
+    script = os.path.join(WORK, f"peer-{len(RESULTS)}.py")
+    with open(script, "w") as f:
+        f.write(code)
+    measure(name, lambda base, url, script=script, out=out: subprocess.Popen(
+        [VENV_PY, script, url, out], stderr=subprocess.DEVNULL), counter_file(out), "no")
+
+ceiling = RESULTS[0]["events_per_s"]
+lines = [
+    f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {DURATION:.0f} s each after {WARMUP:.0f} s of warm-up,"
+    f" load average before: {open('/proc/loadavg').read().split()[0]}",
+    "",
+    "| consumer | events/s | ratio to the ceiling | CPU s per million events | peak RSS MB | stores the events |",
+    "|---|---|---|---|---|---|",
+]
+for r in RESULTS:
+    lines.append(f"| {r['consumer']} | {r['events_per_s']:,.0f} | {r['events_per_s'] / ceiling:.2f} |"
+                 f" {r['cpu_s_per_million']:.1f} | {r['peak_rss_mb']:.0f} | {r['stores']} |")
+print("\n".join(lines))

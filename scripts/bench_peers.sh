@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# complyd against what people run instead, on this machine, in one run:
+# the ceiling (8 x curl --compressed to /dev/null), complyd end to end into
+# SQLite, gnippy (the PowerTrack client from PyPI) and a hand-written
+# requests + iter_lines + json.loads consumer, each against a fresh
+# `complyd sim` at full rate. Prints one table (events/s, ratio to the
+# ceiling, CPU seconds per million events, peak RSS) and writes it to
+# bench_peers.out.
+#
+#   scripts/bench_peers.sh                   # 20 s each after 3 s of warm-up
+#   DURATION=30 WARMUP=5 scripts/bench_peers.sh
+#
+# Needs curl and python3 (with venv); installs gnippy and requests in a
+# throwaway virtual environment; builds the release binary when missing.
+# Run it on a quiet machine: every consumer shares the 2 cores with the
+# simulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-20}
+WARMUP=${WARMUP:-3}
+[[ -x target/release/complyd ]] || cargo build --release --bin complyd
+command -v curl >/dev/null || { echo "curl is missing" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 -m venv "$work/venv"
+"$work/venv/bin/pip" install -q "gnippy==0.7.0" "requests>=2,<3"
+
+python3 scripts/bench_peers.py "$PWD/target/release/complyd" "$work/venv/bin/python" "$work" "$DURATION" "$WARMUP" \
+    | tee bench_peers.out
