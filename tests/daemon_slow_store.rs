@@ -194,3 +194,51 @@ async fn a_full_disk_stops_the_commits_and_they_resume_when_space_returns() {
     .await
     .expect("the test timed out");
 }
+
+/// A store directory on a read-only file system: a new store and an
+/// existing one are each one clear line, exit 2, for an offline command and
+/// for the daemon, never a panic.
+#[test]
+#[ignore = "needs root to mount a tmpfs: `bash scripts/test.sh` runs it"]
+fn a_read_only_store_directory_is_one_clear_line() {
+    let dir = tempdir();
+    let d = path(&dir);
+    let mnt = Mount::tmpfs(&d.join("ro"), "8m");
+    std::fs::write(d.join("in.jsonl"), "{\"id_str\":\"1\",\"user\":{\"id_str\":\"2\"},\"text\":\"x\"}\n").unwrap();
+    let complyd = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+            .args(args)
+            .env_remove("COMPLYD_LOG")
+            .env("RUST_BACKTRACE", "0")
+            .env("COMPLYD_STREAM_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let existing = format!("sqlite:{}", d.join("ro").join("old.db").display());
+    let input = d.join("in.jsonl");
+    assert_eq!(complyd(&["import", "--db", &existing, input.to_str().unwrap()]).0, Some(0));
+    let out = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(d.join("ro")).output().unwrap();
+    assert!(out.status.success(), "remount ro: {}", String::from_utf8_lossy(&out.stderr));
+    let new = format!("sqlite:{}", d.join("ro").join("new.db").display());
+    let (code, err) = complyd(&["import", "--db", &new, input.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot write the store file") && err.contains("read-only"), "{err}");
+    let (code, err) = complyd(&["import", "--db", &existing, input.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("cannot write the store file") && err.contains("old.db") && err.contains("read-only"),
+        "{err}"
+    );
+    // The daemon on the existing store.
+    let conf = d.join("run.toml");
+    std::fs::write(
+        &conf,
+        format!("[stream]\naccount = \"a\"\nusername = \"u@example.com\"\n[store]\nurl = \"{existing}\"\n[http]\nenabled = false\n"),
+    )
+    .unwrap();
+    let (code, err) = complyd(&["run", "--config", conf.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.lines().count() <= 3 && !err.contains("panicked"), "{err}");
+    drop(mnt);
+}

@@ -113,9 +113,9 @@ pub enum StoreError {
     Connect(String),
     #[error("store I/O: {0}")]
     Io(#[from] std::io::Error),
-    /// A file of the store cannot be created (its directory is missing or
-    /// not writable).
-    #[error("cannot create the store file {path}: {source}{}", files_hint(source))]
+    /// A file of the store cannot be created or written (its directory is
+    /// missing or not writable, its file system read-only).
+    #[error("cannot write the store file {path}: {source}{}", files_hint(source))]
     Files {
         path: String,
         #[source]
@@ -165,7 +165,7 @@ impl StoreError {
             StoreError::Connect(_) | StoreError::Io(_) | StoreError::Output(_) => ErrorKind::Transient,
             StoreError::Files { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => ErrorKind::Config,
-                std::io::ErrorKind::PermissionDenied => ErrorKind::Refused,
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => ErrorKind::Refused,
                 _ => ErrorKind::Transient,
             },
         }
@@ -176,6 +176,7 @@ fn files_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
         std::io::ErrorKind::NotFound => " (its directory does not exist: create it, or fix store.url / --db)",
         std::io::ErrorKind::PermissionDenied => " (its directory is not writable by this user)",
+        std::io::ErrorKind::ReadOnlyFilesystem => " (its file system is mounted read-only)",
         _ => "",
     }
 }

@@ -356,7 +356,10 @@ impl SqliteStore {
         // the -wal and -shm files the same mode).
         if !path.is_empty() && path != ":memory:" {
             for file in store_files(path) {
+                // Created when missing, and writable: SQLite's own error for
+                // a file it cannot write is "unable to open database file".
                 crate::files::create_private(Path::new(&file))
+                    .and_then(|()| std::fs::OpenOptions::new().append(true).open(&file).map(drop))
                     .map_err(|source| StoreError::Files { path: file.clone(), source })?;
             }
         }
