@@ -80,24 +80,53 @@ async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
             "the backlog of the stall was not committed within 20 s: {}",
             h.report()
         );
-        quiesce(&sim, &daemon).await;
-        let stats = sim.stats();
-        let report = daemon.shutdown().await;
-        sim.stop().await;
-        assert!(report.clean, "{report:?}");
-        assert_eq!(stats.partitions.iter().map(|p| p.full_buffer_disconnects).sum::<u64>(), 0);
+        let lines = stop_with_everything_committed(sim, daemon, &d).await;
         assert!(
             h.status.commit_errors.load(std::sync::atomic::Ordering::Relaxed) == 0,
             "no commit gave up or failed: the busy timeout covers the stall"
         );
-        let lines = record_lines(&d.join("record.tsv"));
-        let (events, _) = expected_counts(&lines);
-        assert_eq!(h.committed(), events, "{}", per_partition_diff(&h, &lines));
         let reference = replay_reference(&lines, &d);
         assert_same_effect(&url, &reference, &lines);
     })
     .await
     .expect("the test timed out");
+}
+
+/// While the store cannot be written, nothing commits (measured over 2 s);
+/// after `restore`, the error clears and everything received commits.
+async fn assert_waits_then_resumes(h: &complyd::health::Health, what: &str, restore: impl FnOnce()) {
+    let committed = h.committed();
+    // A deliberate fixed wait: it measures that nothing commits meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.committed() - committed < 5_000, "{what}: commits went on: {} more", h.committed() - committed);
+    eprintln!("{what}: {} events received, {} committed", h.received(), h.committed());
+    restore();
+    assert!(
+        wait_until(Duration::from_secs(30), || h.store_error().is_none() && h.committed() >= h.received()).await,
+        "{what}: the daemon did not resume: {}",
+        h.report()
+    );
+}
+
+/// Stops the flow and the daemon cleanly; the daemon committed every event
+/// the simulator recorded (none lost to a full buffer). Answers the
+/// recording, for [`assert_same_effect`].
+async fn stop_with_everything_committed(
+    sim: complyd::sim::SimHandle,
+    daemon: Daemon,
+    d: &std::path::Path,
+) -> Vec<(u8, String)> {
+    quiesce(&sim, &daemon).await;
+    let h = daemon.health().clone();
+    let stats = sim.stats();
+    let report = daemon.shutdown().await;
+    sim.stop().await;
+    assert!(report.clean, "{report:?}");
+    assert_eq!(stats.partitions.iter().map(|p| p.full_buffer_disconnects).sum::<u64>(), 0);
+    let lines = record_lines(&d.join("record.tsv"));
+    let (events, _) = expected_counts(&lines);
+    assert_eq!(h.committed(), events, "{}", per_partition_diff(&h, &lines));
+    lines
 }
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -167,27 +196,10 @@ async fn a_full_disk_stops_the_commits_and_they_resume_when_space_returns() {
         let (ready, reasons) = h.readiness();
         eprintln!("full disk: /readyz says {reasons:?}");
         assert!(!ready && reasons.iter().any(|r| r.starts_with("store:") && r.contains("full")), "{reasons:?}");
-        // Nothing commits while the disk is full, and the readers wait.
-        let committed = h.committed();
-        // A deliberate fixed wait: it measures that nothing moves meanwhile.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(h.committed() - committed < 5_000, "commits went on: {} more", h.committed() - committed);
-        eprintln!("full disk: {} events received, {} committed", h.received(), h.committed());
-        mnt.resize("256m");
-        assert!(
-            wait_until(Duration::from_secs(30), || h.store_error().is_none() && h.committed() >= h.received()).await,
-            "the daemon did not resume once space returned: {}",
-            h.report()
-        );
-        quiesce(&sim, &daemon).await;
-        let stats = sim.stats();
-        let report = daemon.shutdown().await;
-        sim.stop().await;
-        assert!(report.clean, "{report:?}");
-        assert_eq!(stats.partitions.iter().map(|p| p.full_buffer_disconnects).sum::<u64>(), 0);
-        let lines = record_lines(&d.join("record.tsv"));
-        let (events, _) = expected_counts(&lines);
-        assert_eq!(h.committed(), events, "{}", per_partition_diff(&h, &lines));
+        // Nothing commits while the disk is full, and the readers wait;
+        // space returns.
+        assert_waits_then_resumes(&h, "full disk", || mnt.resize("256m")).await;
+        let lines = stop_with_everything_committed(sim, daemon, &d).await;
         let reference = replay_reference(&lines, &d);
         assert_same_effect(&url, &reference, &lines);
     })
@@ -241,6 +253,18 @@ fn a_read_only_store_directory_is_one_clear_line() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.lines().count() <= 3 && !err.contains("panicked"), "{err}");
     drop(mnt);
+}
+
+/// A PostgreSQL schema dropped on a plain thread (its client cannot block
+/// inside the test's runtime).
+struct OffRuntime(Option<common::PgSchema>);
+
+impl Drop for OffRuntime {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            let _ = std::thread::spawn(move || drop(s)).join();
+        }
+    }
 }
 
 /// A TCP proxy on loopback to the test PostgreSQL that can be cut: while
@@ -307,9 +331,10 @@ async fn postgresql_going_away_mid_run_loses_nothing() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempdir();
         let d = path(&dir);
-        // The synchronous PostgreSQL client runs on plain threads only.
-        let schema = std::thread::spawn(common::PgSchema::new).join().unwrap();
-        let direct = schema.url();
+        // The synchronous PostgreSQL client runs on plain threads only (the
+        // schema too is dropped on one, even when the test fails).
+        let schema = OffRuntime(Some(std::thread::spawn(common::PgSchema::new).join().unwrap()));
+        let direct = schema.0.as_ref().unwrap().url();
         // host:port of the test server, to put the proxy in between.
         let rest = direct.split("@").nth(1).unwrap();
         let hostport = rest.split('/').next().unwrap().to_owned();
@@ -321,6 +346,9 @@ async fn postgresql_going_away_mid_run_loses_nothing() {
         let sim = complyd::sim::start(cfg.clone()).await.unwrap();
         let mut s = daemon_settings(&sim, &cfg, &d, "unused.db");
         s.store.url = via_proxy.clone();
+        // Beside a PostgreSQL store the limiter's state would be in the
+        // working directory, shared with every other run.
+        s.limiter.state_file = Some(d.join("connections.json"));
         let daemon = Daemon::start(plan(s, password(&cfg))).await.unwrap();
         let h = daemon.health().clone();
         assert!(wait_until(Duration::from_secs(20), || h.committed() > 2_000).await, "{}", h.report());
@@ -330,29 +358,11 @@ async fn postgresql_going_away_mid_run_loses_nothing() {
         let (ready, reasons) = h.readiness();
         eprintln!("postgres away: /readyz says {reasons:?}");
         assert!(!ready && reasons.iter().any(|r| r.starts_with("store:")), "{reasons:?}");
-        let committed = h.committed();
-        // A deliberate fixed wait: it measures that nothing commits meanwhile.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(h.committed() - committed < 5_000, "commits went on while the server was away");
-        proxy.set_down(false);
-        assert!(
-            wait_until(Duration::from_secs(30), || h.store_error().is_none() && h.committed() >= h.received()).await,
-            "the daemon did not resume once PostgreSQL was back: {}",
-            h.report()
-        );
-        quiesce(&sim, &daemon).await;
-        let stats = sim.stats();
-        let report = daemon.shutdown().await;
-        sim.stop().await;
-        assert!(report.clean, "{report:?}");
-        assert_eq!(stats.partitions.iter().map(|p| p.full_buffer_disconnects).sum::<u64>(), 0);
-        let lines = record_lines(&d.join("record.tsv"));
-        let (events, _) = expected_counts(&lines);
-        assert_eq!(h.committed(), events, "{}", per_partition_diff(&h, &lines));
+        assert_waits_then_resumes(&h, "postgres away", || proxy.set_down(false)).await;
+        let lines = stop_with_everything_committed(sim, daemon, &d).await;
         std::thread::spawn(move || {
             let reference = replay_reference(&lines, &d);
             assert_same_effect(&direct, &reference, &lines);
-            drop(schema);
         })
         .join()
         .unwrap();
