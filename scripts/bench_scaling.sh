@@ -3,7 +3,7 @@
 # item 7): import, replay, export and check with 10^5, 10^6 and 10^7 posts
 # in the store (each size is N posts over N/10 users plus one user with N
 # posts more: 2N in all), measured by `cargo bench --bench core`. Prints one
-# table, writes it to bench_scaling.out and draws bench_scaling.svg (rate
+# table, writes it to bench_scaling.out and draws docs/bench_scaling.svg (rate
 # against store size, log scale).
 #
 #   scripts/bench_scaling.sh                          # SQLite, 10^5 10^6 10^7
@@ -74,6 +74,6 @@ for (k, vals), c in zip(table.items(), colors):
     if pts:
         svg.append(f'<text x="{pts[-1][0]+8:.1f}" y="{pts[-1][1]+4:.1f}" fill="{c}">{k}</text>')
 svg.append("</svg>")
-open("bench_scaling.svg", "w").write("\n".join(svg))
+open("docs/bench_scaling.svg", "w").write("\n".join(svg))
 EOF
-echo "bench_scaling: wrote bench_scaling.out and bench_scaling.svg" >&2
+echo "bench_scaling: wrote bench_scaling.out and docs/bench_scaling.svg" >&2
