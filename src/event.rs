@@ -391,6 +391,20 @@ pub(crate) fn reads_fast(line: &[u8]) -> bool {
     fast::parse(line).is_some()
 }
 
+/// The fast path's reading of `line` (`None` when it leaves the line to
+/// serde) and the reference parser's answer (after `parse_line`'s heartbeat
+/// check): whenever the fast path reads a line, the two must be equal. For
+/// the tests and the `parse_line` fuzz target (`src/fuzz.rs`); built only
+/// in tests and under `cfg(fuzzing)`, which cargo-fuzz sets.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+#[allow(clippy::type_complexity)]
+pub fn parse_both_ways(line: &[u8]) -> (Option<Result<Message, ParseError>>, Result<Message, ParseError>) {
+    let reference =
+        if line.iter().all(u8::is_ascii_whitespace) { Ok(Message::Heartbeat) } else { parse_with_serde(line) };
+    (fast::parse(line).map(RawMessage::into_message), reference)
+}
+
 /// The reference parser, for every line the fast path leaves (and, in
 /// tests, for every line, to compare the two).
 pub(crate) fn parse_with_serde(line: &[u8]) -> Result<Message, ParseError> {

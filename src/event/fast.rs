@@ -366,9 +366,7 @@ mod tests {
     /// The fast path's answer, and the reference parser's (serde, after
     /// `parse_line`'s heartbeat check).
     fn both(line: &[u8]) -> (Option<Parsed>, Parsed) {
-        let reference =
-            if line.iter().all(u8::is_ascii_whitespace) { Ok(Message::Heartbeat) } else { parse_with_serde(line) };
-        (super::parse(line).map(|raw| raw.into_message()), reference)
+        super::super::parse_both_ways(line)
     }
 
     #[test]
