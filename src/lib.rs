@@ -15,6 +15,9 @@ pub mod deadletter;
 pub mod event;
 pub mod files;
 pub mod framing;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gaps;
 pub mod health;
 pub mod http;

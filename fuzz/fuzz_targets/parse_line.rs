@@ -1,0 +1,5 @@
+#![no_main]
+//! The fuzzer's bytes to `complyd::fuzz::parse_line` (src/fuzz.rs), which says
+//! what it feeds the library and which invariants it checks.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| complyd::fuzz::parse_line(data));
