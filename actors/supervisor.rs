@@ -80,6 +80,9 @@ struct Child {
     data_loss_seen: u64,
     /// The `backfillMinutes` the running attempt asked for.
     backfill_minutes: Option<u32>,
+    /// When this process's last stream of the partition opened: a next gap
+    /// starts there at the earliest.
+    connected_ms: Option<i64>,
 }
 
 pub struct Supervisor {
@@ -136,6 +139,7 @@ impl Supervisor {
                         connected_once: false,
                         data_loss_seen: 0,
                         backfill_minutes: None,
+                        connected_ms: None,
                     },
                 )
             })
@@ -219,24 +223,34 @@ impl Supervisor {
         }
     }
 
+    /// Where a gap of partition `p` would start if it connected now
+    /// ([`gaps::gap_start`]).
+    fn gap_start(&self, p: u8) -> Option<i64> {
+        let c = self.children.get(&p)?;
+        let last_event = self.cfg.health.counters(p).last_event_ms.load(std::sync::atomic::Ordering::Relaxed);
+        gaps::gap_start(c.last_byte_ms, last_event, c.connected_ms)
+    }
+
+    /// The `backfillMinutes` to ask for: back to where the gap will start,
+    /// so that the gap keeper finds it covered.
     fn backfill_for(&mut self, p: u8) -> Option<u32> {
         let max = self.cfg.spec.backfill_max;
         if max == 0 || self.backfill_refused {
             return None;
         }
-        let last = self.children.get(&p)?.last_byte_ms?;
-        let gap = (now_ms() - last).max(1);
-        let minutes = ((gap + 59_999) / 60_000) as u64;
-        if minutes > u64::from(max) {
+        let since = self.gap_start(p)?;
+        let now = now_ms();
+        let (minutes, enough) = gaps::backfill_minutes(since, now, max);
+        if !enough {
             tracing::error!(
                 partition = p,
-                gap_ms = gap,
+                gap_ms = now - since,
                 backfill_minutes = max,
-                since_ms = last,
+                since_ms = since,
                 "Data missing: the gap is longer than backfill covers; it is in the gap ledger (complyd gaps), for Replay"
             );
         }
-        Some(minutes.clamp(1, u64::from(max)) as u32)
+        Some(minutes)
     }
 
     fn start_child(&mut self, p: u8, ticket: Ticket, ctx: &mut Context<Self>) {
@@ -344,12 +358,10 @@ impl Handler<ChildConnected> for Supervisor {
         } else {
             GapCause::Restart
         };
-        // From what was last received: the last byte, or the last event when
-        // that is older (an event in flight, the events a full buffer threw
-        // away, a message cut at the disconnect).
-        let last_event = counters.last_event_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let since = c.last_byte_ms.map(|b| if last_event > 0 { b.min(last_event) } else { b });
+        let since = self.gap_start(m.partition);
+        let Some(c) = self.children.get_mut(&m.partition) else { return };
         let connected = now_ms();
+        c.connected_ms = Some(connected);
         c.connected_once = true;
         c.data_loss_seen = data_loss;
         if let (Some(since), Some(keeper)) = (since, &self.cfg.gap_keeper) {

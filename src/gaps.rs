@@ -208,6 +208,29 @@ pub fn minutes_up(ms: i64) -> i64 {
     (ms.max(0) + MINUTE_MS - 1) / MINUTE_MS
 }
 
+/// Where the gap a new connection leaves starts: what was last received
+/// (the last byte, or the last event when that is older: an event in
+/// flight, the events a full buffer threw away, a message cut at the
+/// disconnect), but never before the previous connection of this process
+/// opened, since what came before that is in that connection's gap already.
+/// `None` when nothing was ever received (and no position is stored).
+pub fn gap_start(
+    last_byte_ms: Option<TimeMs>,
+    last_event_ms: TimeMs,
+    previous_connect_ms: Option<TimeMs>,
+) -> Option<TimeMs> {
+    let since = last_byte_ms.map(|b| if last_event_ms > 0 { b.min(last_event_ms) } else { b })?;
+    Some(previous_connect_ms.map_or(since, |c| since.max(c)))
+}
+
+/// The `backfillMinutes` a connection opening at `now_ms` asks for to reach
+/// back to `since_ms` (at least 1, at most `max`), and whether that is far
+/// enough.
+pub fn backfill_minutes(since_ms: TimeMs, now_ms: TimeMs, max: u32) -> (u32, bool) {
+    let need = minutes_up((now_ms - since_ms).max(1));
+    (need.clamp(1, i64::from(max.max(1))) as u32, need <= i64::from(max))
+}
+
 /// The gap a (re)connection leaves, if any: from what was last received
 /// (`since_ms`: the last byte of the previous connection, or the last
 /// committed position after a restart) to the moment the new connection
@@ -370,6 +393,47 @@ mod tests {
         assert_eq!(g.state, GapState::Open, "one minute does not reach back 60.001 s");
         assert!(g.note.contains("does not reach"), "{}", g.note);
         assert_eq!(on_connect(3, 5_000, 5_000, GapCause::Disconnect, None), None);
+    }
+
+    /// Seen in the fault mix (scripts/bench_peers.sh): connection A's last
+    /// event at 1,000 s; B opened at 1,100 s, asked for a backfill and was
+    /// cut before any event (its gap went to Replay); C opens at 1,130 s.
+    /// C's gap starts where B opened, and its backfill reaches back to it.
+    /// (Before, C's gap started at A's last event, 130 s back, while its
+    /// backfill was counted from B's last byte: 1 minute, "does not reach
+    /// back far enough", and a second Replay of the same stretch.)
+    #[test]
+    fn after_a_connection_that_got_no_event_the_next_gap_starts_where_it_opened_and_backfill_covers_it() {
+        let (a_last_event, b_opened, b_last_byte, c_asks, c_opens) =
+            (1_000_000, 1_100_000, 1_100_200, 1_129_900, 1_130_000);
+        let since = gap_start(Some(b_last_byte), a_last_event, Some(b_opened)).unwrap();
+        assert_eq!(since, b_opened);
+        let (minutes, enough) = backfill_minutes(since, c_asks, 5);
+        assert_eq!((minutes, enough), (1, true));
+        let g = on_connect(1, since, c_opens, GapCause::Disconnect, Some(minutes)).unwrap();
+        assert_eq!(
+            (g.from_ms, g.state, g.repair),
+            (b_opened, GapState::Repairing, Some(Repair::Backfill)),
+            "{}",
+            g.note
+        );
+
+        // The first connection of the process: from the last event, which
+        // is older than the last byte.
+        assert_eq!(gap_start(Some(b_last_byte), a_last_event, None), Some(a_last_event));
+        // No event seen yet: the last byte.
+        assert_eq!(gap_start(Some(b_last_byte), 0, None), Some(b_last_byte));
+        assert_eq!(gap_start(None, a_last_event, Some(b_opened)), None);
+    }
+
+    #[test]
+    fn backfill_asks_for_the_whole_minutes_of_the_gap_within_its_maximum() {
+        assert_eq!(backfill_minutes(0, 1, 5), (1, true));
+        assert_eq!(backfill_minutes(0, 60_000, 5), (1, true));
+        assert_eq!(backfill_minutes(0, 60_001, 5), (2, true));
+        assert_eq!(backfill_minutes(0, 300_000, 5), (5, true));
+        assert_eq!(backfill_minutes(0, 300_001, 5), (5, false), "longer than 5 minutes: the most, and not enough");
+        assert_eq!(backfill_minutes(10, 0, 5), (1, true), "a clock step back still asks for a minute");
     }
 
     #[test]
