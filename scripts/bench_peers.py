@@ -16,11 +16,12 @@ seconds, and is measured over those seconds:
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
+
+from bench_peers_lib import kill_tree, start_complyd, tree
 
 COMPLYD, VENV_PY, WORK, DURATION, WARMUP = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 USER, PASSWORD = "demo@example.com", "sim-password"
@@ -43,25 +44,6 @@ def get_json(url):
 
 def sim_events(base):
     return sum(p["events_sent"] for p in get_json(f"{base}/admin/stats")["partitions"])
-
-
-def tree(pid):
-    """pid and its descendants."""
-    kids = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                kids.setdefault(ppid, []).append(int(d))
-            except OSError:
-                pass
-    out, todo = [], [pid]
-    while todo:
-        q = todo.pop()
-        out.append(q)
-        todo.extend(kids.get(q, []))
-    return out
 
 
 def cpu_s(pids):
@@ -108,15 +90,7 @@ def measure(name, start, count, stores):
         })
         print(f"  {name}: {n / (t1 - t0):,.0f} events/s", file=sys.stderr)
     finally:
-        for q in reversed(tree(proc.pid)):
-            try:
-                os.kill(q, signal.SIGTERM)
-            except OSError:
-                pass
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        kill_tree(proc)
         sim.terminate()
         sim.wait()
 
@@ -130,45 +104,6 @@ def counter_file(path):
             return 0
     return count
 
-
-RESULTS = []
-
-# The ceiling: 8 curl processes decompressing to /dev/null.
-measure("ceiling: 8 x curl --compressed", lambda base, url: subprocess.Popen(
-    ["bash", "-c", " ".join(
-        f"curl --compressed -s -N -u {USER}:{PASSWORD} '{url}partition={p}' -o /dev/null &" for p in range(1, 9))
-     + " wait"]), sim_events, "no")
-
-# complyd end to end, into SQLite.
-def complyd_run(base, url):
-    d = os.path.join(WORK, f"complyd-{len(RESULTS)}")
-    os.makedirs(d, exist_ok=True)
-    with open(f"{d}/run.toml", "w") as f:
-        f.write(f"""[stream]
-url = "{base}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json"
-account = "demo"
-username = "{USER}"
-password_env = "COMPLYD_BENCH_PW"
-[store]
-url = "sqlite:{d}/store.db"
-[http]
-listen = "127.0.0.1:18790"
-[log]
-level = "warn"
-""")
-    env = dict(os.environ, COMPLYD_BENCH_PW=PASSWORD)
-    return subprocess.Popen([COMPLYD, "run", "--config", f"{d}/run.toml"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(f"{d}/run.log", "w"))
-
-
-def committed(_base):
-    try:
-        return get_json("http://127.0.0.1:18790/healthz")["events_committed"]
-    except OSError:
-        return 0
-
-
-measure("complyd run -> SQLite", complyd_run, committed, "yes (SQLite)")
 
 # gnippy, the PowerTrack client from PyPI: one PowerTrackClient a partition.
 GNIPPY = """
@@ -213,23 +148,56 @@ while True:
     time.sleep(0.2)
 """ % (USER, PASSWORD)
 
-for name, code in [("gnippy 0.7.0 (PowerTrackClient x 8)", GNIPPY), ("requests + iter_lines + json.loads", REQUESTS)]:
-    out = os.path.join(WORK, f"count-{len(RESULTS)}")
-    script = os.path.join(WORK, f"peer-{len(RESULTS)}.py")
-    with open(script, "w") as f:
-        f.write(code)
-    measure(name, lambda base, url, script=script, out=out: subprocess.Popen(
-        [VENV_PY, script, url, out], stderr=subprocess.DEVNULL), counter_file(out), "no")
 
-ceiling = RESULTS[0]["events_per_s"]
-lines = [
-    f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {DURATION:.0f} s each after {WARMUP:.0f} s of warm-up,"
-    f" load average before: {open('/proc/loadavg').read().split()[0]}",
-    "",
-    "| consumer | events/s | ratio to the ceiling | CPU s per million events | peak RSS MB | stores the events |",
-    "|---|---|---|---|---|---|",
-]
-for r in RESULTS:
-    lines.append(f"| {r['consumer']} | {r['events_per_s']:,.0f} | {r['events_per_s'] / ceiling:.2f} |"
-                 f" {r['cpu_s_per_million']:.1f} | {r['peak_rss_mb']:.0f} | {r['stores']} |")
-print("\n".join(lines))
+def committed(_base):
+    try:
+        return get_json("http://127.0.0.1:18790/healthz")["events_committed"]
+    except OSError:
+        return 0
+
+
+def throughput():
+    """Each consumer at full rate: prints the table."""
+    # The ceiling: 8 curl processes decompressing to /dev/null.
+    measure("ceiling: 8 x curl --compressed", lambda base, url: subprocess.Popen(
+        ["bash", "-c", " ".join(
+            f"curl --compressed -s -N -u {USER}:{PASSWORD} '{url}partition={p}' -o /dev/null &" for p in range(1, 9))
+         + " wait"]), sim_events, "no")
+
+    # complyd end to end, into SQLite.
+    def complyd_run(base, url):
+        d = os.path.join(WORK, f"complyd-{len(RESULTS)}")
+        os.makedirs(d, exist_ok=True)
+        return start_complyd(COMPLYD, base, USER, PASSWORD, d, "127.0.0.1:18790")
+
+    measure("complyd run -> SQLite", complyd_run, committed, "yes (SQLite)")
+
+    for name, code in [("gnippy 0.7.0 (PowerTrackClient x 8)", GNIPPY), ("requests + iter_lines + json.loads", REQUESTS)]:
+        out = os.path.join(WORK, f"count-{len(RESULTS)}")
+        script = os.path.join(WORK, f"peer-{len(RESULTS)}.py")
+        with open(script, "w") as f:
+            f.write(code)
+        measure(name, lambda base, url, script=script, out=out: subprocess.Popen(
+            [VENV_PY, script, url, out], stderr=subprocess.DEVNULL), counter_file(out), "no")
+
+    ceiling = RESULTS[0]["events_per_s"]
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {DURATION:.0f} s each after {WARMUP:.0f} s of warm-up,"
+        f" load average before: {open('/proc/loadavg').read().split()[0]}",
+        "",
+        "| consumer | events/s | ratio to the ceiling | CPU s per million events | peak RSS MB | stores the events |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in RESULTS:
+        lines.append(f"| {r['consumer']} | {r['events_per_s']:,.0f} | {r['events_per_s'] / ceiling:.2f} |"
+                     f" {r['cpu_s_per_million']:.1f} | {r['peak_rss_mb']:.0f} | {r['stores']} |")
+    print("\n".join(lines))
+    sys.stdout.flush()
+
+
+RESULTS = []
+if os.environ.get("THROUGHPUT", "1") != "0":
+    throughput()
+if os.environ.get("FAULT_MIX", "1") != "0":
+    import bench_peers_faults
+    bench_peers_faults.run(COMPLYD, VENV_PY, WORK, USER, PASSWORD)

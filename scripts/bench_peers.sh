@@ -4,11 +4,16 @@
 # SQLite, gnippy (the PowerTrack client from PyPI) and a hand-written
 # requests + iter_lines + json.loads consumer, each against a fresh
 # `complyd sim` at full rate. Prints one table (events/s, ratio to the
-# ceiling, CPU seconds per million events, peak RSS) and writes it to
-# bench_peers.out.
+# ceiling, CPU seconds per million events, peak RSS). Then the fault mix
+# (scripts/bench_peers_faults.py): the same consumers at a fixed rate while
+# drops mid-message, 503s, stalls and forced disconnects hit the partitions
+# in turn, and the events each one lost. Both tables go to bench_peers.out.
 #
-#   scripts/bench_peers.sh                   # 20 s each after 3 s of warm-up
+#   scripts/bench_peers.sh                   # 20 s each after 3 s of warm-up, then the mix
 #   DURATION=30 WARMUP=5 scripts/bench_peers.sh
+#   FAULT_MIX=0 scripts/bench_peers.sh       # the throughput table only
+#   THROUGHPUT=0 scripts/bench_peers.sh      # the fault mix only
+#   MIX_RATE=5000 MIX_SECONDS=60 MIX_EVERY=4 MIX_SETTLE=20   # the mix's defaults
 #
 # Needs curl and python3 (with venv); installs gnippy and requests in a
 # throwaway virtual environment; builds the release binary when missing.

@@ -1,0 +1,62 @@
+"""What scripts/bench_peers.py and scripts/bench_peers_faults.py share: the
+process tree of a consumer, stopping it, and starting `complyd run`."""
+
+import os
+import signal
+import subprocess
+
+
+def tree(pid):
+    """pid and its descendants."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+            except OSError:
+                pass
+    out, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        out.append(q)
+        todo.extend(kids.get(q, []))
+    return out
+
+
+def kill_tree(proc):
+    """SIGTERM to the consumer and its descendants; SIGKILL after 15 s."""
+    for q in reversed(tree(proc.pid)):
+        try:
+            os.kill(q, signal.SIGTERM)
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def start_complyd(complyd, base, user, password, d, listen, stream_extra="", extra=""):
+    """`complyd run` against the simulator at `base`, its store and log in
+    `d`, its HTTP API on `listen`; `stream_extra` goes in [stream], `extra`
+    after it (whole sections)."""
+    with open(f"{d}/run.toml", "w") as f:
+        f.write(f"""[stream]
+url = "{base}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json"
+account = "demo"
+username = "{user}"
+password_env = "COMPLYD_BENCH_PW"
+{stream_extra}
+{extra}
+[store]
+url = "sqlite:{d}/store.db"
+[http]
+listen = "{listen}"
+[log]
+level = "warn"
+""")
+    env = dict(os.environ, COMPLYD_BENCH_PW=password)
+    return subprocess.Popen([complyd, "run", "--config", f"{d}/run.toml"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(f"{d}/run.log", "w"))
