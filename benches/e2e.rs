@@ -4,6 +4,7 @@
 //! cargo bench --bench e2e
 //! COMPLYD_BENCH_SECS=20 cargo bench --bench e2e
 //! # one phase only: COMPLYD_BENCH_CURL=0 COMPLYD_BENCH_PIPELINE=0 COMPLYD_BENCH_STALL_SECS=0 COMPLYD_BENCH_LATENCY_RATE=0
+//! # the store holding N posts of the dataset the events name: COMPLYD_BENCH_POSTS=N
 //! ```
 //!
 //! Prints the ceiling (`curl --compressed` draining the 8 partitions of an
@@ -23,6 +24,7 @@ fn main() {
         latency_rate: flag("COMPLYD_BENCH_LATENCY_RATE", 10_000.0),
         stall_secs: flag("COMPLYD_BENCH_STALL_SECS", 5.0) as u64,
         pipeline: flag("COMPLYD_BENCH_PIPELINE", 1.0) > 0.0,
+        posts: flag("COMPLYD_BENCH_POSTS", 0.0) as u64,
     };
     match bench_e2e(args) {
         Ok(report) => println!("{report}"),

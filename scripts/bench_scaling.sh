@@ -2,13 +2,17 @@
 # How the offline work's rate changes with the store's size (issue 15,
 # item 7): import, replay, export and check with 10^5, 10^6 and 10^7 posts
 # in the store (each size is N posts over N/10 users plus one user with N
-# posts more: 2N in all), measured by `cargo bench --bench core`. Prints one
-# table, writes it to bench_scaling.out and draws docs/bench_scaling.svg (rate
-# against store size, log scale).
+# posts more: 2N in all), measured by `cargo bench --bench core`; and the
+# daemon end to end (`cargo bench --bench e2e`, the simulator at full rate
+# into `complyd run`'s pipeline and SQLite) with the store holding the N
+# posts its events name. Prints one table, writes it to bench_scaling.out
+# and draws docs/bench_scaling.svg (rate against store size, log scale;
+# docs/bench_scaling_postgres.svg for PostgreSQL).
 #
 #   scripts/bench_scaling.sh                          # SQLite, 10^5 10^6 10^7
 #   SIZES="100000 1000000" scripts/bench_scaling.sh
 #   COMPLYD_BENCH_DB=postgres://... scripts/bench_scaling.sh   # PostgreSQL
+#                                    (the offline work; end to end is SQLite)
 #
 # The 10^7 size takes several minutes and about 10 GB of temporary disk.
 set -euo pipefail
@@ -19,6 +23,11 @@ trap 'rm -rf "$work"' EXIT
 for n in $SIZES; do
     echo "bench_scaling: $n posts (+ $n for the big user)..." >&2
     COMPLYD_BENCH_POSTS=$n COMPLYD_BENCH_SKIP=suspend,writers cargo bench --bench core 2>/dev/null >"$work/core-$n.txt"
+    if [[ -z "${COMPLYD_BENCH_DB:-}" ]]; then
+        COMPLYD_BENCH_POSTS=$n COMPLYD_BENCH_SECS=${E2E_SECS:-10} COMPLYD_BENCH_CURL=0 COMPLYD_BENCH_PIPELINE=0 \
+            COMPLYD_BENCH_STALL_SECS=0 COMPLYD_BENCH_LATENCY_RATE=0 \
+            cargo bench --bench e2e 2>/dev/null >"$work/e2e-$n.txt"
+    fi
 done
 python3 - "$work" $SIZES <<'EOF' | tee bench_scaling.out
 import re, sys
@@ -34,14 +43,26 @@ def rate(text, start):
             if m:
                 return 1e6 / float(m.group(1))  # checks a second, from the median
     return None
+def e2e_rate(n):
+    try:
+        text = open(f"{work}/e2e-{n}.txt").read()
+    except OSError:
+        return None
+    m = re.search(r"^end to end \(simulator.*?: ([\d.]+) events/s", text, re.M)
+    return float(m.group(1)) if m else None
 rows = {"import": "import", "replay": "replay", "export": "export", "check (from the p50)": "check, per id"}
 table = {k: [] for k in rows}
+E2E = "end to end (daemon, events)"
 for n in sizes:
     text = open(f"{work}/core-{n}.txt").read()
     store = "PostgreSQL" if "store: PostgreSQL" in text else "SQLite"
     for k, start in rows.items():
         table[k].append(rate(text, start))
-print(f"store: {store}; posts stored: 2 x N (N over N/10 users, N for one user)")
+    e = e2e_rate(n)
+    if e is not None:
+        table.setdefault(E2E, []).append(e)
+print(f"store: {store}; posts stored: 2 x N (N over N/10 users, N for one user)"
+      + ("; end to end: N posts, the dataset the simulator's events name" if E2E in table else ""))
 print()
 print("| per second | " + " | ".join(f"N = {n:,}" for n in sizes) + " | last / first |")
 print("|---|" + "---|" * (len(sizes) + 1))
@@ -50,19 +71,19 @@ for k, vals in table.items():
     print(f"| {k} | " + " | ".join(f"{v:,.0f}" if v else "?" for v in vals) + f" | {ratio:.2f} |")
 # The plot: one line per operation, log-log.
 import math
-W, H, L, B = 640, 400, 70, 50
+W, H, L, B = 700, 400, 70, 50  # 200 px right of the plot for the labels
 xs = [math.log10(n) for n in sizes]
 allv = [v for vals in table.values() for v in vals if v]
 ylo, yhi = math.floor(math.log10(min(allv))), math.ceil(math.log10(max(allv)))
-def px(x): return L + (x - xs[0]) / max(xs[-1] - xs[0], 1e-9) * (W - L - 140)
+def px(x): return L + (x - xs[0]) / max(xs[-1] - xs[0], 1e-9) * (W - L - 200)
 def py(y): return H - B - (math.log10(y) - ylo) / max(yhi - ylo, 1e-9) * (H - B - 20)
-colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
        f'<text x="{W/2}" y="14" text-anchor="middle">complyd ({store}): rate against store size</text>']
 for e in range(ylo, yhi + 1):
     y = py(10 ** e)
-    svg.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W-140}" y2="{y:.1f}" stroke="#ddd"/>')
+    svg.append(f'<line x1="{L}" y1="{y:.1f}" x2="{W-200}" y2="{y:.1f}" stroke="#ddd"/>')
     svg.append(f'<text x="{L-5}" y="{y+4:.1f}" text-anchor="end">1e{e}/s</text>')
 for n, x in zip(sizes, xs):
     svg.append(f'<text x="{px(x):.1f}" y="{H-B+18}" text-anchor="middle">N = {n:,}</text>')
@@ -74,6 +95,8 @@ for (k, vals), c in zip(table.items(), colors):
     if pts:
         svg.append(f'<text x="{pts[-1][0]+8:.1f}" y="{pts[-1][1]+4:.1f}" fill="{c}">{k}</text>')
 svg.append("</svg>")
-open("docs/bench_scaling.svg", "w").write("\n".join(svg))
+svg_file = "docs/bench_scaling_postgres.svg" if store == "PostgreSQL" else "docs/bench_scaling.svg"
+open(svg_file, "w").write("\n".join(svg))
+print(f"plot: {svg_file}", file=sys.stderr)
 EOF
-echo "bench_scaling: wrote bench_scaling.out and docs/bench_scaling.svg" >&2
+echo "bench_scaling: wrote bench_scaling.out and the plot" >&2

@@ -20,6 +20,10 @@ pub struct BenchArgs {
     pub curl: bool,
     /// Measure the daemon's pipeline with a store that keeps nothing.
     pub pipeline: bool,
+    /// Posts stored before the end-to-end phase: the simulator's dataset of
+    /// this size, which its events then name (0: an empty store and the
+    /// simulator's default dataset).
+    pub posts: u64,
 }
 
 impl Default for BenchArgs {
@@ -31,6 +35,7 @@ impl Default for BenchArgs {
             stall_secs: 5,
             curl: true,
             pipeline: true,
+            posts: 0,
         }
     }
 }
@@ -42,6 +47,8 @@ pub struct BenchReport {
     pub curl_events_per_sec: Option<f64>,
     /// Events/s from the simulator to committed SQLite.
     pub e2e_events_per_sec: f64,
+    /// Posts the store held when the end-to-end phase started.
+    pub posts_stored: u64,
     /// Events/s through the daemon with a store that keeps nothing (the
     /// pipeline's own ceiling).
     pub pipeline_events_per_sec: Option<f64>,
@@ -80,7 +87,11 @@ impl std::fmt::Display for BenchReport {
         if let Some(c) = self.curl_events_per_sec {
             writeln!(f, "ceiling (curl --compressed, 8 partitions): {c:.0} events/s")?;
         }
-        writeln!(f, "end to end (simulator -> committed SQLite): {:.0} events/s", self.e2e_events_per_sec)?;
+        writeln!(
+            f,
+            "end to end (simulator -> committed SQLite, {} posts stored): {:.0} events/s",
+            self.posts_stored, self.e2e_events_per_sec
+        )?;
         writeln!(
             f,
             "CPU per event committed at full rate: {:.2} µs (whole process, simulator included)",
@@ -192,6 +203,26 @@ impl Store for NullStore {
     fn has_like(&mut self, _: crate::event::Id, _: crate::event::Id) -> Result<bool, store::StoreError> {
         Ok(false)
     }
+}
+
+/// Imports the simulator's dataset of `posts` posts (seed `seed`) into the
+/// store at `url`, a batch at a time, as `complyd import` does; returns the
+/// posts stored.
+fn fill_store(url: &store::StoreUrl, seed: u64, posts: u64) -> anyhow::Result<u64> {
+    let mut st = store::open_url(url)?;
+    let (mut batch, mut stored) = (Vec::with_capacity(50_000), 0);
+    let now = crate::clock::now_ms();
+    for line in crate::sim::generate_posts(seed, posts as usize) {
+        if let Ok(crate::post::ImportItem::Posts(p)) = crate::post::parse_import_line(&line) {
+            batch.extend(p);
+        }
+        if batch.len() >= 50_000 {
+            stored += st.import(&batch, &[], now)?.stored;
+            batch.clear();
+        }
+    }
+    stored += st.import(&batch, &[], now)?.stored;
+    Ok(stored)
 }
 
 /// Resident memory of this process, MB (Linux; 0 elsewhere).
@@ -336,10 +367,21 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             sim.stop().await;
         }
 
-        // 2. End to end at full rate, with the memory peak.
+        // 2. End to end at full rate, with the memory peak; the store
+        // holding `args.posts` posts of the dataset the events name.
         {
-            let sim = crate::sim::start(unlimited.clone()).await?;
-            let d = Daemon::start(bench_plan(&args.dir, "full", &sim, &unlimited)?).await?;
+            let cfg = crate::sim::SimConfig {
+                posts: if args.posts > 0 { args.posts } else { unlimited.posts },
+                ..unlimited.clone()
+            };
+            let sim = crate::sim::start(cfg.clone()).await?;
+            let plan = bench_plan(&args.dir, "full", &sim, &cfg)?;
+            if args.posts > 0 {
+                let url = plan.store.url.clone();
+                let (seed, n) = (cfg.seed, args.posts);
+                report.posts_stored = actix_web::rt::task::spawn_blocking(move || fill_store(&url, seed, n)).await??;
+            }
+            let d = Daemon::start(plan).await?;
             tokio::time::sleep(warmup).await;
             let db = args.dir.join("full.db");
             let before = d.health().committed();
