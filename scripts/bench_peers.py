@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 
-from bench_peers_lib import kill_tree, start_complyd, tree
+from bench_peers_lib import kill_tree, markdown_table, start_complyd, tree
 
 COMPLYD, VENV_PY, WORK, DURATION, WARMUP = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 USER, PASSWORD = "demo@example.com", "sim-password"
@@ -181,17 +181,12 @@ def throughput():
             [VENV_PY, script, url, out], stderr=subprocess.DEVNULL), counter_file(out), "no")
 
     ceiling = RESULTS[0]["events_per_s"]
-    lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {DURATION:.0f} s each after {WARMUP:.0f} s of warm-up,"
-        f" load average before: {open('/proc/loadavg').read().split()[0]}",
-        "",
-        "| consumer | events/s | ratio to the ceiling | CPU s per million events | peak RSS MB | stores the events |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in RESULTS:
-        lines.append(f"| {r['consumer']} | {r['events_per_s']:,.0f} | {r['events_per_s'] / ceiling:.2f} |"
-                     f" {r['cpu_s_per_million']:.1f} | {r['peak_rss_mb']:.0f} | {r['stores']} |")
-    print("\n".join(lines))
+    print(f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {DURATION:.0f} s each after"
+          f" {WARMUP:.0f} s of warm-up, load average before: {open('/proc/loadavg').read().split()[0]}\n")
+    print(markdown_table(
+        ["consumer", "events/s", "ratio to the ceiling", "CPU s per million events", "peak RSS MB", "stores the events"],
+        [[r["consumer"], f"{r['events_per_s']:,.0f}", f"{r['events_per_s'] / ceiling:.2f}",
+          f"{r['cpu_s_per_million']:.1f}", f"{r['peak_rss_mb']:.0f}", r["stores"]] for r in RESULTS]))
     sys.stdout.flush()
 
 

@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.request
 
-from bench_peers_lib import kill_tree, start_complyd
+from bench_peers_lib import kill_tree, markdown_table, start_complyd
 
 RATE = float(os.environ.get("MIX_RATE", 5000))
 SECONDS = float(os.environ.get("MIX_SECONDS", 60))
@@ -259,18 +259,12 @@ check_interval_ms = 2000
                                    stderr=open(os.path.join(d, "peer.log"), "w")),
                                lines_file))
 
-    lines = [
-        "",
-        f"Fault mix: {RATE:,.0f} events/s, a {SECONDS:.0f} s window with a fault every {EVERY:.0f} s"
-        f" ({', '.join(n for n, _ in CYCLE)}; partitions in turn), then {SETTLE:.0f} s to catch up",
-        "",
-        "| consumer | events in the window | lost | share lost | faults | notes |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(f"| {r['consumer']} | {r['window']:,} | {r['lost']:,} | {r['lost'] / r['window']:.2%} |"
-                     f" {r['faults']} | {r['extra']} |")
-    print("\n".join(lines))
+    print(f"\nFault mix: {RATE:,.0f} events/s, a {SECONDS:.0f} s window with a fault every {EVERY:.0f} s"
+          f" ({', '.join(n for n, _ in CYCLE)}; partitions in turn), then {SETTLE:.0f} s to catch up\n")
+    print(markdown_table(
+        ["consumer", "events in the window", "lost", "share lost", "faults", "notes"],
+        [[r["consumer"], f"{r['window']:,}", f"{r['lost']:,}", f"{r['lost'] / r['window']:.2%}", r["faults"], r["extra"]]
+         for r in results]))
 
 
 # gnippy, as its README shows it: one PowerTrackClient a partition, a

@@ -60,3 +60,10 @@ level = "warn"
     env = dict(os.environ, COMPLYD_BENCH_PW=password)
     return subprocess.Popen([complyd, "run", "--config", f"{d}/run.toml"], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(f"{d}/run.log", "w"))
+
+
+def markdown_table(head, rows):
+    """A Markdown table: `head` the column names, `rows` lists of cells."""
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
