@@ -46,8 +46,9 @@ pub struct SupervisorConfig {
     pub policy: BackoffPolicy,
     pub intensity: Intensity,
     pub limiter: ConnectLimiter,
-    /// Last byte received per partition in an earlier run (from the store's
-    /// positions), for the first connection's backfill.
+    /// What an earlier run received per partition up to (from the store's
+    /// positions: the last byte, or the last event when older), where the
+    /// first connection's gap starts and its backfill reaches back to.
     pub last_byte_ms: HashMap<u8, i64>,
     /// The threads the streams run on.
     pub arbiters: Vec<ArbiterHandle>,

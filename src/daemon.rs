@@ -20,6 +20,7 @@ use crate::actors::supervisor::{Shutdown, Supervisor, SupervisorConfig};
 use crate::actors::user_handler::UserHandler;
 use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
+use crate::gaps;
 use crate::health::{Health, LinkState};
 use crate::limiter::ConnectLimiter;
 use crate::settings::{ConfigErrors, LogFormat, Plan, Secret, Settings};
@@ -244,28 +245,28 @@ impl Daemon {
     }
 }
 
-/// The last byte received per partition in an earlier run: the older of the
-/// two handlers' positions (a partition is caught up to the smaller one).
+/// Where each partition's restart gap starts: what an earlier run received
+/// up to, from the store's positions (see [`restart_points`]).
 fn stored_last_bytes(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, i64>> {
-    let mut by: HashMap<u8, (Option<i64>, Option<i64>)> = HashMap::new();
-    for (kind, pos) in store.positions().context("reading the stored positions")? {
-        let e = by.entry(pos.partition).or_default();
-        match kind {
-            HandlerKind::Status => e.0 = Some(pos.last_byte_ms),
-            HandlerKind::User => e.1 = Some(pos.last_byte_ms),
+    Ok(restart_points(&store.positions().context("reading the stored positions")?))
+}
+
+/// Per partition, the older of the two handlers' points, each its
+/// [`gaps::gap_start`]: the last byte of its last committed batch, or that
+/// batch's last event time when older. Events still in flight at a crash
+/// (sent after that batch, or in the server's buffer) have event times after
+/// the last committed event but possibly before the last byte: starting the
+/// gap at the last byte alone lost them whenever the byte fell in a later
+/// minute than the event, since Replay is asked for whole minutes from the
+/// gap's start.
+fn restart_points(positions: &[(HandlerKind, crate::store::Position)]) -> HashMap<u8, i64> {
+    let mut by: HashMap<u8, i64> = HashMap::new();
+    for (_, pos) in positions {
+        if let Some(t) = gaps::gap_start(Some(pos.last_byte_ms), pos.last_event_ms, None) {
+            by.entry(pos.partition).and_modify(|e| *e = (*e).min(t)).or_insert(t);
         }
     }
-    Ok(by
-        .into_iter()
-        .filter_map(|(p, (a, b))| {
-            let t = match (a, b) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-                (None, None) => return None,
-            };
-            Some((p, t))
-        })
-        .collect())
+    by
 }
 
 /// Logs a panic loudly before the process aborts (release builds use
@@ -696,4 +697,34 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
         m.posts_purged,
         m.posts_geo_scrubbed,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_points;
+    use crate::store::{HandlerKind, Position};
+
+    fn pos(partition: u8, last_event_ms: i64, last_byte_ms: i64) -> Position {
+        Position { partition, last_event_ms, last_byte_ms }
+    }
+
+    /// A SIGKILL 10 ms after a minute began: the last committed batch's
+    /// last byte came at 60,010 and its last event is from 59,990; an event
+    /// of 59,995 was still in flight. The restart gap must start at 59,990,
+    /// in the minute before, or Replay (whole minutes from the gap's start)
+    /// never asks for that event. Seen as a missing tombstone in
+    /// `twenty_sigkills_at_random_moments_lose_nothing_after_repair`.
+    #[test]
+    fn a_restart_gap_starts_at_the_last_committed_event_when_it_is_older_than_the_last_byte() {
+        let points = restart_points(&[
+            (HandlerKind::Status, pos(1, 59_990, 60_010)),
+            (HandlerKind::User, pos(1, 59_500, 60_005)),
+            (HandlerKind::Status, pos(2, 0, 70_000)),
+            (HandlerKind::Status, pos(3, 90_000, 80_000)),
+        ]);
+        assert_eq!(points.get(&1), Some(&59_500), "the older of the two handlers");
+        assert_eq!(points.get(&2), Some(&70_000), "no event committed yet: the last byte");
+        assert_eq!(points.get(&3), Some(&80_000), "an event time after the last byte: the byte");
+        assert_eq!(points.len(), 3);
+    }
 }
