@@ -712,8 +712,8 @@ mod tests {
     /// last byte came at 60,010 and its last event is from 59,990; an event
     /// of 59,995 was still in flight. The restart gap must start at 59,990,
     /// in the minute before, or Replay (whole minutes from the gap's start)
-    /// never asks for that event. Seen as a missing tombstone in
-    /// `twenty_sigkills_at_random_moments_lose_nothing_after_repair`.
+    /// never asks for that event: the likeliest cause of a tombstone once
+    /// missing in `twenty_sigkills_at_random_moments_lose_nothing_after_repair`.
     #[test]
     fn a_restart_gap_starts_at_the_last_committed_event_when_it_is_older_than_the_last_byte() {
         let points = restart_points(&[
