@@ -435,12 +435,15 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
         let flowing = sim.stats().next_event_index;
         assert!(wait_until(Duration::from_secs(10), || sim.stats().next_event_index > flowing + 2_000).await);
         sigkill(&mut first);
-        // What was committed when it died: a partition is caught up to the
-        // smaller of its two handlers' positions.
+        // What was committed when it died: each handler's last batch, from
+        // its last event (events in flight come after it) or its last byte
+        // when that is older; a partition is caught up to the older of its
+        // two handlers' points.
         let mut committed = std::collections::HashMap::new();
         for (_, p) in st.positions().unwrap() {
-            let e = committed.entry(p.partition).or_insert(p.last_byte_ms);
-            *e = (*e).min(p.last_byte_ms);
+            let t = if p.last_event_ms > 0 { p.last_event_ms.min(p.last_byte_ms) } else { p.last_byte_ms };
+            let e = committed.entry(p.partition).or_insert(t);
+            *e = (*e).min(t);
         }
         assert_eq!(committed.len(), 2);
         // The simulator goes on while no daemon listens.
