@@ -81,9 +81,6 @@ struct Child {
     data_loss_seen: u64,
     /// The `backfillMinutes` the running attempt asked for.
     backfill_minutes: Option<u32>,
-    /// When this process's last stream of the partition opened: a next gap
-    /// starts there at the earliest.
-    connected_ms: Option<i64>,
 }
 
 pub struct Supervisor {
@@ -140,7 +137,6 @@ impl Supervisor {
                         connected_once: false,
                         data_loss_seen: 0,
                         backfill_minutes: None,
-                        connected_ms: None,
                     },
                 )
             })
@@ -229,7 +225,7 @@ impl Supervisor {
     fn gap_start(&self, p: u8) -> Option<i64> {
         let c = self.children.get(&p)?;
         let last_event = self.cfg.health.counters(p).last_event_ms.load(std::sync::atomic::Ordering::Relaxed);
-        gaps::gap_start(c.last_byte_ms, last_event, c.connected_ms)
+        gaps::gap_start(c.last_byte_ms, last_event)
     }
 
     /// The `backfillMinutes` to ask for: back to where the gap will start,
@@ -362,7 +358,6 @@ impl Handler<ChildConnected> for Supervisor {
         let since = self.gap_start(m.partition);
         let Some(c) = self.children.get_mut(&m.partition) else { return };
         let connected = now_ms();
-        c.connected_ms = Some(connected);
         c.connected_once = true;
         c.data_loss_seen = data_loss;
         if let (Some(since), Some(keeper)) = (since, &self.cfg.gap_keeper) {

@@ -262,7 +262,7 @@ fn stored_last_bytes(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, i64>> 
 fn restart_points(positions: &[(HandlerKind, crate::store::Position)]) -> HashMap<u8, i64> {
     let mut by: HashMap<u8, i64> = HashMap::new();
     for (_, pos) in positions {
-        if let Some(t) = gaps::gap_start(Some(pos.last_byte_ms), pos.last_event_ms, None) {
+        if let Some(t) = gaps::gap_start(Some(pos.last_byte_ms), pos.last_event_ms) {
             by.entry(pos.partition).and_modify(|e| *e = (*e).min(t)).or_insert(t);
         }
     }

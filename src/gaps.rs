@@ -208,19 +208,12 @@ pub fn minutes_up(ms: i64) -> i64 {
     (ms.max(0) + MINUTE_MS - 1) / MINUTE_MS
 }
 
-/// Where the gap a new connection leaves starts: what was last received
-/// (the last byte, or the last event when that is older: an event in
-/// flight, the events a full buffer threw away, a message cut at the
-/// disconnect), but never before the previous connection of this process
-/// opened, since what came before that is in that connection's gap already.
+/// Where the gap a new connection leaves starts: what was last received,
+/// the last byte, or the last event when that is older (an event in flight,
+/// the events a full buffer threw away, a message cut at the disconnect).
 /// `None` when nothing was ever received (and no position is stored).
-pub fn gap_start(
-    last_byte_ms: Option<TimeMs>,
-    last_event_ms: TimeMs,
-    previous_connect_ms: Option<TimeMs>,
-) -> Option<TimeMs> {
-    let since = last_byte_ms.map(|b| if last_event_ms > 0 { b.min(last_event_ms) } else { b })?;
-    Some(previous_connect_ms.map_or(since, |c| since.max(c)))
+pub fn gap_start(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> Option<TimeMs> {
+    last_byte_ms.map(|b| if last_event_ms > 0 { b.min(last_event_ms) } else { b })
 }
 
 /// The `backfillMinutes` a connection opening at `now_ms` asks for to reach
@@ -398,32 +391,26 @@ mod tests {
     /// Seen in the fault mix (scripts/bench_peers.sh): connection A's last
     /// event at 1,000 s; B opened at 1,100 s, asked for a backfill and was
     /// cut before any event (its gap went to Replay); C opens at 1,130 s.
-    /// C's gap starts where B opened, and its backfill reaches back to it.
-    /// (Before, C's gap started at A's last event, 130 s back, while its
-    /// backfill was counted from B's last byte: 1 minute, "does not reach
-    /// back far enough", and a second Replay of the same stretch.)
+    /// C's gap starts at A's last event, and its backfill reaches back to
+    /// it. (Before, the backfill was counted from B's last byte: 1 minute,
+    /// "does not reach back far enough", and the stretch went to Replay.)
     #[test]
-    fn after_a_connection_that_got_no_event_the_next_gap_starts_where_it_opened_and_backfill_covers_it() {
-        let (a_last_event, b_opened, b_last_byte, c_asks, c_opens) =
-            (1_000_000, 1_100_000, 1_100_200, 1_129_900, 1_130_000);
-        let since = gap_start(Some(b_last_byte), a_last_event, Some(b_opened)).unwrap();
-        assert_eq!(since, b_opened);
+    fn after_a_connection_that_got_no_event_the_next_backfill_reaches_back_to_the_last_event() {
+        let (a_last_event, b_last_byte, c_asks, c_opens) = (1_000_000, 1_100_200, 1_129_900, 1_130_000);
+        let since = gap_start(Some(b_last_byte), a_last_event).unwrap();
+        assert_eq!(since, a_last_event);
         let (minutes, enough) = backfill_minutes(since, c_asks, 5);
-        assert_eq!((minutes, enough), (1, true));
+        assert_eq!((minutes, enough), (3, true));
         let g = on_connect(1, since, c_opens, GapCause::Disconnect, Some(minutes)).unwrap();
         assert_eq!(
             (g.from_ms, g.state, g.repair),
-            (b_opened, GapState::Repairing, Some(Repair::Backfill)),
+            (a_last_event, GapState::Repairing, Some(Repair::Backfill)),
             "{}",
             g.note
         );
-
-        // The first connection of the process: from the last event, which
-        // is older than the last byte.
-        assert_eq!(gap_start(Some(b_last_byte), a_last_event, None), Some(a_last_event));
         // No event seen yet: the last byte.
-        assert_eq!(gap_start(Some(b_last_byte), 0, None), Some(b_last_byte));
-        assert_eq!(gap_start(None, a_last_event, Some(b_opened)), None);
+        assert_eq!(gap_start(Some(b_last_byte), 0), Some(b_last_byte));
+        assert_eq!(gap_start(None, a_last_event), None);
     }
 
     #[test]
