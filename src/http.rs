@@ -66,6 +66,18 @@ struct ReadPool {
     keep: usize,
 }
 
+impl Drop for ReadPool {
+    /// Closes the pooled connections on a plain thread: the synchronous
+    /// PostgreSQL client blocks on a runtime of its own when dropped, which
+    /// panics on the HTTP server's thread.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
 thread_local! {
     /// An SQLite read connection per HTTP worker thread (keyed by store URL).
     static LOCAL: std::cell::RefCell<Option<(StoreUrl, Box<dyn Store>)>> = const { std::cell::RefCell::new(None) };
@@ -293,9 +305,8 @@ async fn check_many(state: web::Data<HttpState>, body: web::Json<CheckRequest>) 
     let answers = state
         .pool
         .with(move |s| {
-            ids.iter()
-                .map(|id| Ok((*id, visible(&s.facts(*id)?, country, now))))
-                .collect::<Result<Vec<_>, StoreError>>()
+            let facts = s.facts_many(&ids)?;
+            Ok(ids.iter().zip(&facts).map(|(id, f)| (*id, visible(f, country, now))).collect::<Vec<_>>())
         })
         .await?;
     let mut out = String::with_capacity(16 + answers.len() * 40);

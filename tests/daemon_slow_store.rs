@@ -255,18 +255,6 @@ fn a_read_only_store_directory_is_one_clear_line() {
     drop(mnt);
 }
 
-/// A PostgreSQL schema dropped on a plain thread (its client cannot block
-/// inside the test's runtime).
-struct OffRuntime(Option<common::PgSchema>);
-
-impl Drop for OffRuntime {
-    fn drop(&mut self) {
-        if let Some(s) = self.0.take() {
-            let _ = std::thread::spawn(move || drop(s)).join();
-        }
-    }
-}
-
 /// A TCP proxy on loopback to the test PostgreSQL that can be cut: while
 /// down it drops every open connection and closes each new one at once.
 struct CutProxy {
@@ -331,10 +319,9 @@ async fn postgresql_going_away_mid_run_loses_nothing() {
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempdir();
         let d = path(&dir);
-        // The synchronous PostgreSQL client runs on plain threads only (the
-        // schema too is dropped on one, even when the test fails).
-        let schema = OffRuntime(Some(std::thread::spawn(common::PgSchema::new).join().unwrap()));
-        let direct = schema.0.as_ref().unwrap().url();
+        // The synchronous PostgreSQL client runs on plain threads only.
+        let schema = std::thread::spawn(common::PgSchema::new).join().unwrap();
+        let direct = schema.url();
         // host:port of the test server, to put the proxy in between.
         let rest = direct.split("@").nth(1).unwrap();
         let hostport = rest.split('/').next().unwrap().to_owned();

@@ -325,6 +325,15 @@ fn leaks(store: &mut dyn Store, data: &Dataset, country: Option<&str>, now: i64,
             leak(format!("NAME-{user}-END"), format!("user {user} is hidden in {country:?}"));
         }
     }
+    // The bulk lookup (the query API's `POST /v1/posts/check`) agrees with
+    // the one-at-a-time one: ids in another order, repeated, never stored.
+    let mut ids: Vec<u64> = data.posts.iter().rev().map(|p| p.id).collect();
+    ids.extend(data.posts.first().map(|p| p.id));
+    ids.extend([(1 << 53) + 7, u64::MAX - 3]);
+    let one_by_one: Vec<_> = ids.iter().map(|id| store.facts(*id).unwrap()).collect();
+    if store.facts_many(&ids).unwrap() != one_by_one {
+        found.push(format!("the bulk lookup of {ids:?} differs from one id at a time"));
+    }
     // And the export agrees with the rule on which posts it shows.
     let exported: Vec<u64> = export
         .lines()

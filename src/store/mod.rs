@@ -261,6 +261,15 @@ pub trait Store: Send {
     /// A [`StoreError`] when the store cannot be read.
     fn facts(&mut self, id: Id) -> Result<Facts, StoreError>;
 
+    /// [`Store::facts`] for many ids, in the order given. A store across a
+    /// network answers in a few round trips, not one per id.
+    ///
+    /// # Errors
+    /// A [`StoreError`] when the store cannot be read.
+    fn facts_many(&mut self, ids: &[Id]) -> Result<Vec<Facts>, StoreError> {
+        ids.iter().map(|id| self.facts(*id)).collect()
+    }
+
     /// The state of one user (the default when no event ever named them).
     ///
     /// # Errors

@@ -904,6 +904,34 @@ impl Store for PostgresStore {
         Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
     }
 
+    fn facts_many(&mut self, ids: &[Id]) -> Result<Vec<Facts>, StoreError> {
+        let keys: Vec<i64> = ids.iter().map(|id| key(*id)).collect();
+        let st = self.statement(&format!("{SCAN_SELECT} WHERE p.id = ANY($1)"))?;
+        let mut stored = HashMap::with_capacity(ids.len());
+        for row in self.client.query(&st, &[&keys])? {
+            let s = scanned_from(&row)?;
+            stored.insert(s.id, s.facts);
+        }
+        let absent: Vec<i64> = ids.iter().filter(|id| !stored.contains_key(id)).map(|id| key(*id)).collect();
+        let mut tombstoned = HashSet::new();
+        if !absent.is_empty() {
+            let st = self.statement("SELECT id FROM tombstones WHERE id = ANY($1)")?;
+            for row in self.client.query(&st, &[&absent])? {
+                tombstoned.insert(id_of(row.get(0)));
+            }
+        }
+        Ok(ids
+            .iter()
+            .map(|id| match stored.get(id) {
+                Some(facts) => facts.clone(),
+                None => Facts {
+                    post: PostView { stored: false, tombstone: tombstoned.contains(id), ..PostView::default() },
+                    original: None,
+                },
+            })
+            .collect())
+    }
+
     fn user_state(&mut self, id: Id) -> Result<UserState, StoreError> {
         let st = self.statement(&format!("SELECT {USER_COLS} FROM user_state WHERE id = $1"))?;
         match self.client.query_opt(&st, &[&key(id)])? {

@@ -27,6 +27,23 @@ pub fn init_logs() {
     }
 }
 
+/// Panics in this test process so far, on any thread (the first call starts
+/// counting). A daemon that panics on a thread of its own, where nothing
+/// fails the test, shows here.
+pub fn panics_seen() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            SEEN.fetch_add(1, Ordering::SeqCst);
+            default(info);
+        }));
+    });
+    SEEN.load(Ordering::SeqCst)
+}
+
 pub const SEED: u64 = 7;
 pub const POSTS: u64 = 2_000;
 

@@ -62,10 +62,17 @@ impl PgSchema {
 }
 
 impl Drop for PgSchema {
+    /// On a plain thread: the synchronous client panics on an async
+    /// runtime's thread, which is where a failing async test unwinds (and a
+    /// panic while unwinding aborts the whole test binary).
     fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&pg_base_url(), postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-        }
+        let name = std::mem::take(&mut self.name);
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&pg_base_url(), postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+            }
+        })
+        .join();
     }
 }
 
