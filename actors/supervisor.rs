@@ -49,7 +49,7 @@ pub struct SupervisorConfig {
     /// What an earlier run received per partition up to (from the store's
     /// positions: the last byte, or the last event when older), where the
     /// first connection's gap starts and its backfill reaches back to.
-    pub last_byte_ms: HashMap<u8, i64>,
+    pub restart_points: HashMap<u8, i64>,
     /// The threads the streams run on.
     pub arbiters: Vec<ArbiterHandle>,
     pub router: Addr<Router>,
@@ -69,6 +69,8 @@ struct Child {
     timer: Option<SpawnHandle>,
     stable_timer: Option<SpawnHandle>,
     lines: u64,
+    /// The time of the last byte received, seeded with the restart point
+    /// (an earlier run's last byte, or its last event when older).
     last_byte_ms: Option<i64>,
     /// The limiter grant of the running attempt, settled when it is
     /// answered.
@@ -132,7 +134,7 @@ impl Supervisor {
                         timer: None,
                         stable_timer: None,
                         lines: 0,
-                        last_byte_ms: cfg.last_byte_ms.get(p).copied().filter(|t| *t > 0),
+                        last_byte_ms: cfg.restart_points.get(p).copied().filter(|t| *t > 0),
                         ticket: None,
                         connected_once: false,
                         data_loss_seen: 0,

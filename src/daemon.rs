@@ -98,7 +98,7 @@ impl Daemon {
             tracing::warn!(warning = %w, "Configuration warning");
         }
         let url = plan.store.url.clone();
-        let last_byte_ms = std::thread::scope(|s| s.spawn(|| stored_last_bytes(status_store.as_mut())).join())
+        let restart_points = std::thread::scope(|s| s.spawn(|| stored_restart_points(status_store.as_mut())).join())
             .map_err(|_| anyhow::anyhow!("reading the stored positions panicked"))??;
         let stream = Arc::new(plan.stream);
         let health = Arc::new(Health::new(&stream.partitions));
@@ -148,7 +148,7 @@ impl Daemon {
             policy: plan.backoff,
             intensity: plan.restart,
             limiter: ConnectLimiter::new(l.max_requests, l.window, l.margin),
-            last_byte_ms,
+            restart_points,
             arbiters: stream_threads.iter().map(Arbiter::handle).collect(),
             router: router.clone(),
             health: health.clone(),
@@ -247,7 +247,7 @@ impl Daemon {
 
 /// Where each partition's restart gap starts: what an earlier run received
 /// up to, from the store's positions (see [`restart_points`]).
-fn stored_last_bytes(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, i64>> {
+fn stored_restart_points(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, i64>> {
     Ok(restart_points(&store.positions().context("reading the stored positions")?))
 }
 
