@@ -298,6 +298,9 @@ pub fn connect(path: &str) -> rusqlite::Result<Connection> {
 /// "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Each connection's page cache of each file (see `SqliteStore::open`).
+const PAGE_CACHE_KIB: i64 = 2_048;
+
 /// The busy handler: SQLite admits one writer at a time, and the daemon's two
 /// handlers each have a connection. SQLite's own handler (`busy_timeout`)
 /// sleeps 1, 2, 5, 10, .. up to 100 ms between attempts, so a handler could
@@ -365,16 +368,19 @@ impl SqliteStore {
         }
         let conn = connect(path)?;
         conn.busy_handler(Some(wait_for_writer))?;
-        // Page cache limits (KiB), per file and connection. A connection's
-        // cache of a file lasts until another connection commits to that
-        // file, so each handler's cache of its own file fills up to its
-        // limit and stays: 2 x 32 MiB for the handlers, the bulk of the
-        // daemon's memory budget. The main file is mostly read by queries.
-        for (schema, cache_kib) in [("main", 16_384), ("status", 32_768), ("user", 32_768)] {
+        // Page cache limits (KiB), per file and connection: 2 MiB, SQLite's
+        // own default. A connection's cache of a file lasts until another
+        // connection commits to that file, so each handler's cache of its
+        // own file fills up to its limit and stays. Larger caches cost
+        // memory and bought nothing measurable, even at 10^7 posts (the
+        // operating system's page cache holds the files): at 32 MiB the
+        // daemon peaked at 100 MB instead of 51 at the same rate
+        // (BENCHMARKS.md, "SQLite page caches of 2 MiB").
+        for schema in ["main", "status", "user"] {
             let db = Some(DatabaseName::Attached(schema));
             conn.pragma_update(db, "journal_mode", "WAL")?;
             conn.pragma_update(db, "synchronous", "NORMAL")?;
-            conn.pragma_update(db, "cache_size", -cache_kib)?;
+            conn.pragma_update(db, "cache_size", -PAGE_CACHE_KIB)?;
         }
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // Checkpoint every 40 MiB of WAL rather than 4: pages written by many
