@@ -156,6 +156,30 @@ def committed(_base):
         return 0
 
 
+def complyd_run(base, _url, binary=None):
+    """`complyd run` into a new SQLite store; COMPLYD_EXTRA (TOML sections,
+    `\\n` for new lines) is added to its configuration."""
+    d = os.path.join(WORK, f"complyd-{len(RESULTS)}")
+    os.makedirs(d, exist_ok=True)
+    extra = os.environ.get("COMPLYD_EXTRA", "").replace("\\n", "\n")
+    return start_complyd(binary or COMPLYD, base, USER, PASSWORD, d, "127.0.0.1:18790", extra=extra)
+
+
+def builds():
+    """COMPLYD_BUILDS="BIN_A BIN_B": complyd's row only, for each build in
+    turn, ROUNDS times (2 by default), in one sitting: a before/after
+    comparison. The simulator is always the script's own build."""
+    for _ in range(int(os.environ.get("ROUNDS", 2))):
+        for b in os.environ["COMPLYD_BUILDS"].split():
+            measure(b, lambda base, url, b=b: complyd_run(base, url, b), committed, "yes (SQLite)")
+    print(f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {DURATION:.0f} s each after"
+          f" {WARMUP:.0f} s of warm-up, in the order run\n")
+    print(markdown_table(
+        ["complyd build", "events/s", "CPU s per million events", "peak RSS MB"],
+        [[r["consumer"], f"{r['events_per_s']:,.0f}", f"{r['cpu_s_per_million']:.1f}", f"{r['peak_rss_mb']:.0f}"]
+         for r in RESULTS]))
+
+
 def throughput():
     """Each consumer at full rate: prints the table."""
     # The ceiling: 8 curl processes decompressing to /dev/null.
@@ -165,11 +189,6 @@ def throughput():
          + " wait"]), sim_events, "no")
 
     # complyd end to end, into SQLite.
-    def complyd_run(base, url):
-        d = os.path.join(WORK, f"complyd-{len(RESULTS)}")
-        os.makedirs(d, exist_ok=True)
-        return start_complyd(COMPLYD, base, USER, PASSWORD, d, "127.0.0.1:18790")
-
     measure("complyd run -> SQLite", complyd_run, committed, "yes (SQLite)")
 
     for name, code in [("gnippy 0.7.0 (PowerTrackClient x 8)", GNIPPY), ("requests + iter_lines + json.loads", REQUESTS)]:
@@ -191,6 +210,9 @@ def throughput():
 
 
 RESULTS = []
+if os.environ.get("COMPLYD_BUILDS"):
+    builds()
+    sys.exit(0)
 if os.environ.get("THROUGHPUT", "1") != "0":
     throughput()
 if os.environ.get("FAULT_MIX", "1") != "0":

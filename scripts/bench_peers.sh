@@ -14,6 +14,9 @@
 #   FAULT_MIX=0 scripts/bench_peers.sh       # the throughput table only
 #   THROUGHPUT=0 scripts/bench_peers.sh      # the fault mix only
 #   MIX_RATE=5000 MIX_SECONDS=60 MIX_EVERY=4 MIX_SETTLE=20   # the mix's defaults
+#   COMPLYD_BUILDS="/tmp/before /tmp/after" ROUNDS=2 scripts/bench_peers.sh
+#                                            # complyd's row only, builds alternated
+#   COMPLYD_EXTRA='[handlers]\nin_flight = 4' # added to complyd's configuration
 #
 # Needs curl and python3 (with venv); installs gnippy and requests in a
 # throwaway virtual environment; builds the release binary when missing.
