@@ -904,6 +904,8 @@ impl Store for PostgresStore {
         Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
     }
 
+    /// [`Store::facts`] above stays a query of its own: the property test
+    /// checks this against it, which finds a fault of either.
     fn facts_many(&mut self, ids: &[Id]) -> Result<Vec<Facts>, StoreError> {
         let keys: Vec<i64> = ids.iter().map(|id| key(*id)).collect();
         let st = self.statement(&format!("{SCAN_SELECT} WHERE p.id = ANY($1)"))?;
