@@ -231,6 +231,10 @@ pub struct GeneratorConfig {
     /// Share of post and user references that name the dataset (the rest name
     /// posts and users the dataset does not hold).
     pub dataset_ratio: f64,
+    /// How many distinct dataset posts the events name, spread evenly over
+    /// the dataset (0: all of them). Benchmarks comparing store sizes set it
+    /// so that every size receives the same events' worth of distinct ids.
+    pub active_posts: u64,
     /// Relative weights of the 14 message types.
     pub mix: MixConfig,
 }
@@ -242,6 +246,7 @@ impl Default for GeneratorConfig {
             unknown_ratio: 0.001,
             extra_field_ratio: 0.01,
             dataset_ratio: 0.9,
+            active_posts: 0,
             mix: MixConfig::default(),
         }
     }

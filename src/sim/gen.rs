@@ -570,6 +570,7 @@ pub(crate) struct Generator {
     unknown_ratio: f64,
     extra_field_ratio: f64,
     dataset_ratio: f64,
+    active_posts: u64,
 }
 
 impl Generator {
@@ -593,6 +594,7 @@ impl Generator {
             unknown_ratio: g.unknown_ratio,
             extra_field_ratio: g.extra_field_ratio,
             dataset_ratio: g.dataset_ratio,
+            active_posts: g.active_posts,
         }
     }
 
@@ -679,7 +681,7 @@ impl Generator {
             }
             EventKind::ScrubGeo => {
                 if self.ds.posts() > 0 && r.chance(self.dataset_ratio) {
-                    let m = self.ds.post(r.below(self.ds.posts()));
+                    let m = self.ds.post(self.dataset_post(&mut r));
                     Plan::ScrubGeo { user: self.ds.user_id(m.author), up_to: m.id }
                 } else {
                     let user = self.pick_user(&mut r);
@@ -699,12 +701,22 @@ impl Generator {
     /// post the dataset does not hold.
     fn pick_post(&self, r: &mut Rng, t: i64) -> (u64, u64) {
         if self.ds.posts() > 0 && r.chance(self.dataset_ratio) {
-            let m = self.ds.post(r.below(self.ds.posts()));
+            let m = self.ds.post(self.dataset_post(r));
             (m.id, self.ds.user_id(m.author))
         } else {
             let id = fresh_id(t, r);
             let user = self.pick_user(r);
             (id, user)
+        }
+    }
+
+    /// A dataset post (its index): any, or one of the `active_posts`
+    /// spread evenly over the dataset.
+    fn dataset_post(&self, r: &mut Rng) -> u64 {
+        let posts = self.ds.posts();
+        match self.active_posts {
+            a if a > 0 && a < posts => r.below(a) * (posts / a),
+            _ => r.below(posts),
         }
     }
 
@@ -715,7 +727,7 @@ impl Generator {
             // The author of a dataset post: prolific users come up often, and
             // the authors of the first posts (a few users) most of all.
             let posts = self.ds.posts();
-            let k = if r.chance(0.6) { r.below(posts.min(HOT_POSTS)) } else { r.below(posts) };
+            let k = if r.chance(0.6) { r.below(posts.min(HOT_POSTS)) } else { self.dataset_post(r) };
             self.ds.user_id(self.ds.post(k).author)
         } else if r.chance(0.2) {
             fresh_id(USERS_BASE_MS + r.below(250_000_000_000) as i64, r)
@@ -803,6 +815,35 @@ mod tests {
         let mut v = Vec::new();
         g.event(i).write(&mut v);
         String::from_utf8(v).expect("utf-8")
+    }
+
+    #[test]
+    fn active_posts_bounds_the_dataset_posts_the_events_name() {
+        let (posts, active) = (10_000, 100);
+        let named = |active_posts: u64| {
+            let g = Generator::new(
+                4,
+                posts,
+                1000.0,
+                1_700_000_000_000,
+                &GeneratorConfig { active_posts, ..GeneratorConfig::default() },
+            );
+            let index: HashMap<u64, u64> = (0..posts).map(|k| (g.ds.post(k).id, k)).collect();
+            let mut seen = HashSet::new();
+            for i in 0..20_000 {
+                if let Plan::Status { id, .. } | Plan::Favorite { tweet: id, .. } = g.event(i).plan {
+                    seen.extend(index.get(&id).copied());
+                }
+            }
+            seen
+        };
+        let few = named(active);
+        // Spread over the whole dataset: every 100th post, the last ones too.
+        assert!(few.iter().all(|k| k % (posts / active) == 0), "{few:?}");
+        assert!(few.len() > 90 && few.len() <= active as usize, "{}", few.len());
+        assert!(few.iter().any(|&k| k >= posts - posts / active));
+        let all = named(0);
+        assert!(all.len() > 5_000, "without the setting, any post: {}", all.len());
     }
 
     #[test]
