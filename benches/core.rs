@@ -3,7 +3,9 @@
 //! Prints one table; BENCHMARKS.md records a run. Figures are wall-clock on
 //! whatever machine runs it: compare ratios measured in one run, not runs.
 //! Set COMPLYD_BENCH_POSTS to change the store size (default 1,000,000 spread
-//! over 100,000 users, plus one user with as many posts again), and
+//! over 100,000 users, plus one user with as many posts again),
+//! COMPLYD_BENCH_ACTIVE=A to have the events name only A of those posts (and
+//! A/10 of the users), spread evenly over them (default: any of them), and
 //! COMPLYD_BENCH_DB=postgres://... to measure PostgreSQL (each run works in
 //! fresh schemas of that database and drops them); the default is SQLite in a
 //! temporary directory.
@@ -60,11 +62,21 @@ fn post_id(i: u64) -> u64 {
 /// A realistic mix: mostly post deletes, user toggles, and some of every
 /// other type, with the wire traps (rounded numeric ids beside `id_str`,
 /// `timestampMs`).
-fn event_line(r: &mut Rng, i: u64, posts: u64, users: u64) -> String {
+/// One of `n` posts or users, drawn at random: any of them, or (`active` >
+/// 0) one of `active` spread evenly over them.
+fn spread(r: &mut Rng, n: u64, active: u64) -> u64 {
+    if active > 0 && active < n {
+        r.below(active) * (n / active)
+    } else {
+        r.below(n)
+    }
+}
+
+fn event_line(r: &mut Rng, i: u64, posts: u64, users: u64, active: u64) -> String {
     let t = T0 + i as i64;
-    let p = post_id(r.below(posts));
+    let p = post_id(spread(r, posts, active));
     let rounded = p as f64 as u64;
-    let u = 10 + r.below(users);
+    let u = 10 + spread(r, users, active / 10);
     match r.below(100) {
         0..=59 => format!(
             r#"{{"delete":{{"status":{{"id":{rounded},"id_str":"{p}","user_id":{u},"user_id_str":"{u}"}},"timestamp_ms":"{t}"}}}}"#
@@ -151,6 +163,13 @@ impl Drop for Places {
     }
 }
 
+/// Waits until the operating system has written out what the phase before
+/// left in its page cache (`sync`): at 10^7 posts the import leaves
+/// gigabytes, and the next phase would pay for writing them.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 fn per_sec(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -158,6 +177,7 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 fn main() {
     let posts: u64 = std::env::var("COMPLYD_BENCH_POSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let users = posts / 10;
+    let active: u64 = std::env::var("COMPLYD_BENCH_ACTIVE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let skip = std::env::var("COMPLYD_BENCH_SKIP").unwrap_or_default();
     let mix = std::env::var("COMPLYD_BENCH_MIX").is_ok_and(|m| m == "quotes");
     let run = |phase: &str| !skip.split(',').any(|s| s.trim() == phase);
@@ -165,7 +185,7 @@ fn main() {
 
     // 1. Parsing a realistic mix, one core.
     let mut r = Rng(0x5eed);
-    let lines: Vec<String> = (0..1_000_000).map(|i| event_line(&mut r, i, posts, users)).collect();
+    let lines: Vec<String> = (0..1_000_000).map(|i| event_line(&mut r, i, posts, users, active)).collect();
     let bytes: usize = lines.iter().map(|l| l.len() + 2).sum();
     let start = Instant::now();
     let mut events = 0u64;
@@ -232,6 +252,8 @@ fn main() {
         format!("{:.0} posts/s", per_sec(imported, d)),
         String::new(),
     ));
+
+    settle();
 
     // 3. Replay 1,000,000 events into the store holding those posts, through
     // the same Applier as `complyd replay`.
@@ -304,6 +326,8 @@ fn main() {
             "goal: no more (≈ 1)".into(),
         ));
     }
+
+    settle();
 
     // 5. Export everything visible.
     if run("export") {

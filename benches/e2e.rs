@@ -5,6 +5,7 @@
 //! COMPLYD_BENCH_SECS=20 cargo bench --bench e2e
 //! # one phase only: COMPLYD_BENCH_CURL=0 COMPLYD_BENCH_PIPELINE=0 COMPLYD_BENCH_STALL_SECS=0 COMPLYD_BENCH_LATENCY_RATE=0
 //! # the store holding N posts of the dataset the events name: COMPLYD_BENCH_POSTS=N
+//! # the events naming only A distinct posts, spread over those N: COMPLYD_BENCH_ACTIVE=A
 //! ```
 //!
 //! Prints the ceiling (`curl --compressed` draining the 8 partitions of an
@@ -25,6 +26,7 @@ fn main() {
         stall_secs: flag("COMPLYD_BENCH_STALL_SECS", 5.0) as u64,
         pipeline: flag("COMPLYD_BENCH_PIPELINE", 1.0) > 0.0,
         posts: flag("COMPLYD_BENCH_POSTS", 0.0) as u64,
+        active_posts: flag("COMPLYD_BENCH_ACTIVE", 0.0) as u64,
     };
     match bench_e2e(args) {
         Ok(report) => println!("{report}"),

@@ -24,6 +24,9 @@ pub struct BenchArgs {
     /// this size, which its events then name (0: an empty store and the
     /// simulator's default dataset).
     pub posts: u64,
+    /// Distinct dataset posts the events name, spread over the dataset
+    /// (the simulator's `generator.active_posts`; 0: all of them).
+    pub active_posts: u64,
 }
 
 impl Default for BenchArgs {
@@ -36,6 +39,7 @@ impl Default for BenchArgs {
             curl: true,
             pipeline: true,
             posts: 0,
+            active_posts: 0,
         }
     }
 }
@@ -372,6 +376,10 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
         {
             let cfg = crate::sim::SimConfig {
                 posts: if args.posts > 0 { args.posts } else { unlimited.posts },
+                generator: crate::sim::GeneratorConfig {
+                    active_posts: args.active_posts,
+                    ..unlimited.generator.clone()
+                },
                 ..unlimited.clone()
             };
             let sim = crate::sim::start(cfg.clone()).await?;
@@ -380,6 +388,9 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
                 let url = plan.store.url.clone();
                 let (seed, n) = (cfg.seed, args.posts);
                 report.posts_stored = actix_web::rt::task::spawn_blocking(move || fill_store(&url, seed, n)).await??;
+                // What the fill left in the page cache is written out before
+                // the daemon starts, not while it is measured.
+                let _ = std::process::Command::new("sync").status();
             }
             let d = Daemon::start(plan).await?;
             tokio::time::sleep(warmup).await;
