@@ -59,9 +59,6 @@ fn post_id(i: u64) -> u64 {
     POST_BASE + i * 8
 }
 
-/// A realistic mix: mostly post deletes, user toggles, and some of every
-/// other type, with the wire traps (rounded numeric ids beside `id_str`,
-/// `timestampMs`).
 /// One of `n` posts or users, drawn at random: any of them, or (`active` >
 /// 0) one of `active` spread evenly over them.
 fn spread(r: &mut Rng, n: u64, active: u64) -> u64 {
@@ -72,6 +69,9 @@ fn spread(r: &mut Rng, n: u64, active: u64) -> u64 {
     }
 }
 
+/// A realistic mix: mostly post deletes, user toggles, and some of every
+/// other type, with the wire traps (rounded numeric ids beside `id_str`,
+/// `timestampMs`).
 fn event_line(r: &mut Rng, i: u64, posts: u64, users: u64, active: u64) -> String {
     let t = T0 + i as i64;
     let p = post_id(spread(r, posts, active));
