@@ -113,11 +113,9 @@ pub enum StatusEvent {
         id: Id,
         user_id: Option<Id>,
     },
-    Withheld {
-        id: Id,
-        user_id: Option<Id>,
-        countries: Vec<Country>,
-    },
+    /// Boxed, as [`StatusEvent::Edit`]: both are rare, and carried inline
+    /// they would make every event of a queue 64 bytes instead of 40.
+    Withheld(Box<PostWithheld>),
     Drop {
         id: Id,
         user_id: Option<Id>,
@@ -126,17 +124,33 @@ pub enum StatusEvent {
         id: Id,
         user_id: Option<Id>,
     },
-    /// `edit_tweet_ids` lists the whole edit chain; `id` is its newest member.
-    Edit {
-        id: Id,
-        initial_id: Option<Id>,
-        edit_ids: Vec<Id>,
-    },
+    Edit(Box<PostEdit>),
     /// `delete` of a favorite: the like (user, post) is removed.
     FavoriteDelete {
         user_id: Id,
         post_id: Id,
     },
+}
+
+// Every queued post event is this size (the status handler's queue holds up
+// to 2 x 65,536 of them): keep the rare large ones boxed.
+const _: () = assert!(std::mem::size_of::<Timed<StatusEvent>>() <= 40);
+
+/// A `status_withheld`: the post is withheld in `countries` (permanent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostWithheld {
+    pub id: Id,
+    pub user_id: Option<Id>,
+    pub countries: Vec<Country>,
+}
+
+/// A `tweet_edit`: `edit_ids` lists the whole edit chain; `id` is its newest
+/// member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostEdit {
+    pub id: Id,
+    pub initial_id: Option<Id>,
+    pub edit_ids: Vec<Id>,
 }
 
 /// Events about one user.
@@ -178,10 +192,10 @@ impl StatusEvent {
     pub fn type_name(&self) -> &'static str {
         match self {
             StatusEvent::Delete { .. } => Self::DELETE,
-            StatusEvent::Withheld { .. } => "status_withheld",
+            StatusEvent::Withheld(_) => "status_withheld",
             StatusEvent::Drop { .. } => "drop",
             StatusEvent::Undrop { .. } => "undrop",
-            StatusEvent::Edit { .. } => "tweet_edit",
+            StatusEvent::Edit(_) => "tweet_edit",
             StatusEvent::FavoriteDelete { .. } => Self::FAVORITE_DELETE,
         }
     }
@@ -210,10 +224,10 @@ impl Event {
         match &self.kind {
             EventKind::Status(s) => match s {
                 StatusEvent::Delete { .. } => 0,
-                StatusEvent::Withheld { .. } => 1,
+                StatusEvent::Withheld(_) => 1,
                 StatusEvent::Drop { .. } => 2,
                 StatusEvent::Undrop { .. } => 3,
-                StatusEvent::Edit { .. } => 4,
+                StatusEvent::Edit(_) => 4,
                 StatusEvent::FavoriteDelete { .. } => 13,
             },
             EventKind::User(u) => match u {
@@ -807,7 +821,7 @@ impl RawMessage {
                     w.withheld_in_countries.ok_or_else(|| missing("status_withheld.withheld_in_countries"))?.0;
                 let time = w.timestamp_ms.map_or(0, |t| t.0);
                 let user_id = pick(s.user_id_str, s.user_id);
-                event(time, EventKind::Status(StatusEvent::Withheld { id, user_id, countries }))
+                event(time, EventKind::Status(StatusEvent::Withheld(Box::new(PostWithheld { id, user_id, countries }))))
             }
             RawMessage::Drop(w) | RawMessage::Undrop(w) if w.status.is_none() => Err(missing("drop.status")),
             RawMessage::Drop(w) => {
@@ -828,7 +842,7 @@ impl RawMessage {
                 edit_ids.sort_unstable();
                 edit_ids.dedup();
                 let time = e.timestamp_ms.map_or(0, |t| t.0);
-                event(time, EventKind::Status(StatusEvent::Edit { id, initial_id, edit_ids }))
+                event(time, EventKind::Status(StatusEvent::Edit(Box::new(PostEdit { id, initial_id, edit_ids }))))
             }
             RawMessage::User(kind, u) => {
                 let ty = match kind {
@@ -964,11 +978,11 @@ mod tests {
         let e = ev(&fixed);
         assert_eq!(
             e.kind,
-            EventKind::Status(StatusEvent::Edit {
+            EventKind::Status(StatusEvent::Edit(Box::new(PostEdit {
                 id: 1557445923210514432,
                 initial_id: Some(1557433858676740098),
                 edit_ids: vec![1557433858676740098, 1557445923210514432],
-            })
+            })))
         );
     }
 
@@ -977,8 +991,8 @@ mod tests {
         let e = ev(
             r#"{"status_withheld":{"status":{"id_str":"7","user_id_str":"8"},"withheld_in_countries":["de","XX","DE"],"timestamp_ms":"1"}}"#,
         );
-        let EventKind::Status(StatusEvent::Withheld { countries, .. }) = e.kind else { panic!() };
-        assert_eq!(countries, vec![Country::parse("DE").unwrap(), Country::ALL]);
+        let EventKind::Status(StatusEvent::Withheld(w)) = e.kind else { panic!() };
+        assert_eq!(w.countries, vec![Country::parse("DE").unwrap(), Country::ALL]);
         assert!(Country::ALL.is_everywhere() && Country::DMCA.is_everywhere());
         assert_eq!(
             err(r#"{"status_withheld":{"status":{"id_str":"7"},"withheld_in_countries":["DEU"]}}"#),

@@ -265,13 +265,16 @@ pub fn parse_line(data: &[u8]) {
         Ok(Message::Event(e)) => {
             assert_eq!(EVENT_TYPES[e.type_index()], e.type_name(), "type_index and type_name");
             match &e.kind {
-                event::EventKind::Status(StatusEvent::Withheld { countries, .. })
-                | event::EventKind::User(UserEvent::Withheld { countries, .. }) => {
+                event::EventKind::Status(StatusEvent::Withheld(w)) => {
+                    assert!(countries_ok(&w.countries), "countries {:?}", w.countries);
+                }
+                event::EventKind::User(UserEvent::Withheld { countries, .. }) => {
                     assert!(countries_ok(countries), "countries {countries:?}");
                 }
-                event::EventKind::Status(StatusEvent::Edit { edit_ids, .. }) => {
-                    assert!(!edit_ids.is_empty(), "an edit without edit ids");
-                    assert!(edit_ids.windows(2).all(|w| w[0] < w[1]), "edit ids {edit_ids:?}");
+                event::EventKind::Status(StatusEvent::Edit(e)) => {
+                    let ids = &e.edit_ids;
+                    assert!(!ids.is_empty(), "an edit without edit ids");
+                    assert!(ids.windows(2).all(|w| w[0] < w[1]), "edit ids {ids:?}");
                 }
                 _ => {}
             }

@@ -80,10 +80,9 @@ impl StatusBatch {
             match &ev.event {
                 StatusEvent::Delete { id, .. } => b.deletes.push(*id),
                 StatusEvent::FavoriteDelete { user_id, post_id } => b.like_deletes.push((*user_id, *post_id)),
-                StatusEvent::Withheld { id, .. } | StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
-                    b.touched.push(*id);
-                }
-                StatusEvent::Edit { id, edit_ids, .. } => b.touched.extend(superseded_ids(*id, edit_ids)),
+                StatusEvent::Withheld(w) => b.touched.push(w.id),
+                StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => b.touched.push(*id),
+                StatusEvent::Edit(e) => b.touched.extend(superseded_ids(e.id, &e.edit_ids)),
             }
         }
         b.delete_events = b.deletes.len() as u64;
@@ -131,13 +130,13 @@ pub fn merge_batch(
         };
         let change = match &ev.event {
             StatusEvent::Delete { .. } | StatusEvent::FavoriteDelete { .. } => continue,
-            StatusEvent::Withheld { id, countries, .. } => apply(*id, &|s| s.apply_withheld(countries)),
+            StatusEvent::Withheld(w) => apply(w.id, &|s| s.apply_withheld(&w.countries)),
             StatusEvent::Drop { id, .. } => apply(*id, &|s| s.apply_drop(true, ev.time_ms)),
             StatusEvent::Undrop { id, .. } => apply(*id, &|s| s.apply_drop(false, ev.time_ms)),
-            StatusEvent::Edit { id, edit_ids, .. } => {
+            StatusEvent::Edit(e) => {
                 let mut change = Change::Duplicate;
-                for old in superseded_ids(*id, edit_ids) {
-                    if apply(old, &|s| s.apply_superseded(*id)).changed() {
+                for old in superseded_ids(e.id, &e.edit_ids) {
+                    if apply(old, &|s| s.apply_superseded(e.id)).changed() {
                         change = Change::Applied;
                     }
                 }
@@ -154,6 +153,7 @@ pub fn merge_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{PostEdit, PostWithheld};
 
     fn at(time_ms: i64, event: StatusEvent) -> Timed<StatusEvent> {
         Timed { time_ms, event }
@@ -167,9 +167,9 @@ mod tests {
             at(2, StatusEvent::Drop { id: 5, user_id: None }),
             at(3, StatusEvent::Delete { id: 9, user_id: None }),
             at(4, StatusEvent::FavoriteDelete { user_id: 1, post_id: 9 }),
-            at(5, StatusEvent::Edit { id: 8, initial_id: Some(6), edit_ids: vec![6, 7, 8] }),
+            at(5, StatusEvent::Edit(Box::new(PostEdit { id: 8, initial_id: Some(6), edit_ids: vec![6, 7, 8] }))),
             at(1, StatusEvent::Undrop { id: 5, user_id: None }),
-            at(6, StatusEvent::Withheld { id: 4, user_id: None, countries: vec![de] }),
+            at(6, StatusEvent::Withheld(Box::new(PostWithheld { id: 4, user_id: None, countries: vec![de] }))),
         ];
         let batch = StatusBatch::of(&events);
         assert_eq!(batch.deletes, vec![9]);

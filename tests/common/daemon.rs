@@ -261,15 +261,15 @@ fn ids(lines: &[(u8, String)]) -> BTreeSet<u64> {
         if let Ok(Message::Event(e)) = parse_line(l.as_bytes()) {
             if let EventKind::Status(s) = e.kind {
                 match s {
-                    StatusEvent::Delete { id, .. }
-                    | StatusEvent::Withheld { id, .. }
-                    | StatusEvent::Drop { id, .. }
-                    | StatusEvent::Undrop { id, .. } => {
+                    StatusEvent::Delete { id, .. } | StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => {
                         ids.insert(id);
                     }
-                    StatusEvent::Edit { id, edit_ids, .. } => {
-                        ids.insert(id);
-                        ids.extend(edit_ids);
+                    StatusEvent::Withheld(w) => {
+                        ids.insert(w.id);
+                    }
+                    StatusEvent::Edit(e) => {
+                        ids.insert(e.id);
+                        ids.extend(e.edit_ids);
                     }
                     StatusEvent::FavoriteDelete { .. } => {}
                 }
