@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.request
 
-from bench_peers_lib import kill_tree, markdown_table, start_complyd, tree
+from bench_peers_lib import ensure_running, kill_tree, markdown_table, start_complyd, tree
 
 COMPLYD, VENV_PY, WORK, DURATION, WARMUP = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 USER, PASSWORD = "demo@example.com", "sim-password"
@@ -76,6 +76,7 @@ def measure(name, start, count, stores):
     try:
         proc = start(base, url)
         time.sleep(WARMUP)
+        ensure_running(proc, name, os.path.join(WORK, f"complyd-{len(RESULTS)}", "run.log"))
         pids = tree(proc.pid)
         c0, cpu0, t0 = count(base), cpu_s(pids), time.time()
         time.sleep(DURATION)

@@ -13,6 +13,7 @@
 #   DURATION=30 WARMUP=5 scripts/bench_peers.sh
 #   FAULT_MIX=0 scripts/bench_peers.sh       # the throughput table only
 #   THROUGHPUT=0 scripts/bench_peers.sh      # the fault mix only
+#   MIX_ONLY=complyd (or peers)              # the fault mix for complyd (or the peers) only
 #   MIX_RATE=5000 MIX_SECONDS=60 MIX_EVERY=4 MIX_SETTLE=20   # the mix's defaults
 #   COMPLYD_BUILDS="/tmp/before /tmp/after" ROUNDS=2 scripts/bench_peers.sh
 #                                            # complyd's row only, builds alternated

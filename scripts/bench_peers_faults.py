@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.request
 
-from bench_peers_lib import kill_tree, markdown_table, start_complyd
+from bench_peers_lib import ensure_running, kill_tree, markdown_table, start_complyd
 
 RATE = float(os.environ.get("MIX_RATE", 5000))
 SECONDS = float(os.environ.get("MIX_SECONDS", 60))
@@ -159,6 +159,7 @@ def run_one(name, complyd, work, user, password, port, start, got, settle=None):
     try:
         proc = start(base, url, d)
         time.sleep(WARMUP)
+        ensure_running(proc, name, os.path.join(d, "run.log"))
         a_ms = int(time.time() * 1000)
         stop = threading.Event()
         armed = []

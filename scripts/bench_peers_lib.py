@@ -62,6 +62,20 @@ level = "warn"
                             stdout=subprocess.DEVNULL, stderr=open(f"{d}/run.log", "w"))
 
 
+def ensure_running(proc, name, log=None):
+    """Stops the benchmark when a consumer has already exited (a port in
+    use, a bad setting): its figures would otherwise read as a consumer that
+    got nothing, or as whatever else answers on its port."""
+    if proc.poll() is None:
+        return
+    why = ""
+    if log and os.path.exists(log):
+        with open(log, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+        why = f": {lines[-1]}" if lines else ""
+    raise SystemExit(f"{name} exited with status {proc.returncode} during the warm-up{why}")
+
+
 def markdown_table(head, rows):
     """A Markdown table: `head` the column names, `rows` lists of cells."""
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
