@@ -76,7 +76,7 @@ def measure(name, start, count, stores):
     try:
         proc = start(base, url)
         time.sleep(WARMUP)
-        ensure_running(proc, name, os.path.join(WORK, f"complyd-{len(RESULTS)}", "run.log"))
+        ensure_running(proc, name, os.path.join(complyd_dir(), "run.log"))
         pids = tree(proc.pid)
         c0, cpu0, t0 = count(base), cpu_s(pids), time.time()
         time.sleep(DURATION)
@@ -157,10 +157,16 @@ def committed(_base):
         return 0
 
 
+def complyd_dir():
+    """The work directory of the complyd run being measured (its store and
+    log)."""
+    return os.path.join(WORK, f"complyd-{len(RESULTS)}")
+
+
 def complyd_run(base, _url, binary=None):
     """`complyd run` into a new SQLite store; COMPLYD_EXTRA (TOML sections,
     `\\n` for new lines) is added to its configuration."""
-    d = os.path.join(WORK, f"complyd-{len(RESULTS)}")
+    d = complyd_dir()
     os.makedirs(d, exist_ok=True)
     extra = os.environ.get("COMPLYD_EXTRA", "").replace("\\n", "\n")
     return start_complyd(binary or COMPLYD, base, USER, PASSWORD, d, "127.0.0.1:18790", extra=extra)
