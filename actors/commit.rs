@@ -4,7 +4,7 @@
 //! batch's position is not committed either, so the gap stays known).
 
 use crate::health::{HandlerCounters, Health};
-use crate::store::{self, ApplyStats, ErrorKind, HandlerKind, Position, Store, StoreError, StoreUrl, Timed};
+use crate::store::{self, ApplyStats, ErrorKind, HandlerKind, Position, Store, StoreError, StoreUrl};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,10 +18,11 @@ pub struct PartInfo {
     pub received: Instant,
 }
 
-/// A transaction for one handler: merged parts, one position per partition.
+/// A transaction for one handler: merged parts (`Q`, the handler's queue
+/// type), one position per partition.
 #[derive(Debug)]
-pub struct Job<E> {
-    pub events: Vec<Timed<E>>,
+pub struct Job<Q> {
+    pub events: Q,
     pub positions: Vec<Position>,
     pub parts: Vec<PartInfo>,
 }

@@ -20,7 +20,7 @@ use super::router::{Batch, Router};
 use crate::backoff::FailureClass;
 use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
-use crate::event::{parse_line, EventKind, Message, StatusEvent, UserEvent, EVENT_TYPES};
+use crate::event::{parse_line, EventKind, Message, StatusEvents, UserEvent, EVENT_TYPES};
 use crate::framing::{Frame, LineFramer};
 use crate::health::PartitionCounters;
 use crate::inflate::Inflate;
@@ -216,7 +216,7 @@ struct Outcome {
 
 /// The batch being filled.
 struct Pending {
-    status: Vec<Timed<StatusEvent>>,
+    status: StatusEvents,
     user: Vec<Timed<UserEvent>>,
     max_event_ms: i64,
     /// When the oldest event of the batch arrived.
@@ -226,7 +226,7 @@ struct Pending {
 
 impl Pending {
     fn new(capacity: usize) -> Pending {
-        Pending { status: Vec::new(), user: Vec::new(), max_event_ms: 0, first_receipt: None, capacity }
+        Pending { status: StatusEvents::default(), user: Vec::new(), max_event_ms: 0, first_receipt: None, capacity }
     }
 
     fn len(&self) -> usize {
@@ -590,7 +590,7 @@ impl Connection {
                 return Err(ExitReason::Shutdown);
             }
         }
-        let status = std::mem::replace(&mut self.batch.status, Vec::with_capacity(self.spec.batch_max.min(65_536)));
+        let status = std::mem::take(&mut self.batch.status);
         let user = std::mem::take(&mut self.batch.user);
         let received = self.batch.first_receipt.take().unwrap_or_else(Instant::now);
         let max_event_ms = std::mem::take(&mut self.batch.max_event_ms);

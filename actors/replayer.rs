@@ -15,7 +15,7 @@
 use super::gap_keeper::{GapKeeper, NextWindow, WindowDone};
 use super::router::{Batch, Router};
 use crate::deadletter::DeadLetter;
-use crate::event::{parse_line, EventKind, Message, ReplayInfo, StatusEvent, UserEvent};
+use crate::event::{parse_line, EventKind, Message, ReplayInfo, StatusEvents, UserEvent};
 use crate::framing::{Frame, LineFramer};
 use crate::gaps::{ReplayOutcome, Window};
 use crate::health::Health;
@@ -173,7 +173,7 @@ pub struct ReplayLines {
     framer: LineFramer,
     source: String,
     lines: u64,
-    pub status: Vec<Timed<StatusEvent>>,
+    pub status: StatusEvents,
     pub user: Vec<Timed<UserEvent>>,
     pub events: u64,
     pub info: Option<ReplayInfo>,
@@ -185,7 +185,7 @@ impl ReplayLines {
             framer: LineFramer::new(max_line),
             source: format!("replay {}..{}", crate::gaps::replay_date(w.from_ms), crate::gaps::replay_date(w.to_ms)),
             lines: 0,
-            status: Vec::new(),
+            status: StatusEvents::default(),
             user: Vec::new(),
             events: 0,
             info: None,

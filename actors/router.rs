@@ -19,7 +19,7 @@
 use super::commit::{HandlerError, Job, PartInfo};
 use super::status_handler::{ApplyStatus, StatusHandler};
 use super::user_handler::{ApplyUser, Maintain, UserHandler};
-use crate::event::{StatusEvent, TimeMs, UserEvent};
+use crate::event::{StatusEvents, TimeMs, UserEvent};
 use crate::health::Health;
 use crate::store::{ApplyStats, Position, Timed};
 use actix::prelude::*;
@@ -37,7 +37,7 @@ pub struct Batch {
     /// 0: events of no partition's stream (a replay), committed without a
     /// position.
     pub partition: u8,
-    pub status: Vec<Timed<StatusEvent>>,
+    pub status: StatusEvents,
     pub user: Vec<Timed<UserEvent>>,
     /// The largest event time of the batch.
     pub last_event_ms: TimeMs,
@@ -62,30 +62,60 @@ impl Message for Drain {
     type Result = ();
 }
 
+/// The events a lane holds for its handler.
+trait Queue: Default + 'static {
+    fn len(&self) -> usize;
+    /// Moves all of `other`'s events to the end of this queue.
+    fn append(&mut self, other: &mut Self);
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Queue for StatusEvents {
+    fn len(&self) -> usize {
+        StatusEvents::len(self)
+    }
+    fn append(&mut self, other: &mut Self) {
+        StatusEvents::append(self, other);
+    }
+}
+
+type UserEvents = Vec<Timed<UserEvent>>;
+
+impl Queue for UserEvents {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn append(&mut self, other: &mut Self) {
+        Vec::append(self, other);
+    }
+}
+
 /// How a lane reaches its handler.
-trait Sink<E>: 'static {
+trait Sink<Q>: 'static {
     /// Sends a job (enqueued at once, in call order) and resolves with its
     /// outcome.
     fn submit(
         &self,
-        job: Job<E>,
+        job: Job<Q>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, HandlerError>>>>;
 }
 
-impl Sink<StatusEvent> for Addr<StatusHandler> {
+impl Sink<StatusEvents> for Addr<StatusHandler> {
     fn submit(
         &self,
-        job: Job<StatusEvent>,
+        job: Job<StatusEvents>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, HandlerError>>>> {
         let req = self.send(ApplyStatus { job });
         Box::pin(async move { req.await.map_err(HandlerError::from).and_then(|r| r) })
     }
 }
 
-impl Sink<UserEvent> for Addr<UserHandler> {
+impl Sink<UserEvents> for Addr<UserHandler> {
     fn submit(
         &self,
-        job: Job<UserEvent>,
+        job: Job<UserEvents>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, HandlerError>>>> {
         let req = self.send(ApplyUser { job });
         Box::pin(async move { req.await.map_err(HandlerError::from).and_then(|r| r) })
@@ -93,9 +123,9 @@ impl Sink<UserEvent> for Addr<UserHandler> {
 }
 
 /// The parts waiting for one handler.
-struct Lane<E> {
+struct Lane<Q> {
     name: &'static str,
-    events: Vec<Timed<E>>,
+    events: Q,
     positions: BTreeMap<u8, Position>,
     parts: Vec<PartInfo>,
     /// Told whether the transaction holding their parts committed.
@@ -106,7 +136,7 @@ struct Lane<E> {
     cap: usize,
 }
 
-type LaneRef<E> = Rc<RefCell<Lane<E>>>;
+type LaneRef<Q> = Rc<RefCell<Lane<Q>>>;
 
 /// Wakes the batches waiting for room, and the drain.
 struct Signals {
@@ -114,11 +144,11 @@ struct Signals {
     idle: Notify,
 }
 
-impl<E: 'static> Lane<E> {
-    fn new(name: &'static str, cap: usize) -> LaneRef<E> {
+impl<Q: Queue> Lane<Q> {
+    fn new(name: &'static str, cap: usize) -> LaneRef<Q> {
         Rc::new(RefCell::new(Lane {
             name,
-            events: Vec::new(),
+            events: Q::default(),
             positions: BTreeMap::new(),
             parts: Vec::new(),
             waiters: Vec::new(),
@@ -133,8 +163,8 @@ impl<E: 'static> Lane<E> {
 }
 
 /// One handler's share of a batch.
-struct Part<E> {
-    events: Vec<Timed<E>>,
+struct Part<Q> {
+    events: Q,
     /// Partition 0: no position (replayed events).
     position: Position,
     received: Instant,
@@ -144,12 +174,12 @@ struct Part<E> {
 
 /// Puts one part in its lane, waiting for room; then starts a transaction
 /// if the handler is free.
-async fn enqueue<E: 'static>(
-    lane: LaneRef<E>,
-    sink: Rc<dyn Sink<E>>,
+async fn enqueue<Q: Queue>(
+    lane: LaneRef<Q>,
+    sink: Rc<dyn Sink<Q>>,
     signals: Rc<Signals>,
     health: Arc<Health>,
-    part: Part<E>,
+    part: Part<Q>,
 ) {
     let Part { mut events, position, received, done } = part;
     let info = PartInfo { partition: position.partition, events: events.len(), received };
@@ -178,7 +208,7 @@ async fn enqueue<E: 'static>(
 }
 
 /// Starts the next transaction of a lane if its handler is free.
-fn kick<E: 'static>(lane: LaneRef<E>, sink: Rc<dyn Sink<E>>, signals: Rc<Signals>, health: Arc<Health>) {
+fn kick<Q: Queue>(lane: LaneRef<Q>, sink: Rc<dyn Sink<Q>>, signals: Rc<Signals>, health: Arc<Health>) {
     let job = {
         let mut l = lane.borrow_mut();
         if l.busy || l.parts.is_empty() {
@@ -226,11 +256,11 @@ fn kick<E: 'static>(lane: LaneRef<E>, sink: Rc<dyn Sink<E>>, signals: Rc<Signals
 }
 
 pub struct Router {
-    status_sink: Rc<dyn Sink<StatusEvent>>,
+    status_sink: Rc<dyn Sink<StatusEvents>>,
     user: Addr<UserHandler>,
-    user_sink: Rc<dyn Sink<UserEvent>>,
-    status_lane: LaneRef<StatusEvent>,
-    user_lane: LaneRef<UserEvent>,
+    user_sink: Rc<dyn Sink<UserEvents>>,
+    status_lane: LaneRef<StatusEvents>,
+    user_lane: LaneRef<UserEvents>,
     signals: Rc<Signals>,
     health: Arc<Health>,
     maintain_every: Duration,

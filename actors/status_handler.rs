@@ -8,7 +8,7 @@
 //! router bounds what is in flight).
 
 use super::commit::{commit_with_retry, HandlerError, Job, StoreSlot};
-use crate::event::StatusEvent;
+use crate::event::StatusEvents;
 use crate::health::Health;
 use crate::store::{ApplyStats, HandlerKind, Store, StoreUrl};
 use actix::prelude::*;
@@ -18,7 +18,7 @@ use std::time::Duration;
 /// A status transaction: the status parts of one or more partition batches.
 #[derive(Debug)]
 pub struct ApplyStatus {
-    pub job: Job<StatusEvent>,
+    pub job: Job<StatusEvents>,
 }
 
 impl Message for ApplyStatus {

@@ -16,7 +16,7 @@ use super::commit::{commit_with_retry, HandlerError, Job, StoreSlot};
 use crate::clock::now_ms;
 use crate::event::UserEvent;
 use crate::health::Health;
-use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store, StoreUrl};
+use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store, StoreUrl, Timed};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use std::time::Duration;
 /// A user transaction: the user parts of one or more partition batches.
 #[derive(Debug)]
 pub struct ApplyUser {
-    pub job: Job<UserEvent>,
+    pub job: Job<Vec<Timed<UserEvent>>>,
 }
 
 impl Message for ApplyUser {

@@ -4,7 +4,9 @@
 
 pub use crate::batch_job::BatchType;
 use crate::deadletter::DeadLetter;
-use crate::event::{parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, TimeMs, UserEvent};
+use crate::event::{
+    parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, StatusEvents, TimeMs, UserEvent,
+};
 use crate::post::{parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
 use crate::progress::{Progress, Unit};
 use crate::rules::embedded;
@@ -132,7 +134,7 @@ fn for_each_line(
 /// would: the status and user events of a batch go to their own handlers.
 pub struct Applier<'s> {
     store: &'s mut dyn Store,
-    status: Vec<Timed<StatusEvent>>,
+    status: StatusEvents,
     user: Vec<Timed<UserEvent>>,
     pub stats: ApplyStats,
     pub heartbeats: u64,
@@ -143,7 +145,7 @@ impl<'s> Applier<'s> {
     pub fn new(store: &'s mut dyn Store) -> Applier<'s> {
         Applier {
             store,
-            status: Vec::with_capacity(BATCH),
+            status: StatusEvents::default(),
             user: Vec::with_capacity(BATCH),
             stats: ApplyStats::default(),
             heartbeats: 0,
@@ -182,8 +184,8 @@ impl<'s> Applier<'s> {
     ///
     /// # Errors
     /// The store could not commit a batch.
-    pub fn extend(&mut self, status: Vec<Timed<StatusEvent>>, user: Vec<Timed<UserEvent>>) -> Result<(), StoreError> {
-        self.status.extend(status);
+    pub fn extend(&mut self, mut status: StatusEvents, user: Vec<Timed<UserEvent>>) -> Result<(), StoreError> {
+        self.status.append(&mut status);
         self.user.extend(user);
         if self.status.len() + self.user.len() >= BATCH {
             self.flush()?;

@@ -5,14 +5,14 @@
 
 mod common;
 use common::{PgSchema, DAY_MS};
-use complyd::event::{parse_line, Country, EventKind, Message};
+use complyd::event::{parse_line, Country, EventKind, Message, StatusEvents};
 use complyd::post::parse_post_line;
 use complyd::store::postgres::{PostgresStore, SCHEMA_VERSION};
 use complyd::store::{self, Store, Timed};
 
 fn apply(store: &mut dyn Store, lines: &[String], chunk: usize) {
     for part in lines.chunks(chunk) {
-        let (mut status, mut user) = (Vec::new(), Vec::new());
+        let (mut status, mut user) = (StatusEvents::default(), Vec::new());
         for l in part {
             let Ok(Message::Event(e)) = parse_line(l.as_bytes()) else { panic!("{l}") };
             match e.kind {

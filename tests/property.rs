@@ -18,7 +18,7 @@
 
 mod common;
 use common::{Backend, PgSchema};
-use complyd::event::{parse_line, Country, EventKind, Message};
+use complyd::event::{parse_line, Country, EventKind, Message, StatusEvents};
 use complyd::post::parse_post_line;
 use complyd::rules::visibility::{user_hides, visible};
 use complyd::store::{self, Store, Timed};
@@ -240,7 +240,7 @@ fn events() -> impl Strategy<Value = Vec<String>> {
 
 fn apply(store: &mut dyn Store, lines: &[String], chunk: usize) {
     for part in lines.chunks(chunk.max(1)) {
-        let mut status = Vec::new();
+        let mut status = StatusEvents::default();
         let mut user = Vec::new();
         for l in part {
             match parse_line(l.as_bytes()).expect("generated lines parse") {

@@ -141,7 +141,7 @@ struct NullStore;
 impl Store for NullStore {
     fn apply_status(
         &mut self,
-        events: &[store::Timed<crate::event::StatusEvent>],
+        events: &crate::event::StatusEvents,
         _: &[store::Position],
     ) -> Result<store::ApplyStats, store::StoreError> {
         let mut s = store::ApplyStats::default();

@@ -3,7 +3,7 @@
 //! deleted post needs nothing else.
 
 use super::{merge_countries, merge_toggle, ApplyStats, Change, Toggle};
-use crate::event::{Country, Id, StatusEvent, Timed};
+use crate::event::{Country, Id, StatusEvent, StatusEvents, Timed};
 use std::collections::HashMap;
 
 /// Per-post state other than the tombstone.
@@ -74,12 +74,15 @@ pub struct StatusBatch {
 
 impl StatusBatch {
     /// Sorts a batch's events into what each kind needs.
-    pub fn of(events: &[Timed<StatusEvent>]) -> StatusBatch {
-        let mut b = StatusBatch::default();
-        for ev in events {
+    pub fn of(events: &StatusEvents) -> StatusBatch {
+        let mut b = StatusBatch {
+            deletes: events.deletes().to_vec(),
+            like_deletes: events.like_deletes().to_vec(),
+            ..StatusBatch::default()
+        };
+        for ev in events.state() {
             match &ev.event {
-                StatusEvent::Delete { id, .. } => b.deletes.push(*id),
-                StatusEvent::FavoriteDelete { user_id, post_id } => b.like_deletes.push((*user_id, *post_id)),
+                StatusEvent::Delete { .. } | StatusEvent::FavoriteDelete { .. } => {}
                 StatusEvent::Withheld(w) => b.touched.push(w.id),
                 StatusEvent::Drop { id, .. } | StatusEvent::Undrop { id, .. } => b.touched.push(*id),
                 StatusEvent::Edit(e) => b.touched.extend(superseded_ids(e.id, &e.edit_ids)),
@@ -110,9 +113,9 @@ impl StatusBatch {
     }
 }
 
-/// Merges a batch's state events, in arrival order, into the stored rows of
-/// [`StatusBatch::touched`] (`loaded`; a post without a row starts from the
-/// default). Returns the rows that changed, in id order, for the store to
+/// Merges a batch's state events ([`StatusEvents::state`]), in arrival
+/// order, into the stored rows of [`StatusBatch::touched`] (`loaded`; a post
+/// without a row starts from the default). Returns the rows that changed, in id order, for the store to
 /// save; counts each event in `stats`.
 pub fn merge_batch(
     events: &[Timed<StatusEvent>],
@@ -162,7 +165,7 @@ mod tests {
     #[test]
     fn a_batch_is_sorted_out_merged_in_order_and_only_changed_rows_come_back() {
         let de = Country::parse("DE").unwrap();
-        let events = vec![
+        let events: StatusEvents = [
             at(1, StatusEvent::Delete { id: 9, user_id: None }),
             at(2, StatusEvent::Drop { id: 5, user_id: None }),
             at(3, StatusEvent::Delete { id: 9, user_id: None }),
@@ -170,7 +173,13 @@ mod tests {
             at(5, StatusEvent::Edit(Box::new(PostEdit { id: 8, initial_id: Some(6), edit_ids: vec![6, 7, 8] }))),
             at(1, StatusEvent::Undrop { id: 5, user_id: None }),
             at(6, StatusEvent::Withheld(Box::new(PostWithheld { id: 4, user_id: None, countries: vec![de] }))),
-        ];
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            (events.len(), events.deletes(), events.like_deletes().len(), events.state().len()),
+            (7, &[9, 9][..], 1, 4)
+        );
         let batch = StatusBatch::of(&events);
         assert_eq!(batch.deletes, vec![9]);
         assert_eq!(batch.like_deletes, vec![(1, 9)]);
@@ -179,7 +188,7 @@ mod tests {
         let loaded = HashMap::from([(4, StatusState { withheld: vec![de], ..StatusState::default() })]);
         let mut stats = ApplyStats::default();
         batch.record_tombstones(1, 0, &mut stats);
-        let changed = merge_batch(&events, loaded, &mut stats);
+        let changed = merge_batch(events.state(), loaded, &mut stats);
         let ids: Vec<Id> = changed.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, vec![5, 6, 7]);
         assert!(changed[0].1.is_dropped(), "the undrop is older than the drop");

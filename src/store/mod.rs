@@ -17,7 +17,7 @@ mod url;
 
 use crate::batch_job::{BatchJob, BatchType};
 pub use crate::event::Timed;
-use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, NewGap};
 pub use crate::post::{Embeds, NewLike, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
@@ -236,8 +236,7 @@ pub trait Store: Send {
     /// # Errors
     /// A [`StoreError`] when the store cannot commit; nothing of the batch is
     /// applied then.
-    fn apply_status(&mut self, events: &[Timed<StatusEvent>], positions: &[Position])
-        -> Result<ApplyStats, StoreError>;
+    fn apply_status(&mut self, events: &StatusEvents, positions: &[Position]) -> Result<ApplyStats, StoreError>;
 
     /// Applies user events (user handler). Writes user state only: the cost is
     /// the same whatever the number of the user's stored posts.

@@ -25,7 +25,7 @@ use super::{
     ScanRow, Store, StoreError, Timed,
 };
 use crate::batch_job::{BatchJob, BatchType};
-use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
 use crate::post::{strip_own_geo, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
@@ -623,7 +623,7 @@ fn load_users(c: &mut Conn<'_, '_>, ids: &[i64], lock: bool) -> Result<HashMap<I
 impl PostgresStore {
     fn apply_status_once(
         c: &mut Conn<'_, '_>,
-        events: &[Timed<StatusEvent>],
+        events: &StatusEvents,
         positions: &[Position],
     ) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
@@ -661,7 +661,7 @@ impl PostgresStore {
                 loaded.insert(id_of(row.get(0)), status_from(&row, 1)?);
             }
         }
-        let changed = rules::status::merge_batch(events, loaded, &mut stats);
+        let changed = rules::status::merge_batch(events.state(), loaded, &mut stats);
         if !changed.is_empty() {
             let (mut ids, mut d, mut dt, mut sb, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for (id, s) in &changed {
@@ -878,11 +878,7 @@ impl Lookup for PgLookup<'_> {
 }
 
 impl Store for PostgresStore {
-    fn apply_status(
-        &mut self,
-        events: &[Timed<StatusEvent>],
-        positions: &[Position],
-    ) -> Result<ApplyStats, StoreError> {
+    fn apply_status(&mut self, events: &StatusEvents, positions: &[Position]) -> Result<ApplyStats, StoreError> {
         self.with_tx(|c| Self::apply_status_once(c, events, positions))
     }
 

@@ -26,7 +26,7 @@ use super::{
     Timed,
 };
 use crate::batch_job::{BatchJob, BatchType};
-use crate::event::{Id, StatusEvent, TimeMs, UserEvent};
+use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
 use crate::post::{strip_own_geo, NewPost};
 use crate::rules;
@@ -722,11 +722,7 @@ impl Lookup for SqliteLookup<'_> {
 }
 
 impl Store for SqliteStore {
-    fn apply_status(
-        &mut self,
-        events: &[Timed<StatusEvent>],
-        positions: &[Position],
-    ) -> Result<ApplyStats, StoreError> {
+    fn apply_status(&mut self, events: &StatusEvents, positions: &[Position]) -> Result<ApplyStats, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         save_positions(&tx, HandlerKind::Status, positions)?;
         let mut stats = ApplyStats::default();
@@ -771,7 +767,7 @@ impl Store for SqliteStore {
                 }
             }
         }
-        let changed = rules::status::merge_batch(events, loaded, &mut stats);
+        let changed = rules::status::merge_batch(events.state(), loaded, &mut stats);
         {
             let mut save = tx.prepare_cached(
                 "INSERT OR REPLACE INTO status_state (id, dropped, drop_t, superseded_by, withheld) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1272,7 +1268,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::UserEvent;
+    use crate::event::{StatusEvent, UserEvent};
 
     /// The first column of every row `sql` returns.
     fn column<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str) -> Vec<T> {
@@ -1299,10 +1295,11 @@ mod tests {
     fn deletes_count_once_per_post_whatever_their_order_in_the_batch() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = SqliteStore::open(dir.path().join("s.db").to_str().unwrap()).unwrap();
-        let first = s.apply_status(&[delete(30), delete(10), delete(30)], &[]).unwrap();
+        let first = s.apply_status(&StatusEvents::from(vec![delete(30), delete(10), delete(30)]), &[]).unwrap();
         assert_eq!((first.applied.get("delete"), first.duplicates.get("delete")), (2, 1));
         let unlike = |post_id| Timed { time_ms: 1, event: StatusEvent::FavoriteDelete { user_id: 7, post_id } };
-        let second = s.apply_status(&[delete(20), delete(10), unlike(5), unlike(5)], &[]).unwrap();
+        let second =
+            s.apply_status(&StatusEvents::from(vec![delete(20), delete(10), unlike(5), unlike(5)]), &[]).unwrap();
         assert_eq!((second.applied.get("delete"), second.duplicates.get("delete")), (1, 1));
         assert_eq!((second.applied.get("delete_favorite"), second.duplicates.get("delete_favorite")), (1, 1));
         let pending: Vec<i64> = s
@@ -1357,7 +1354,7 @@ mod tests {
         let like = |user_id, post_id| NewLike { user_id, post_id };
         s.import(&[], &[like(7, 5), like(8, 5)], 0).unwrap();
         let unlike = Timed { time_ms: 1, event: StatusEvent::FavoriteDelete { user_id: 7, post_id: 5 } };
-        s.apply_status(&[unlike.clone(), unlike], &[]).unwrap();
+        s.apply_status(&StatusEvents::from(vec![unlike.clone(), unlike]), &[]).unwrap();
         assert!(!s.has_like(7, 5).unwrap() && s.has_like(8, 5).unwrap());
         let rows =
             |s: &SqliteStore| -> i64 { s.conn.query_row("SELECT count(*) FROM main.likes", [], |r| r.get(0)).unwrap() };
@@ -1420,7 +1417,7 @@ mod tests {
         };
         let status = |s: &mut SqliteStore| {
             let unlike = Timed { time_ms: 1, event: StatusEvent::FavoriteDelete { user_id: 7, post_id: 3 } };
-            s.apply_status(&[delete(10), unlike], &pos).unwrap();
+            s.apply_status(&StatusEvents::from(vec![delete(10), unlike]), &pos).unwrap();
         };
         assert!(runs_while_locked(&path, "status", user), "the user handler waited for the status handler's file");
         assert!(runs_while_locked(&path, "user", status), "the status handler waited for the user handler's file");
@@ -1467,7 +1464,7 @@ mod tests {
         let scattered = |i: u64| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) + 1;
         let t = std::thread::spawn(move || {
             for b in 0..100u64 {
-                let batch: Vec<_> = (0..200).map(|k| delete(scattered(b * 200 + k))).collect();
+                let batch: StatusEvents = (0..200).map(|k| delete(scattered(b * 200 + k))).collect();
                 status.apply_status(&batch, &[Position { partition: 1, last_event_ms: 1, last_byte_ms: 1 }]).unwrap();
             }
         });
@@ -1571,7 +1568,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let path = path.to_str().unwrap();
-        SqliteStore::open(path).unwrap().apply_status(&[delete(10)], &[]).unwrap();
+        SqliteStore::open(path).unwrap().apply_status(&StatusEvents::from(vec![delete(10)]), &[]).unwrap();
         let status = format!("{path}-status");
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{status}{suffix}"));
