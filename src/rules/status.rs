@@ -115,8 +115,8 @@ impl StatusBatch {
 
 /// Merges a batch's state events ([`StatusEvents::state`]), in arrival
 /// order, into the stored rows of [`StatusBatch::touched`] (`loaded`; a post
-/// without a row starts from the default). Returns the rows that changed, in id order, for the store to
-/// save; counts each event in `stats`.
+/// without a row starts from the default). Returns the rows that changed, in
+/// id order, for the store to save; counts each event in `stats`.
 pub fn merge_batch(
     events: &[Timed<StatusEvent>],
     mut loaded: HashMap<Id, StatusState>,
