@@ -299,7 +299,7 @@ pub fn connect(path: &str) -> rusqlite::Result<Connection> {
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Each connection's page cache of each file (see `SqliteStore::open`).
-const PAGE_CACHE_KIB: i64 = 2_048;
+const PAGE_CACHE_KIB: i64 = 512;
 
 /// The busy handler: SQLite admits one writer at a time, and the daemon's two
 /// handlers each have a connection. SQLite's own handler (`busy_timeout`)
@@ -368,14 +368,16 @@ impl SqliteStore {
         }
         let conn = connect(path)?;
         conn.busy_handler(Some(wait_for_writer))?;
-        // Page cache limits (KiB), per file and connection: 2 MiB, SQLite's
-        // own default. A connection's cache of a file lasts until another
-        // connection commits to that file, so each handler's cache of its
-        // own file fills up to its limit and stays. Larger caches cost
-        // memory and bought nothing measurable, even at 10^7 posts (the
-        // operating system's page cache holds the files): at 32 MiB the
-        // daemon peaked at 100 MB instead of 51 at the same rate
-        // (BENCHMARKS.md, "SQLite page caches of 2 MiB").
+        // Page cache limits (KiB), per file and connection: 512 KiB, a
+        // quarter of SQLite's default. A connection's cache of a file lasts
+        // until another connection commits to that file, so each handler's
+        // cache of its own file fills up to its limit and stays. Pages
+        // outside it come from the operating system's page cache, which
+        // holds the files: 512 KiB and 2 MiB stored the same events per
+        // second at full rate, with 10^6 posts in the store too, and 512 KiB
+        // peaked about 1.5 MB lower (BENCHMARKS.md, "Memory below the
+        // peers'"); at 32 MiB the daemon peaked at 100 MB instead of 51 for
+        // the same rate ("SQLite page caches of 2 MiB").
         for schema in ["main", "status", "user"] {
             let db = Some(DatabaseName::Attached(schema));
             conn.pragma_update(db, "journal_mode", "WAL")?;
