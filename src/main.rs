@@ -138,6 +138,7 @@ enum BatchJobAction {
 }
 
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -152,6 +153,34 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("complyd: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// glibc's malloc, set for the daemon's pattern: batches allocated in one
+/// thread and freed in another, queues that grow by doubling to a few
+/// megabytes. Both settings together took the peak at full rate from about
+/// 31 to 26 MB for the same rate (BENCHMARKS.md, "Memory below the peers'"):
+/// - two arenas: by default each thread that finds the heap busy gets an
+///   arena of its own (up to 8 a core), and each keeps what was freed in it;
+/// - blocks of 256 KiB and more in mappings of their own, returned to the
+///   system when freed. By default the threshold rises to the size of the
+///   largest block freed, so the queues end up in the arenas and leave them
+///   fragmented.
+///
+/// `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` in the environment still
+/// decide when set.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    for (param, value, env) in
+        [(libc::M_ARENA_MAX, 2, "MALLOC_ARENA_MAX"), (libc::M_MMAP_THRESHOLD, 256 * 1024, "MALLOC_MMAP_THRESHOLD_")]
+    {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: mallopt only sets a parameter of the allocator, before
+            // any other thread exists.
+            unsafe {
+                libc::mallopt(param, value);
+            }
         }
     }
 }
