@@ -138,7 +138,6 @@ enum BatchJobAction {
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -157,7 +156,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc's malloc, set for the daemon's pattern: batches allocated in one
+/// glibc's malloc, set for the daemon's pattern (`run` and `demo`; the
+/// offline commands keep glibc's defaults): batches allocated in one
 /// thread and freed in another, queues that grow by doubling to a few
 /// megabytes. Both settings together took the peak at full rate from about
 /// 31 to 26 MB for the same rate (BENCHMARKS.md, "Memory below the peers'"):
@@ -176,8 +176,8 @@ fn tune_malloc() {
         [(libc::M_ARENA_MAX, 2, "MALLOC_ARENA_MAX"), (libc::M_MMAP_THRESHOLD, 256 * 1024, "MALLOC_MMAP_THRESHOLD_")]
     {
         if std::env::var_os(env).is_none() {
-            // SAFETY: mallopt only sets a parameter of the allocator, before
-            // any other thread exists.
+            // SAFETY: mallopt only sets a parameter of the allocator; the
+            // daemon has started no thread yet.
             unsafe {
                 libc::mallopt(param, value);
             }
@@ -187,6 +187,9 @@ fn tune_malloc() {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let Cli { db, config, command } = cli;
+    if matches!(command, Command::Run | Command::Demo { .. }) {
+        tune_malloc();
+    }
     if !matches!(command, Command::Run | Command::Demo { .. }) {
         // Offline commands print their summary themselves; the log carries
         // warnings (COMPLYD_LOG=info shows more). `run` and `demo` set up
