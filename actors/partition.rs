@@ -20,7 +20,7 @@ use super::router::{Batch, Router};
 use crate::backoff::FailureClass;
 use crate::clock::now_ms;
 use crate::deadletter::DeadLetter;
-use crate::event::{parse_line, EventKind, Message, StatusEvents, UserEvent, EVENT_TYPES};
+use crate::event::{parse_line, EventKind, Message, StatusEvents, UserEvents, EVENT_TYPES};
 use crate::framing::{Frame, LineFramer};
 use crate::health::PartitionCounters;
 use crate::inflate::Inflate;
@@ -217,7 +217,7 @@ struct Outcome {
 /// The batch being filled.
 struct Pending {
     status: StatusEvents,
-    user: Vec<Timed<UserEvent>>,
+    user: UserEvents,
     max_event_ms: i64,
     /// When the oldest event of the batch arrived.
     first_receipt: Option<Instant>,

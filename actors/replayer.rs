@@ -15,7 +15,7 @@
 use super::gap_keeper::{GapKeeper, NextWindow, WindowDone};
 use super::router::{Batch, Router};
 use crate::deadletter::DeadLetter;
-use crate::event::{parse_line, EventKind, Message, ReplayInfo, StatusEvents, UserEvent};
+use crate::event::{parse_line, EventKind, Message, ReplayInfo, StatusEvents, UserEvents};
 use crate::framing::{Frame, LineFramer};
 use crate::gaps::{ReplayOutcome, Window};
 use crate::health::Health;
@@ -174,7 +174,7 @@ pub struct ReplayLines {
     source: String,
     lines: u64,
     pub status: StatusEvents,
-    pub user: Vec<Timed<UserEvent>>,
+    pub user: UserEvents,
     pub events: u64,
     pub info: Option<ReplayInfo>,
 }

@@ -19,9 +19,9 @@
 use super::commit::{HandlerError, Job, PartInfo};
 use super::status_handler::{ApplyStatus, StatusHandler};
 use super::user_handler::{ApplyUser, Maintain, UserHandler};
-use crate::event::{StatusEvents, TimeMs, UserEvent};
+use crate::event::{StatusEvents, TimeMs, UserEvents};
 use crate::health::Health;
-use crate::store::{ApplyStats, Position, Timed};
+use crate::store::{ApplyStats, Position};
 use actix::prelude::*;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -38,7 +38,7 @@ pub struct Batch {
     /// position.
     pub partition: u8,
     pub status: StatusEvents,
-    pub user: Vec<Timed<UserEvent>>,
+    pub user: UserEvents,
     /// The largest event time of the batch.
     pub last_event_ms: TimeMs,
     /// Wall time the last byte of the batch was received.
@@ -80,8 +80,6 @@ impl Queue for StatusEvents {
         StatusEvents::append(self, other);
     }
 }
-
-type UserEvents = Vec<Timed<UserEvent>>;
 
 impl Queue for UserEvents {
     fn len(&self) -> usize {

@@ -14,9 +14,9 @@
 
 use super::commit::{commit_with_retry, HandlerError, Job, StoreSlot};
 use crate::clock::now_ms;
-use crate::event::UserEvent;
+use crate::event::UserEvents;
 use crate::health::Health;
-use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store, StoreUrl, Timed};
+use crate::store::{ApplyStats, HandlerKind, MaintenanceStats, Store, StoreUrl};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use std::time::Duration;
 /// A user transaction: the user parts of one or more partition batches.
 #[derive(Debug)]
 pub struct ApplyUser {
-    pub job: Job<Vec<Timed<UserEvent>>>,
+    pub job: Job<UserEvents>,
 }
 
 impl Message for ApplyUser {

@@ -5,7 +5,7 @@
 pub use crate::batch_job::BatchType;
 use crate::deadletter::DeadLetter;
 use crate::event::{
-    parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, StatusEvents, TimeMs, UserEvent,
+    parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, StatusEvents, TimeMs, UserEvent, UserEvents,
 };
 use crate::post::{parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
 use crate::progress::{Progress, Unit};
@@ -135,7 +135,7 @@ fn for_each_line(
 pub struct Applier<'s> {
     store: &'s mut dyn Store,
     status: StatusEvents,
-    user: Vec<Timed<UserEvent>>,
+    user: UserEvents,
     pub stats: ApplyStats,
     pub heartbeats: u64,
     pub notices: u64,
@@ -184,7 +184,7 @@ impl<'s> Applier<'s> {
     ///
     /// # Errors
     /// The store could not commit a batch.
-    pub fn extend(&mut self, mut status: StatusEvents, user: Vec<Timed<UserEvent>>) -> Result<(), StoreError> {
+    pub fn extend(&mut self, mut status: StatusEvents, user: UserEvents) -> Result<(), StoreError> {
         self.status.append(&mut status);
         self.user.extend(user);
         if self.status.len() + self.user.len() >= BATCH {

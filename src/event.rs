@@ -213,6 +213,10 @@ impl From<Vec<Timed<StatusEvent>>> for StatusEvents {
     }
 }
 
+/// Account events on their way to the user handler: whole and in arrival
+/// order, since their time and order decide what they do.
+pub type UserEvents = Vec<Timed<UserEvent>>;
+
 /// A `status_withheld`: the post is withheld in `countries` (permanent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostWithheld {
