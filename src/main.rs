@@ -159,8 +159,8 @@ fn main() -> ExitCode {
 /// glibc's malloc, set for the daemon's pattern (`run` and `demo`; the
 /// offline commands keep glibc's defaults): batches allocated in one
 /// thread and freed in another, queues that grow by doubling to a few
-/// megabytes. Both settings together took the peak at full rate from about
-/// 31 to 26 MB for the same rate (BENCHMARKS.md, "Memory below the peers'"):
+/// megabytes. Each setting took 4-5 MB off the peak at full rate, for the
+/// same rate (BENCHMARKS.md, "Memory below the peers'"):
 /// - two arenas: by default each thread that finds the heap busy gets an
 ///   arena of its own (up to 8 a core), and each keeps what was freed in it;
 /// - blocks of 256 KiB and more in mappings of their own, returned to the
