@@ -188,12 +188,11 @@ fn tune_malloc() {
 fn run(cli: Cli) -> Result<(), Failure> {
     let Cli { db, config, command } = cli;
     if matches!(command, Command::Run | Command::Demo { .. }) {
+        // The daemon sets up its logs from its config.
         tune_malloc();
-    }
-    if !matches!(command, Command::Run | Command::Demo { .. }) {
+    } else {
         // Offline commands print their summary themselves; the log carries
-        // warnings (COMPLYD_LOG=info shows more). `run` and `demo` set up
-        // their logs from their config.
+        // warnings (COMPLYD_LOG=info shows more).
         logging::init(None, LogFormat::Human, "warn");
     }
     match command {
