@@ -216,7 +216,45 @@ def throughput():
     sys.stdout.flush()
 
 
+def store_mb(d):
+    """The size of complyd's store files (the main file, the handlers'
+    files and their WALs) in `d`."""
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith("store.db")) / 1e6
+
+
+def soak(seconds, every):
+    """SOAK=SECONDS: complyd's row alone for that long, one line every
+    `every` seconds: how its rate changes as its store grows."""
+    sim, base, url = start_sim(18700)
+    proc = complyd_run(base, url)
+    rows = []
+    try:
+        time.sleep(WARMUP)
+        ensure_running(proc, "complyd", os.path.join(complyd_dir(), "run.log"))
+        pids = tree(proc.pid)
+        c0, cpu0, t0, start = committed(base), cpu_s(pids), time.time(), time.time()
+        while time.time() - start < seconds:
+            time.sleep(every)
+            c1, cpu1, t1 = committed(base), cpu_s(pids), time.time()
+            n = c1 - c0
+            rows.append([f"{t1 - start:.0f}", f"{c1:,}", f"{n / (t1 - t0):,.0f}",
+                         f"{(cpu1 - cpu0) / n * 1e6:.1f}" if n else "-",
+                         f"{peak_rss_mb(pids):.0f}", f"{store_mb(complyd_dir()):,.0f}"])
+            print("  " + " | ".join(rows[-1]), file=sys.stderr)
+            c0, cpu0, t0 = c1, cpu1, t1
+    finally:
+        kill_tree(proc)
+        sim.terminate()
+        sim.wait()
+    print(f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, after {WARMUP:.0f} s of warm-up\n")
+    print(markdown_table(
+        ["seconds", "events committed", "events/s", "CPU s per million events", "peak RSS MB", "store MB"], rows))
+
+
 RESULTS = []
+if os.environ.get("SOAK"):
+    soak(float(os.environ["SOAK"]), float(os.environ.get("SOAK_EVERY", 10)))
+    sys.exit(0)
 if os.environ.get("COMPLYD_BUILDS"):
     builds()
     sys.exit(0)

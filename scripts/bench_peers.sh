@@ -18,6 +18,9 @@
 #   COMPLYD_BUILDS="/tmp/before /tmp/after" ROUNDS=2 scripts/bench_peers.sh
 #                                            # complyd's row only, builds alternated
 #   COMPLYD_EXTRA='[handlers]\nin_flight = 4' # added to complyd's configuration
+#   SOAK=300 SOAK_EVERY=30 scripts/bench_peers.sh
+#                                            # complyd alone for 300 s: its rate, CPU, memory
+#                                            # and store size every 30 s as the store grows
 #
 # Needs curl and python3 (with venv); installs gnippy and requests in a
 # throwaway virtual environment; builds the release binary when missing.
@@ -33,7 +36,10 @@ command -v curl >/dev/null || { echo "curl is missing" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q "gnippy==0.7.0" "requests>=2,<3"
+# complyd's rows alone (COMPLYD_BUILDS, SOAK) need no peers.
+if [[ -z "${COMPLYD_BUILDS:-}${SOAK:-}" ]]; then
+  "$work/venv/bin/pip" install -q "gnippy==0.7.0" "requests>=2,<3"
+fi
 
 python3 scripts/bench_peers.py "$PWD/target/release/complyd" "$work/venv/bin/python" "$work" "$DURATION" "$WARMUP" \
     | tee bench_peers.out
