@@ -11,8 +11,17 @@ use complyd::sim::SimConfig;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+/// The stalled-store test measures the process's memory. The other tests
+/// with a simulator and a daemon in this process (whose simulators buffer
+/// what their daemon cannot take while its store is full or gone) run beside
+/// each other, never beside it.
+static MEMORY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+// The guard is held on purpose for the whole test (see MEMORY).
+#[allow(clippy::await_holding_lock)]
 #[actix_rt::test]
 async fn a_stalled_store_slows_the_readers_and_drops_nothing() {
+    let _memory = MEMORY.write().unwrap_or_else(|e| e.into_inner());
     init_logs();
     tokio::time::timeout(Duration::from_secs(90), async {
         let dir = tempdir();
@@ -172,9 +181,12 @@ impl Drop for Mount {
 /// The store's disk fills up (a tmpfs with 1 MiB left): commits fail, say
 /// so at ERROR and on /readyz, the readers wait, nothing is dropped; when
 /// space returns, everything recorded is committed.
+// The read guard is held on purpose for the whole test (see MEMORY).
+#[allow(clippy::await_holding_lock)]
 #[actix_rt::test]
 #[ignore = "needs root to mount a tmpfs: `bash scripts/test.sh` runs it"]
 async fn a_full_disk_stops_the_commits_and_they_resume_when_space_returns() {
+    let _memory = MEMORY.read().unwrap_or_else(|e| e.into_inner());
     init_logs();
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempdir();
@@ -312,9 +324,12 @@ impl CutProxy {
 /// ones refused) and coming back: commits fail with the reason on /readyz,
 /// the readers wait, nothing is dropped, and once the server is back every
 /// recorded event is committed.
+// The read guard is held on purpose for the whole test (see MEMORY).
+#[allow(clippy::await_holding_lock)]
 #[actix_rt::test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 async fn postgresql_going_away_mid_run_loses_nothing() {
+    let _memory = MEMORY.read().unwrap_or_else(|e| e.into_inner());
     init_logs();
     tokio::time::timeout(Duration::from_secs(120), async {
         let dir = tempdir();
