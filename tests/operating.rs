@@ -342,11 +342,12 @@ async fn kill_setup(
 ) -> (complyd::sim::SimConfig, complyd::sim::SimHandle, String, std::path::PathBuf, u16) {
     let mut cfg = sim_config(d, 2_000.0);
     cfg.replay.min_age_minutes = 0;
-    // Each run that lives past its first check (500 ms) asks Replay for its
-    // restart gap, so a crash loop can spend X's 5 requests a window; the
-    // next run's 429 then holds it back for a whole window (5 minutes:
-    // `ConnectLimiter::on_rate_limited`), longer than these tests wait for
-    // the repair. Seen with the test binaries run side by side (2026-12-03).
+    // Each run that lives to connect and check its gaps (every 500 ms) asks
+    // Replay for its restart gap, so a crash loop can spend X's 5 requests a
+    // window; the next run's 429 then holds it back for a whole window (5
+    // minutes: `ConnectLimiter::on_rate_limited`), longer than these tests
+    // wait for the repair. Seen with the test binaries run side by side
+    // (2026-12-03).
     cfg.replay.requests = 100;
     let sim = complyd::sim::start(cfg.clone()).await.unwrap();
     let url = format!("sqlite:{}", d.join("run.db").display());
