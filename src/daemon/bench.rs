@@ -49,6 +49,11 @@ impl Default for BenchArgs {
 pub struct BenchReport {
     /// Events/s `curl --compressed` drains from the simulator (8 partitions).
     pub curl_events_per_sec: Option<f64>,
+    /// CPU per event sent in the ceiling's phase, in µs: the simulator's
+    /// (this process)...
+    pub curl_sim_cpu_us_per_event: Option<f64>,
+    /// ... and the 8 curls' together (their `/proc/PID/stat`).
+    pub curl_cpu_us_per_event: Option<f64>,
     /// Events/s from the simulator to committed SQLite.
     pub e2e_events_per_sec: f64,
     /// Posts the store held when the end-to-end phase started.
@@ -56,6 +61,10 @@ pub struct BenchReport {
     /// Events/s through the daemon with a store that keeps nothing (the
     /// pipeline's own ceiling).
     pub pipeline_events_per_sec: Option<f64>,
+    /// CPU of the whole process (simulator included) per event in the
+    /// null-store phase, in µs: with `e2e_cpu_us_per_event`, what storing
+    /// an event costs.
+    pub pipeline_cpu_us_per_event: Option<f64>,
     /// p50 / p99 receipt-to-commit at `latency_rate` (ms).
     pub latency_rate: f64,
     pub latency_p50_ms: Option<u64>,
@@ -91,6 +100,9 @@ impl std::fmt::Display for BenchReport {
         if let Some(c) = self.curl_events_per_sec {
             writeln!(f, "ceiling (curl --compressed, 8 partitions): {c:.0} events/s")?;
         }
+        if let (Some(s), Some(c)) = (self.curl_sim_cpu_us_per_event, self.curl_cpu_us_per_event) {
+            writeln!(f, "CPU per event in the ceiling's phase: simulator {s:.2} µs, the 8 curls {c:.2} µs")?;
+        }
         writeln!(
             f,
             "end to end (simulator -> committed SQLite, {} posts stored): {:.0} events/s",
@@ -103,6 +115,9 @@ impl std::fmt::Display for BenchReport {
         )?;
         if let Some(p) = self.pipeline_events_per_sec {
             writeln!(f, "daemon pipeline without a store (simulator -> null store): {p:.0} events/s")?;
+        }
+        if let Some(c) = self.pipeline_cpu_us_per_event {
+            writeln!(f, "CPU per event without a store: {c:.2} µs (whole process, simulator included)")?;
         }
         if let Some(c) = self.curl_events_per_sec {
             writeln!(f, "end to end / ceiling: {:.2}", self.e2e_events_per_sec / c.max(1.0))?;
@@ -244,7 +259,13 @@ pub fn rss_mb() -> f64 {
 /// CPU time (user + system) this process has used, in seconds
 /// (`/proc/self/stat`, in USER_HZ = 100 ticks a second); 0 where unreadable.
 fn process_cpu_secs() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
+    cpu_secs_of("self")
+}
+
+/// CPU time (user and system) of process `pid` ("self" for this one), from
+/// `/proc/PID/stat`; 0 when it cannot be read.
+fn cpu_secs_of(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             let fields: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
@@ -359,10 +380,14 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             }
             if children.len() == 8 {
                 tokio::time::sleep(warmup).await;
-                let before = sim.stats().events_sent();
+                let curls_cpu = || children.iter().map(|c| cpu_secs_of(&c.id().to_string())).sum::<f64>();
+                let (before, cpu, curl_cpu) = (sim.stats().events_sent(), process_cpu_secs(), curls_cpu());
                 tokio::time::sleep(secs).await;
                 let after = sim.stats().events_sent();
+                let events = (after - before).max(1) as f64;
                 report.curl_events_per_sec = Some((after - before) as f64 / secs.as_secs_f64());
+                report.curl_sim_cpu_us_per_event = Some((process_cpu_secs() - cpu) * 1e6 / events);
+                report.curl_cpu_us_per_event = Some((curls_cpu() - curl_cpu) * 1e6 / events);
             }
             for mut c in children {
                 let _ = c.kill();
@@ -450,9 +475,11 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             let d = Daemon::start_with_stores(plan, Box::new(NullStore), Box::new(NullStore)).await?;
             tokio::time::sleep(warmup).await;
             let before = d.health().committed();
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), process_cpu_secs());
             tokio::time::sleep(secs).await;
-            report.pipeline_events_per_sec = Some((d.health().committed() - before) as f64 / t.elapsed().as_secs_f64());
+            let after = d.health().committed();
+            report.pipeline_events_per_sec = Some((after - before) as f64 / t.elapsed().as_secs_f64());
+            report.pipeline_cpu_us_per_event = Some((process_cpu_secs() - cpu) * 1e6 / (after - before).max(1) as f64);
             d.shutdown().await;
             sim.stop().await;
         }
