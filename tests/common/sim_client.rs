@@ -5,7 +5,7 @@
 //!
 //! Not a general HTTP client: one request per connection, no TLS, no
 //! redirects. Every read takes a timeout so a test can never hang. Used by
-//! the `sim_*` tests as `common::sim_client`.
+//! the `tests/sim/` tests as `common::sim_client`.
 
 use std::io;
 use std::net::SocketAddr;

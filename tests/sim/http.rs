@@ -1,6 +1,6 @@
 //! Status codes and routing of the simulator's HTTP endpoints.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The replay endpoint: date rules, the closing `info` line in each variant,
 //! the replay faults and determinism.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The connection-rate limit (10 per 60 s per account, all partitions) and
 //! the replay limit (5 per 5 minutes).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

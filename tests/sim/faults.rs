@@ -1,7 +1,7 @@
 //! Every fault, triggered through `SimHandle::trigger`, the admin endpoint
 //! or the config, as a client sees it.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! and determinism, live rate and partitioning, backfill, redundant
 //! connections and `--record`.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
