@@ -6,6 +6,9 @@ virtual environment). For each consumer, a fresh `complyd sim --rate 0`
 all 8 partitions; the consumer reads for a warm-up, then for DURATION
 seconds, and is measured over those seconds:
 
+complyd runs twice: into SQLite, then into PostgreSQL when the database
+COMPLYD_BENCH_PG names (by default scripts/pg-test-server.sh's) answers.
+
 - events/s: events the consumer itself counted (curl: the simulator's
   events_sent; complyd: events committed to its store, from /healthz; the
   Python peers: messages they parsed with json.loads);
@@ -16,9 +19,11 @@ seconds, and is measured over those seconds:
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 from bench_peers_lib import ensure_running, kill_tree, markdown_table, start_complyd, tree
@@ -163,13 +168,57 @@ def complyd_dir():
     return os.path.join(WORK, f"complyd-{len(RESULTS)}")
 
 
-def complyd_run(base, _url, binary=None):
-    """`complyd run` into a new SQLite store; COMPLYD_EXTRA (TOML sections,
-    `\\n` for new lines) is added to its configuration."""
+def complyd_run(base, _url, binary=None, store=None):
+    """`complyd run` into a new SQLite store (or `store`, a store URL);
+    COMPLYD_EXTRA (TOML sections, `\\n` for new lines) is added to its
+    configuration."""
     d = complyd_dir()
     os.makedirs(d, exist_ok=True)
     extra = os.environ.get("COMPLYD_EXTRA", "").replace("\\n", "\n")
-    return start_complyd(binary or COMPLYD, base, USER, PASSWORD, d, "127.0.0.1:18790", extra=extra)
+    return start_complyd(binary or COMPLYD, base, USER, PASSWORD, d, "127.0.0.1:18790", extra=extra, store=store)
+
+
+# The throwaway server of scripts/pg-test-server.sh, unless COMPLYD_BENCH_PG
+# names another database.
+PG_DEFAULT = "postgres://postgres@127.0.0.1:54329/postgres"
+
+# Run in the virtual environment (psycopg is installed there): creates or
+# drops the schema argv[2] in the database argv[1].
+PG_SCHEMA = """
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as c:
+    c.execute(f"DROP SCHEMA IF EXISTS {sys.argv[2]} CASCADE")
+    if sys.argv[3] == "create":
+        c.execute(f"CREATE SCHEMA {sys.argv[2]}")
+"""
+
+
+def postgres_store():
+    """A store URL in a new schema of the PostgreSQL database
+    COMPLYD_BENCH_PG names (PG_DEFAULT when unset), and a function that drops
+    the schema; or None and why there is no PostgreSQL row. Only the host
+    and port are ever printed: the URL may hold a password."""
+    url = os.environ.get("COMPLYD_BENCH_PG", PG_DEFAULT)
+    parts = urllib.parse.urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or 5432}"
+    try:
+        socket.create_connection((parts.hostname, parts.port or 5432), timeout=2).close()
+    except OSError as e:
+        return None, (f"not reachable at {where} ({e.strerror or e}): start one with"
+                      " scripts/pg-test-server.sh or name one in COMPLYD_BENCH_PG")
+    pip = subprocess.run([VENV_PY, "-m", "pip", "install", "-q", "psycopg[binary]>=3,<4"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if pip.returncode != 0:
+        return None, f"psycopg could not be installed: {pip.stderr.strip().splitlines()[-1:]}"
+    schema = f"complyd_bench_peers_{os.getpid()}"
+    made = subprocess.run([VENV_PY, "-c", PG_SCHEMA, url, schema, "create"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if made.returncode != 0:
+        return None, f"cannot create a schema at {where}: {made.stderr.strip().splitlines()[-1:]}"
+    sep = "&" if parts.query else "?"
+    drop = lambda: subprocess.run([VENV_PY, "-c", PG_SCHEMA, url, schema, "drop"],  # noqa: E731
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return (f"{url}{sep}options=-csearch_path%3D{schema}", drop), where
 
 
 def builds():
@@ -195,8 +244,16 @@ def throughput():
             f"curl --compressed -s -N -u {USER}:{PASSWORD} '{url}partition={p}' -o /dev/null &" for p in range(1, 9))
          + " wait"]), sim_events, "no")
 
-    # complyd end to end, into SQLite.
+    # complyd end to end, into SQLite, then into PostgreSQL when reachable.
     measure("complyd run -> SQLite", complyd_run, committed, "yes (SQLite)")
+    pg, pg_where = postgres_store()
+    if pg:
+        store, drop = pg
+        try:
+            measure("complyd run -> PostgreSQL", lambda base, url: complyd_run(base, url, store=store),
+                    committed, "yes (PostgreSQL)")
+        finally:
+            drop()
 
     for name, code in [("gnippy 0.7.0 (PowerTrackClient x 8)", GNIPPY), ("requests + iter_lines + json.loads", REQUESTS)]:
         out = os.path.join(WORK, f"count-{len(RESULTS)}")
@@ -213,6 +270,10 @@ def throughput():
         ["consumer", "events/s", "ratio to the ceiling", "CPU s per million events", "peak RSS MB", "stores the events"],
         [[r["consumer"], f"{r['events_per_s']:,.0f}", f"{r['events_per_s'] / ceiling:.2f}",
           f"{r['cpu_s_per_million']:.1f}", f"{r['peak_rss_mb']:.0f}", r["stores"]] for r in RESULTS]))
+    if pg:
+        print(f"\nPostgreSQL at {pg_where}; its server's processes are not in complyd's CPU and memory figures.")
+    else:
+        print(f"\nNo PostgreSQL row: {pg_where}.")
     sys.stdout.flush()
 
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # complyd against what people run instead, on this machine, in one run:
 # the ceiling (8 x curl --compressed to /dev/null), complyd end to end into
-# SQLite, gnippy (the PowerTrack client from PyPI) and a hand-written
-# requests + iter_lines + json.loads consumer, each against a fresh
+# SQLite (and into PostgreSQL when one answers: COMPLYD_BENCH_PG, by
+# default the server of scripts/pg-test-server.sh, in a schema of its own),
+# gnippy (the PowerTrack client from PyPI) and a hand-written requests +
+# iter_lines + json.loads consumer, each against a fresh
 # `complyd sim` at full rate. Prints one table (events/s, ratio to the
 # ceiling, CPU seconds per million events, peak RSS). Then the fault mix
 # (scripts/bench_peers_faults.py): the same consumers at a fixed rate while
@@ -12,6 +14,7 @@
 #   scripts/bench_peers.sh                   # 20 s each after 3 s of warm-up, then the mix
 #   DURATION=30 WARMUP=5 scripts/bench_peers.sh
 #   FAULT_MIX=0 scripts/bench_peers.sh       # the throughput table only
+#   COMPLYD_BENCH_PG=postgres://USER@HOST:PORT/DB   # the PostgreSQL row's database
 #   THROUGHPUT=0 scripts/bench_peers.sh      # the fault mix only
 #   MIX_ONLY=complyd (or peers)              # the fault mix for complyd (or the peers) only
 #   MIX_RATE=5000 MIX_SECONDS=60 MIX_EVERY=4 MIX_SETTLE=20   # the mix's defaults

@@ -38,10 +38,12 @@ def kill_tree(proc):
         proc.kill()
 
 
-def start_complyd(complyd, base, user, password, d, listen, stream_extra="", extra=""):
-    """`complyd run` against the simulator at `base`, its store and log in
-    `d`, its HTTP API on `listen`; `stream_extra` goes in [stream], `extra`
-    after it (whole sections)."""
+def start_complyd(complyd, base, user, password, d, listen, stream_extra="", extra="", store=None):
+    """`complyd run` against the simulator at `base`, its store (SQLite in
+    `d` unless `store` is another store URL) and log in `d`, its HTTP API on
+    `listen`; `stream_extra` goes in [stream], `extra` after it (whole
+    sections)."""
+    store = store or f"sqlite:{d}/store.db"
     with open(f"{d}/run.toml", "w") as f:
         f.write(f"""[stream]
 url = "{base}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json"
@@ -51,7 +53,7 @@ password_env = "COMPLYD_BENCH_PW"
 {stream_extra}
 {extra}
 [store]
-url = "sqlite:{d}/store.db"
+url = "{store}"
 [http]
 listen = "{listen}"
 [log]
