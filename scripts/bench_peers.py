@@ -200,9 +200,10 @@ def postgres_store():
     and port are ever printed: the URL may hold a password."""
     url = os.environ.get("COMPLYD_BENCH_PG", PG_DEFAULT)
     parts = urllib.parse.urlsplit(url)
-    where = f"{parts.hostname}:{parts.port or 5432}"
+    host, port = parts.hostname, parts.port or 5432
+    where = f"{host}:{port}"
     try:
-        socket.create_connection((parts.hostname, parts.port or 5432), timeout=2).close()
+        socket.create_connection((host, port), timeout=2).close()
     except OSError as e:
         return None, (f"not reachable at {where} ({e.strerror or e}): start one with"
                       " scripts/pg-test-server.sh or name one in COMPLYD_BENCH_PG")

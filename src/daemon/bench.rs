@@ -262,6 +262,12 @@ fn process_cpu_secs() -> f64 {
     cpu_secs_of("self")
 }
 
+/// `cpu_secs` of CPU spread over `events`, in µs an event (over at least
+/// one event, so a phase that committed nothing reads as its whole CPU).
+fn us_per_event(cpu_secs: f64, events: u64) -> f64 {
+    cpu_secs * 1e6 / events.max(1) as f64
+}
+
 /// CPU time (user and system) of process `pid` ("self" for this one), from
 /// `/proc/PID/stat`; 0 when it cannot be read.
 fn cpu_secs_of(pid: &str) -> f64 {
@@ -384,10 +390,9 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
                 let (before, cpu, curl_cpu) = (sim.stats().events_sent(), process_cpu_secs(), curls_cpu());
                 tokio::time::sleep(secs).await;
                 let after = sim.stats().events_sent();
-                let events = (after - before).max(1) as f64;
                 report.curl_events_per_sec = Some((after - before) as f64 / secs.as_secs_f64());
-                report.curl_sim_cpu_us_per_event = Some((process_cpu_secs() - cpu) * 1e6 / events);
-                report.curl_cpu_us_per_event = Some((curls_cpu() - curl_cpu) * 1e6 / events);
+                report.curl_sim_cpu_us_per_event = Some(us_per_event(process_cpu_secs() - cpu, after - before));
+                report.curl_cpu_us_per_event = Some(us_per_event(curls_cpu() - curl_cpu, after - before));
             }
             for mut c in children {
                 let _ = c.kill();
@@ -425,7 +430,7 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             let (peak, wal) = peaks_during(secs, &db).await;
             let after = d.health().committed();
             report.e2e_events_per_sec = (after - before) as f64 / t.elapsed().as_secs_f64();
-            report.e2e_cpu_us_per_event = (process_cpu_secs() - cpu) * 1e6 / (after - before).max(1) as f64;
+            report.e2e_cpu_us_per_event = us_per_event(process_cpu_secs() - cpu, after - before);
             report.rss_full_rate_mb = peak;
             report.wal_full_rate_mb = wal;
 
@@ -479,7 +484,7 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             tokio::time::sleep(secs).await;
             let after = d.health().committed();
             report.pipeline_events_per_sec = Some((after - before) as f64 / t.elapsed().as_secs_f64());
-            report.pipeline_cpu_us_per_event = Some((process_cpu_secs() - cpu) * 1e6 / (after - before).max(1) as f64);
+            report.pipeline_cpu_us_per_event = Some(us_per_event(process_cpu_secs() - cpu, after - before));
             d.shutdown().await;
             sim.stop().await;
         }
