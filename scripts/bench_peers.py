@@ -222,13 +222,32 @@ def postgres_store():
     return (f"{url}{sep}options=-csearch_path%3D{schema}", drop), where
 
 
+def pg_or_exit():
+    """COMPLYD_INTO_PG=1: a new PostgreSQL schema for one run, as
+    (store URL, drop), or the benchmark stops saying why there is none."""
+    pg, pg_where = postgres_store()
+    if not pg:
+        raise SystemExit(f"COMPLYD_INTO_PG=1 but no PostgreSQL: {pg_where}")
+    return pg
+
+
+INTO_PG = os.environ.get("COMPLYD_INTO_PG") == "1"
+
+
 def builds():
     """COMPLYD_BUILDS="BIN_A BIN_B": complyd's row only, for each build in
     turn, ROUNDS times (2 by default), in one sitting: a before/after
-    comparison. The simulator is always the script's own build."""
+    comparison. The simulator is always the script's own build. A build may
+    be a script that sets COMPLYD_SECTION__KEY settings and execs complyd:
+    settings compared the same way."""
     for _ in range(int(os.environ.get("ROUNDS", 2))):
         for b in os.environ["COMPLYD_BUILDS"].split():
-            measure(b, lambda base, url, b=b: complyd_run(base, url, b), committed, "yes (SQLite)")
+            store, drop = pg_or_exit() if INTO_PG else (None, lambda: None)
+            try:
+                measure(b, lambda base, url, b=b, store=store: complyd_run(base, url, b, store=store),
+                        committed, "yes (PostgreSQL)" if INTO_PG else "yes (SQLite)")
+            finally:
+                drop()
     print(f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {DURATION:.0f} s each after"
           f" {WARMUP:.0f} s of warm-up, in the order run\n")
     print(markdown_table(
@@ -288,7 +307,8 @@ def soak(seconds, every):
     """SOAK=SECONDS: complyd's row alone for that long, one line every
     `every` seconds: how its rate changes as its store grows."""
     sim, base, url = start_sim(18700)
-    proc = complyd_run(base, url)
+    store, drop = pg_or_exit() if INTO_PG else (None, lambda: None)
+    proc = complyd_run(base, url, store=store)
     rows = []
     try:
         time.sleep(WARMUP)
@@ -301,13 +321,14 @@ def soak(seconds, every):
             n = c1 - c0
             rows.append([f"{t1 - start:.0f}", f"{c1:,}", f"{n / (t1 - t0):,.0f}",
                          f"{(cpu1 - cpu0) / n * 1e6:.1f}" if n else "-",
-                         f"{peak_rss_mb(pids):.0f}", f"{store_mb(complyd_dir()):,.0f}"])
+                         f"{peak_rss_mb(pids):.0f}", "-" if INTO_PG else f"{store_mb(complyd_dir()):,.0f}"])
             print("  " + " | ".join(rows[-1]), file=sys.stderr)
             c0, cpu0, t0 = c1, cpu1, t1
     finally:
         kill_tree(proc)
         sim.terminate()
         sim.wait()
+        drop()
     print(f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, after {WARMUP:.0f} s of warm-up\n")
     print(markdown_table(
         ["seconds", "events committed", "events/s", "CPU s per million events", "peak RSS MB", "store MB"], rows))

@@ -20,6 +20,8 @@
 #   MIX_RATE=5000 MIX_SECONDS=60 MIX_EVERY=4 MIX_SETTLE=20   # the mix's defaults
 #   COMPLYD_BUILDS="/tmp/before /tmp/after" ROUNDS=2 scripts/bench_peers.sh
 #                                            # complyd's row only, builds alternated
+#                                            # (COMPLYD_INTO_PG=1, here and with SOAK: into PostgreSQL;
+#                                            # a build may be a script setting COMPLYD_SECTION__KEY)
 #   COMPLYD_EXTRA='[handlers]\nin_flight = 4' # added to complyd's configuration
 #   SOAK=300 SOAK_EVERY=30 scripts/bench_peers.sh
 #                                            # complyd alone for 300 s: its rate, CPU, memory

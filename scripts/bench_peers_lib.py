@@ -44,6 +44,12 @@ def start_complyd(complyd, base, user, password, d, listen, stream_extra="", ext
     `listen`; `stream_extra` goes in [stream], `extra` after it (whole
     sections)."""
     store = store or f"sqlite:{d}/store.db"
+    # The connection requests of earlier runs count against X's 10 a minute
+    # (src/limiter.rs): each run keeps its own, or a store without a
+    # directory of its own (PostgreSQL) would share the working directory's
+    # and wait for the last run's to expire.
+    if "[limiter]" not in extra:
+        extra += f'\n[limiter]\nstate_file = "{d}/connections.json"\n'
     with open(f"{d}/run.toml", "w") as f:
         f.write(f"""[stream]
 url = "{base}/stream/compliance/accounts/{{account}}/publishers/twitter/{{label}}.json"
