@@ -639,29 +639,37 @@ impl PostgresStore {
     ) -> Result<ApplyStats, StoreError> {
         let mut stats = ApplyStats::default();
         let batch = StatusBatch::of(events);
-        // Deletes: the tombstone set says which are new.
-        let deletes: Vec<i64> = batch.deletes.iter().map(|id| key(*id)).collect();
-        let new_tombstones = add_tombstones(c, &deletes, TOMBSTONE_DELETE)?;
-        if !new_tombstones.is_empty() {
-            let queued = sorted_unique(new_tombstones.iter().copied().collect());
-            c.execute("INSERT INTO content_pending (id) SELECT unnest($1::bigint[])", &[&queued])?;
+        // Deletes: the tombstone set says which are new, and those alone
+        // are queued for the maintenance pass, in the server (the ids of a
+        // transaction's new tombstones never come back as rows).
+        let mut new_tombstones = 0;
+        if !batch.deletes.is_empty() {
+            let deletes: Vec<i64> = batch.deletes.iter().map(|id| key(*id)).collect();
+            new_tombstones = c.execute(
+                "WITH new AS (
+                   INSERT INTO tombstones (id, reason) SELECT unnest($1::bigint[]), $2
+                   ON CONFLICT DO NOTHING RETURNING id)
+                 INSERT INTO content_pending (id) SELECT id FROM new ORDER BY id",
+                &[&deletes, &TOMBSTONE_DELETE],
+            )?;
         }
         let mut new_like_tombstones = 0;
         if !batch.like_deletes.is_empty() {
             let (us, ps): (Vec<i64>, Vec<i64>) = batch.like_deletes.iter().map(|(u, p)| (key(*u), key(*p))).unzip();
-            new_like_tombstones = c
-                .query(
-                    "INSERT INTO like_tombstones (user_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[])
-                     ON CONFLICT DO NOTHING RETURNING user_id",
-                    &[&us, &ps],
-                )?
-                .len() as u64;
+            let counted = c.query(
+                "WITH gone AS (
+                   INSERT INTO like_tombstones (user_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[])
+                   ON CONFLICT DO NOTHING RETURNING 1)
+                 SELECT count(*) FROM gone",
+                &[&us, &ps],
+            )?;
+            new_like_tombstones = counted.first().map_or(0, |r| r.get::<_, i64>(0)) as u64;
             c.execute(
                 "DELETE FROM likes l USING unnest($1::bigint[], $2::bigint[]) AS d(u, p) WHERE l.user_id = d.u AND l.post_id = d.p",
                 &[&us, &ps],
             )?;
         }
-        batch.record_tombstones(new_tombstones.len() as u64, new_like_tombstones, &mut stats);
+        batch.record_tombstones(new_tombstones, new_like_tombstones, &mut stats);
         // Status state rows: created when missing, locked in id order.
         let touched = sorted_unique(batch.touched.iter().map(|id| key(*id)).collect());
         let mut loaded: HashMap<Id, StatusState> = HashMap::with_capacity(touched.len());
