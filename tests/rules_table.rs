@@ -55,6 +55,7 @@ on_both_backends!(
     scrub_geo_removes_geo_up_to_and_including_the_id,
     visibility_clauses,
     favorite_delete_removes_the_like_and_a_later_import_does_not_restore_it,
+    deletes_count_once_a_post_and_queue_its_content_once,
     embedded_posts_table,
     embedded_v2_includes_table,
     embedded_geo_table,
@@ -344,6 +345,27 @@ fn favorite_delete_removes_the_like_and_a_later_import_does_not_restore_it(backe
     assert!(!store.has_like(5, 10).unwrap());
     assert!(store.has_like(6, 10).unwrap());
     assert!(s.visible(10, None), "a like-delete does not touch the post");
+}
+
+/// What `replay` (and the daemon's counters) say of repeated deletes: a
+/// post's first delete is applied and queues its content for removal, every
+/// later one, in the same batch or another, is a duplicate.
+fn deletes_count_once_a_post_and_queue_its_content_once(backend: Backend) {
+    let s = Scratch::on(backend);
+    s.import(&[post(10, 1), post(11, 1)]);
+    let first = s.replay(&[
+        delete(10, 1, T),
+        delete(10, 1, T + 1),
+        delete(11, 1, T),
+        favorite_delete(5, 10, T),
+        favorite_delete(5, 10, T + 1),
+    ]);
+    assert!(first.contains("applied 3 (delete=2 delete_favorite=1); duplicates 2;"), "{first}");
+    assert!(first.contains("removed 2 deleted posts"), "{first}");
+    let again = s.replay(&[delete(11, 1, T + 2), delete(12, 1, T), favorite_delete(5, 10, T + 2)]);
+    assert!(again.contains("applied 1 (delete=1); duplicates 2;"), "{again}");
+    assert!(again.contains("removed 0 deleted posts"), "only a new tombstone queues content: {again}");
+    assert!(!s.visible(10, None) && !s.visible(11, None));
 }
 
 // ---------------------------------------------------------------------------
