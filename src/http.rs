@@ -99,7 +99,7 @@ impl ReadPool {
             Ok(LOCAL.with(|slot| {
                 let mut slot = slot.borrow_mut();
                 if !slot.as_ref().is_some_and(|(url, _)| *url == self.url) {
-                    *slot = Some((self.url.clone(), store::open_url(&self.url)?));
+                    *slot = Some((self.url.clone(), store::open_for_lookups(&self.url)?));
                 }
                 let (_, conn) = slot.as_mut().expect("opened above");
                 let out = f(conn.as_mut());
@@ -114,7 +114,7 @@ impl ReadPool {
                 let taken = pool.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
                 let mut conn = match taken {
                     Some(c) => c,
-                    None => store::open_url(&pool.url)?,
+                    None => store::open_for_lookups(&pool.url)?,
                 };
                 let out = f(conn.as_mut())?;
                 let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());

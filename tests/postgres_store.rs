@@ -8,7 +8,7 @@ use common::{PgSchema, DAY_MS};
 use complyd::event::{parse_line, Country, EventKind, Message, StatusEvents};
 use complyd::post::parse_post_line;
 use complyd::store::postgres::{PostgresStore, SCHEMA_VERSION};
-use complyd::store::{self, Store, Timed};
+use complyd::store::{self, Store, StoreUrl, Timed};
 
 fn apply(store: &mut dyn Store, lines: &[String], chunk: usize) {
     for part in lines.chunks(chunk) {
@@ -266,5 +266,65 @@ fn a_store_that_grew_after_its_first_transactions_is_still_read_by_key() {
     assert!(
         scanned < 100_000,
         "after user_state grew to 100,003 rows, five one-user transactions read {scanned} of its rows by sequential scans"
+    );
+}
+
+/// The query API's connections (`GET /v1/posts/...`, `POST /v1/visible`)
+/// meet the same plan cache: a daemon started on a new store answers its
+/// first queries against tiny tables, and its lookups must go on finding
+/// posts by key after the store has grown.
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn the_query_api_reads_a_grown_store_by_key() {
+    let schema = PgSchema::new();
+    let mut s = store::open_for_lookups(&StoreUrl::parse(&schema.url()).unwrap()).unwrap();
+    let mut admin = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    const TABLES: [&str; 4] = ["posts", "tombstones", "status_state", "user_state"];
+    for t in TABLES {
+        admin.batch_execute(&format!("ALTER TABLE {t} SET (autovacuum_enabled = false)")).unwrap();
+    }
+    let line = |id: u64| format!(r#"{{"id":{id},"id_str":"{id}","text":"t","user":{{"id":7,"id_str":"7"}}}}"#);
+    s.import(&(1..=3).flat_map(|id| parse_post_line(&line(id)).unwrap()).collect::<Vec<_>>(), &[], 0).unwrap();
+    // Past the five runs after which PostgreSQL may settle on a generic plan.
+    for _ in 0..8 {
+        assert_eq!(s.facts_many(&[1, 2, 3, 4]).unwrap().iter().filter(|f| f.post.stored).count(), 3);
+        assert!(s.facts(2).unwrap().post.stored);
+    }
+    admin
+        .batch_execute(
+            "INSERT INTO posts (id, author_id, has_geo, json) SELECT i, i, false, '{}' FROM generate_series(1000, 100999) i;
+             INSERT INTO tombstones (id, reason) SELECT i, 0 FROM generate_series(200000, 299999) i;
+             INSERT INTO status_state (id) SELECT generate_series(1000, 100999);
+             INSERT INTO user_state (id) SELECT generate_series(1000, 100999);",
+        )
+        .unwrap();
+    for id in 1000..1005 {
+        let facts = s.facts_many(&[id, id + 1, 200_000 + id, 400_000]).unwrap();
+        assert!(facts[0].post.stored && facts[1].post.stored && facts[2].post.tombstone && !facts[3].post.tombstone);
+        assert!(s.facts(id).unwrap().post.stored);
+    }
+    // A last write, to know when the session's counts have all arrived.
+    s.import(&parse_post_line(&line(5)).unwrap(), &[], 0).unwrap();
+    drop(s);
+    // A session's counts reach pg_stat_user_tables when it ends: wait
+    // (bounded) until its last insert shows.
+    let stats = format!(
+        "SELECT sum(seq_tup_read)::bigint, sum(n_tup_ins) FILTER (WHERE relname = 'posts')::bigint
+         FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname IN ('{}')",
+        TABLES.join("', '")
+    );
+    let (mut scanned, mut inserted) = (0, 0);
+    for _ in 0..100 {
+        let row = admin.query_one(&stats, &[]).unwrap();
+        (scanned, inserted) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+        if inserted >= 100_004 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(inserted, 100_004, "the sessions' statistics arrived");
+    assert!(
+        scanned < 100_000,
+        "after the store grew to 100,000 posts, ten lookups read {scanned} rows by sequential scans"
     );
 }

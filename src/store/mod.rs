@@ -370,6 +370,22 @@ pub fn open_url(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
     })
 }
 
+/// [`open_url`] for a connection that will only look posts and users up by
+/// id (the query API's).
+///
+/// # Errors
+/// The backend's error.
+pub fn open_for_lookups(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Postgres(url) => {
+            let mut store = postgres::PostgresStore::open(url)?;
+            store.keep_to_indexes()?;
+            Box::new(store)
+        }
+        StoreUrl::Sqlite(_) => open_url(url)?,
+    })
+}
+
 /// [`open_url`] for a URL still to be parsed (tests, benchmarks).
 ///
 /// # Errors

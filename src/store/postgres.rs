@@ -416,6 +416,20 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Keeps this session's plans to the indexes, for a connection that
+    /// only looks rows up by key. Its statements are prepared once, and
+    /// after five runs PostgreSQL may keep a generic plan made against the
+    /// tables as they were then: on a new store, sequential scans that every
+    /// later lookup repeats over the grown tables until autovacuum next
+    /// analyzes them (as [`Self::with_tx`] says for the handlers).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn keep_to_indexes(&mut self) -> Result<(), StoreError> {
+        self.client.batch_execute("SET enable_seqscan = off")?;
+        Ok(())
+    }
+
     /// Brings an empty schema to `version` exactly (for migration tests: a
     /// store as an older complyd left it).
     ///
