@@ -25,6 +25,22 @@ fn apply(store: &mut dyn Store, lines: &[String], chunk: usize) {
     }
 }
 
+/// Two counts of `stats` (a query of pg_stat_user_tables) once the first has
+/// reached `expected`: a session's counts arrive there when it ends, so this
+/// waits (bounded) for them.
+fn settled_counts(admin: &mut postgres::Client, stats: &str, expected: i64) -> (i64, i64) {
+    let mut counts = (0, 0);
+    for _ in 0..100 {
+        let row = admin.query_one(stats, &[]).unwrap();
+        counts = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+        if counts.0 >= expected {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    counts
+}
+
 fn export_all(store: &mut dyn Store) -> String {
     let mut out = String::new();
     for cc in [None, Some("DE"), Some("US")] {
@@ -245,23 +261,12 @@ fn a_store_that_grew_after_its_first_transactions_is_still_read_by_key() {
         apply(s.as_mut(), &[toggle(1000 + u, 0)], 1);
     }
     drop(s);
-    // A session's counts reach pg_stat_user_tables when it ends: wait
-    // (bounded) until its 29 updates show.
-    let (mut updated, mut scanned) = (0, 0);
-    for _ in 0..100 {
-        let row = admin
-            .query_one(
-                "SELECT n_tup_upd, seq_tup_read FROM pg_stat_user_tables
-                 WHERE relname = 'user_state' AND schemaname = current_schema()",
-                &[],
-            )
-            .unwrap();
-        (updated, scanned) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
-        if updated >= 29 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let (updated, scanned) = settled_counts(
+        &mut admin,
+        "SELECT n_tup_upd, seq_tup_read FROM pg_stat_user_tables
+         WHERE relname = 'user_state' AND schemaname = current_schema()",
+        29,
+    );
     assert_eq!(updated, 29, "the store's session applied every toggle (its statistics arrived)");
     assert!(
         scanned < 100_000,
@@ -306,22 +311,15 @@ fn the_query_api_reads_a_grown_store_by_key() {
     // A last write, to know when the session's counts have all arrived.
     s.import(&parse_post_line(&line(5)).unwrap(), &[], 0).unwrap();
     drop(s);
-    // A session's counts reach pg_stat_user_tables when it ends: wait
-    // (bounded) until its last insert shows.
-    let stats = format!(
-        "SELECT sum(seq_tup_read)::bigint, sum(n_tup_ins) FILTER (WHERE relname = 'posts')::bigint
-         FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname IN ('{}')",
-        TABLES.join("', '")
+    let (inserted, scanned) = settled_counts(
+        &mut admin,
+        &format!(
+            "SELECT sum(n_tup_ins) FILTER (WHERE relname = 'posts')::bigint, sum(seq_tup_read)::bigint
+             FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname IN ('{}')",
+            TABLES.join("', '")
+        ),
+        100_004,
     );
-    let (mut scanned, mut inserted) = (0, 0);
-    for _ in 0..100 {
-        let row = admin.query_one(&stats, &[]).unwrap();
-        (scanned, inserted) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
-        if inserted >= 100_004 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
     assert_eq!(inserted, 100_004, "the sessions' statistics arrived");
     assert!(
         scanned < 100_000,
