@@ -9,11 +9,14 @@ pass. The SQL does the loops (no per-statement overhead: that is the same
 for both), on the settings complyd uses (WAL, synchronous = NORMAL, a
 512 KiB page cache), with Python's own SQLite.
 
-    python3 scripts/bench_tombstone_log.py [TOMBSTONES_STORED]   # default 1,000,000
+    python3 scripts/bench_tombstone_log.py [TOMBSTONES_STORED] [random|recent]   # 1,000,000 random
 
 20 transactions of 50,000 deletes each, 60 % of them repeats of stored
 tombstones and 40 % new ids; prints the CPU and wall time an event of each
-way, and of the merge.
+way, and of the merge. The new ids are drawn from the whole id space
+(`random`, a backfill or a sweep of old posts), or (`recent`) above every
+stored one, as X's time-ordered ids are when the deletes name posts newer
+than any deleted before.
 """
 import os
 import shutil
@@ -23,6 +26,8 @@ import tempfile
 import time
 N0 = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000   # tombstones already stored
 B, NB = 50_000, 20                                           # batch size, batches
+RECENT = (sys.argv[2] if len(sys.argv) > 2 else "random") == "recent"
+TOP = 1 << 62
 def db(path):
     for f in (path, path + "-wal", path + "-shm"):
         if os.path.exists(f): os.remove(f)
@@ -34,19 +39,23 @@ def db(path):
                     "CREATE TABLE known (k INTEGER PRIMARY KEY, id INTEGER NOT NULL);")
     c.execute("BEGIN")
     c.execute(f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < {N0}) "
-              "INSERT INTO known (k, id) SELECT i, abs(random()) % 4611686018427387904 FROM s")
+              f"INSERT INTO known (k, id) SELECT i, abs(random()) % {TOP} FROM s")
     c.execute("INSERT OR IGNORE INTO tombstones SELECT id, 1 FROM known ORDER BY id")
     c.execute("COMMIT"); c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return c
 def batches(c):
     # 60 % repeats of stored tombstones, 40 % new ids, sorted (as StatusBatch sorts)
     out = []
+    # recent: each batch's new ids lie above the last batch's, like time
+    new_ids = f"abs(random()) % {TOP}"
     for b in range(NB):
+        if RECENT:
+            new_ids = f"{TOP + b * TOP // 1000} + abs(random()) % {TOP // 1000}"
         c.execute("DROP TABLE IF EXISTS temp.b%d" % b)
         c.execute(f"CREATE TEMP TABLE b{b} AS SELECT id FROM ("
                   f" SELECT id FROM known WHERE k IN (SELECT 1 + abs(random()) % {N0} FROM"
                   f"  (WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < {B*6//10}) SELECT i FROM s))"
-                  f" UNION ALL SELECT abs(random()) % 4611686018427387904 FROM"
+                  f" UNION ALL SELECT {new_ids} FROM"
                   f"  (WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM s WHERE i < {B*4//10}) SELECT i FROM s))"
                   " ORDER BY id")
         out.append(f"temp.b{b}")
