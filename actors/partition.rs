@@ -525,21 +525,13 @@ impl Connection {
     fn dead_letter(&self, reason: &str, detail: &str, line: &[u8]) {
         metrics::counter!("complyd_dead_lettered_total", "partition" => self.partition.to_string(), "reason" => reason.to_owned())
             .increment(1);
-        let mut dl = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = dl.record(&self.source, self.lines, reason, detail, line) {
-            metrics::counter!("complyd_dead_letter_write_errors_total").increment(1);
-            if let Some(suppressed) = crate::logging::allow("deadletter-write") {
-                tracing::error!(
-                    partition = self.partition,
-                    position = self.lines,
-                    reason,
-                    error = %e,
-                    dead_letter = %dl.path().display(),
-                    suppressed,
-                    "Could not write a bad line to the dead-letter file; it is lost"
-                );
-            }
-        }
+        self.dead_letter.lock().unwrap_or_else(|e| e.into_inner()).record_or_hold(
+            &self.source,
+            self.lines,
+            reason,
+            detail,
+            line,
+        );
     }
 
     /// Counts and logs the message the framer holds a part of when the

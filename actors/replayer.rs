@@ -318,11 +318,5 @@ async fn hand_on(
 fn record(dead_letter: &Mutex<DeadLetter>, source: &str, position: u64, reason: &str, detail: &str, line: &[u8]) {
     metrics::counter!("complyd_dead_lettered_total", "partition" => "replay", "reason" => reason.to_owned())
         .increment(1);
-    let mut dl = dead_letter.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = dl.record(source, position, reason, detail, line) {
-        metrics::counter!("complyd_dead_letter_write_errors_total").increment(1);
-        if let Some(suppressed) = crate::logging::allow("deadletter-write") {
-            tracing::error!(reason, error = %e, suppressed, "Could not write a bad line to the dead-letter file; it is lost");
-        }
-    }
+    dead_letter.lock().unwrap_or_else(|e| e.into_inner()).record_or_hold(source, position, reason, detail, line);
 }

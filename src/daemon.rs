@@ -102,9 +102,16 @@ impl Daemon {
             .map_err(|_| anyhow::anyhow!("reading the stored positions panicked"))??;
         let stream = Arc::new(plan.stream);
         let health = Arc::new(Health::new(&stream.partitions));
-        // The endpoints before any actor: a port already taken fails the start
-        // with one clear error, before anything runs that would have to be
-        // stopped.
+        // A dead-letter file that cannot be written, then a port already
+        // taken, fail the start with one clear error each, before anything
+        // runs that would have to be stopped.
+        let mut dead_letter = DeadLetter::new(plan.store.dead_letter.clone()).reporting_to(health.clone());
+        dead_letter.check_writable().map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write the dead-letter file {}: {e} (set store.dead_letter to a writable path)",
+                dead_letter.path().display()
+            )
+        })?;
         let http = match &plan.http {
             Some(http) => {
                 if http.admin_token.is_some() {
@@ -114,7 +121,7 @@ impl Daemon {
             }
             None => None,
         };
-        let dead_letter = Arc::new(Mutex::new(DeadLetter::new(plan.store.dead_letter.clone())));
+        let dead_letter = Arc::new(Mutex::new(dead_letter));
         let h = plan.handlers;
 
         let slot = Arc::new(Mutex::new(Some(status_store)));
@@ -223,9 +230,12 @@ impl Daemon {
         for a in &self.arbiters {
             a.stop();
         }
-        if let Err(e) = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner()).flush() {
-            tracing::error!(error = %e, "Could not flush the dead-letter file");
+        let mut dl = self.dead_letter.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = dl.flush() {
+            let lost = dl.discard_held();
+            tracing::error!(error = %e, lost, dead_letter = %dl.path().display(), "Could not write the dead-letter file: the records held for it are lost");
         }
+        drop(dl);
         let abandoned = self.health.status.abandoned.load(Relaxed) + self.health.user.abandoned.load(Relaxed);
         let report = ShutdownReport {
             clean: streams_ok && drained_ok && abandoned == 0,

@@ -1,7 +1,8 @@
 //! What the daemon knows about itself, shared (lock-light) between the
 //! actors, the HTTP endpoints (`/healthz`, `/readyz`) and the demo's progress
-//! line: per-partition link state and counters, handler counters, the store's
-//! last error, and the receipt-to-commit latency histogram.
+//! line: per-partition link state and counters, handler counters, the last
+//! errors of the store and of the dead-letter file, and the receipt-to-commit
+//! latency histogram.
 //!
 //! Counters are atomics updated once per chunk or batch, never per event on a
 //! contended lock.
@@ -232,6 +233,8 @@ pub struct Health {
     pub user: HandlerCounters,
     /// The last store failure (cleared by a successful commit).
     store_error: RwLock<Option<String>>,
+    /// Why dead-letter records are held unwritten (cleared once written).
+    dead_letter_error: RwLock<Option<String>>,
     pub latency: LatencyHistogram,
     pub shutting_down: AtomicBool,
     /// Wall ms the daemon started.
@@ -253,6 +256,7 @@ impl Health {
             status: HandlerCounters::default(),
             user: HandlerCounters::default(),
             store_error: RwLock::new(None),
+            dead_letter_error: RwLock::new(None),
             replayed: AtomicU64::new(0),
             unresolved_gaps: RwLock::new(Vec::new()),
             latency: LatencyHistogram::default(),
@@ -310,6 +314,14 @@ impl Health {
         self.store_error.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    pub fn set_dead_letter_error(&self, e: Option<String>) {
+        *self.dead_letter_error.write().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+
+    pub fn dead_letter_error(&self) -> Option<String> {
+        self.dead_letter_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Replaces the list of unresolved gaps (open or repairing).
     pub fn set_unresolved_gaps(&self, gaps: Vec<Gap>) {
         *self.unresolved_gaps.write().unwrap_or_else(|e| e.into_inner()) = gaps;
@@ -339,6 +351,9 @@ impl Health {
         }
         if let Some(e) = self.store_error() {
             why.push(format!("store: {e}"));
+        }
+        if let Some(e) = self.dead_letter_error() {
+            why.push(format!("dead-letter file: {e}"));
         }
         for h in self.partitions() {
             if let Some(c) = &h.config_error {

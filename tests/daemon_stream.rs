@@ -136,6 +136,75 @@ async fn all_partitions_consumed_and_every_recorded_event_applied_once() {
     .expect("the test timed out");
 }
 
+/// The dead-letter file unwritable while the daemon runs (its directory's
+/// name taken by a file after the start): the bad lines are held in memory,
+/// `/readyz` says why, events go on being committed; once the file can be
+/// written, the held records are in it, in order.
+#[actix_rt::test]
+async fn an_unwritable_dead_letter_file_is_said_on_readyz_and_its_records_are_written_when_it_can_be() {
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let mut cfg = sim_config(&d, 2_000.0);
+        // The bad lines are the test's alone.
+        cfg.generator.unknown_ratio = 0.0;
+        let sim = complyd::sim::start(cfg.clone()).await.unwrap();
+        let mut settings = daemon_settings(&sim, &cfg, &d, "daemon.db");
+        let blocker = d.join("dead");
+        let file = blocker.join("deadletter.jsonl");
+        settings.store.dead_letter = Some(file.clone());
+        let daemon = Daemon::start(plan(settings, password(&cfg))).await.unwrap();
+        let h = daemon.health().clone();
+        let addr = daemon.http_addr().unwrap();
+        assert!(wait_until(Duration::from_secs(10), || all_connected(&h)).await, "{}", h.report());
+        // The start made the directory (and left no file): a file takes its
+        // name.
+        std::fs::remove_dir(&blocker).unwrap();
+        std::fs::write(&blocker, "").unwrap();
+        sim.trigger(Fault::new(FaultKind::Malformed { lines: 3 }).on_partition(2));
+        let held = wait_until(Duration::from_secs(20), || {
+            h.dead_letter_error().is_some_and(|e| e.starts_with("3 records held"))
+        })
+        .await;
+        assert!(held, "{:?}; {}", h.dead_letter_error(), h.report());
+        let (status, body) = http_get(addr, "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("dead-letter file: 3 records held, not yet written to") && body.contains("deadletter.jsonl"),
+            "{body}"
+        );
+        let committed = h.committed();
+        assert!(
+            wait_until(Duration::from_secs(10), || h.committed() > committed + 100).await,
+            "events are still committed: {}",
+            h.report()
+        );
+        assert!(!file.exists());
+
+        // Writable again: the next bad line writes the held ones first.
+        std::fs::remove_file(&blocker).unwrap();
+        sim.trigger(Fault::new(FaultKind::Malformed { lines: 1 }).on_partition(1));
+        assert!(
+            wait_until(Duration::from_secs(20), || h.dead_letter_error().is_none()).await,
+            "{:?}",
+            h.dead_letter_error()
+        );
+        let sources: Vec<String> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["source"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(sources, ["stream:partition=2", "stream:partition=2", "stream:partition=2", "stream:partition=1"]);
+        assert!(wait_until(Duration::from_secs(10), || h.readiness().0).await, "{}", h.report());
+        let report = daemon.shutdown().await;
+        sim.stop().await;
+        assert!(report.clean, "{report:?}");
+    })
+    .await
+    .expect("the test timed out");
+}
+
 #[test]
 fn a_bad_config_lists_every_problem() {
     let mut s = complyd::settings::Settings::default();

@@ -561,27 +561,37 @@ async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
 }
 
 /// The HTTP port already taken (8080 is a common developer port): `complyd
-/// demo` ends with one line naming the address and the setting to change,
-/// exit 2, never a panic.
+/// demo` and `complyd run` end with one line naming the address and the
+/// setting to change, exit 2, never a panic.
 #[test]
 fn a_taken_http_port_is_one_clear_line_not_a_panic() {
     let dir = tempdir();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let config = dir.path().join("demo.toml");
-    std::fs::write(&config, format!("[http]\nlisten = \"{addr}\"\n[sim]\nrate = 100.0\nposts = 100\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_complyd"))
-        .args(["demo", "--duration", "2", "--config", config.to_str().unwrap(), "--dir"])
-        .arg(dir.path().join("demo"))
-        .env_remove("COMPLYD_LOG")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let all = text(&out);
-    assert_eq!(out.status.code(), Some(2), "{all}");
-    assert!(!all.contains("panicked") && !all.contains("Panic"), "{all}");
-    let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
-    assert!(last.contains(&addr.to_string()) && last.contains("http.listen"), "{last}");
+    let demo = dir.path().join("demo.toml");
+    std::fs::write(&demo, format!("[http]\nlisten = \"{addr}\"\n[sim]\nrate = 100.0\nposts = 100\n")).unwrap();
+    let run = dir.path().join("run.toml");
+    std::fs::write(
+        &run,
+        format!(
+            "[stream]\naccount = \"acme\"\nusername = \"u@example.com\"\npassword_env = \"COMPLYD_TEST_PW_X\"\n[store]\nurl = \"sqlite:{}\"\n[http]\nlisten = \"{addr}\"\n",
+            dir.path().join("run.db").display()
+        ),
+    )
+    .unwrap();
+    let demo_dir = dir.path().join("demo");
+    let runs: [&[&str]; 2] = [
+        &["demo", "--duration", "2", "--config", demo.to_str().unwrap(), "--dir", demo_dir.to_str().unwrap()],
+        &["run", "--config", run.to_str().unwrap()],
+    ];
+    for args in runs {
+        let out = complyd(args, &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
+        assert!(!all.contains("panicked") && !all.contains("Panic"), "{all}");
+        let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
+        assert!(last.contains(&addr.to_string()) && last.contains("http.listen"), "{args:?}: {last}");
+    }
     drop(taken);
 }
 
@@ -654,6 +664,30 @@ fn a_bad_password_file_a_store_down_at_start_and_an_unwritable_dead_letter_file_
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("cannot write the dead-letter file") && all.contains("cannot create its directory"), "{all}");
     assert!(!all.contains("Dead-lettered a bad line"), "no line claims a record that was not written: {all}");
+
+    // The same for the daemon: it does not start (exit 2), with one line
+    // naming the file and the setting, before it connects to anything.
+    std::fs::write(
+        &conf,
+        format!(
+            "[stream]\naccount = \"acme\"\nusername = \"u@example.com\"\npassword_env = \"COMPLYD_TEST_PW_X\"\n[store]\nurl = \"sqlite:{}\"\ndead_letter = \"{}\"\n[http]\nenabled = false\n",
+            d.join("r.db").display(),
+            dl.display()
+        ),
+    )
+    .unwrap();
+    let out =
+        complyd(&["run", "--config", conf.to_str().unwrap()], &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
+    assert!(
+        last.contains("cannot write the dead-letter file")
+            && last.contains("a-file")
+            && last.contains("store.dead_letter"),
+        "{last}"
+    );
+    assert!(!all.contains("panicked"), "{all}");
 }
 
 /// DNS failing for the stream host: the daemon keeps trying, and says why
