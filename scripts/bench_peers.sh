@@ -28,14 +28,16 @@
 #                                            # and store size every 30 s as the store grows
 #
 # Needs curl and python3 (with venv); installs gnippy and requests in a
-# throwaway virtual environment; builds the release binary when missing.
+# throwaway virtual environment; builds the release binary (when not current).
 # Run it on a quiet machine: every consumer shares the 2 cores with the
 # simulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
 WARMUP=${WARMUP:-3}
-[[ -x target/release/complyd ]] || cargo build --release --bin complyd
+# Always asked: cargo does nothing when the build is current, and a stale
+# binary would be measured as today's code.
+cargo build --release --bin complyd
 command -v curl >/dev/null || { echo "curl is missing" >&2; exit 1; }
 
 work=$(mktemp -d)

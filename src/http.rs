@@ -321,9 +321,13 @@ async fn check_many(state: web::Data<HttpState>, body: web::Json<CheckRequest>) 
     Ok(HttpResponse::Ok().content_type("application/json").body(out))
 }
 
-/// Compares in time independent of where the first difference is.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares in time independent of where the first difference is and of
+/// the secret's length: every byte given is compared (with the secret's
+/// bytes in turn, over again past its end), whatever its length. An empty
+/// secret matches nothing.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    let differ = given.iter().zip(secret.iter().cycle()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    !secret.is_empty() && given.len() == secret.len() && differ == 0
 }
 
 /// `GET /v1/admin/explain/{id}?country=CC` with `Authorization: Bearer TOKEN`.
@@ -476,5 +480,7 @@ mod tests {
         assert!(!same_secret(b"tok-123", b"tok-124"));
         assert!(!same_secret(b"tok-12", b"tok-123"));
         assert!(!same_secret(b"", b"x"));
+        assert!(!same_secret(b"tok-123tok-123", b"tok-123"), "the secret twice is not the secret");
+        assert!(!same_secret(b"", b""), "an empty secret matches nothing");
     }
 }
