@@ -126,16 +126,25 @@ impl DeadLetter {
         Ok(self.file.as_mut().expect("opened above"))
     }
 
-    /// Records one bad line: appended to the file (after any records held
-    /// before it), logged (the first lines of each reason one by one, then
-    /// only counted).
+    /// Records one bad line, for a command that stops when it cannot:
+    /// appended to the file and logged (the first lines of each reason one
+    /// by one, then only counted).
     ///
     /// # Errors
-    /// The file cannot be opened or written: the record is held in memory
-    /// and written with the next one or at [`DeadLetter::flush`]. A command
-    /// that reads files must stop (the line would be lost with it); the
-    /// daemon goes on and says so.
+    /// The file cannot be opened or written: the caller must stop and say
+    /// so (the line is not kept).
     pub fn record(&mut self, source: &str, position: u64, reason: &str, detail: &str, line: &[u8]) -> io::Result<()> {
+        let res = self.append(source, position, reason, detail, line);
+        if res.is_err() {
+            self.held.clear();
+            self.held_bytes = 0;
+        }
+        res
+    }
+
+    /// Appends the record after any held before it; on failure it stays
+    /// held.
+    fn append(&mut self, source: &str, position: u64, reason: &str, detail: &str, line: &[u8]) -> io::Result<()> {
         self.total += 1;
         let n = self.by_reason.entry(reason.to_owned()).or_insert(0);
         *n += 1;
@@ -163,10 +172,11 @@ impl DeadLetter {
     }
 
     /// [`DeadLetter::record`] for the daemon, which goes on when the file
-    /// cannot be written: the failure is counted and logged (rate-limited),
-    /// the record held, and `/readyz` says why.
+    /// cannot be written: the record is held (written first when the file
+    /// can be), the failure counted and logged (rate-limited), and
+    /// `/readyz` says why.
     pub fn record_or_hold(&mut self, source: &str, position: u64, reason: &str, detail: &str, line: &[u8]) {
-        if let Err(e) = self.record(source, position, reason, detail, line) {
+        if let Err(e) = self.append(source, position, reason, detail, line) {
             metrics::counter!("complyd_dead_letter_write_errors_total").increment(1);
             if let Some(suppressed) = crate::logging::allow("deadletter-write") {
                 tracing::error!(
@@ -283,8 +293,8 @@ mod tests {
         // Its directory's name taken by a file: nothing can be written.
         std::fs::write(&blocker, "").unwrap();
         assert!(dl.check_writable().is_err());
-        assert!(dl.record("s", 1, "malformed", "d", b"first").is_err());
-        assert!(dl.record("s", 2, "malformed", "d", b"second").is_err());
+        dl.record_or_hold("s", 1, "malformed", "d", b"first");
+        dl.record_or_hold("s", 2, "malformed", "d", b"second");
         assert_eq!(dl.held(), 2);
         let (ready, why) = health.readiness();
         assert!(
@@ -295,7 +305,7 @@ mod tests {
         std::fs::remove_file(&blocker).unwrap();
         dl.check_writable().unwrap();
         assert!(!path.exists(), "the check leaves no file behind");
-        dl.record("s", 3, "malformed", "d", b"third").unwrap();
+        dl.record_or_hold("s", 3, "malformed", "d", b"third");
         let positions: Vec<u64> = lines(&path).iter().map(|r| r["position"].as_u64().unwrap()).collect();
         assert_eq!(positions, [1, 2, 3]);
         assert_eq!((dl.held(), dl.lost(), dl.total()), (0, 0, 3));
@@ -309,12 +319,12 @@ mod tests {
         std::fs::write(dir.path().join("a-file"), "").unwrap();
         let mut dl = DeadLetter::new(&path);
         for i in 0..HOLD_RECORDS as u64 + 10 {
-            assert!(dl.record("s", i, "malformed", "d", b"x").is_err());
+            dl.record_or_hold("s", i, "malformed", "d", b"x");
         }
         assert_eq!((dl.held(), dl.lost()), (HOLD_RECORDS, 10));
         let big = vec![b'y'; KEEP_BYTES];
         for i in 0..200 {
-            assert!(dl.record("s", i, "oversized", "d", &big).is_err());
+            dl.record_or_hold("s", i, "oversized", "d", &big);
         }
         assert!(dl.held_bytes <= HOLD_BYTES, "{} bytes held", dl.held_bytes);
         std::fs::remove_file(dir.path().join("a-file")).unwrap();
@@ -323,5 +333,15 @@ mod tests {
         assert!(written.iter().all(|r| r["reason"] == "oversized" || r["reason"] == "malformed"));
         assert_eq!(written.last().unwrap()["position"], 199, "the newest are kept");
         assert_eq!(written.len() as u64 + dl.lost(), dl.total());
+    }
+
+    #[test]
+    fn a_command_that_stops_keeps_nothing_held() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a-file"), "").unwrap();
+        let mut dl = DeadLetter::new(dir.path().join("a-file").join("dl.jsonl"));
+        let err = dl.record("s", 1, "malformed", "d", b"x").unwrap_err();
+        assert!(err.to_string().contains("cannot create its directory"), "{err}");
+        assert_eq!((dl.held(), dl.total()), (0, 1));
     }
 }

@@ -28,6 +28,25 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Writes a `complyd run` configuration for the hostile-environment tests to
+/// `path`: a stream (never reached) whose password is in COMPLYD_TEST_PW_X,
+/// and the `[store]` and `[http]` keys given.
+fn bad_env_config(path: &Path, store: &str, http: &str) {
+    let conf = format!(
+        "[stream]\naccount = \"acme\"\nusername = \"u@example.com\"\npassword_env = \"COMPLYD_TEST_PW_X\"\n[store]\n{store}\n[http]\n{http}\n"
+    );
+    std::fs::write(path, conf).unwrap();
+}
+
+/// Runs `complyd ARGS` with COMPLYD_TEST_PW_X set: its output, all of it
+/// and its last line on stderr.
+fn complyd_pw(args: &[&str]) -> (Output, String, String) {
+    let out = complyd(args, &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
+    let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
+    let all = text(&out);
+    (out, all, last)
+}
+
 const GOOD: &str = r#"
 [stream]
 account = "acme"
@@ -571,25 +590,20 @@ fn a_taken_http_port_is_one_clear_line_not_a_panic() {
     let demo = dir.path().join("demo.toml");
     std::fs::write(&demo, format!("[http]\nlisten = \"{addr}\"\n[sim]\nrate = 100.0\nposts = 100\n")).unwrap();
     let run = dir.path().join("run.toml");
-    std::fs::write(
+    bad_env_config(
         &run,
-        format!(
-            "[stream]\naccount = \"acme\"\nusername = \"u@example.com\"\npassword_env = \"COMPLYD_TEST_PW_X\"\n[store]\nurl = \"sqlite:{}\"\n[http]\nlisten = \"{addr}\"\n",
-            dir.path().join("run.db").display()
-        ),
-    )
-    .unwrap();
+        &format!("url = \"sqlite:{}\"", dir.path().join("run.db").display()),
+        &format!("listen = \"{addr}\""),
+    );
     let demo_dir = dir.path().join("demo");
     let runs: [&[&str]; 2] = [
         &["demo", "--duration", "2", "--config", demo.to_str().unwrap(), "--dir", demo_dir.to_str().unwrap()],
         &["run", "--config", run.to_str().unwrap()],
     ];
     for args in runs {
-        let out = complyd(args, &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
-        let all = text(&out);
+        let (out, all, last) = complyd_pw(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
         assert!(!all.contains("panicked") && !all.contains("Panic"), "{all}");
-        let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
         assert!(last.contains(&addr.to_string()) && last.contains("http.listen"), "{args:?}: {last}");
     }
     drop(taken);
@@ -633,19 +647,10 @@ fn a_bad_password_file_a_store_down_at_start_and_an_unwritable_dead_letter_file_
 
     // PostgreSQL down at start: exit 2, one line naming the server, never
     // its password.
-    std::fs::write(
-        &conf,
-        format!(
-            "[stream]\naccount = \"acme\"\nusername = \"u@example.com\"\npassword_env = \"COMPLYD_TEST_PW_X\"\n[store]\nurl = \"postgres://complyd:db-Secret-77@127.0.0.1:{}/complyd\"\n[http]\nenabled = false\n",
-            closed_port()
-        ),
-    )
-    .unwrap();
-    let out =
-        complyd(&["run", "--config", conf.to_str().unwrap()], &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
-    let all = text(&out);
+    let pg = format!("url = \"postgres://complyd:db-Secret-77@127.0.0.1:{}/complyd\"", closed_port());
+    bad_env_config(&conf, &pg, "enabled = false");
+    let (out, all, last) = complyd_pw(&["run", "--config", conf.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{all}");
-    let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
     assert!(last.contains("cannot connect to postgres://") && last.contains("127.0.0.1"), "{last}");
     assert!(!all.contains("db-Secret-77") && !all.contains("panicked"), "{all}");
 
@@ -667,20 +672,10 @@ fn a_bad_password_file_a_store_down_at_start_and_an_unwritable_dead_letter_file_
 
     // The same for the daemon: it does not start (exit 2), with one line
     // naming the file and the setting, before it connects to anything.
-    std::fs::write(
-        &conf,
-        format!(
-            "[stream]\naccount = \"acme\"\nusername = \"u@example.com\"\npassword_env = \"COMPLYD_TEST_PW_X\"\n[store]\nurl = \"sqlite:{}\"\ndead_letter = \"{}\"\n[http]\nenabled = false\n",
-            d.join("r.db").display(),
-            dl.display()
-        ),
-    )
-    .unwrap();
-    let out =
-        complyd(&["run", "--config", conf.to_str().unwrap()], &[("COMPLYD_TEST_PW_X", "pw"), ("RUST_BACKTRACE", "0")]);
-    let all = text(&out);
+    let store = format!("url = \"sqlite:{}\"\ndead_letter = \"{}\"", d.join("r.db").display(), dl.display());
+    bad_env_config(&conf, &store, "enabled = false");
+    let (out, all, last) = complyd_pw(&["run", "--config", conf.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{all}");
-    let last = String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or_default().to_owned();
     assert!(
         last.contains("cannot write the dead-letter file")
             && last.contains("a-file")
