@@ -8,6 +8,7 @@
 mod common;
 
 use common::daemon::*;
+use complyd::daemon::bench::{peak_rss_mb, reset_peak_rss};
 use complyd::daemon::Daemon;
 use complyd::gaps::{GapCause, GapState};
 use complyd::health::{Health, PartitionHealth};
@@ -824,7 +825,12 @@ async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_othe
             (Hostile::WrongEncoding, "Content-Encoding \"br\""),
             (Hostile::NotHttp, "connect failed"),
         ];
+        // Each case's peak resident memory, from the kernel's high-water
+        // mark reset before it: no short peak is missed.
+        let mut peaks = Vec::new();
         for (mode, says) in cases {
+            reset_peak_rss();
+            let case_before = rss_mb();
             let before_dl = dead_letter_reasons(&dl).len();
             let before_events = events2(&h);
             let before_exits = p1(&h).exits.len();
@@ -865,10 +871,18 @@ async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_othe
             if mode == Hostile::Bomb {
                 assert!(dead_letter_reasons(&dl).iter().any(|r| r == "gzip_bomb"), "the bomb is dead-lettered");
             }
+            peaks.push((mode, case_before, peak_rss_mb().max(case_before)));
         }
         // A 100 MB line and a 300 MB bomb went through: memory grew by far
         // less than either.
-        eprintln!("hostile: RSS {rss_before:.0} MB before, {peak:.0} MB at most");
+        eprintln!("hostile: RSS {rss_before:.0} MB before, {peak:.0} MB at most (sampled)");
+        for (mode, before, case_peak) in &peaks {
+            eprintln!("hostile {mode:?}: RSS {before:.1} MB at its start, peak {case_peak:.1} MB");
+            assert!(
+                case_peak - rss_before < 64.0,
+                "{mode:?}: RSS peaked at {case_peak:.0} MB, from {rss_before:.0} MB before the first case"
+            );
+        }
         assert!(peak - rss_before < 64.0, "RSS grew from {rss_before:.0} MB to {peak:.0} MB");
         daemon.shutdown().await;
     })

@@ -208,6 +208,11 @@ async fn a_full_disk_stops_the_commits_and_they_resume_when_space_returns() {
         let (ready, reasons) = h.readiness();
         eprintln!("full disk: /readyz says {reasons:?}");
         assert!(!ready && reasons.iter().any(|r| r.starts_with("store:") && r.contains("full")), "{reasons:?}");
+        let errors = error_lines();
+        assert!(
+            errors.lines().any(|l| l.contains(" ERROR ") && l.contains("Store commit failed") && l.contains("full")),
+            "the full disk is said at ERROR: {errors}"
+        );
         // Nothing commits while the disk is full, and the readers wait;
         // space returns.
         assert_waits_then_resumes(&h, "full disk", || mnt.resize("256m")).await;

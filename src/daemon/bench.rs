@@ -246,11 +246,29 @@ fn fill_store(url: &store::StoreUrl, seed: u64, posts: u64) -> anyhow::Result<u6
 
 /// Resident memory of this process, MB (Linux; 0 elsewhere).
 pub fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// The most resident memory this process has had since it started or since
+/// the last [`reset_peak_rss`], MB (Linux; 0 elsewhere): unlike sampling
+/// [`rss_mb`], it misses no short peak.
+pub fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM:")
+}
+
+/// Starts a new [`peak_rss_mb`] from the present resident memory (Linux
+/// 4.0 and later; elsewhere the peak stays the process's).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A `kB` line of /proc/self/status, in MB.
+fn status_mb(key: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         })
         .map_or(0.0, |kb| kb / 1024.0)

@@ -16,15 +16,38 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-/// Logs to stderr when `COMPLYD_TEST_LOG` is set (e.g. `debug`).
-pub fn init_logs() {
-    if let Ok(filter) = std::env::var("COMPLYD_TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_test_writer()
-            .try_init();
+/// The ERROR lines logged in this test process (see [`error_lines`]).
+static ERRORS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct ErrorSink;
+
+impl std::io::Write for ErrorSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        ERRORS.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(b);
+        Ok(b.len())
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps every ERROR line for [`error_lines`], and logs to stderr when
+/// `COMPLYD_TEST_LOG` is set (e.g. `debug`).
+pub fn init_logs() {
+    use tracing_subscriber::prelude::*;
+    let errors = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
+        .with_writer(|| ErrorSink)
+        .with_filter(tracing_subscriber::filter::LevelFilter::ERROR);
+    let stderr = std::env::var("COMPLYD_TEST_LOG").ok().map(|filter| {
+        tracing_subscriber::fmt::layer().with_test_writer().with_filter(tracing_subscriber::EnvFilter::new(filter))
+    });
+    let _ = tracing_subscriber::registry().with(errors).with(stderr).try_init();
+}
+
+/// What this process has logged at ERROR so far (after [`init_logs`]).
+pub fn error_lines() -> String {
+    String::from_utf8_lossy(&ERRORS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
 }
 
 /// Panics in this test process so far, on any thread (the first call starts
