@@ -579,6 +579,122 @@ async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
     .expect("the test timed out");
 }
 
+/// A store of schema version 1 (everything in one file, as the first complyd
+/// left it) holding `n` posts: quotes and retweets whose embedded posts the
+/// move to today's schema re-imports, deleted posts with content still to
+/// remove, withheld posts, protected authors, likes, like-deletes and
+/// stream positions.
+fn version_1_archive(path: &Path, n: i64) {
+    let path = path.to_str().unwrap();
+    complyd::store::sqlite::SqliteStore::create_version_1(path).unwrap();
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(&format!(
+        r#"BEGIN;
+        WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})
+        INSERT INTO posts SELECT i, i % 1000 + 1, CASE WHEN i % 7 = 0 THEN i - 3 END, 0,
+          CASE
+            WHEN i % 7 = 0 THEN printf('{{"id":%d,"id_str":"%d","user":{{"id":%d,"id_str":"%d"}},"text":"RT post %d","retweeted_status":{{"id":%d,"id_str":"%d","user":{{"id":%d,"id_str":"%d"}},"text":"post %d"}}}}',
+                                 i, i, i % 1000 + 1, i % 1000 + 1, i - 3, i - 3, i - 3, (i - 3) % 1000 + 1, (i - 3) % 1000 + 1, i - 3)
+            WHEN i % 10 = 0 THEN printf('{{"id":%d,"id_str":"%d","user":{{"id":%d,"id_str":"%d"}},"text":"quoting %d","is_quote_status":true,"quoted_status_id_str":"%d","quoted_status":{{"id":%d,"id_str":"%d","user":{{"id":%d,"id_str":"%d"}},"text":"quoted words %d"}}}}',
+                                 i, i, i % 1000 + 1, i % 1000 + 1, i + {n}, i + {n}, i + {n}, i + {n}, i % 997 + 1, i % 997 + 1, i + {n})
+            ELSE printf('{{"id":%d,"id_str":"%d","user":{{"id":%d,"id_str":"%d"}},"text":"post %d"}}', i, i, i % 1000 + 1, i % 1000 + 1, i)
+          END
+        FROM s;
+        INSERT INTO tombstones SELECT id, 1 FROM posts WHERE id % 13 = 0;
+        INSERT INTO tombstones SELECT id + {n}, 1 FROM posts WHERE id % 30 = 0;
+        INSERT INTO content_pending (id) SELECT id FROM tombstones ORDER BY id;
+        INSERT INTO status_state (id, withheld) SELECT id, 'DE' FROM posts WHERE id % 17 = 0;
+        INSERT INTO user_state (id, protected, protected_t) SELECT DISTINCT author_id, 1, 100 FROM posts WHERE author_id % 5 = 0;
+        INSERT INTO likes SELECT id % 500, id FROM posts WHERE id % 3 = 0;
+        INSERT INTO like_tombstones SELECT id % 500, id FROM posts WHERE id % 9 = 0;
+        INSERT INTO positions VALUES ('status', 3, 1000, 2000), ('user', 3, 900, 1900);
+        COMMIT;"#
+    ))
+    .unwrap();
+}
+
+/// SIGKILLs while complyd moves a store of schema version 1 to today's (the
+/// handlers' tables into files of their own, then every post that embeds
+/// another re-imported): five copies of one archive, each killed twice at
+/// random moments of the move, then opened to the end, give the store one
+/// uninterrupted move gives: the same export (everywhere and in Germany),
+/// facts, likes, user states, positions and maintenance work left.
+#[test]
+fn sigkills_during_a_migration_on_open_leave_what_an_uninterrupted_move_gives() {
+    use rand::{Rng, SeedableRng};
+    let dir = tempdir();
+    let d = dir.path();
+    const POSTS: i64 = 100_000;
+    let template = d.join("v1.db");
+    version_1_archive(&template, POSTS);
+    let copy = |name: &str| {
+        std::fs::create_dir(d.join(name)).unwrap();
+        let db = d.join(name).join("store.db");
+        std::fs::copy(&template, &db).unwrap();
+        format!("sqlite:{}", db.display())
+    };
+    // `check` opens the store (moving it) and answers for one post.
+    let open_to_the_end = |url: &str| {
+        let out = complyd(&["check", "--db", url, "1"], &[]);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    let export = |url: &str, country: Option<&str>| {
+        let mut args = vec!["export", "--db", url];
+        args.extend(country.map(|c| ["--country", c]).iter().flatten());
+        let out = complyd(&args, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        out.stdout
+    };
+    // The uninterrupted move, timed: the kills fall within the first three
+    // quarters of the time it takes.
+    let whole = copy("whole");
+    let t0 = Instant::now();
+    open_to_the_end(&whole);
+    let took = t0.elapsed().as_millis() as u64;
+    let (everywhere, germany) = (export(&whole, None), export(&whole, Some("DE")));
+    let mut b = complyd::store::open(&whole).unwrap();
+    let seed = complyd::clock::now_ms() as u64;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut kills = Vec::new();
+    for round in 0..5 {
+        let url = copy(&format!("killed-{round}"));
+        for _ in 0..2 {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_complyd"))
+                .args(["check", "--db", &url, "1"])
+                .env_remove("COMPLYD_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let ms = rng.gen_range(0..(took * 3 / 4).max(1));
+            std::thread::sleep(Duration::from_millis(ms));
+            let ended_first = child.try_wait().unwrap().is_some();
+            sigkill(&mut child);
+            kills.push((ms, ended_first));
+        }
+        open_to_the_end(&url);
+        assert_eq!(export(&url, None), everywhere, "round {round}, seed {seed}");
+        assert_eq!(export(&url, Some("DE")), germany, "in Germany: round {round}, seed {seed}");
+        let mut a = complyd::store::open(&url).unwrap();
+        assert_eq!(a.positions().unwrap(), b.positions().unwrap());
+        for id in (1..=POSTS as u64 + 30).step_by(7).chain([2 * POSTS as u64 + 30]) {
+            assert_eq!(a.facts(id).unwrap(), b.facts(id).unwrap(), "facts of {id}: round {round}, seed {seed}");
+            assert_eq!(a.has_like(id % 500, id).unwrap(), b.has_like(id % 500, id).unwrap(), "like of {id}");
+        }
+        for u in 1..=1000 {
+            assert_eq!(a.user_state(u).unwrap(), b.user_state(u).unwrap(), "user {u}: round {round}");
+        }
+    }
+    eprintln!("migration kills (seed {seed}; the whole move took {took} ms): at {kills:?} ms (true: it had ended)");
+    // A check that the kills did land mid-way (each is within the first three
+    // quarters of the time the whole move took, so nearly all do).
+    assert!(kills.iter().filter(|(_, ended)| !ended).count() >= 3, "the kills fell after the end (seed {seed})");
+    // What is left to remove: the same maintenance work (last: it changes
+    // the reference).
+    let mut a = complyd::store::open(&format!("sqlite:{}", d.join("killed-0").join("store.db").display())).unwrap();
+    assert_eq!(format!("{:?}", a.maintain(0, 10_000).unwrap()), format!("{:?}", b.maintain(0, 10_000).unwrap()));
+}
+
 /// The HTTP port already taken (8080 is a common developer port): `complyd
 /// demo` and `complyd run` end with one line naming the address and the
 /// setting to change, exit 2, never a panic.

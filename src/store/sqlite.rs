@@ -536,6 +536,19 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Creates an empty store of schema version 1 at `path`, everything in
+    /// one file, as the first complyd left it (for migration tests).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    #[doc(hidden)]
+    pub fn create_version_1(path: &str) -> Result<(), StoreError> {
+        let c = Connection::open(path)?;
+        c.execute_batch(MIGRATIONS[0])?;
+        c.pragma_update(None, "user_version", 1)?;
+        Ok(())
+    }
+
     /// The schema version of the open store.
     ///
     /// # Errors
@@ -1486,8 +1499,8 @@ mod tests {
     /// A version-1 store (everything in one file) with a little of every
     /// table.
     fn v1_store(path: &str) {
+        SqliteStore::create_version_1(path).unwrap();
         let c = Connection::open(path).unwrap();
-        c.execute_batch(MIGRATIONS[0]).unwrap();
         c.execute_batch(
             "INSERT INTO posts VALUES (10, 5, NULL, 0, '{}'), (11, 5, NULL, 0, '{}'), (12, 6, NULL, 0, '{}');
              INSERT INTO likes VALUES (7, 12), (8, 12);
