@@ -35,6 +35,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How often records held for an unwritable dead-letter file are tried
+/// again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(2);
+
 /// A running daemon inside the current actix System.
 pub struct Daemon {
     supervisor: Addr<Supervisor>,
@@ -122,6 +126,22 @@ impl Daemon {
             None => None,
         };
         let dead_letter = Arc::new(Mutex::new(dead_letter));
+        // Records held while the dead-letter file could not be written are
+        // tried again every few seconds, not only with the next bad line
+        // (which may never come); the task ends with the daemon.
+        let held = Arc::downgrade(&dead_letter);
+        actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(DEAD_LETTER_RETRY);
+            loop {
+                tick.tick().await;
+                let Some(dl) = held.upgrade() else { return };
+                let mut dl = dl.lock().unwrap_or_else(|e| e.into_inner());
+                if dl.held() > 0 {
+                    // Still failing: /readyz keeps saying why.
+                    let _ = dl.flush();
+                }
+            }
+        });
         let h = plan.handlers;
 
         let slot = Arc::new(Mutex::new(Some(status_store)));
