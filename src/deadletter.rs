@@ -86,9 +86,15 @@ impl DeadLetter {
     /// Gives up on the records held (the daemon stopping with the file
     /// still unwritable): they are counted as lost, and how many returned.
     pub fn discard_held(&mut self) -> usize {
-        let n = self.held.len();
+        let n = self.clear_held();
         self.lost += n as u64;
         metrics::counter!("complyd_dead_letter_lost_total").increment(n as u64);
+        n
+    }
+
+    /// Empties what is held; how many records it held.
+    fn clear_held(&mut self) -> usize {
+        let n = self.held.len();
         self.held.clear();
         self.held_bytes = 0;
         n
@@ -136,8 +142,7 @@ impl DeadLetter {
     pub fn record(&mut self, source: &str, position: u64, reason: &str, detail: &str, line: &[u8]) -> io::Result<()> {
         let res = self.append(source, position, reason, detail, line);
         if res.is_err() {
-            self.held.clear();
-            self.held_bytes = 0;
+            self.clear_held();
         }
         res
     }

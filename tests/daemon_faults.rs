@@ -812,7 +812,6 @@ async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_othe
         let p1 = |h: &Health| h.partitions().into_iter().find(|p| p.partition == 1).unwrap();
         let events2 = |h: &Health| h.counters(2).events.load(Relaxed);
         let rss_before = rss_mb();
-        let mut peak = rss_before;
         // Each mode: what must happen, said by the dead-letter file or the
         // last error of partition 1.
         let cases: [(Hostile, &str); 8] = [
@@ -837,7 +836,6 @@ async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_othe
             server.set(mode);
             let end = std::time::Instant::now() + Duration::from_secs(30);
             loop {
-                peak = peak.max(rss_mb());
                 let reasons = dead_letter_reasons(&dl);
                 let last = p1(&h).last_error.unwrap_or_default();
                 let done = match says {
@@ -875,7 +873,7 @@ async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_othe
         }
         // A 100 MB line and a 300 MB bomb went through: memory grew by far
         // less than either.
-        eprintln!("hostile: RSS {rss_before:.0} MB before, {peak:.0} MB at most (sampled)");
+        eprintln!("hostile: RSS {rss_before:.0} MB before the first case");
         for (mode, before, case_peak) in &peaks {
             eprintln!("hostile {mode:?}: RSS {before:.1} MB at its start, peak {case_peak:.1} MB");
             assert!(
@@ -883,7 +881,6 @@ async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_othe
                 "{mode:?}: RSS peaked at {case_peak:.0} MB, from {rss_before:.0} MB before the first case"
             );
         }
-        assert!(peak - rss_before < 64.0, "RSS grew from {rss_before:.0} MB to {peak:.0} MB");
         daemon.shutdown().await;
     })
     .await
