@@ -511,8 +511,9 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
 /// 20 SIGKILLs at random moments: while the store opens, while batches
 /// commit, during maintenance passes (every 300 ms here) and while gaps are
 /// replayed. One partition: X's 10 connection requests a minute (which
-/// `complyd run` keeps to, across restarts) let about half of the runs
-/// connect. Each restart records the stretch it missed when it connects;
+/// `complyd run` keeps to, across restarts) would let about half of the
+/// runs connect, so most kills wait for the run's connection first. Each
+/// restart records the stretch it missed when it connects;
 /// the last run often waits up to a minute for the limit, so the test waits
 /// for its first commit (its restart gap is in the ledger before that).
 /// Then the store is readable, every stretch is repaired, and the store
@@ -520,7 +521,7 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
 /// which is what one uninterrupted run gives.
 #[actix_rt::test]
 async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
-    use rand::{Rng, SeedableRng};
+    use rand::{seq::SliceRandom, Rng, SeedableRng};
     init_logs();
     tokio::time::timeout(Duration::from_secs(360), async {
         let dir = tempdir();
@@ -539,14 +540,28 @@ async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
         sigkill(&mut first);
         lived.push(t0.elapsed().as_millis() as u64);
         drop(st);
-        for _ in 1..20 {
+        // 13 of the 19 kills wait for the run to connect (X's limit may
+        // hold it back up to a minute) and fall at a random moment of its
+        // streaming: batches, maintenance passes, gap replays. The others
+        // fall at a random moment from its start: opening the store,
+        // waiting out the limit, connecting.
+        let mut aimed: Vec<bool> = (1..20).map(|i| i % 3 != 0).collect();
+        aimed.shuffle(&mut rng);
+        let mut streaming = 0;
+        for aim in aimed {
+            let before = sim.stats().connections();
             let mut child = spawn_run(&config, &cfg);
+            if aim {
+                let connected = wait_until(Duration::from_secs(75), || sim.stats().connections() > before).await;
+                assert!(connected, "a run did not connect in 75 s (seed {seed})");
+            }
             let ms = rng.gen_range(50..2_500u64);
             tokio::time::sleep(Duration::from_millis(ms)).await;
+            streaming += usize::from(sim.stats().connections() > before);
             sigkill(&mut child);
             lived.push(ms);
         }
-        eprintln!("sigkill loop (seed {seed}): killed after {lived:?} ms");
+        eprintln!("sigkill loop (seed {seed}): killed after {lived:?} ms, {streaming} of them while connected");
         let last = spawn_run(&config, &cfg);
         let mut st = complyd::store::open(&url).expect("the store opens after 20 SIGKILLs");
         // Until the last run streams, what the killed runs received after
@@ -799,6 +814,48 @@ fn a_bad_password_file_a_store_down_at_start_and_an_unwritable_dead_letter_file_
         "{last}"
     );
     assert!(!all.contains("panicked"), "{all}");
+}
+
+/// A password file its user may not read (mode 000): one line naming the
+/// setting and the reason, exit 1, never the secret. Root reads any file
+/// whatever its mode, so under root (as CI runs) complyd runs as `nobody`.
+#[test]
+fn a_password_file_its_user_may_not_read_is_one_line() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempdir();
+    let d = dir.path();
+    // `nobody` must reach the configuration, not the password.
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pw = d.join("pw");
+    std::fs::write(&pw, "pw-Mode-000-Secret\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let conf = d.join("c.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[stream]\nusername = \"u@example.com\"\npassword_file = \"{}\"\n[store]\nurl = \"sqlite:{}\"\n",
+            pw.display(),
+            d.join("s.db").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    for cmd in ["run", "validate"] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_complyd"));
+        c.args([cmd, "--config", conf.to_str().unwrap()]).env("RUST_BACKTRACE", "0").env_remove("COMPLYD_LOG");
+        if root {
+            c.uid(65534).gid(65534);
+        }
+        let out = c.output().unwrap();
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd} with a mode-000 password file: {all}");
+        assert!(all.contains("stream.password_file") && all.contains("Permission denied"), "{cmd}: {all}");
+        assert!(!all.contains("pw-Mode-000-Secret") && !all.contains("panicked"), "{cmd}: {all}");
+    }
+    assert!(!d.join("s.db").exists(), "nothing was created");
 }
 
 /// DNS failing for the stream host: the daemon keeps trying, and says why
