@@ -18,6 +18,7 @@
 //! post (embedded content, as real collections hold it); COMPLYD_BENCH_KEEP=1 keeps the PostgreSQL schemas
 //! (their names are printed) for `EXPLAIN ANALYZE`.
 
+use complyd::daemon::bench::{drop_postgres_schema, fresh_postgres_schema};
 use complyd::event::{parse_line, Country, EventKind, Message};
 use complyd::post::parse_post_line;
 use complyd::rules::visibility::visible;
@@ -135,13 +136,9 @@ impl Places {
         match &self.base {
             None => format!("sqlite:{}", self.dir.join(format!("{name}.db")).display()),
             Some(base) => {
-                let schema = format!("bench_{}_{name}", std::process::id());
-                let mut c = postgres::Client::connect(base, postgres::NoTls).expect("PostgreSQL answers");
-                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
-                    .expect("schema");
-                self.schemas.push(schema.clone());
-                let sep = if base.contains('?') { '&' } else { '?' };
-                format!("{base}{sep}options=-csearch_path%3D{schema}")
+                let (url, schema) = fresh_postgres_schema(base, name).expect("a fresh PostgreSQL schema");
+                self.schemas.push(schema);
+                url
             }
         }
     }
@@ -154,10 +151,8 @@ impl Drop for Places {
             return;
         }
         if let Some(base) = &self.base {
-            if let Ok(mut c) = postgres::Client::connect(base, postgres::NoTls) {
-                for s in &self.schemas {
-                    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"));
-                }
+            for s in &self.schemas {
+                let _ = drop_postgres_schema(base, s);
             }
         }
     }

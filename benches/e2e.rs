@@ -6,11 +6,12 @@
 //! # one phase only: COMPLYD_BENCH_CURL=0 COMPLYD_BENCH_PIPELINE=0 COMPLYD_BENCH_STALL_SECS=0 COMPLYD_BENCH_LATENCY_RATE=0
 //! # the store holding N posts of the dataset the events name: COMPLYD_BENCH_POSTS=N
 //! # the events naming only A distinct posts, spread over those N: COMPLYD_BENCH_ACTIVE=A
+//! # the end-to-end phase into PostgreSQL (a fresh schema, dropped after): COMPLYD_BENCH_DB=postgres://...
 //! ```
 //!
 //! Prints the ceiling (`curl --compressed` draining the 8 partitions of an
-//! unlimited simulator), the daemon's rate from the same simulator to
-//! committed SQLite, the receipt-to-commit latency at 10,000 events/s, and
+//! unlimited simulator), the daemon's rate from the same simulator to the
+//! committed store (SQLite, or PostgreSQL with `COMPLYD_BENCH_DB`), the receipt-to-commit latency at 10,000 events/s, and
 //! the peak resident memory at full rate and with the store locked.
 
 use complyd::daemon::bench::{bench_e2e, BenchArgs};
@@ -27,6 +28,7 @@ fn main() {
         pipeline: flag("COMPLYD_BENCH_PIPELINE", 1.0) > 0.0,
         posts: flag("COMPLYD_BENCH_POSTS", 0.0) as u64,
         active_posts: flag("COMPLYD_BENCH_ACTIVE", 0.0) as u64,
+        postgres: std::env::var("COMPLYD_BENCH_DB").ok().filter(|u| !u.is_empty()),
     };
     match bench_e2e(args) {
         Ok(report) => println!("{report}"),

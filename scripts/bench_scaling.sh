@@ -4,7 +4,7 @@
 # in the store (each size is N posts over N/10 users plus one user with N
 # posts more: 2N in all), measured by `cargo bench --bench core`; and the
 # daemon end to end (`cargo bench --bench e2e`, the simulator at full rate
-# into `complyd run`'s pipeline and SQLite) with the store holding the N
+# into `complyd run`'s pipeline and the same store) with the store holding the N
 # posts its events name. Prints one table, writes it to bench_scaling.out
 # and draws docs/bench_scaling.svg (rate against store size, log scale;
 # docs/bench_scaling_postgres.svg for PostgreSQL).
@@ -20,7 +20,7 @@
 #   SIZES="100000 1000000" scripts/bench_scaling.sh
 #   ACTIVE=0 scripts/bench_scaling.sh                 # events over the whole store
 #   COMPLYD_BENCH_DB=postgres://... scripts/bench_scaling.sh   # PostgreSQL
-#                                    (the offline work; end to end is SQLite)
+#                                    (the offline work and end to end)
 #
 # The 10^7 size takes several minutes and about 10 GB of temporary disk.
 set -euo pipefail
@@ -32,11 +32,9 @@ trap 'rm -rf "$work"' EXIT
 for n in $SIZES; do
     echo "bench_scaling: $n posts (+ $n for the big user)..." >&2
     COMPLYD_BENCH_POSTS=$n COMPLYD_BENCH_SKIP=suspend,writers cargo bench --bench core 2>/dev/null >"$work/core-$n.txt"
-    if [[ -z "${COMPLYD_BENCH_DB:-}" ]]; then
-        COMPLYD_BENCH_POSTS=$n COMPLYD_BENCH_SECS=${E2E_SECS:-10} COMPLYD_BENCH_CURL=0 COMPLYD_BENCH_PIPELINE=0 \
-            COMPLYD_BENCH_STALL_SECS=0 COMPLYD_BENCH_LATENCY_RATE=0 \
-            cargo bench --bench e2e 2>/dev/null >"$work/e2e-$n.txt"
-    fi
+    COMPLYD_BENCH_POSTS=$n COMPLYD_BENCH_SECS=${E2E_SECS:-10} COMPLYD_BENCH_CURL=0 COMPLYD_BENCH_PIPELINE=0 \
+        COMPLYD_BENCH_STALL_SECS=0 COMPLYD_BENCH_LATENCY_RATE=0 \
+        cargo bench --bench e2e 2>/dev/null >"$work/e2e-$n.txt"
 done
 python3 - "$work" $SIZES <<'EOF' | tee bench_scaling.out
 import re, sys

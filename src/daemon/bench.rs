@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Distinct dataset posts the events name, spread over the dataset
     /// (the simulator's `generator.active_posts`; 0: all of them).
     pub active_posts: u64,
+    /// A PostgreSQL database for the end-to-end phase (`postgres://...`):
+    /// it works in a fresh schema of it and drops it after. None: SQLite.
+    /// The other phases always use SQLite (the stall phase locks its file).
+    pub postgres: Option<String>,
 }
 
 impl Default for BenchArgs {
@@ -40,6 +44,7 @@ impl Default for BenchArgs {
             pipeline: true,
             posts: 0,
             active_posts: 0,
+            postgres: None,
         }
     }
 }
@@ -54,8 +59,10 @@ pub struct BenchReport {
     pub curl_sim_cpu_us_per_event: Option<f64>,
     /// ... and the 8 curls' together (their `/proc/PID/stat`).
     pub curl_cpu_us_per_event: Option<f64>,
-    /// Events/s from the simulator to committed SQLite.
+    /// Events/s from the simulator to the committed store.
     pub e2e_events_per_sec: f64,
+    /// The end-to-end phase's store: "SQLite" or "PostgreSQL".
+    pub e2e_store: &'static str,
     /// Posts the store held when the end-to-end phase started.
     pub posts_stored: u64,
     /// Events/s through the daemon with a store that keeps nothing (the
@@ -77,8 +84,9 @@ pub struct BenchReport {
     /// committed during the full-rate phase, in µs: steadier than the rate
     /// on a shared machine, for comparing builds.
     pub e2e_cpu_us_per_event: f64,
-    /// Peak size (MB) of the store's WAL files together at full rate.
-    pub wal_full_rate_mb: f64,
+    /// Peak size (MB) of the store's WAL files together at full rate
+    /// (SQLite only).
+    pub wal_full_rate_mb: Option<f64>,
     /// The store locked at full rate.
     pub stall: Option<StallFigures>,
 }
@@ -105,8 +113,8 @@ impl std::fmt::Display for BenchReport {
         }
         writeln!(
             f,
-            "end to end (simulator -> committed SQLite, {} posts stored): {:.0} events/s",
-            self.posts_stored, self.e2e_events_per_sec
+            "end to end (simulator -> committed {}, {} posts stored): {:.0} events/s",
+            self.e2e_store, self.posts_stored, self.e2e_events_per_sec
         )?;
         writeln!(
             f,
@@ -130,7 +138,9 @@ impl std::fmt::Display for BenchReport {
             self.latency_p99_ms.map_or("-".into(), |v| v.to_string())
         )?;
         writeln!(f, "peak RSS at full rate: {:.1} MB (simulator included)", self.rss_full_rate_mb)?;
-        writeln!(f, "peak size of the WAL files at full rate: {:.0} MB", self.wal_full_rate_mb)?;
+        if let Some(w) = self.wal_full_rate_mb {
+            writeln!(f, "peak size of the WAL files at full rate: {w:.0} MB")?;
+        }
         if let Some(r) = self.rss_stalled_mb {
             writeln!(f, "peak RSS with the store locked: {r:.1} MB")?;
         }
@@ -338,6 +348,30 @@ fn bench_plan(
     Ok(s.plan_with_password(Secret::new(sim_cfg.password.clone()))?)
 }
 
+/// A fresh schema `bench_PID_NAME` of the PostgreSQL database at `base`
+/// (dropped first if a killed run left it): the store URL that works in it,
+/// and the schema's name. Blocking: call it off the async runtime.
+///
+/// # Errors
+/// The server refuses the connection or the statements.
+pub fn fresh_postgres_schema(base: &str, name: &str) -> anyhow::Result<(String, String)> {
+    let schema = format!("bench_{}_{name}", std::process::id());
+    let mut c = ::postgres::Client::connect(base, ::postgres::NoTls)?;
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))?;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Ok((format!("{base}{sep}options=-csearch_path%3D{schema}"), schema))
+}
+
+/// Drops a schema [`fresh_postgres_schema`] made. Blocking.
+///
+/// # Errors
+/// The server refuses the connection or the statement.
+pub fn drop_postgres_schema(base: &str, schema: &str) -> anyhow::Result<()> {
+    let mut c = ::postgres::Client::connect(base, ::postgres::NoTls)?;
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))?;
+    Ok(())
+}
+
 /// Peak resident memory (MB) and peak size of the store's WAL files (MB, all
 /// files together) over `d`, sampled every 200 ms.
 async fn peaks_during(d: Duration, db: &Path) -> (f64, f64) {
@@ -431,7 +465,21 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
                 ..unlimited.clone()
             };
             let sim = crate::sim::start(cfg.clone()).await?;
-            let plan = bench_plan(&args.dir, "full", &sim, &cfg)?;
+            let mut plan = bench_plan(&args.dir, "full", &sim, &cfg)?;
+            let schema = match args.postgres.clone() {
+                Some(base) => {
+                    let b = base.clone();
+                    let (url, schema) =
+                        actix_web::rt::task::spawn_blocking(move || fresh_postgres_schema(&b, "e2e")).await??;
+                    plan.store.url = store::StoreUrl::parse(&url)?;
+                    report.e2e_store = "PostgreSQL";
+                    Some((base, schema))
+                }
+                None => {
+                    report.e2e_store = "SQLite";
+                    None
+                }
+            };
             if args.posts > 0 {
                 let url = plan.store.url.clone();
                 let (seed, n) = (cfg.seed, args.posts);
@@ -450,11 +498,11 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             report.e2e_events_per_sec = (after - before) as f64 / t.elapsed().as_secs_f64();
             report.e2e_cpu_us_per_event = us_per_event(process_cpu_secs() - cpu, after - before);
             report.rss_full_rate_mb = peak;
-            report.wal_full_rate_mb = wal;
+            report.wal_full_rate_mb = schema.is_none().then_some(wal);
 
             // 4. The store locked for a while at full rate: memory stays flat,
-            // nothing is dropped.
-            if args.stall_secs > 0 {
+            // nothing is dropped (SQLite: its file is what is locked).
+            if args.stall_secs > 0 && schema.is_none() {
                 let lock = crate::store::sqlite::connect(&db.to_string_lossy())?;
                 lock.execute_batch("BEGIN EXCLUSIVE")?;
                 let h = d.health().clone();
@@ -489,6 +537,9 @@ pub fn bench_e2e(args: BenchArgs) -> anyhow::Result<BenchReport> {
             }
             d.shutdown().await;
             sim.stop().await;
+            if let Some((base, schema)) = schema {
+                actix_web::rt::task::spawn_blocking(move || drop_postgres_schema(&base, &schema)).await??;
+            }
         }
 
         // 2b. The pipeline alone: the same, with a store that keeps nothing.
