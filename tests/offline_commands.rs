@@ -53,6 +53,48 @@ fn purge_turns_stored_posts_into_tombstones_for_good() {
     assert!(!s.visible(10, None) && !s.visible(11, None) && !s.visible(12, None));
 }
 
+/// What the rules withdraw leaves the store's files, not only its answers:
+/// a deleted post's words, a retweet embedding them, a purged author's
+/// words and scrubbed coordinates are overwritten, not left in the files'
+/// free space for anyone who reads the bytes (SQLite keeps a deleted row's
+/// bytes unless told not to).
+#[test]
+fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
+    let s = Scratch::new();
+    let now = now_ms();
+    let says = |id: u64, user: u64, words: &str| {
+        format!(r#"{{"id_str":"{id}","user":{{"id_str":"{user}"}},"text":"{words}"}}"#)
+    };
+    let mut lines = vec![
+        says(10, 1, "deleted-words-alpha"),
+        r#"{"id_str":"12","user":{"id_str":"4"},"text":"RT","retweeted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deleted-words-alpha"}}"#.to_owned(),
+        says(20, 2, "purged-words-beta"),
+        r#"{"id_str":"30","user":{"id_str":"3"},"text":"here","coordinates":{"type":"Point","coordinates":[8.654321,47.123456]},"geo":{"type":"Point","coordinates":[47.123456,8.654321]},"place":{"full_name":"Scrubbedville"}}"#.to_owned(),
+        says(40, 5, "kept-words-gamma"),
+    ];
+    // Neighbours on the same pages, as in any archive.
+    lines.extend((100..400).map(|i| post(i, 9)));
+    s.import(&lines);
+    s.replay(&[delete(10, 1, T), user_msg("user_delete", 2, now - 31 * DAY_MS), scrub_geo(3, 30, T)]);
+    let shown = s.export_ids(None);
+    assert!(shown.contains(&30) && shown.contains(&40), "{shown:?}");
+    assert!(!shown.contains(&10) && !shown.contains(&12) && !shown.contains(&20), "{shown:?}");
+    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("store.db"))
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    let holds = |words: &str| -> Vec<String> {
+        files.iter().filter(|(_, b)| b.windows(words.len()).any(|w| w == words.as_bytes())).map(|(f, _)| f.clone()).collect()
+    };
+    assert_eq!(holds("kept-words-gamma").len(), 1, "the search reads the posts' file");
+    for withdrawn in ["deleted-words-alpha", "purged-words-beta", "Scrubbedville", "47.123456"] {
+        let found = holds(withdrawn);
+        assert!(found.is_empty(), "{withdrawn:?} is still in {found:?}");
+    }
+}
+
 #[test]
 fn malformed_lines_are_dead_lettered_with_source_and_position_and_skipped() {
     let s = Scratch::new();

@@ -526,6 +526,9 @@ async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
     tokio::time::timeout(Duration::from_secs(360), async {
         let dir = tempdir();
         let d = path(&dir);
+        // The archive: the simulator's dataset and an author with
+        // PURGED_POSTS posts of their own, whom a user_delete will purge.
+        write_dataset_and_an_author_to_purge(&d);
         let (cfg, sim, url, config, port) = kill_setup(&d, "[1]").await;
         let seed = complyd::clock::now_ms() as u64;
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
@@ -539,13 +542,37 @@ async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
         assert!(wait_until(Duration::from_secs(30), || committed_positions(st.as_mut()) >= 1).await);
         sigkill(&mut first);
         lived.push(t0.elapsed().as_millis() as u64);
+
+        // The second kill falls mid-purge: the author's user_delete, 30
+        // days old two seconds from now, is applied offline; the next run's
+        // maintenance pass purges them in two transactions (tombstones,
+        // then the posts), and the kill falls between the first's commit
+        // and the second's. A later run must finish the purge.
+        let purge = user_delete_due_in(2_000);
+        let events = d.join("user_delete.jsonl");
+        std::fs::write(&events, format!("{purge}\r\n")).unwrap();
+        let mut dl = complyd::deadletter::DeadLetter::new(d.join("offline.deadletter.jsonl"));
+        complyd::commands::replay(st.as_mut(), &mut dl, &[events.display().to_string()]).unwrap();
+        assert!(stored_and_tombstoned(st.as_mut(), PURGED_FIRST) == (true, false), "purged before it was due");
+        let mut child = spawn_run(&config, &cfg);
+        let t0 = std::time::Instant::now();
+        let mid_purge = wait_until(Duration::from_secs(30), || {
+            stored_and_tombstoned(st.as_mut(), PURGED_FIRST + PURGED_POSTS - 1) == (true, true)
+        })
+        .await;
+        sigkill(&mut child);
+        lived.push(t0.elapsed().as_millis() as u64);
+        assert!(mid_purge, "the purge's tombstones were never seen before its posts were gone (seed {seed})");
+        let left = (PURGED_FIRST..PURGED_FIRST + PURGED_POSTS).filter(|&id| st.author_of(id).unwrap().is_some());
+        eprintln!("sigkill loop: killed mid-purge with {} of {PURGED_POSTS} posts still stored", left.count());
         drop(st);
-        // 13 of the 19 kills wait for the run to connect (X's limit may
-        // hold it back up to a minute) and fall at a random moment of its
-        // streaming: batches, maintenance passes, gap replays. The others
-        // fall at a random moment from its start: opening the store,
-        // waiting out the limit, connecting.
-        let mut aimed: Vec<bool> = (1..20).map(|i| i % 3 != 0).collect();
+
+        // 12 of the other 18 kills wait for the run to connect (X's limit
+        // may hold it back up to a minute) and fall at a random moment of
+        // its streaming: batches, maintenance passes, gap replays. The
+        // others fall at a random moment from its start: opening the
+        // store, waiting out the limit, connecting.
+        let mut aimed: Vec<bool> = (2..20).map(|i| i % 3 != 0).collect();
         aimed.shuffle(&mut rng);
         let mut streaming = 0;
         for aim in aimed {
@@ -585,13 +612,64 @@ async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
         // (Not from the simulator's start: what came before the first
         // commit is not complyd's to answer for, and was in the reference
         // only when the first gap fell in the same minute.)
-        let generated = sim_generated(&sim, &cfg, replayed_from, covered).await;
+        let mut generated = sim_generated(&sim, &cfg, replayed_from, covered).await;
         sim.stop().await;
+        // The purge was finished: every post of the author is gone, with
+        // its words (the export hides a deleted author's posts whether
+        // purged or not, so it cannot tell).
+        for id in PURGED_FIRST..PURGED_FIRST + PURGED_POSTS {
+            assert_eq!(stored_and_tombstoned(st.as_mut(), id), (false, true), "post {id} of the purged author");
+        }
         drop(st);
+        let words = b"words of a post purged mid-way";
+        for f in std::fs::read_dir(&d).unwrap() {
+            let f = f.unwrap().path();
+            if f.to_string_lossy().contains("run.db") && !f.to_string_lossy().ends_with("-shm") {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(!bytes.windows(words.len()).any(|w| w == words), "{} holds a purged post's words", f.display());
+            }
+        }
+        generated.push((0, purge));
         assert_sent_and_generated(&url, &d, generated);
     })
     .await
     .expect("the test timed out");
+}
+
+/// The author the crash loop purges: PURGED_POSTS posts from PURGED_FIRST
+/// (ids above 2^53, like every id of today's posts).
+const PURGED_AUTHOR: u64 = 9_007_199_254_740_993;
+const PURGED_FIRST: u64 = 9_000_000_000_000_000_000;
+const PURGED_POSTS: u64 = 50_000;
+
+/// The import file [`import_posts`] reads for both the daemon's store and
+/// the reference: the simulator's dataset, then the posts of PURGED_AUTHOR.
+fn write_dataset_and_an_author_to_purge(d: &Path) {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(d.join("posts.jsonl")).unwrap());
+    for line in complyd::sim::generate_posts(SEED, POSTS as usize) {
+        writeln!(w, "{line}").unwrap();
+    }
+    for id in PURGED_FIRST..PURGED_FIRST + PURGED_POSTS {
+        writeln!(
+            w,
+            r#"{{"id":{id},"id_str":"{id}","user":{{"id":{PURGED_AUTHOR},"id_str":"{PURGED_AUTHOR}"}},"text":"words of a post purged mid-way {id}"}}"#
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// PURGED_AUTHOR's user_delete, stamped so that its 30 days end `ms` from now.
+fn user_delete_due_in(ms: i64) -> String {
+    let t = complyd::clock::now_ms() - complyd::rules::user::PURGE_AFTER_MS + ms;
+    format!(r#"{{"user_delete":{{"id":{PURGED_AUTHOR},"timestamp_ms":"{t}"}}}}"#)
+}
+
+/// Whether post `id` is stored, and whether it is a tombstone.
+fn stored_and_tombstoned(st: &mut dyn complyd::store::Store, id: u64) -> (bool, bool) {
+    let f = st.facts(id).unwrap();
+    (f.post.stored, f.post.tombstone)
 }
 
 /// A store of schema version 1 (everything in one file, as the first complyd

@@ -385,6 +385,13 @@ impl SqliteStore {
             conn.pragma_update(db, "cache_size", -PAGE_CACHE_KIB)?;
         }
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // The posts' file holds what the rules withdraw (a deleted or purged
+        // post's words, scrubbed coordinates): SQLite leaves a deleted row's
+        // bytes in the page's free space, where anyone who reads the file
+        // finds them. `secure_delete` overwrites them with zeros. The other
+        // two files hold ids and states only, and the event path writes
+        // there, so they keep the cheaper default.
+        conn.pragma_update(Some(DatabaseName::Main), "secure_delete", "ON")?;
         // Checkpoint every 40 MiB of WAL rather than 4: pages written by many
         // batches (tombstones, state rows) are copied back once.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
