@@ -86,7 +86,11 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
         .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
         .collect();
     let holds = |words: &str| -> Vec<String> {
-        files.iter().filter(|(_, b)| b.windows(words.len()).any(|w| w == words.as_bytes())).map(|(f, _)| f.clone()).collect()
+        files
+            .iter()
+            .filter(|(_, b)| b.windows(words.len()).any(|w| w == words.as_bytes()))
+            .map(|(f, _)| f.clone())
+            .collect()
     };
     assert_eq!(holds("kept-words-gamma").len(), 1, "the search reads the posts' file");
     for withdrawn in ["deleted-words-alpha", "purged-words-beta", "Scrubbedville", "47.123456"] {
