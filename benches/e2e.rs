@@ -11,8 +11,9 @@
 //!
 //! Prints the ceiling (`curl --compressed` draining the 8 partitions of an
 //! unlimited simulator), the daemon's rate from the same simulator to the
-//! committed store (SQLite, or PostgreSQL with `COMPLYD_BENCH_DB`), the receipt-to-commit latency at 10,000 events/s, and
-//! the peak resident memory at full rate and with the store locked.
+//! committed store (SQLite, or PostgreSQL with `COMPLYD_BENCH_DB`), the
+//! receipt-to-commit latency at 10,000 events/s, and the peak resident
+//! memory at full rate and with the store locked (SQLite).
 
 use complyd::daemon::bench::{bench_e2e, BenchArgs};
 

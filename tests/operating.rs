@@ -509,8 +509,9 @@ async fn a_sigkilled_daemon_records_its_gaps_from_the_committed_positions_and_re
 }
 
 /// 20 SIGKILLs at random moments: while the store opens, while batches
-/// commit, during maintenance passes (every 300 ms here) and while gaps are
-/// replayed. One partition: X's 10 connection requests a minute (which
+/// commit, during maintenance passes (every 300 ms here), while gaps are
+/// replayed, and one between the two transactions of a 50,000-post purge
+/// (after which no store file may hold the purged words). One partition: X's 10 connection requests a minute (which
 /// `complyd run` keeps to, across restarts) would let about half of the
 /// runs connect, so most kills wait for the run's connection first. Each
 /// restart records the stretch it missed when it connects;
@@ -543,12 +544,14 @@ async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
         sigkill(&mut first);
         lived.push(t0.elapsed().as_millis() as u64);
 
-        // The second kill falls mid-purge: the author's user_delete, 30
-        // days old two seconds from now, is applied offline; the next run's
-        // maintenance pass purges them in two transactions (tombstones,
-        // then the posts), and the kill falls between the first's commit
-        // and the second's. A later run must finish the purge.
-        let purge = user_delete_due_in(2_000);
+        // The second kill falls mid-purge. The author's user_delete, 30
+        // days old five seconds from now (not yet due while the offline
+        // replay that applies it runs, even on a loaded machine), is
+        // applied offline; the next run's maintenance pass purges them in
+        // two transactions (tombstones, then the posts), and the kill falls
+        // between the first's commit and the second's. A later run must
+        // finish the purge.
+        let purge = user_delete_due_in(5_000);
         let events = d.join("user_delete.jsonl");
         std::fs::write(&events, format!("{purge}\r\n")).unwrap();
         let mut dl = complyd::deadletter::DeadLetter::new(d.join("offline.deadletter.jsonl"));
@@ -588,7 +591,7 @@ async fn twenty_sigkills_at_random_moments_lose_nothing_after_repair() {
             sigkill(&mut child);
             lived.push(ms);
         }
-        eprintln!("sigkill loop (seed {seed}): killed after {lived:?} ms, {streaming} of them while connected");
+        eprintln!("sigkill loop (seed {seed}): killed after {lived:?} ms; {streaming} of the last 18 while connected");
         let last = spawn_run(&config, &cfg);
         let mut st = complyd::store::open(&url).expect("the store opens after 20 SIGKILLs");
         // Until the last run streams, what the killed runs received after
