@@ -79,19 +79,7 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
     let shown = s.export_ids(None);
     assert!(shown.contains(&30) && shown.contains(&40), "{shown:?}");
     assert!(!shown.contains(&10) && !shown.contains(&12) && !shown.contains(&20), "{shown:?}");
-    let files: Vec<(String, Vec<u8>)> = std::fs::read_dir(s.dir.path())
-        .unwrap()
-        .map(|f| f.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("store.db"))
-        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
-        .collect();
-    let holds = |words: &str| -> Vec<String> {
-        files
-            .iter()
-            .filter(|(_, b)| b.windows(words.len()).any(|w| w == words.as_bytes()))
-            .map(|(f, _)| f.clone())
-            .collect()
-    };
+    let holds = |words: &str| files_holding(s.dir.path(), "store.db", words);
     assert_eq!(holds("kept-words-gamma").len(), 1, "the search reads the posts' file");
     for withdrawn in ["deleted-words-alpha", "purged-words-beta", "Scrubbedville", "47.123456"] {
         let found = holds(withdrawn);

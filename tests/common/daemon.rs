@@ -138,8 +138,10 @@ pub fn plan(s: Settings, password: Secret) -> Plan {
     s.plan_with_password(password).expect("a valid test configuration")
 }
 
-/// Imports the simulator's posts dataset into the store at `url`.
-pub fn import_posts(url: &str, dir: &Path) {
+/// `dir/posts.jsonl`, the file [`import_posts`] reads: the simulator's posts
+/// dataset, written when missing (a test may append posts of its own, for
+/// both the daemon's store and the reference).
+pub fn dataset_file(dir: &Path) -> PathBuf {
     let f = dir.join("posts.jsonl");
     if !f.exists() {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&f).unwrap());
@@ -148,6 +150,12 @@ pub fn import_posts(url: &str, dir: &Path) {
         }
         w.flush().unwrap();
     }
+    f
+}
+
+/// Imports `dir/posts.jsonl` ([`dataset_file`]) into the store at `url`.
+pub fn import_posts(url: &str, dir: &Path) {
+    let f = dataset_file(dir);
     let mut st = store::open(url).unwrap();
     let mut dl = DeadLetter::new(dir.join("import.deadletter.jsonl"));
     complyd::commands::import(st.as_mut(), &mut dl, &[f.display().to_string()]).unwrap();

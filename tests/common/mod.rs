@@ -203,6 +203,19 @@ impl Scratch {
     }
 }
 
+/// The files in `dir` whose names start with `prefix` and whose bytes hold
+/// `words` anywhere: withdrawn content searched for where a file reader
+/// would find it, not only in the store's answers.
+pub fn files_holding(dir: &std::path::Path, prefix: &str, words: &str) -> Vec<PathBuf> {
+    let words = words.as_bytes();
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .filter(|p| std::fs::read(p).unwrap().windows(words.len()).any(|w| w == words))
+        .collect()
+}
+
 // Builders for the lines the tests feed in.
 
 pub fn post(id: u64, user: u64) -> String {
