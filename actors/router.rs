@@ -299,11 +299,12 @@ impl Router {
         let health = self.health.clone();
         actix::spawn(async move {
             match user.send(Maintain).await {
-                Ok(Ok(m)) if m.users_purged + m.posts_geo_scrubbed + m.posts_purged > 0 => {
+                Ok(Ok(m)) if m.users_purged + m.posts_geo_scrubbed + m.posts_purged + m.copies_removed > 0 => {
                     tracing::info!(
                         users_purged = m.users_purged,
                         posts_purged = m.posts_purged,
                         posts_geo_scrubbed = m.posts_geo_scrubbed,
+                        copies_removed = m.copies_removed,
                         pending = m.pending,
                         "Maintenance pass done"
                     );

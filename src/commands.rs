@@ -226,6 +226,7 @@ pub fn finish_maintenance(store: &mut dyn Store) -> Result<MaintenanceStats, Sto
         total.users_purged += m.users_purged;
         total.posts_purged += m.posts_purged;
         total.posts_geo_scrubbed += m.posts_geo_scrubbed;
+        total.copies_removed += m.copies_removed;
         if m.pending == 0 {
             return Ok(total);
         }
@@ -273,7 +274,7 @@ pub fn replay(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> 
     dl.flush().map_err(|e| dead_letter_io(e, dl))?;
     let m = finish_maintenance(store)?;
     Ok(format!(
-        "replay: {lines} lines; {}; heartbeats {heartbeats}; dead-lettered {}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts",
+        "replay: {lines} lines; {}; heartbeats {heartbeats}; dead-lettered {}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts; removed their copies from {} posts",
         applied_summary(&stats),
         dl.total(),
         m.posts_deleted,
@@ -281,6 +282,7 @@ pub fn replay(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> 
         m.users_purged,
         m.posts_purged,
         m.posts_geo_scrubbed,
+        m.copies_removed,
     ))
 }
 
@@ -415,12 +417,13 @@ pub fn apply_batch(
     dl.flush().map_err(|e| dead_letter_io(e, dl))?;
     let m = finish_maintenance(store)?;
     Ok(format!(
-        "apply-batch: {lines} lines; {}; not stored (author unknown) {unknown_author}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts",
+        "apply-batch: {lines} lines; {}; not stored (author unknown) {unknown_author}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts; removed their copies from {} posts",
         applied_summary(&stats),
         dl.total(),
         m.users_purged,
         m.posts_purged,
-        m.posts_geo_scrubbed
+        m.posts_geo_scrubbed,
+        m.copies_removed,
     ))
 }
 

@@ -184,6 +184,44 @@ fn the_move_to_version_2_stores_and_lists_what_stored_posts_embed() {
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("Q300") && out.contains("Q301") && out.contains("KEPT101"), "{out}");
     assert!(!out.contains("GONE100"), "the deleted quoted post is removed from its quote: {out}");
+    let stored: i64 = c.query_one("SELECT count(*) FROM posts WHERE json LIKE '%GONE100%'", &[]).unwrap().get(0);
+    assert_eq!(stored, 0, "and from its stored JSON");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn the_move_to_version_5_takes_copies_of_deleted_posts_out_of_their_carriers() {
+    // A version 4 store: quote 300 carries 100 (deleted, its row removed)
+    // and quote 301 carries 101; nothing lists the carriers.
+    let schema = PgSchema::new();
+    PostgresStore::create_at_version(&schema.url(), 4).unwrap();
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    c.batch_execute(
+        r#"INSERT INTO posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json) VALUES
+           (300, 3, NULL, 100, false, 1, '100', '{"id_str":"300","user":{"id_str":"3"},"quoted_status_id_str":"100","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"GONE100"}}'),
+           (301, 3, NULL, 101, false, 1, '101', '{"id_str":"301","user":{"id_str":"3"},"quoted_status_id_str":"101","quoted_status":{"id_str":"101","user":{"id_str":"1"},"text":"KEPT101"}}'),
+           (101, 1, NULL, NULL, false, 2, NULL, '{"id_str":"101","user":{"id_str":"1"},"text":"KEPT101"}');
+           INSERT INTO tombstones VALUES (100, 1);"#,
+    )
+    .unwrap();
+    let holding = |c: &mut postgres::Client, words: &str| -> Vec<i64> {
+        c.query("SELECT id FROM posts WHERE strpos(json, $1) > 0 ORDER BY id", &[&words])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let mut s = PostgresStore::open(&schema.url()).unwrap();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(holding(&mut c, "GONE100"), Vec::<i64>::new());
+    assert_eq!(holding(&mut c, "KEPT101"), vec![101, 301]);
+    // 101's carrier is listed now: its delete takes the copy out too.
+    let delete =
+        r#"{"delete":{"status":{"id":101,"id_str":"101","user_id":1,"user_id_str":"1"},"timestamp_ms":"1000"}}"#;
+    apply(&mut s, &[delete.to_owned()], 1);
+    let m = s.maintain(0, 100).unwrap();
+    assert_eq!((m.posts_deleted, m.copies_removed), (1, 1));
+    assert_eq!(holding(&mut c, "KEPT101"), Vec::<i64>::new());
 }
 
 #[test]

@@ -13,6 +13,10 @@
 //! user in a v2 `includes.users` the profile `NAME-<user>-END`, so a leak is
 //! a marker found in an exported line.
 //!
+//! Nor does the store itself keep the words of a post that became a
+//! tombstone (deleted, retweeting a deleted post, or its author purged):
+//! every stored post's JSON is searched for them, copies included.
+//!
 //! Toggle events get distinct event times: with equal times the rules let the
 //! later arrival win, which is order-dependent by definition.
 
@@ -369,6 +373,23 @@ fn final_export(at: &Place, data: &Dataset, b: Build) -> Result<Vec<String>, Tes
         import(store.as_mut(), b.lines, b.import_chunk, now);
     }
     store.maintain(now, usize::MAX).unwrap();
+    let gone: Vec<String> = data
+        .posts
+        .iter()
+        .filter(|p| store.facts(p.id).unwrap().post.tombstone)
+        .map(|p| format!("TXT-{}-END", p.id))
+        .collect();
+    let mut kept_gone = Vec::new();
+    store
+        .scan(&mut |row| {
+            kept_gone
+                .extend(gone.iter().filter(|m| row.json.contains(m.as_str())).map(|m| format!("{m} in {}", row.id)));
+            Ok(())
+        })
+        .unwrap();
+    if !kept_gone.is_empty() {
+        return Err(TestCaseError::fail(format!("{}: a tombstone's words are stored: {kept_gone:?}", b.name)));
+    }
     let mut out = Vec::new();
     for cc in [None, Some("DE"), Some("US")] {
         let mut buf = Vec::new();

@@ -8,12 +8,14 @@
 //! `referenced_tweets` stay.
 //!
 //! [`filter`] applies a [`Judge`]'s verdicts to a parsed post; [`Facts`]
-//! judges from what the store looked up for a batch of posts.
+//! judges from what the store looked up for a batch of posts. The one
+//! verdict written to the store is a tombstone's ([`without_copies_of`]):
+//! the states that can be undone are judged on every read.
 
 use super::user::UserState;
 use super::visibility::{self, own_rules_allow, visible, PostView};
 use crate::event::{parse_id_str, Country, Id, TimeMs};
-use crate::post::{remove_geo_keys, Embeds, MAX_EMBED_DEPTH};
+use crate::post::{parse_post_line, remove_geo_keys, Embeds, NewPost, MAX_EMBED_DEPTH};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -223,6 +225,58 @@ fn filter_v2(obj: &mut Map<String, Value>, judge: &dyn Judge) -> bool {
     changed
 }
 
+/// Judges by tombstones alone: a tombstone's copy is hidden, everything
+/// else stays. A tombstone never comes back (delete, its cascade, a purge),
+/// so this verdict, unlike a country's, may be written to the store.
+pub struct Tombstones<'a>(pub &'a HashSet<Id>);
+
+impl Judge for Tombstones<'_> {
+    fn post(&self, id: Id) -> Verdict {
+        if self.0.contains(&id) {
+            Verdict::Hide
+        } else {
+            Verdict::Show
+        }
+    }
+
+    fn user(&self, _id: Id) -> bool {
+        true
+    }
+}
+
+/// The posts whose tombstones would change a stored post's JSON, from what
+/// it `embeds`: the copies it carries, but the original it retweets (a
+/// retweet goes with its original) and unreadable ids. A store keeps these
+/// links to find the carriers when a post becomes a tombstone.
+pub fn tracked_copies(embeds: &Embeds, retweet_of: Option<Id>) -> impl Iterator<Item = Id> + '_ {
+    embeds.posts.iter().copied().filter(move |id| *id != 0 && Some(*id) != retweet_of)
+}
+
+/// `post` without the copies it carries of the posts in `tombstones`, with
+/// its embedded ids listed anew; `None` when it carries none of them. Used
+/// where a post is saved (import) and where a post becomes a tombstone
+/// (maintenance), so that a withdrawn post's words leave the stored JSON of
+/// the posts that quote or include it, not only their answers.
+pub fn without_copies_of(post: &NewPost, tombstones: &HashSet<Id>) -> Option<NewPost> {
+    if !post.embeds.posts.iter().any(|id| tombstones.contains(id)) {
+        return None;
+    }
+    let mut v: Value = serde_json::from_str(&post.json).ok()?;
+    if !filter(&mut v, &Tombstones(tombstones)) {
+        return None;
+    }
+    let json = serde_json::to_string(&v).ok()?;
+    // What the JSON now carries (a hidden copy took the copies inside it).
+    let embeds = match parse_post_line(&json).ok().and_then(|mut posts| posts.pop()) {
+        Some(top) => top.embeds,
+        None => Embeds {
+            posts: post.embeds.posts.iter().copied().filter(|id| !tombstones.contains(id)).collect(),
+            users: post.embeds.users.clone(),
+        },
+    };
+    Some(NewPost { json, embeds, ..post.clone() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +359,26 @@ mod tests {
         let (_, out) = run(json, &Fixed { hide: vec![], no_geo: vec![500], users_hidden: vec![] });
         assert!(!out.contains("pB"), "the scrubbed tweet's place goes with its geo: {out}");
         assert!(out.contains("m2"), "its media stay: {out}");
+    }
+
+    #[test]
+    fn a_tombstones_copies_leave_its_carriers_and_their_embedded_ids() {
+        // 40 retweets quote 30, which quotes 20 (deleted); 50 is kept.
+        let json = r#"{"id_str":"40","user":{"id_str":"4"},"retweeted_status":{"id_str":"30","user":{"id_str":"3"},"text":"q","quoted_status_id_str":"20","quoted_status":{"id_str":"20","user":{"id_str":"2"},"text":"gone words","quoted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deeper"}}}}"#;
+        let post = parse_post_line(json).unwrap().pop().unwrap();
+        assert_eq!(post.embeds.posts, vec![30, 20, 10]);
+        assert_eq!(tracked_copies(&post.embeds, post.retweet_of).collect::<Vec<_>>(), vec![20, 10]);
+        assert_eq!(without_copies_of(&post, &HashSet::from([50])), None, "nothing it carries is a tombstone");
+        let kept = without_copies_of(&post, &HashSet::from([20])).unwrap();
+        assert!(!kept.json.contains("gone words") && !kept.json.contains("deeper"), "{}", kept.json);
+        assert!(kept.json.contains(r#""quoted_status_id_str":"20""#), "ids stay: {}", kept.json);
+        assert_eq!(kept.embeds.posts, vec![30], "the copies inside the hidden one went with it");
+        assert_eq!((kept.id, kept.retweet_of, &kept.form), (post.id, post.retweet_of, &post.form));
+        // v2: the included tweet goes, with the place only it referred to.
+        let v2 = r#"{"data":{"id":"70","author_id":"7","text":"mine"},"includes":{"tweets":[{"id":"60","author_id":"6","text":"gone v2 words","geo":{"place_id":"p6"}}],"places":[{"id":"p6","full_name":"Gonetown"}]}}"#;
+        let post = parse_post_line(v2).unwrap().pop().unwrap();
+        let kept = without_copies_of(&post, &HashSet::from([60])).unwrap();
+        assert!(!kept.json.contains("gone v2 words") && !kept.json.contains("Gonetown"), "{}", kept.json);
+        assert!(kept.embeds.posts.is_empty());
     }
 }

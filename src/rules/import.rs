@@ -6,6 +6,7 @@
 //! decides, and the store saves the plan: the same decisions on every
 //! backend.
 
+use super::embedded::without_copies_of;
 use super::user::UserState;
 use crate::event::{Id, TimeMs};
 use crate::post::{strip_own_geo, without_any_geo, NewLike, NewPost};
@@ -43,7 +44,8 @@ pub struct Known<'a> {
 }
 
 /// Decides whether and how `p` is stored. A post's embedded copies of other
-/// posts are judged on every read ([`super::embedded`]), not here.
+/// posts are judged on every read ([`super::embedded`]); only the copies of
+/// tombstones are removed before it is stored ([`plan`]).
 pub fn decide(p: &NewPost, k: &Known<'_>, now_ms: TimeMs) -> Decision {
     if k.tombstoned {
         return Decision::Refuse(Refusal::Tombstoned);
@@ -116,14 +118,16 @@ impl Loaded {
     }
 
     /// The ids whose tombstones a batch needs, once its rows are loaded: its
-    /// posts and the posts they retweet (by this form or a stored one).
+    /// posts, the posts they retweet (by this form or a stored one) and the
+    /// posts they carry copies of (in this form or the stored one).
     pub fn tombstone_ids(posts: &[NewPost], rows: &HashMap<Id, NewPost>) -> Vec<Id> {
         sorted(
             posts
                 .iter()
                 .flat_map(|p| [Some(p.id), p.retweet_of])
                 .flatten()
-                .chain(rows.values().filter_map(|r| r.retweet_of)),
+                .chain(rows.values().filter_map(|r| r.retweet_of))
+                .chain(posts.iter().chain(rows.values()).flat_map(|p| p.embeds.posts.iter().copied())),
         )
     }
 
@@ -212,7 +216,16 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
                     embeds: p.embeds.clone(),
                     json,
                 };
-                let merged = merge(current, new);
+                // The same bytes imported again list what a row stored
+                // before its embedded ids were kept (schema 3) carries.
+                let listed = current.filter(|c| c.json == new.json).map(|c| merge(Some(c), new.clone()));
+                let listed = listed.as_ref().or(current);
+                // A tombstone's copies leave both forms before they are
+                // compared: the kept form is then the same whether the
+                // tombstone came before, between or after the imports.
+                let new = without_copies_of(&new, &loaded.tombstones).unwrap_or(new);
+                let stripped = listed.and_then(|c| without_copies_of(c, &loaded.tombstones));
+                let merged = merge(stripped.as_ref().or(listed), new);
                 if current != Some(&merged) {
                     rows.insert(p.id, merged);
                 }
@@ -326,5 +339,37 @@ mod tests {
         let p = plan(&bare, loaded, 0);
         assert_eq!(p.tombstones, vec![(200, Refusal::RetweetOfTombstone)]);
         assert!(p.rows.is_empty());
+    }
+
+    #[test]
+    fn a_tombstones_copy_is_not_stored_whenever_the_tombstone_came() {
+        // Quote 300 carries 100, which is deleted; 300 is imported in two
+        // forms (the longer one with a second copy of 100's words).
+        let short = r#"{"id_str":"300","user":{"id_str":"3"},"text":"q","quoted_status_id_str":"100","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"gone words"}}"#;
+        let long = r#"{"id_str":"300","user":{"id_str":"3"},"text":"q","extra":"longer","quoted_status_id_str":"100","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"gone words"}}"#;
+        let with_tombstone = |lines: &[&str], stored: HashMap<Id, NewPost>| {
+            let mut all = stored;
+            all.remove(&100); // as the maintenance pass removes a deleted post
+            for line in lines {
+                let posts = parse_post_line(line).unwrap();
+                let loaded = Loaded { rows: all.clone(), tombstones: [100].into(), users: HashMap::new() };
+                for p in plan(&posts, loaded, 0).rows {
+                    all.insert(p.post.id, p.post);
+                }
+            }
+            all
+        };
+        // Deleted before both imports, between them, or after both (the
+        // stored form is then rewritten by the next import of either).
+        let before = with_tombstone(&[short, long], HashMap::new());
+        let between = with_tombstone(&[long], plan_of(&[short], &HashMap::new()));
+        let after = with_tombstone(&[short], plan_of(&[long, short], &HashMap::new()));
+        for r in [&before, &between, &after] {
+            assert!(!r.contains_key(&100), "the tombstone is not stored");
+            assert!(!r[&300].json.contains("gone words"), "{}", r[&300].json);
+            assert!(r[&300].json.contains("longer") && r[&300].embeds.posts.is_empty(), "{:?}", r[&300]);
+        }
+        assert_eq!(before[&300], between[&300]);
+        assert_eq!(before[&300], after[&300]);
     }
 }

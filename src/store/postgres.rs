@@ -41,9 +41,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // 0 -> 1
     "
     CREATE TABLE posts (
@@ -118,6 +118,16 @@ const MIGRATIONS: [&str; 4] = [
         download_url text NOT NULL, download_expires_ms bigint NOT NULL,
         created_ms bigint NOT NULL, updated_ms bigint NOT NULL,
         result_lines bigint, note text NOT NULL
+    );
+    ",
+    // 4 -> 5: which stored post carries a copy of which other post (see
+    // `remove_copies`; a link may outlive its carrier or its copy, and
+    // whoever follows it then finds nothing to remove).
+    "
+    CREATE TABLE embedded_in (
+        embedded_id bigint NOT NULL,
+        post_id     bigint NOT NULL,
+        PRIMARY KEY (embedded_id, post_id)
     );
     ",
 ];
@@ -412,6 +422,12 @@ impl PostgresStore {
                 tracing::info!(posts = reimported, "Store moved to schema 2: the posts embedded in stored retweets, quotes and expansions are now stored and listed");
             }
         }
+        if (1..5).contains(&found) {
+            let (links, rewritten) = link_copies(&mut Conn { tx: &mut tx, statements: &mut self.statements })?;
+            if links > 0 {
+                tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 5: the posts carrying copies of others are listed, and copies of deleted posts were taken out of them");
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -538,10 +554,11 @@ fn add_tombstones(c: &mut Conn<'_, '_>, ids: &[i64], reason: i16) -> Result<Hash
 }
 
 /// Removes the content of `ids` and of every stored retweet of them (which
-/// become tombstones). Returns (posts removed, retweets cascaded).
-fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64), StoreError> {
+/// become tombstones), and their copies from the posts that carry them.
+/// Returns (posts removed, retweets cascaded, carriers rewritten).
+fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64, u64), StoreError> {
     if ids.is_empty() {
-        return Ok((0, 0));
+        return Ok((0, 0, 0));
     }
     let removed = c.execute("DELETE FROM posts WHERE id = ANY($1)", &[&ids])?;
     let retweets: Vec<i64> = sorted_unique(
@@ -551,7 +568,90 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64), Store
             .collect(),
     );
     add_tombstones(c, &retweets, TOMBSTONE_CASCADE)?;
-    Ok((removed, retweets.len() as u64))
+    let rewritten = remove_copies(c, &sorted_unique([ids, &retweets].concat()))?;
+    Ok((removed, retweets.len() as u64, rewritten))
+}
+
+/// Links each of `posts` to the copies it carries (`embedded_in`).
+fn link_copies_of(c: &mut Conn<'_, '_>, posts: &[&NewPost]) -> Result<u64, StoreError> {
+    let mut pairs: Vec<(i64, i64)> = posts
+        .iter()
+        .flat_map(|p| rules::embedded::tracked_copies(&p.embeds, p.retweet_of).map(|e| (key(e), key(p.id))))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    let (es, ps): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
+    c.execute(
+        "INSERT INTO embedded_in (embedded_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[])
+         ON CONFLICT DO NOTHING",
+        &[&es, &ps],
+    )
+}
+
+/// Takes the copies of the tombstones `gone` (sorted) out of the stored
+/// posts that carry them (`embedded_in`), then drops those links: a
+/// tombstone's later carriers lose its copy at import. Returns how many
+/// posts were rewritten.
+fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64]) -> Result<u64, StoreError> {
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    let carriers = c.query(
+        &format!(
+            "SELECT {POST_COLS} FROM posts WHERE id IN (SELECT post_id FROM embedded_in WHERE embedded_id = ANY($1))
+             ORDER BY id"
+        ),
+        &[&gone],
+    )?;
+    let tombstones: HashSet<Id> = gone.iter().map(|k| id_of(*k)).collect();
+    let (mut ids, mut embeds, mut jsons) = (Vec::new(), Vec::new(), Vec::new());
+    for row in &carriers {
+        if let Some(p) = rules::embedded::without_copies_of(&post_from(row, 0)?, &tombstones) {
+            ids.push(key(p.id));
+            embeds.push(p.embeds.to_column());
+            jsons.push(p.json);
+        }
+    }
+    if !ids.is_empty() {
+        c.execute(
+            "UPDATE posts p SET embeds = u.e, json = u.j FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(id, e, j)
+             WHERE p.id = u.id",
+            &[&ids, &embeds, &jsons],
+        )?;
+    }
+    c.execute("DELETE FROM embedded_in WHERE embedded_id = ANY($1)", &[&gone])?;
+    Ok(ids.len() as u64)
+}
+
+/// Lists the carriers of copies from the embedded ids every stored post
+/// has, then takes the copies of posts already tombstones out of them: a
+/// store written before version 5 kept those words in the quoting posts'
+/// JSON (the move to schema 5). Returns (links made, posts rewritten).
+fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
+    let mut after = i64::MIN;
+    let mut links = 0;
+    loop {
+        let rows = c.query(
+            &format!("SELECT {POST_COLS} FROM posts WHERE id > $1 AND embeds IS NOT NULL ORDER BY id LIMIT 10000"),
+            &[&after],
+        )?;
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        let posts: Vec<NewPost> = rows.iter().map(|r| post_from(r, 0)).collect::<Result<_, _>>()?;
+        links += link_copies_of(c, &posts.iter().collect::<Vec<_>>())?;
+    }
+    let gone: Vec<i64> = c
+        .query(
+            "SELECT DISTINCT e.embedded_id FROM embedded_in e JOIN tombstones t ON t.id = e.embedded_id ORDER BY 1",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((links, remove_copies(c, &gone)?))
 }
 
 /// Writes posts none of which is stored yet (a stored one fails the COPY with
@@ -789,11 +889,18 @@ impl PostgresStore {
         if !plan.tombstones.is_empty() {
             let (ids, reasons): (Vec<i64>, Vec<i16>) =
                 plan.tombstones.iter().map(|(id, why)| (key(*id), tombstone_reason(*why))).unzip();
+            // A new tombstone may have a row (a form stored before its
+            // delete was known) and carriers: the maintenance pass removes
+            // them, as for a delete.
             c.execute(
-                "INSERT INTO tombstones (id, reason) SELECT * FROM unnest($1::bigint[], $2::smallint[]) ON CONFLICT DO NOTHING",
+                "WITH new AS (
+                   INSERT INTO tombstones (id, reason) SELECT * FROM unnest($1::bigint[], $2::smallint[])
+                   ON CONFLICT DO NOTHING RETURNING id)
+                 INSERT INTO content_pending (id) SELECT id FROM new ORDER BY id",
                 &[&ids, &reasons],
             )?;
         }
+        link_copies_of(c, &plan.rows.iter().map(|r| &r.post).collect::<Vec<_>>())?;
         let (stored, new): (Vec<&Planned>, Vec<&Planned>) = plan.rows.iter().partition(|r| r.stored);
         if !stored.is_empty() {
             upsert_posts(c, &stored)?;
@@ -1032,9 +1139,10 @@ impl Store for PostgresStore {
             }
             if take > 0 {
                 let ids = sorted_unique(queued[..take].iter().map(|q| q.1).collect());
-                let (removed, cascaded) = delete_content(c, &ids)?;
+                let (removed, cascaded, rewritten) = delete_content(c, &ids)?;
                 stats.posts_deleted += removed;
                 stats.retweets_cascaded += cascaded;
+                stats.copies_removed += rewritten;
                 c.execute("DELETE FROM content_pending WHERE seq <= $1", &[&queued[take - 1].0])?;
             }
             // Purges whose 30 days have passed.
@@ -1056,7 +1164,9 @@ impl Store for PostgresStore {
                     c.query("SELECT id FROM posts WHERE author_id = $1", &[uid])?.iter().map(|r| r.get(0)).collect(),
                 );
                 add_tombstones(c, &ids, TOMBSTONE_PURGE)?;
-                stats.retweets_cascaded += delete_content(c, &ids)?.1;
+                let (_, cascaded, rewritten) = delete_content(c, &ids)?;
+                stats.retweets_cascaded += cascaded;
+                stats.copies_removed += rewritten;
                 c.execute("INSERT INTO purge_done (user_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[uid, &now_ms])?;
                 stats.users_purged += 1;
                 stats.posts_purged += ids.len() as u64;

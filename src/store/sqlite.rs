@@ -44,8 +44,22 @@ use std::time::{Duration, Instant};
 
 /// The schema version this build writes (the main file's). Version 3 adds
 /// the quote link, the form and the embedded ids to `posts`; version 4 the
-/// gap ledger ([`GAP_LEDGER`]); version 5 the batch jobs ([`BATCH_JOBS`]).
-pub const SCHEMA_VERSION: i64 = 5;
+/// gap ledger ([`GAP_LEDGER`]); version 5 the batch jobs ([`BATCH_JOBS`]);
+/// version 6 the carriers of copies ([`EMBEDDED_IN`]).
+pub const SCHEMA_VERSION: i64 = 6;
+
+/// Which stored post carries a copy of which other post (quoted, inside a
+/// retweeted quote, in v2 `includes.tweets`; [`rules::embedded::tracked_copies`]):
+/// when a post becomes a tombstone, its copies are found here and taken out
+/// of the JSON that carries them ([`remove_copies`]). A link may outlive its
+/// carrier's row or its copy (a richer form replaced it): whoever follows it
+/// finds nothing to remove.
+const EMBEDDED_IN: &str = "
+    CREATE TABLE IF NOT EXISTS main.embedded_in (
+        embedded_id INTEGER NOT NULL,
+        post_id     INTEGER NOT NULL,
+        PRIMARY KEY (embedded_id, post_id)
+    ) WITHOUT ROWID;";
 
 /// The batch compliance jobs (`crate::batch_job`), in the main file beside
 /// the posts they were about.
@@ -458,6 +472,50 @@ impl SqliteStore {
             }
             tx.commit()?;
         }
+        if found < 6 {
+            self.migrate_5_to_6()?;
+        }
+        Ok(())
+    }
+
+    /// Lists the carriers of copies ([`EMBEDDED_IN`]) from the embedded ids
+    /// every stored post has, then takes the copies of posts that are
+    /// already tombstones out of them: a store written before version 6
+    /// kept those words in the quoting posts' JSON. One transaction, so a
+    /// run cut short leaves the store at version 5 and starts again.
+    fn migrate_5_to_6(&mut self) -> Result<(), StoreError> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if user_version(&tx, "main")? >= 6 {
+            return Ok(());
+        }
+        tx.execute_batch(EMBEDDED_IN)?;
+        let mut links = 0u64;
+        {
+            let mut read = tx.prepare("SELECT id, retweet_of, embeds FROM main.posts WHERE embeds IS NOT NULL")?;
+            let mut link = tx.prepare_cached(LINK_COPY)?;
+            let mut rows = read.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let retweet_of = row.get::<_, Option<i64>>(1)?.map(id_of);
+                let embeds = crate::post::Embeds::from_column(row.get::<_, Option<String>>(2)?.as_deref());
+                for e in rules::embedded::tracked_copies(&embeds, retweet_of) {
+                    links += link.execute(params![key(e), id])? as u64;
+                }
+            }
+        }
+        let gone: Vec<i64> = tx
+            .prepare(
+                "SELECT DISTINCT embedded_id FROM main.embedded_in
+                 WHERE embedded_id IN (SELECT id FROM status.tombstones) ORDER BY embedded_id",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let rewritten = remove_copies(&tx, &gone)?;
+        tx.pragma_update(Some(DatabaseName::Main), "user_version", 6)?;
+        tx.commit()?;
+        if links > 0 {
+            tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 6: the posts carrying copies of others are listed, and copies of deleted posts were taken out of them");
+        }
         Ok(())
     }
 
@@ -478,6 +536,8 @@ impl SqliteStore {
                  ALTER TABLE main.posts ADD COLUMN embeds TEXT;",
             )?;
         }
+        // The re-import below lists carriers of copies (version 6's table).
+        tx.execute_batch(EMBEDDED_IN)?;
         tx.commit()?;
         let mut after = i64::MIN;
         let mut reimported = 0u64;
@@ -670,8 +730,9 @@ fn retweets_of(tx: &rusqlite::Transaction, ids: &[i64]) -> rusqlite::Result<Vec<
 }
 
 /// Removes the content of the posts `ids` and of their `retweets` (already
-/// tombstones). Returns the number of rows removed from each.
-fn delete_posts(tx: &rusqlite::Transaction, ids: &[i64], retweets: &[i64]) -> rusqlite::Result<(u64, u64)> {
+/// tombstones), and their copies from the posts that carry them. Returns
+/// the number of rows removed from each, and of carriers rewritten.
+fn delete_posts(tx: &rusqlite::Transaction, ids: &[i64], retweets: &[i64]) -> Result<(u64, u64, u64), StoreError> {
     let mut del = tx.prepare_cached("DELETE FROM main.posts WHERE id = ?1")?;
     let mut removed = 0;
     for id in ids {
@@ -681,7 +742,51 @@ fn delete_posts(tx: &rusqlite::Transaction, ids: &[i64], retweets: &[i64]) -> ru
     for id in retweets {
         cascaded += del.execute([id])? as u64;
     }
-    Ok((removed, cascaded))
+    let mut gone = [ids, retweets].concat();
+    gone.sort_unstable();
+    let rewritten = remove_copies(tx, &gone)?;
+    Ok((removed, cascaded, rewritten))
+}
+
+const LINK_COPY: &str = "INSERT OR IGNORE INTO main.embedded_in (embedded_id, post_id) VALUES (?1, ?2)";
+
+/// Takes the copies of the tombstones `gone` out of the stored posts that
+/// carry them ([`EMBEDDED_IN`]), then drops those links: a tombstone's
+/// later carriers lose its copy at import. Returns how many posts were
+/// rewritten.
+fn remove_copies(tx: &rusqlite::Transaction, gone: &[i64]) -> Result<u64, StoreError> {
+    let mut carriers = Vec::new();
+    {
+        let mut st = tx.prepare_cached("SELECT post_id FROM main.embedded_in WHERE embedded_id = ?1")?;
+        for id in gone {
+            for c in st.query_map([id], |r| r.get::<_, i64>(0))? {
+                carriers.push(c?);
+            }
+        }
+    }
+    if carriers.is_empty() {
+        return Ok(0);
+    }
+    carriers.sort_unstable();
+    carriers.dedup();
+    let tombstones: HashSet<Id> = gone.iter().map(|k| id_of(*k)).collect();
+    let mut rewritten = 0;
+    let mut read = tx.prepare_cached(&format!("SELECT {POST_COLS} FROM main.posts WHERE id = ?1"))?;
+    let mut write = tx.prepare_cached("UPDATE main.posts SET embeds = ?2, json = ?3 WHERE id = ?1")?;
+    for c in carriers {
+        let Some(post) = read.query([c])?.next()?.map(|row| post_from(row, 0)).transpose()? else {
+            continue;
+        };
+        if let Some(p) = rules::embedded::without_copies_of(&post, &tombstones) {
+            write.execute(params![c, p.embeds.to_column(), p.json])?;
+            rewritten += 1;
+        }
+    }
+    let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_in WHERE embedded_id = ?1")?;
+    for id in gone {
+        unlink.execute([id])?;
+    }
+    Ok(rewritten)
 }
 
 /// Saves the handler's stream positions, in its own file. The first
@@ -879,7 +984,12 @@ impl Store for SqliteStore {
         }
         let plan = import::plan(posts, loaded, now_ms);
         for (id, why) in &plan.tombstones {
-            add_tombstone(&tx, *id, tombstone_reason(*why))?;
+            // A new tombstone may have a row (a form stored before its
+            // delete was known) and carriers: the maintenance pass removes
+            // them, as for a delete.
+            if add_tombstone(&tx, *id, tombstone_reason(*why))? {
+                tx.prepare_cached("INSERT INTO status.content_pending (id) VALUES (?1)")?.execute([key(*id)])?;
+            }
         }
         {
             let mut insert = tx.prepare_cached(
@@ -890,7 +1000,11 @@ impl Store for SqliteStore {
                 "UPDATE main.posts SET author_id = ?2, retweet_of = ?3, quote_of = ?4, has_geo = ?5, form = ?6,
                  embeds = ?7, json = ?8 WHERE id = ?1",
             )?;
+            let mut link = tx.prepare_cached(LINK_COPY)?;
             for Planned { post: r, stored } in &plan.rows {
+                for e in rules::embedded::tracked_copies(&r.embeds, r.retweet_of) {
+                    link.execute(params![key(e), key(r.id)])?;
+                }
                 let row = params![
                     key(r.id),
                     key(r.author_id),
@@ -1002,10 +1116,11 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             let tx = write_tx(&mut self.conn, "main")?;
-            let (removed, cascaded) = delete_posts(&tx, &ids, &retweets)?;
+            let (removed, cascaded, rewritten) = delete_posts(&tx, &ids, &retweets)?;
             tx.commit()?;
             stats.posts_deleted += removed;
             stats.retweets_cascaded += cascaded;
+            stats.copies_removed += rewritten;
             clear_pending(&mut self.conn, "content_pending", last_seq)?;
         } else {
             tx.commit()?;
@@ -1059,11 +1174,12 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             let tx = write_tx(&mut self.conn, "main")?;
-            let (_, cascaded) = delete_posts(&tx, &ids, &retweets)?;
+            let (_, cascaded, rewritten) = delete_posts(&tx, &ids, &retweets)?;
             tx.prepare_cached("INSERT OR REPLACE INTO main.purge_done (user_id, at_ms) VALUES (?1, ?2)")?
                 .execute(params![uid, now_ms])?;
             tx.commit()?;
             stats.retweets_cascaded += cascaded;
+            stats.copies_removed += rewritten;
             stats.users_purged += 1;
             stats.posts_purged += ids.len() as u64;
         }
@@ -1550,6 +1666,46 @@ mod tests {
         assert_eq!(left, 0, "the main file no longer has the handlers' tables");
         let m = s.maintain(0, 100).unwrap();
         assert_eq!(m.posts_deleted, 1, "the pending content removal moved too");
+    }
+
+    #[test]
+    fn the_move_to_version_6_takes_copies_of_deleted_posts_out_of_their_carriers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let path = path.to_str().unwrap();
+        // A version 5 store: quote 300 carries 100 (deleted, its row
+        // removed) and 101 (kept); nothing lists the carriers.
+        let quote = |id: u64, of: u64, words: &str| {
+            format!(
+                r#"{{"id_str":"{id}","user":{{"id_str":"3"}},"quoted_status_id_str":"{of}","quoted_status":{{"id_str":"{of}","user":{{"id_str":"1"}},"text":"{words}"}}}}"#
+            )
+        };
+        {
+            let mut s = SqliteStore::open(path).unwrap();
+            let posts: Vec<NewPost> = [quote(300, 100, "GONE100"), quote(301, 101, "KEPT101")]
+                .iter()
+                .flat_map(|l| crate::post::parse_post_line(l).unwrap())
+                .collect();
+            s.import(&posts, &[], 0).unwrap();
+            s.conn
+                .execute_batch(
+                    "DROP TABLE main.embedded_in; DELETE FROM main.posts WHERE id = 100;
+                     INSERT INTO status.tombstones VALUES (100, 1); PRAGMA main.user_version = 5;",
+                )
+                .unwrap();
+        }
+        let mut s = SqliteStore::open(path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let json = |s: &SqliteStore, id: i64| -> String {
+            s.conn.query_row("SELECT json FROM main.posts WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+        };
+        assert!(!json(&s, 300).contains("GONE100"), "{}", json(&s, 300));
+        assert!(json(&s, 301).contains("KEPT101"));
+        // 101's carrier is listed now: its delete takes the copy out too.
+        s.apply_status(&StatusEvents::from(vec![delete(101)]), &[]).unwrap();
+        let m = s.maintain(0, 100).unwrap();
+        assert_eq!((m.posts_deleted, m.copies_removed), (1, 1));
+        assert!(!json(&s, 301).contains("KEPT101"), "{}", json(&s, 301));
     }
 
     #[test]
