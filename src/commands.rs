@@ -274,7 +274,7 @@ pub fn replay(store: &mut dyn Store, dl: &mut DeadLetter, inputs: &[String]) -> 
     dl.flush().map_err(|e| dead_letter_io(e, dl))?;
     let m = finish_maintenance(store)?;
     Ok(format!(
-        "replay: {lines} lines; {}; heartbeats {heartbeats}; dead-lettered {}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts; removed their copies from {} posts",
+        "replay: {lines} lines; {}; heartbeats {heartbeats}; dead-lettered {}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts; withdrawn copies taken out of {} posts",
         applied_summary(&stats),
         dl.total(),
         m.posts_deleted,
@@ -417,7 +417,7 @@ pub fn apply_batch(
     dl.flush().map_err(|e| dead_letter_io(e, dl))?;
     let m = finish_maintenance(store)?;
     Ok(format!(
-        "apply-batch: {lines} lines; {}; not stored (author unknown) {unknown_author}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts; removed their copies from {} posts",
+        "apply-batch: {lines} lines; {}; not stored (author unknown) {unknown_author}; dead-lettered {}; purged {} users ({} posts); geo scrubbed {} posts; withdrawn copies taken out of {} posts",
         applied_summary(&stats),
         dl.total(),
         m.users_purged,

@@ -717,7 +717,7 @@ pub fn replay_range(plan: &Plan, from_ms: i64, to_ms: i64) -> anyhow::Result<Str
     let m = crate::commands::finish_maintenance(store.as_mut())?;
     let dead = dead_letter.lock().unwrap_or_else(|e| e.into_inner()).total();
     Ok(format!(
-        "replay: {}..{} in {requests} requests, {events} events; {}; dead-lettered {dead}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts; removed their copies from {} posts",
+        "replay: {}..{} in {requests} requests, {events} events; {}; dead-lettered {dead}; removed {} deleted posts and {} of their retweets; purged {} users ({} posts); geo scrubbed {} posts; withdrawn copies taken out of {} posts",
         replay_date(from),
         replay_date(to),
         crate::commands::applied_summary(&stats),

@@ -76,6 +76,8 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
         r#"{"id_str":"50","user":{"id_str":"6"},"text":"quoting","quoted_status_id_str":"10","quoted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deleted-words-alpha"}}"#.to_owned(),
         r#"{"id_str":"52","user":{"id_str":"7"},"text":"RT","retweeted_status":{"id_str":"51","user":{"id_str":"8"},"text":"quoting too","quoted_status_id_str":"20","quoted_status":{"id_str":"20","user":{"id_str":"2"},"text":"purged-words-beta"}}}"#.to_owned(),
         r#"{"data":{"id":"60","author_id":"6","text":"v2 quoting","referenced_tweets":[{"type":"quoted","id":"10"}]},"includes":{"tweets":[{"id":"10","author_id":"1","text":"deleted-words-alpha"}]}}"#.to_owned(),
+        // And a quote of the geo-scrubbed post, carrying its coordinates.
+        r#"{"id_str":"56","user":{"id_str":"6"},"text":"quoting geo","quoted_status_id_str":"30","quoted_status":{"id_str":"30","user":{"id_str":"3"},"text":"here","coordinates":{"type":"Point","coordinates":[8.654321,47.123456]},"place":{"full_name":"Scrubbedville"}}}"#.to_owned(),
     ];
     // Neighbours on the same pages, as in any archive.
     lines.extend((100..400).map(|i| post(i, 9)));
@@ -84,7 +86,7 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
     // A quote of the deleted post imported after its delete.
     s.import(&[r#"{"id_str":"54","user":{"id_str":"6"},"text":"late quote","quoted_status_id_str":"10","quoted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deleted-words-alpha"}}"#.to_owned()]);
     let shown = s.export_ids(None);
-    for kept in [30, 40, 50, 51, 52, 54, 60] {
+    for kept in [30, 40, 50, 51, 52, 54, 56, 60] {
         assert!(shown.contains(&kept), "{kept} is kept: {shown:?}");
     }
     assert!(!shown.contains(&10) && !shown.contains(&12) && !shown.contains(&20), "{shown:?}");

@@ -191,8 +191,9 @@ fn the_move_to_version_2_stores_and_lists_what_stored_posts_embed() {
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn the_move_to_version_5_takes_copies_of_deleted_posts_out_of_their_carriers() {
-    // A version 4 store: quote 300 carries 100 (deleted, its row removed)
-    // and quote 301 carries 101; nothing lists the carriers.
+    // A version 4 store: quote 300 carries 100 (deleted, its row removed),
+    // quote 301 carries 101, and retweet 303 carries 102, whose author
+    // scrubbed its geo; nothing lists the carriers.
     let schema = PgSchema::new();
     PostgresStore::create_at_version(&schema.url(), 4).unwrap();
     let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
@@ -200,8 +201,11 @@ fn the_move_to_version_5_takes_copies_of_deleted_posts_out_of_their_carriers() {
         r#"INSERT INTO posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json) VALUES
            (300, 3, NULL, 100, false, 1, '100', '{"id_str":"300","user":{"id_str":"3"},"quoted_status_id_str":"100","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"GONE100"}}'),
            (301, 3, NULL, 101, false, 1, '101', '{"id_str":"301","user":{"id_str":"3"},"quoted_status_id_str":"101","quoted_status":{"id_str":"101","user":{"id_str":"1"},"text":"KEPT101"}}'),
-           (101, 1, NULL, NULL, false, 2, NULL, '{"id_str":"101","user":{"id_str":"1"},"text":"KEPT101"}');
-           INSERT INTO tombstones VALUES (100, 1);"#,
+           (101, 1, NULL, NULL, false, 2, NULL, '{"id_str":"101","user":{"id_str":"1"},"text":"KEPT101"}'),
+           (102, 2, NULL, NULL, false, 2, NULL, '{"id_str":"102","user":{"id_str":"2"},"text":"here"}'),
+           (303, 3, 102, NULL, false, 1, '102', '{"id_str":"303","user":{"id_str":"3"},"retweeted_status":{"id_str":"102","user":{"id_str":"2"},"text":"here","place":{"full_name":"PLACE102"}}}');
+           INSERT INTO tombstones VALUES (100, 1);
+           INSERT INTO user_state (id, scrub_up_to) VALUES (2, 102);"#,
     )
     .unwrap();
     let holding = |c: &mut postgres::Client, words: &str| -> Vec<i64> {
@@ -215,6 +219,8 @@ fn the_move_to_version_5_takes_copies_of_deleted_posts_out_of_their_carriers() {
     assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(holding(&mut c, "GONE100"), Vec::<i64>::new());
     assert_eq!(holding(&mut c, "KEPT101"), vec![101, 301]);
+    assert_eq!(holding(&mut c, "PLACE102"), Vec::<i64>::new(), "a scrubbed retweeted original's place");
+    assert_eq!(holding(&mut c, "here"), vec![102, 303]);
     // 101's carrier is listed now: its delete takes the copy out too.
     let delete =
         r#"{"delete":{"status":{"id":101,"id_str":"101","user_id":1,"user_id_str":"1"},"timestamp_ms":"1000"}}"#;

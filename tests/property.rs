@@ -14,8 +14,9 @@
 //! a marker found in an exported line.
 //!
 //! Nor does the store itself keep the words of a post that became a
-//! tombstone (deleted, retweeting a deleted post, or its author purged):
-//! every stored post's JSON is searched for them, copies included.
+//! tombstone (deleted, retweeting a deleted post, or its author purged), or
+//! a place its author scrubbed: every stored post's JSON is searched for
+//! them, copies included.
 //!
 //! Toggle events get distinct event times: with equal times the rules let the
 //! later arrival win, which is order-dependent by definition.
@@ -373,12 +374,15 @@ fn final_export(at: &Place, data: &Dataset, b: Build) -> Result<Vec<String>, Tes
         import(store.as_mut(), b.lines, b.import_chunk, now);
     }
     store.maintain(now, usize::MAX).unwrap();
-    let gone: Vec<String> = data
-        .posts
-        .iter()
-        .filter(|p| store.facts(p.id).unwrap().post.tombstone)
-        .map(|p| format!("TXT-{}-END", p.id))
-        .collect();
+    let mut gone: Vec<String> = Vec::new();
+    for p in &data.posts {
+        if store.facts(p.id).unwrap().post.tombstone {
+            gone.push(format!("TXT-{}-END", p.id));
+        }
+        if p.geo && store.user_state(p.author).unwrap().geo_scrubbed(p.id) {
+            gone.push(format!("PLACE-{}-END", p.id));
+        }
+    }
     let mut kept_gone = Vec::new();
     store
         .scan(&mut |row| {
@@ -388,7 +392,7 @@ fn final_export(at: &Place, data: &Dataset, b: Build) -> Result<Vec<String>, Tes
         })
         .unwrap();
     if !kept_gone.is_empty() {
-        return Err(TestCaseError::fail(format!("{}: a tombstone's words are stored: {kept_gone:?}", b.name)));
+        return Err(TestCaseError::fail(format!("{}: withdrawn content is stored: {kept_gone:?}", b.name)));
     }
     let mut out = Vec::new();
     for cc in [None, Some("DE"), Some("US")] {

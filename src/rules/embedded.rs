@@ -9,8 +9,8 @@
 //!
 //! [`filter`] applies a [`Judge`]'s verdicts to a parsed post; [`Facts`]
 //! judges from what the store looked up for a batch of posts. The one
-//! verdict written to the store is a tombstone's ([`without_copies_of`]):
-//! the states that can be undone are judged on every read.
+//! verdicts written to the store are those that never change
+//! ([`Withdrawn`]): the states that can be undone are judged on every read.
 
 use super::user::UserState;
 use super::visibility::{self, own_rules_allow, visible, PostView};
@@ -225,15 +225,28 @@ fn filter_v2(obj: &mut Map<String, Value>, judge: &dyn Judge) -> bool {
     changed
 }
 
-/// Judges by tombstones alone: a tombstone's copy is hidden, everything
-/// else stays. A tombstone never comes back (delete, its cascade, a purge),
-/// so this verdict, unlike a country's, may be written to the store.
-pub struct Tombstones<'a>(pub &'a HashSet<Id>);
+/// What never comes back, judged for the stored JSON: a tombstone's copy is
+/// hidden (delete, its cascade, a purge), a copy whose author scrubbed its
+/// geo loses it (a `scrub_geo` is never undone); everything else stays.
+/// Unlike a country's verdicts, these may be written to the store.
+#[derive(Default)]
+pub struct Withdrawn {
+    pub tombstones: HashSet<Id>,
+    pub scrubbed: HashSet<Id>,
+}
 
-impl Judge for Tombstones<'_> {
+impl Withdrawn {
+    fn touches(&self, id: &Id) -> bool {
+        self.tombstones.contains(id) || self.scrubbed.contains(id)
+    }
+}
+
+impl Judge for Withdrawn {
     fn post(&self, id: Id) -> Verdict {
-        if self.0.contains(&id) {
+        if self.tombstones.contains(&id) {
             Verdict::Hide
+        } else if self.scrubbed.contains(&id) {
+            Verdict::ShowWithoutGeo
         } else {
             Verdict::Show
         }
@@ -244,25 +257,28 @@ impl Judge for Tombstones<'_> {
     }
 }
 
-/// The posts whose tombstones would change a stored post's JSON, from what
+/// The posts whose withdrawal would change a stored post's JSON, from what
 /// it `embeds`: the copies it carries, but the original it retweets (a
-/// retweet goes with its original) and unreadable ids. A store keeps these
-/// links to find the carriers when a post becomes a tombstone.
+/// retweet goes with its original, and its retweet link finds it when the
+/// original's geo is scrubbed) and unreadable ids. A store keeps these
+/// links to find the carriers when a post becomes a tombstone or its geo is
+/// scrubbed.
 pub fn tracked_copies(embeds: &Embeds, retweet_of: Option<Id>) -> impl Iterator<Item = Id> + '_ {
     embeds.posts.iter().copied().filter(move |id| *id != 0 && Some(*id) != retweet_of)
 }
 
-/// `post` without the copies it carries of the posts in `tombstones`, with
-/// its embedded ids listed anew; `None` when it carries none of them. Used
-/// where a post is saved (import) and where a post becomes a tombstone
-/// (maintenance), so that a withdrawn post's words leave the stored JSON of
-/// the posts that quote or include it, not only their answers.
-pub fn without_copies_of(post: &NewPost, tombstones: &HashSet<Id>) -> Option<NewPost> {
-    if !post.embeds.posts.iter().any(|id| tombstones.contains(id)) {
+/// `post` with [`Withdrawn`]'s verdicts applied to the copies it carries,
+/// its embedded ids listed anew; `None` when that changes nothing. Used
+/// where a post is saved (import) and where a post becomes a tombstone or
+/// its geo is scrubbed (maintenance), so that withdrawn words and places
+/// leave the stored JSON of the posts that quote or include them, not only
+/// their answers.
+pub fn without_withdrawn(post: &NewPost, withdrawn: &Withdrawn) -> Option<NewPost> {
+    if !post.embeds.posts.iter().any(|id| withdrawn.touches(id)) {
         return None;
     }
     let mut v: Value = serde_json::from_str(&post.json).ok()?;
-    if !filter(&mut v, &Tombstones(tombstones)) {
+    if !filter(&mut v, withdrawn) {
         return None;
     }
     let json = serde_json::to_string(&v).ok()?;
@@ -270,7 +286,7 @@ pub fn without_copies_of(post: &NewPost, tombstones: &HashSet<Id>) -> Option<New
     let embeds = match parse_post_line(&json).ok().and_then(|mut posts| posts.pop()) {
         Some(top) => top.embeds,
         None => Embeds {
-            posts: post.embeds.posts.iter().copied().filter(|id| !tombstones.contains(id)).collect(),
+            posts: post.embeds.posts.iter().copied().filter(|id| !withdrawn.tombstones.contains(id)).collect(),
             users: post.embeds.users.clone(),
         },
     };
@@ -362,14 +378,15 @@ mod tests {
     }
 
     #[test]
-    fn a_tombstones_copies_leave_its_carriers_and_their_embedded_ids() {
+    fn withdrawn_copies_leave_their_carriers_and_their_embedded_ids() {
         // 40 retweets quote 30, which quotes 20 (deleted); 50 is kept.
         let json = r#"{"id_str":"40","user":{"id_str":"4"},"retweeted_status":{"id_str":"30","user":{"id_str":"3"},"text":"q","quoted_status_id_str":"20","quoted_status":{"id_str":"20","user":{"id_str":"2"},"text":"gone words","quoted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deeper"}}}}"#;
         let post = parse_post_line(json).unwrap().pop().unwrap();
         assert_eq!(post.embeds.posts, vec![30, 20, 10]);
         assert_eq!(tracked_copies(&post.embeds, post.retweet_of).collect::<Vec<_>>(), vec![20, 10]);
-        assert_eq!(without_copies_of(&post, &HashSet::from([50])), None, "nothing it carries is a tombstone");
-        let kept = without_copies_of(&post, &HashSet::from([20])).unwrap();
+        let gone = |ids: &[Id]| Withdrawn { tombstones: ids.iter().copied().collect(), scrubbed: HashSet::new() };
+        assert_eq!(without_withdrawn(&post, &gone(&[50])), None, "nothing it carries is a tombstone");
+        let kept = without_withdrawn(&post, &gone(&[20])).unwrap();
         assert!(!kept.json.contains("gone words") && !kept.json.contains("deeper"), "{}", kept.json);
         assert!(kept.json.contains(r#""quoted_status_id_str":"20""#), "ids stay: {}", kept.json);
         assert_eq!(kept.embeds.posts, vec![30], "the copies inside the hidden one went with it");
@@ -377,8 +394,15 @@ mod tests {
         // v2: the included tweet goes, with the place only it referred to.
         let v2 = r#"{"data":{"id":"70","author_id":"7","text":"mine"},"includes":{"tweets":[{"id":"60","author_id":"6","text":"gone v2 words","geo":{"place_id":"p6"}}],"places":[{"id":"p6","full_name":"Gonetown"}]}}"#;
         let post = parse_post_line(v2).unwrap().pop().unwrap();
-        let kept = without_copies_of(&post, &HashSet::from([60])).unwrap();
+        let kept = without_withdrawn(&post, &gone(&[60])).unwrap();
         assert!(!kept.json.contains("gone v2 words") && !kept.json.contains("Gonetown"), "{}", kept.json);
         assert!(kept.embeds.posts.is_empty());
+        // A scrubbed author's copy stays, without its geo and the place only
+        // it referred to.
+        let scrubbed = Withdrawn { tombstones: HashSet::new(), scrubbed: [60].into() };
+        let kept = without_withdrawn(&post, &scrubbed).unwrap();
+        assert!(kept.json.contains("gone v2 words") && !kept.json.contains("Gonetown"), "{}", kept.json);
+        assert_eq!(kept.embeds.posts, vec![60]);
+        assert_eq!(without_withdrawn(&kept, &scrubbed), None, "once is enough");
     }
 }

@@ -6,7 +6,7 @@
 //! decides, and the store saves the plan: the same decisions on every
 //! backend.
 
-use super::embedded::without_copies_of;
+use super::embedded::{without_withdrawn, Withdrawn};
 use super::user::UserState;
 use crate::event::{Id, TimeMs};
 use crate::post::{strip_own_geo, without_any_geo, NewLike, NewPost};
@@ -44,8 +44,8 @@ pub struct Known<'a> {
 }
 
 /// Decides whether and how `p` is stored. A post's embedded copies of other
-/// posts are judged on every read ([`super::embedded`]); only the copies of
-/// tombstones are removed before it is stored ([`plan`]).
+/// posts are judged on every read ([`super::embedded`]); only what never
+/// comes back is removed from them before it is stored ([`plan`]).
 pub fn decide(p: &NewPost, k: &Known<'_>, now_ms: TimeMs) -> Decision {
     if k.tombstoned {
         return Decision::Refuse(Refusal::Tombstoned);
@@ -187,6 +187,14 @@ pub struct ImportPlan {
 /// carries them), each merged into what is stored or was planned before it.
 pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan {
     let none = UserState::default();
+    // What the batch's copies lose in the stored JSON: the copies of
+    // tombstones, and the geo of the posts whose author scrubbed it.
+    let scrubbed = posts
+        .iter()
+        .filter(|p| loaded.users.get(&p.author_id).is_some_and(|u| u.geo_scrubbed(p.id)))
+        .map(|p| p.id)
+        .collect();
+    let mut withdrawn = Withdrawn { tombstones: std::mem::take(&mut loaded.tombstones), scrubbed };
     let mut rows: HashMap<Id, NewPost> = HashMap::new();
     let mut tombstones: HashMap<Id, Refusal> = HashMap::new();
     let mut stats = ImportStats::default();
@@ -194,13 +202,13 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
         let current = rows.get(&p.id).or_else(|| loaded.rows.get(&p.id));
         let retweet_of = p.retweet_of.or_else(|| current.and_then(|c| c.retweet_of));
         let known = Known {
-            tombstoned: loaded.tombstones.contains(&p.id),
-            original_tombstoned: retweet_of.is_some_and(|q| loaded.tombstones.contains(&q)),
+            tombstoned: withdrawn.tombstones.contains(&p.id),
+            original_tombstoned: retweet_of.is_some_and(|q| withdrawn.tombstones.contains(&q)),
             author: loaded.users.get(&p.author_id).unwrap_or(&none),
         };
         match decide(p, &known, now_ms) {
             Decision::Refuse(why) => {
-                loaded.tombstones.insert(p.id);
+                withdrawn.tombstones.insert(p.id);
                 rows.remove(&p.id);
                 tombstones.entry(p.id).or_insert(why);
                 stats.refused += 1;
@@ -220,11 +228,11 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
                 // before its embedded ids were kept (schema 3) carries.
                 let listed = current.filter(|c| c.json == new.json).map(|c| merge(Some(c), new.clone()));
                 let listed = listed.as_ref().or(current);
-                // A tombstone's copies leave both forms before they are
+                // What is withdrawn leaves both forms before they are
                 // compared: the kept form is then the same whether the
-                // tombstone came before, between or after the imports.
-                let new = without_copies_of(&new, &loaded.tombstones).unwrap_or(new);
-                let stripped = listed.and_then(|c| without_copies_of(c, &loaded.tombstones));
+                // delete or scrub came before, between or after the imports.
+                let new = without_withdrawn(&new, &withdrawn).unwrap_or(new);
+                let stripped = listed.and_then(|c| without_withdrawn(c, &withdrawn));
                 let merged = merge(stripped.as_ref().or(listed), new);
                 if current != Some(&merged) {
                     rows.insert(p.id, merged);

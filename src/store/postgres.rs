@@ -425,7 +425,7 @@ impl PostgresStore {
         if (1..5).contains(&found) {
             let (links, rewritten) = link_copies(&mut Conn { tx: &mut tx, statements: &mut self.statements })?;
             if links > 0 {
-                tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 5: the posts carrying copies of others are listed, and copies of deleted posts were taken out of them");
+                tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 5: the posts carrying copies of others are listed, and what was withdrawn from those copies is taken out of them");
             }
         }
         tx.commit()?;
@@ -568,7 +568,7 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64, u64), 
             .collect(),
     );
     add_tombstones(c, &retweets, TOMBSTONE_CASCADE)?;
-    let rewritten = remove_copies(c, &sorted_unique([ids, &retweets].concat()))?;
+    let rewritten = remove_copies(c, &sorted_unique([ids, &retweets].concat()), &[])?;
     Ok((removed, retweets.len() as u64, rewritten))
 }
 
@@ -591,25 +591,29 @@ fn link_copies_of(c: &mut Conn<'_, '_>, posts: &[&NewPost]) -> Result<u64, Store
     )
 }
 
-/// Takes the copies of the tombstones `gone` (sorted) out of the stored
-/// posts that carry them (`embedded_in`), then drops those links: a
-/// tombstone's later carriers lose its copy at import. Returns how many
-/// posts were rewritten.
-fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64]) -> Result<u64, StoreError> {
-    if gone.is_empty() {
+/// Takes the copies of the tombstones `gone` (sorted), and the geo of the
+/// copies of the `scrubbed` posts, out of the stored posts that carry them
+/// (`embedded_in`, and the retweets of a scrubbed post), then drops the
+/// tombstones' links: their later carriers lose the copy at import. Returns
+/// how many posts were rewritten.
+fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64]) -> Result<u64, StoreError> {
+    if gone.is_empty() && scrubbed.is_empty() {
         return Ok(0);
     }
     let carriers = c.query(
         &format!(
             "SELECT {POST_COLS} FROM posts WHERE id IN (SELECT post_id FROM embedded_in WHERE embedded_id = ANY($1))
-             ORDER BY id"
+             OR retweet_of = ANY($2) ORDER BY id"
         ),
-        &[&gone],
+        &[&[gone, scrubbed].concat(), &scrubbed],
     )?;
-    let tombstones: HashSet<Id> = gone.iter().map(|k| id_of(*k)).collect();
+    let withdrawn = rules::embedded::Withdrawn {
+        tombstones: gone.iter().map(|k| id_of(*k)).collect(),
+        scrubbed: scrubbed.iter().map(|k| id_of(*k)).collect(),
+    };
     let (mut ids, mut embeds, mut jsons) = (Vec::new(), Vec::new(), Vec::new());
     for row in &carriers {
-        if let Some(p) = rules::embedded::without_copies_of(&post_from(row, 0)?, &tombstones) {
+        if let Some(p) = rules::embedded::without_withdrawn(&post_from(row, 0)?, &withdrawn) {
             ids.push(key(p.id));
             embeds.push(p.embeds.to_column());
             jsons.push(p.json);
@@ -627,9 +631,9 @@ fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64]) -> Result<u64, StoreError> 
 }
 
 /// Lists the carriers of copies from the embedded ids every stored post
-/// has, then takes the copies of posts already tombstones out of them: a
-/// store written before version 5 kept those words in the quoting posts'
-/// JSON (the move to schema 5). Returns (links made, posts rewritten).
+/// has, then takes out of them the copies of posts already tombstones and
+/// the geo of copies already scrubbed: a store written before version 5
+/// kept those in the carriers' JSON (the move to schema 5). Returns (links made, posts rewritten).
 fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
     let mut after = i64::MIN;
     let mut links = 0;
@@ -651,7 +655,19 @@ fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    Ok((links, remove_copies(c, &gone)?))
+    let scrubbed: Vec<i64> = c
+        .query(
+            "SELECT p.id, u.scrub_up_to FROM posts p JOIN user_state u ON u.id = p.author_id
+             WHERE u.scrub_up_to IS NOT NULL AND (p.id IN (SELECT embedded_id FROM embedded_in)
+               OR EXISTS (SELECT 1 FROM posts r WHERE r.retweet_of = p.id)) ORDER BY p.id",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
+        .filter(|(id, up_to)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
+        .map(|(id, _)| id)
+        .collect();
+    Ok((links, remove_copies(c, &gone, &scrubbed)?))
 }
 
 /// Writes posts none of which is stored yet (a stored one fails the COPY with
@@ -1193,8 +1209,8 @@ impl Store for PostgresStore {
                         .map(|r| (r.get(0), r.get(1)))
                         .filter(|(id, _)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
                         .collect();
-                    // The post's own geo; what it embeds of other posts is
-                    // judged on every read.
+                    // The post's own geo; its copies carried by other posts
+                    // below.
                     let (mut ids, mut jsons) = (Vec::new(), Vec::new());
                     for (id, json) in rows {
                         ids.push(id);
@@ -1206,6 +1222,13 @@ impl Store for PostgresStore {
                          WHERE p.id = u.id",
                         &[&ids, &jsons],
                     )?;
+                    let covered: Vec<i64> = c
+                        .query("SELECT id FROM posts WHERE author_id = $1 ORDER BY id", &[uid])?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .filter(|id| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
+                        .collect();
+                    stats.copies_removed += remove_copies(c, &[], &covered)?;
                 }
                 c.execute("DELETE FROM geo_scrub_pending WHERE user_id = $1", &[uid])?;
             }

@@ -479,9 +479,9 @@ impl SqliteStore {
     }
 
     /// Lists the carriers of copies ([`EMBEDDED_IN`]) from the embedded ids
-    /// every stored post has, then takes the copies of posts that are
-    /// already tombstones out of them: a store written before version 6
-    /// kept those words in the quoting posts' JSON. One transaction, so a
+    /// every stored post has, then takes out of them the copies of posts
+    /// that are already tombstones and the geo of copies already scrubbed:
+    /// a store written before version 6 kept those in the carriers' JSON. One transaction, so a
     /// run cut short leaves the store at version 5 and starts again.
     fn migrate_5_to_6(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -510,11 +510,23 @@ impl SqliteStore {
             )?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        let rewritten = remove_copies(&tx, &gone)?;
+        let scrubbed: Vec<i64> = tx
+            .prepare(
+                "SELECT p.id, u.scrub_up_to FROM main.posts p JOIN user.user_state u ON u.id = p.author_id
+                 WHERE u.scrub_up_to IS NOT NULL AND (p.id IN (SELECT embedded_id FROM main.embedded_in)
+                   OR EXISTS (SELECT 1 FROM main.posts r WHERE r.retweet_of = p.id))",
+            )?
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+            .filter_map(|r| match r {
+                Ok((id, up_to)) => rules::user::scrub_covers(id_of(up_to), id_of(id)).then_some(Ok(id)),
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()?;
+        let rewritten = remove_copies(&tx, &gone, &scrubbed)?;
         tx.pragma_update(Some(DatabaseName::Main), "user_version", 6)?;
         tx.commit()?;
         if links > 0 {
-            tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 6: the posts carrying copies of others are listed, and copies of deleted posts were taken out of them");
+            tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 6: the posts carrying copies of others are listed, and what was withdrawn from those copies is taken out of them");
         }
         Ok(())
     }
@@ -744,21 +756,22 @@ fn delete_posts(tx: &rusqlite::Transaction, ids: &[i64], retweets: &[i64]) -> Re
     }
     let mut gone = [ids, retweets].concat();
     gone.sort_unstable();
-    let rewritten = remove_copies(tx, &gone)?;
+    let rewritten = remove_copies(tx, &gone, &[])?;
     Ok((removed, cascaded, rewritten))
 }
 
 const LINK_COPY: &str = "INSERT OR IGNORE INTO main.embedded_in (embedded_id, post_id) VALUES (?1, ?2)";
 
-/// Takes the copies of the tombstones `gone` out of the stored posts that
-/// carry them ([`EMBEDDED_IN`]), then drops those links: a tombstone's
-/// later carriers lose its copy at import. Returns how many posts were
-/// rewritten.
-fn remove_copies(tx: &rusqlite::Transaction, gone: &[i64]) -> Result<u64, StoreError> {
-    let mut carriers = Vec::new();
+/// Takes the copies of the tombstones `gone`, and the geo of the copies of
+/// the `scrubbed` posts, out of the stored posts that carry them
+/// ([`EMBEDDED_IN`], and the retweets of a scrubbed post), then drops the
+/// tombstones' links: their later carriers lose the copy at import. Returns
+/// how many posts were rewritten.
+fn remove_copies(tx: &rusqlite::Transaction, gone: &[i64], scrubbed: &[i64]) -> Result<u64, StoreError> {
+    let mut carriers = retweets_of(tx, scrubbed)?;
     {
         let mut st = tx.prepare_cached("SELECT post_id FROM main.embedded_in WHERE embedded_id = ?1")?;
-        for id in gone {
+        for id in gone.iter().chain(scrubbed) {
             for c in st.query_map([id], |r| r.get::<_, i64>(0))? {
                 carriers.push(c?);
             }
@@ -769,7 +782,10 @@ fn remove_copies(tx: &rusqlite::Transaction, gone: &[i64]) -> Result<u64, StoreE
     }
     carriers.sort_unstable();
     carriers.dedup();
-    let tombstones: HashSet<Id> = gone.iter().map(|k| id_of(*k)).collect();
+    let withdrawn = rules::embedded::Withdrawn {
+        tombstones: gone.iter().map(|k| id_of(*k)).collect(),
+        scrubbed: scrubbed.iter().map(|k| id_of(*k)).collect(),
+    };
     let mut rewritten = 0;
     let mut read = tx.prepare_cached(&format!("SELECT {POST_COLS} FROM main.posts WHERE id = ?1"))?;
     let mut write = tx.prepare_cached("UPDATE main.posts SET embeds = ?2, json = ?3 WHERE id = ?1")?;
@@ -777,7 +793,7 @@ fn remove_copies(tx: &rusqlite::Transaction, gone: &[i64]) -> Result<u64, StoreE
         let Some(post) = read.query([c])?.next()?.map(|row| post_from(row, 0)).transpose()? else {
             continue;
         };
-        if let Some(p) = rules::embedded::without_copies_of(&post, &tombstones) {
+        if let Some(p) = rules::embedded::without_withdrawn(&post, &withdrawn) {
             write.execute(params![c, p.embeds.to_column(), p.json])?;
             rewritten += 1;
         }
@@ -1209,13 +1225,19 @@ impl Store for SqliteStore {
                     if !rules::user::scrub_covers(id_of(up_to), id_of(id)) {
                         continue;
                     }
-                    // The post's own geo; what it embeds of other posts is
-                    // judged on every read.
+                    // The post's own geo; its copies carried by other posts
+                    // below.
                     let stripped = strip_own_geo(&json);
                     tx.prepare_cached("UPDATE main.posts SET json = ?2, has_geo = 0 WHERE id = ?1")?
                         .execute(params![id, stripped])?;
                     stats.posts_geo_scrubbed += 1;
                 }
+                let covered: Vec<i64> = tx
+                    .prepare_cached("SELECT id FROM main.posts WHERE author_id = ?1")?
+                    .query_map([uid], |r| r.get(0))?
+                    .filter(|id| id.as_ref().map_or(true, |id| rules::user::scrub_covers(id_of(up_to), id_of(*id))))
+                    .collect::<Result<_, _>>()?;
+                stats.copies_removed += remove_copies(&tx, &[], &covered)?;
             }
             tx.commit()?;
             let tx = write_tx(&mut self.conn, "user")?;
@@ -1674,15 +1696,17 @@ mod tests {
         let path = dir.path().join("s.db");
         let path = path.to_str().unwrap();
         // A version 5 store: quote 300 carries 100 (deleted, its row
-        // removed) and 101 (kept); nothing lists the carriers.
+        // removed), quote 301 carries 101 (kept), and retweet 303 carries
+        // 102, whose author scrubbed its geo; nothing lists the carriers.
         let quote = |id: u64, of: u64, words: &str| {
             format!(
                 r#"{{"id_str":"{id}","user":{{"id_str":"3"}},"quoted_status_id_str":"{of}","quoted_status":{{"id_str":"{of}","user":{{"id_str":"1"}},"text":"{words}"}}}}"#
             )
         };
+        let retweet = r#"{"id_str":"303","user":{"id_str":"3"},"retweeted_status":{"id_str":"102","user":{"id_str":"2"},"text":"here","place":{"full_name":"PLACE102"}}}"#;
         {
             let mut s = SqliteStore::open(path).unwrap();
-            let posts: Vec<NewPost> = [quote(300, 100, "GONE100"), quote(301, 101, "KEPT101")]
+            let posts: Vec<NewPost> = [quote(300, 100, "GONE100"), quote(301, 101, "KEPT101"), retweet.to_owned()]
                 .iter()
                 .flat_map(|l| crate::post::parse_post_line(l).unwrap())
                 .collect();
@@ -1690,7 +1714,10 @@ mod tests {
             s.conn
                 .execute_batch(
                     "DROP TABLE main.embedded_in; DELETE FROM main.posts WHERE id = 100;
-                     INSERT INTO status.tombstones VALUES (100, 1); PRAGMA main.user_version = 5;",
+                     INSERT INTO status.tombstones VALUES (100, 1);
+                     INSERT INTO user.user_state (id, scrub_up_to) VALUES (2, 102);
+                     UPDATE main.posts SET json = '{}', has_geo = 0 WHERE id = 102;
+                     PRAGMA main.user_version = 5;",
                 )
                 .unwrap();
         }
@@ -1701,6 +1728,7 @@ mod tests {
         };
         assert!(!json(&s, 300).contains("GONE100"), "{}", json(&s, 300));
         assert!(json(&s, 301).contains("KEPT101"));
+        assert!(!json(&s, 303).contains("PLACE102") && json(&s, 303).contains("here"), "{}", json(&s, 303));
         // 101's carrier is listed now: its delete takes the copy out too.
         s.apply_status(&StatusEvents::from(vec![delete(101)]), &[]).unwrap();
         let m = s.maintain(0, 100).unwrap();
