@@ -600,13 +600,22 @@ fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64]) -> Result
     if gone.is_empty() && scrubbed.is_empty() {
         return Ok(0);
     }
-    let carriers = c.query(
-        &format!(
-            "SELECT {POST_COLS} FROM posts WHERE id IN (SELECT post_id FROM embedded_in WHERE embedded_id = ANY($1))
-             OR retweet_of = ANY($2) ORDER BY id"
-        ),
-        &[&[gone, scrubbed].concat(), &scrubbed],
-    )?;
+    // The carriers' ids first, each set by its own index: one query with
+    // `id IN (..) OR retweet_of = ANY(..)` walked the whole table.
+    let carrier_ids: Vec<i64> = c
+        .query(
+            "SELECT post_id FROM embedded_in WHERE embedded_id = ANY($1)
+             UNION SELECT id FROM posts WHERE retweet_of = ANY($2)",
+            &[&[gone, scrubbed].concat(), &scrubbed],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if carrier_ids.is_empty() {
+        return Ok(0);
+    }
+    let carriers =
+        c.query(&format!("SELECT {POST_COLS} FROM posts WHERE id = ANY($1) ORDER BY id"), &[&carrier_ids])?;
     let withdrawn = rules::embedded::Withdrawn {
         tombstones: gone.iter().map(|k| id_of(*k)).collect(),
         scrubbed: scrubbed.iter().map(|k| id_of(*k)).collect(),
@@ -1197,24 +1206,30 @@ impl Store for PostgresStore {
                 .iter()
                 .map(|r| (r.get(0), r.get(1)))
                 .collect();
+            // Every covered post of the pass, whose copies lose their geo at
+            // the end (one look-up of their carriers, not one per user).
+            let mut covered = Vec::new();
             for (i, (uid, up_to)) in pending.iter().enumerate() {
                 if i >= max_users {
                     stats.pending += 1;
                     break;
                 }
                 if let Some(up_to) = up_to {
-                    let rows: Vec<(i64, String)> = c
-                        .query("SELECT id, json FROM posts WHERE author_id = $1 AND has_geo", &[uid])?
+                    // The author's posts, with the JSON of those with geo.
+                    let rows: Vec<(i64, Option<String>)> = c
+                        .query("SELECT id, CASE WHEN has_geo THEN json END FROM posts WHERE author_id = $1", &[uid])?
                         .iter()
                         .map(|r| (r.get(0), r.get(1)))
                         .filter(|(id, _)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
                         .collect();
-                    // The post's own geo; its copies carried by other posts
-                    // below.
+                    // The post's own geo.
                     let (mut ids, mut jsons) = (Vec::new(), Vec::new());
                     for (id, json) in rows {
-                        ids.push(id);
-                        jsons.push(strip_own_geo(&json));
+                        covered.push(id);
+                        if let Some(json) = json {
+                            ids.push(id);
+                            jsons.push(strip_own_geo(&json));
+                        }
                     }
                     stats.posts_geo_scrubbed += ids.len() as u64;
                     c.execute(
@@ -1222,16 +1237,10 @@ impl Store for PostgresStore {
                          WHERE p.id = u.id",
                         &[&ids, &jsons],
                     )?;
-                    let covered: Vec<i64> = c
-                        .query("SELECT id FROM posts WHERE author_id = $1 ORDER BY id", &[uid])?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .filter(|id| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
-                        .collect();
-                    stats.copies_removed += remove_copies(c, &[], &covered)?;
                 }
                 c.execute("DELETE FROM geo_scrub_pending WHERE user_id = $1", &[uid])?;
             }
+            stats.copies_removed += remove_copies(c, &[], &sorted_unique(covered))?;
             Ok(stats)
         })
     }
