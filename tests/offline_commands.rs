@@ -76,6 +76,8 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
         r#"{"id_str":"50","user":{"id_str":"6"},"text":"quoting","quoted_status_id_str":"10","quoted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deleted-words-alpha"}}"#.to_owned(),
         r#"{"id_str":"52","user":{"id_str":"7"},"text":"RT","retweeted_status":{"id_str":"51","user":{"id_str":"8"},"text":"quoting too","quoted_status_id_str":"20","quoted_status":{"id_str":"20","user":{"id_str":"2"},"text":"purged-words-beta"}}}"#.to_owned(),
         r#"{"data":{"id":"60","author_id":"6","text":"v2 quoting","referenced_tweets":[{"type":"quoted","id":"10"}]},"includes":{"tweets":[{"id":"10","author_id":"1","text":"deleted-words-alpha"}]}}"#.to_owned(),
+        // A v2 post carrying the purged user's profile.
+        r#"{"data":{"id":"62","author_id":"6","text":"hello @two"},"includes":{"users":[{"id":"2","name":"purged-profile-delta"},{"id":"6","name":"kept-profile-epsilon"}]}}"#.to_owned(),
         // And a quote of the geo-scrubbed post, carrying its coordinates.
         r#"{"id_str":"56","user":{"id_str":"6"},"text":"quoting geo","quoted_status_id_str":"30","quoted_status":{"id_str":"30","user":{"id_str":"3"},"text":"here","coordinates":{"type":"Point","coordinates":[8.654321,47.123456]},"place":{"full_name":"Scrubbedville"}}}"#.to_owned(),
     ];
@@ -86,14 +88,16 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
     // A quote of the deleted post imported after its delete.
     s.import(&[r#"{"id_str":"54","user":{"id_str":"6"},"text":"late quote","quoted_status_id_str":"10","quoted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deleted-words-alpha"}}"#.to_owned()]);
     let shown = s.export_ids(None);
-    for kept in [30, 40, 50, 51, 52, 54, 56, 60] {
+    for kept in [30, 40, 50, 51, 52, 54, 56, 60, 62] {
         assert!(shown.contains(&kept), "{kept} is kept: {shown:?}");
     }
     assert!(!shown.contains(&10) && !shown.contains(&12) && !shown.contains(&20), "{shown:?}");
     let holds = |words: &str| files_holding(s.dir.path(), "store.db", words);
     assert_eq!(holds("late quote").len(), 1, "the search reads the posts' file");
+    assert_eq!(holds("kept-profile-epsilon").len(), 1);
     assert_eq!(holds("kept-words-gamma").len(), 1, "the search reads the posts' file");
-    for withdrawn in ["deleted-words-alpha", "purged-words-beta", "Scrubbedville", "47.123456"] {
+    for withdrawn in ["deleted-words-alpha", "purged-words-beta", "purged-profile-delta", "Scrubbedville", "47.123456"]
+    {
         let found = holds(withdrawn);
         assert!(found.is_empty(), "{withdrawn:?} is still in {found:?}");
     }

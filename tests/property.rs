@@ -14,9 +14,9 @@
 //! a marker found in an exported line.
 //!
 //! Nor does the store itself keep the words of a post that became a
-//! tombstone (deleted, retweeting a deleted post, or its author purged), or
-//! a place its author scrubbed: every stored post's JSON is searched for
-//! them, copies included.
+//! tombstone (deleted, retweeting a deleted post, or its author purged), a
+//! place its author scrubbed, or a purged user's profile: every stored
+//! post's JSON is searched for them, copies included.
 //!
 //! Toggle events get distinct event times: with equal times the rules let the
 //! later arrival win, which is order-dependent by definition.
@@ -381,6 +381,11 @@ fn final_export(at: &Place, data: &Dataset, b: Build) -> Result<Vec<String>, Tes
         }
         if p.geo && store.user_state(p.author).unwrap().geo_scrubbed(p.id) {
             gone.push(format!("PLACE-{}-END", p.id));
+        }
+    }
+    for user in 1..=USERS {
+        if store.user_state(user).unwrap().is_purged(now) {
+            gone.push(format!("NAME-{user}-END"));
         }
     }
     let mut kept_gone = Vec::new();

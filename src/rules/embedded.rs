@@ -227,17 +227,20 @@ fn filter_v2(obj: &mut Map<String, Value>, judge: &dyn Judge) -> bool {
 
 /// What never comes back, judged for the stored JSON: a tombstone's copy is
 /// hidden (delete, its cascade, a purge), a copy whose author scrubbed its
-/// geo loses it (a `scrub_geo` is never undone); everything else stays.
-/// Unlike a country's verdicts, these may be written to the store.
+/// geo loses it (a `scrub_geo` is never undone), a purged user's
+/// `includes.users` entry goes; everything else stays. Unlike a country's
+/// verdicts, these may be written to the store.
 #[derive(Default)]
 pub struct Withdrawn {
     pub tombstones: HashSet<Id>,
     pub scrubbed: HashSet<Id>,
+    pub purged_users: HashSet<Id>,
 }
 
 impl Withdrawn {
-    fn touches(&self, id: &Id) -> bool {
-        self.tombstones.contains(id) || self.scrubbed.contains(id)
+    fn touches(&self, embeds: &Embeds) -> bool {
+        embeds.posts.iter().any(|id| self.tombstones.contains(id) || self.scrubbed.contains(id))
+            || embeds.users.iter().any(|id| self.purged_users.contains(id))
     }
 }
 
@@ -252,8 +255,8 @@ impl Judge for Withdrawn {
         }
     }
 
-    fn user(&self, _id: Id) -> bool {
-        true
+    fn user(&self, id: Id) -> bool {
+        !self.purged_users.contains(&id)
     }
 }
 
@@ -267,6 +270,12 @@ pub fn tracked_copies(embeds: &Embeds, retweet_of: Option<Id>) -> impl Iterator<
     embeds.posts.iter().copied().filter(move |id| *id != 0 && Some(*id) != retweet_of)
 }
 
+/// The users whose purge would change a stored post's JSON: those it carries
+/// (v2 `includes.users`), but unreadable ids.
+pub fn tracked_users(embeds: &Embeds) -> impl Iterator<Item = Id> + '_ {
+    embeds.users.iter().copied().filter(|id| *id != 0)
+}
+
 /// `post` with [`Withdrawn`]'s verdicts applied to the copies it carries,
 /// its embedded ids listed anew; `None` when that changes nothing. Used
 /// where a post is saved (import) and where a post becomes a tombstone or
@@ -274,7 +283,7 @@ pub fn tracked_copies(embeds: &Embeds, retweet_of: Option<Id>) -> impl Iterator<
 /// leave the stored JSON of the posts that quote or include them, not only
 /// their answers.
 pub fn without_withdrawn(post: &NewPost, withdrawn: &Withdrawn) -> Option<NewPost> {
-    if !post.embeds.posts.iter().any(|id| withdrawn.touches(id)) {
+    if !withdrawn.touches(&post.embeds) {
         return None;
     }
     let mut v: Value = serde_json::from_str(&post.json).ok()?;
@@ -287,7 +296,7 @@ pub fn without_withdrawn(post: &NewPost, withdrawn: &Withdrawn) -> Option<NewPos
         Some(top) => top.embeds,
         None => Embeds {
             posts: post.embeds.posts.iter().copied().filter(|id| !withdrawn.tombstones.contains(id)).collect(),
-            users: post.embeds.users.clone(),
+            users: post.embeds.users.iter().copied().filter(|id| !withdrawn.purged_users.contains(id)).collect(),
         },
     };
     Some(NewPost { json, embeds, ..post.clone() })
@@ -384,7 +393,7 @@ mod tests {
         let post = parse_post_line(json).unwrap().pop().unwrap();
         assert_eq!(post.embeds.posts, vec![30, 20, 10]);
         assert_eq!(tracked_copies(&post.embeds, post.retweet_of).collect::<Vec<_>>(), vec![20, 10]);
-        let gone = |ids: &[Id]| Withdrawn { tombstones: ids.iter().copied().collect(), scrubbed: HashSet::new() };
+        let gone = |ids: &[Id]| Withdrawn { tombstones: ids.iter().copied().collect(), ..Withdrawn::default() };
         assert_eq!(without_withdrawn(&post, &gone(&[50])), None, "nothing it carries is a tombstone");
         let kept = without_withdrawn(&post, &gone(&[20])).unwrap();
         assert!(!kept.json.contains("gone words") && !kept.json.contains("deeper"), "{}", kept.json);
@@ -399,10 +408,17 @@ mod tests {
         assert!(kept.embeds.posts.is_empty());
         // A scrubbed author's copy stays, without its geo and the place only
         // it referred to.
-        let scrubbed = Withdrawn { tombstones: HashSet::new(), scrubbed: [60].into() };
+        let scrubbed = Withdrawn { scrubbed: [60].into(), ..Withdrawn::default() };
         let kept = without_withdrawn(&post, &scrubbed).unwrap();
         assert!(kept.json.contains("gone v2 words") && !kept.json.contains("Gonetown"), "{}", kept.json);
         assert_eq!(kept.embeds.posts, vec![60]);
         assert_eq!(without_withdrawn(&kept, &scrubbed), None, "once is enough");
+        // A purged user's profile goes; the others stay.
+        let v2 = r#"{"data":{"id":"80","author_id":"8","text":"hi @a @b"},"includes":{"users":[{"id":"5","name":"purged profile"},{"id":"6","name":"kept profile"}]}}"#;
+        let post = parse_post_line(v2).unwrap().pop().unwrap();
+        assert_eq!(tracked_users(&post.embeds).collect::<Vec<_>>(), vec![5, 6]);
+        let kept = without_withdrawn(&post, &Withdrawn { purged_users: [5].into(), ..Withdrawn::default() }).unwrap();
+        assert!(!kept.json.contains("purged profile") && kept.json.contains("kept profile"), "{}", kept.json);
+        assert_eq!(kept.embeds.users, vec![6]);
     }
 }

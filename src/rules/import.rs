@@ -131,9 +131,10 @@ impl Loaded {
         )
     }
 
-    /// The authors whose state a batch needs.
+    /// The users whose state a batch needs: its authors, and the users its
+    /// posts carry (v2 `includes.users`).
     pub fn user_ids(posts: &[NewPost]) -> Vec<Id> {
-        sorted(posts.iter().map(|p| p.author_id))
+        sorted(posts.iter().flat_map(|p| std::iter::once(p.author_id).chain(p.embeds.users.iter().copied())))
     }
 }
 
@@ -188,13 +189,15 @@ pub struct ImportPlan {
 pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan {
     let none = UserState::default();
     // What the batch's copies lose in the stored JSON: the copies of
-    // tombstones, and the geo of the posts whose author scrubbed it.
+    // tombstones, the geo of the posts whose author scrubbed it, the
+    // profiles of purged users.
     let scrubbed = posts
         .iter()
         .filter(|p| loaded.users.get(&p.author_id).is_some_and(|u| u.geo_scrubbed(p.id)))
         .map(|p| p.id)
         .collect();
-    let mut withdrawn = Withdrawn { tombstones: std::mem::take(&mut loaded.tombstones), scrubbed };
+    let purged_users = loaded.users.iter().filter(|(_, u)| u.is_purged(now_ms)).map(|(id, _)| *id).collect();
+    let mut withdrawn = Withdrawn { tombstones: std::mem::take(&mut loaded.tombstones), scrubbed, purged_users };
     let mut rows: HashMap<Id, NewPost> = HashMap::new();
     let mut tombstones: HashMap<Id, Refusal> = HashMap::new();
     let mut stats = ImportStats::default();

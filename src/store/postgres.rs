@@ -120,7 +120,8 @@ const MIGRATIONS: [&str; 5] = [
         result_lines bigint, note text NOT NULL
     );
     ",
-    // 4 -> 5: which stored post carries a copy of which other post (see
+    // 4 -> 5: which stored post carries a copy of which other post, and
+    // which carries which user's profile (v2 `includes.users`; see
     // `remove_copies`; a link may outlive its carrier or its copy, and
     // whoever follows it then finds nothing to remove).
     "
@@ -128,6 +129,11 @@ const MIGRATIONS: [&str; 5] = [
         embedded_id bigint NOT NULL,
         post_id     bigint NOT NULL,
         PRIMARY KEY (embedded_id, post_id)
+    );
+    CREATE TABLE embedded_users (
+        user_id bigint NOT NULL,
+        post_id bigint NOT NULL,
+        PRIMARY KEY (user_id, post_id)
     );
     ",
 ];
@@ -568,36 +574,50 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64, u64), 
             .collect(),
     );
     add_tombstones(c, &retweets, TOMBSTONE_CASCADE)?;
-    let rewritten = remove_copies(c, &sorted_unique([ids, &retweets].concat()), &[])?;
+    let rewritten = remove_copies(c, &sorted_unique([ids, &retweets].concat()), &[], &[])?;
     Ok((removed, retweets.len() as u64, rewritten))
 }
 
-/// Links each of `posts` to the copies it carries (`embedded_in`).
+/// Links each of `posts` to the copies and the profiles it carries
+/// (`embedded_in`, `embedded_users`).
 fn link_copies_of(c: &mut Conn<'_, '_>, posts: &[&NewPost]) -> Result<u64, StoreError> {
-    let mut pairs: Vec<(i64, i64)> = posts
-        .iter()
-        .flat_map(|p| rules::embedded::tracked_copies(&p.embeds, p.retweet_of).map(|e| (key(e), key(p.id))))
-        .collect();
-    if pairs.is_empty() {
-        return Ok(0);
+    let mut links = 0;
+    for (table, pairs) in [
+        (
+            "embedded_in (embedded_id, post_id)",
+            posts
+                .iter()
+                .flat_map(|p| rules::embedded::tracked_copies(&p.embeds, p.retweet_of).map(|e| (key(e), key(p.id))))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "embedded_users (user_id, post_id)",
+            posts.iter().flat_map(|p| rules::embedded::tracked_users(&p.embeds).map(|u| (key(u), key(p.id)))).collect(),
+        ),
+    ] {
+        if pairs.is_empty() {
+            continue;
+        }
+        let mut pairs = pairs;
+        pairs.sort_unstable();
+        pairs.dedup();
+        let (es, ps): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
+        links += c.execute(
+            &format!("INSERT INTO {table} SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING"),
+            &[&es, &ps],
+        )?;
     }
-    pairs.sort_unstable();
-    pairs.dedup();
-    let (es, ps): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
-    c.execute(
-        "INSERT INTO embedded_in (embedded_id, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[])
-         ON CONFLICT DO NOTHING",
-        &[&es, &ps],
-    )
+    Ok(links)
 }
 
-/// Takes the copies of the tombstones `gone` (sorted), and the geo of the
-/// copies of the `scrubbed` posts, out of the stored posts that carry them
-/// (`embedded_in`, and the retweets of a scrubbed post), then drops the
-/// tombstones' links: their later carriers lose the copy at import. Returns
-/// how many posts were rewritten.
-fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64]) -> Result<u64, StoreError> {
-    if gone.is_empty() && scrubbed.is_empty() {
+/// Takes the copies of the tombstones `gone` (sorted), the geo of the
+/// copies of the `scrubbed` posts and the profiles of the `purged` users
+/// out of the stored posts that carry them (`embedded_in`,
+/// `embedded_users`, and the retweets of a scrubbed post), then drops the
+/// links of the tombstones and purged users: their later carriers lose them
+/// at import. Returns how many posts were rewritten.
+fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64], purged: &[i64]) -> Result<u64, StoreError> {
+    if gone.is_empty() && scrubbed.is_empty() && purged.is_empty() {
         return Ok(0);
     }
     // The carriers' ids first, each set by its own index: one query with
@@ -605,8 +625,9 @@ fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64]) -> Result
     let carrier_ids: Vec<i64> = c
         .query(
             "SELECT post_id FROM embedded_in WHERE embedded_id = ANY($1)
-             UNION SELECT id FROM posts WHERE retweet_of = ANY($2)",
-            &[&[gone, scrubbed].concat(), &scrubbed],
+             UNION SELECT id FROM posts WHERE retweet_of = ANY($2)
+             UNION SELECT post_id FROM embedded_users WHERE user_id = ANY($3)",
+            &[&[gone, scrubbed].concat(), &scrubbed, &purged],
         )?
         .iter()
         .map(|r| r.get(0))
@@ -619,6 +640,7 @@ fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64]) -> Result
     let withdrawn = rules::embedded::Withdrawn {
         tombstones: gone.iter().map(|k| id_of(*k)).collect(),
         scrubbed: scrubbed.iter().map(|k| id_of(*k)).collect(),
+        purged_users: purged.iter().map(|k| id_of(*k)).collect(),
     };
     let (mut ids, mut embeds, mut jsons) = (Vec::new(), Vec::new(), Vec::new());
     for row in &carriers {
@@ -636,13 +658,15 @@ fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64]) -> Result
         )?;
     }
     c.execute("DELETE FROM embedded_in WHERE embedded_id = ANY($1)", &[&gone])?;
+    c.execute("DELETE FROM embedded_users WHERE user_id = ANY($1)", &[&purged])?;
     Ok(ids.len() as u64)
 }
 
 /// Lists the carriers of copies from the embedded ids every stored post
-/// has, then takes out of them the copies of posts already tombstones and
-/// the geo of copies already scrubbed: a store written before version 5
-/// kept those in the carriers' JSON (the move to schema 5). Returns (links made, posts rewritten).
+/// has, then takes out of them the copies of posts already tombstones, the
+/// geo of copies already scrubbed and the profiles of users already purged:
+/// a store written before version 5 kept those in the carriers' JSON (the
+/// move to schema 5). Returns (links made, posts rewritten).
 fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
     let mut after = i64::MIN;
     let mut links = 0;
@@ -676,7 +700,15 @@ fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
         .filter(|(id, up_to)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
         .map(|(id, _)| id)
         .collect();
-    Ok((links, remove_copies(c, &gone, &scrubbed)?))
+    let purged: Vec<i64> = c
+        .query(
+            "SELECT DISTINCT user_id FROM embedded_users WHERE user_id IN (SELECT user_id FROM purge_done) ORDER BY 1",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((links, remove_copies(c, &gone, &scrubbed, &purged)?))
 }
 
 /// Writes posts none of which is stored yet (a stored one fails the COPY with
@@ -1191,7 +1223,7 @@ impl Store for PostgresStore {
                 add_tombstones(c, &ids, TOMBSTONE_PURGE)?;
                 let (_, cascaded, rewritten) = delete_content(c, &ids)?;
                 stats.retweets_cascaded += cascaded;
-                stats.copies_removed += rewritten;
+                stats.copies_removed += rewritten + remove_copies(c, &[], &[], &[*uid])?;
                 c.execute("INSERT INTO purge_done (user_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[uid, &now_ms])?;
                 stats.users_purged += 1;
                 stats.posts_purged += ids.len() as u64;
@@ -1240,7 +1272,7 @@ impl Store for PostgresStore {
                 }
                 c.execute("DELETE FROM geo_scrub_pending WHERE user_id = $1", &[uid])?;
             }
-            stats.copies_removed += remove_copies(c, &[], &sorted_unique(covered))?;
+            stats.copies_removed += remove_copies(c, &[], &sorted_unique(covered), &[])?;
             Ok(stats)
         })
     }

@@ -49,16 +49,23 @@ use std::time::{Duration, Instant};
 pub const SCHEMA_VERSION: i64 = 6;
 
 /// Which stored post carries a copy of which other post (quoted, inside a
-/// retweeted quote, in v2 `includes.tweets`; [`rules::embedded::tracked_copies`]):
-/// when a post becomes a tombstone, its copies are found here and taken out
-/// of the JSON that carries them ([`remove_copies`]). A link may outlive its
-/// carrier's row or its copy (a richer form replaced it): whoever follows it
-/// finds nothing to remove.
+/// retweeted quote, in v2 `includes.tweets`; [`rules::embedded::tracked_copies`])
+/// and which carries which user's profile (v2 `includes.users`): when a post
+/// becomes a tombstone, its author scrubs its geo or a user is purged, the
+/// carriers are found here and what was withdrawn is taken out of their
+/// JSON ([`remove_copies`]). A link may outlive its carrier's row or its
+/// copy (a richer form replaced it): whoever follows it finds nothing to
+/// remove.
 const EMBEDDED_IN: &str = "
     CREATE TABLE IF NOT EXISTS main.embedded_in (
         embedded_id INTEGER NOT NULL,
         post_id     INTEGER NOT NULL,
         PRIMARY KEY (embedded_id, post_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS main.embedded_users (
+        user_id INTEGER NOT NULL,
+        post_id INTEGER NOT NULL,
+        PRIMARY KEY (user_id, post_id)
     ) WITHOUT ROWID;";
 
 /// The batch compliance jobs (`crate::batch_job`), in the main file beside
@@ -480,8 +487,9 @@ impl SqliteStore {
 
     /// Lists the carriers of copies ([`EMBEDDED_IN`]) from the embedded ids
     /// every stored post has, then takes out of them the copies of posts
-    /// that are already tombstones and the geo of copies already scrubbed:
-    /// a store written before version 6 kept those in the carriers' JSON. One transaction, so a
+    /// that are already tombstones, the geo of copies already scrubbed and
+    /// the profiles of users already purged: a store written before version
+    /// 6 kept those in the carriers' JSON. One transaction, so a
     /// run cut short leaves the store at version 5 and starts again.
     fn migrate_5_to_6(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -493,6 +501,7 @@ impl SqliteStore {
         {
             let mut read = tx.prepare("SELECT id, retweet_of, embeds FROM main.posts WHERE embeds IS NOT NULL")?;
             let mut link = tx.prepare_cached(LINK_COPY)?;
+            let mut link_user = tx.prepare_cached(LINK_USER)?;
             let mut rows = read.query([])?;
             while let Some(row) = rows.next()? {
                 let id: i64 = row.get(0)?;
@@ -500,6 +509,9 @@ impl SqliteStore {
                 let embeds = crate::post::Embeds::from_column(row.get::<_, Option<String>>(2)?.as_deref());
                 for e in rules::embedded::tracked_copies(&embeds, retweet_of) {
                     links += link.execute(params![key(e), id])? as u64;
+                }
+                for u in rules::embedded::tracked_users(&embeds) {
+                    links += link_user.execute(params![key(u), id])? as u64;
                 }
             }
         }
@@ -522,7 +534,14 @@ impl SqliteStore {
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_, _>>()?;
-        let rewritten = remove_copies(&tx, &gone, &scrubbed)?;
+        let purged: Vec<i64> = tx
+            .prepare(
+                "SELECT DISTINCT user_id FROM main.embedded_users
+                 WHERE user_id IN (SELECT user_id FROM main.purge_done) ORDER BY user_id",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let rewritten = remove_copies(&tx, &gone, &scrubbed, &purged)?;
         tx.pragma_update(Some(DatabaseName::Main), "user_version", 6)?;
         tx.commit()?;
         if links > 0 {
@@ -756,22 +775,32 @@ fn delete_posts(tx: &rusqlite::Transaction, ids: &[i64], retweets: &[i64]) -> Re
     }
     let mut gone = [ids, retweets].concat();
     gone.sort_unstable();
-    let rewritten = remove_copies(tx, &gone, &[])?;
+    let rewritten = remove_copies(tx, &gone, &[], &[])?;
     Ok((removed, cascaded, rewritten))
 }
 
 const LINK_COPY: &str = "INSERT OR IGNORE INTO main.embedded_in (embedded_id, post_id) VALUES (?1, ?2)";
+const LINK_USER: &str = "INSERT OR IGNORE INTO main.embedded_users (user_id, post_id) VALUES (?1, ?2)";
 
-/// Takes the copies of the tombstones `gone`, and the geo of the copies of
-/// the `scrubbed` posts, out of the stored posts that carry them
-/// ([`EMBEDDED_IN`], and the retweets of a scrubbed post), then drops the
-/// tombstones' links: their later carriers lose the copy at import. Returns
-/// how many posts were rewritten.
-fn remove_copies(tx: &rusqlite::Transaction, gone: &[i64], scrubbed: &[i64]) -> Result<u64, StoreError> {
+/// Takes the copies of the tombstones `gone`, the geo of the copies of the
+/// `scrubbed` posts and the profiles of the `purged` users out of the
+/// stored posts that carry them ([`EMBEDDED_IN`], and the retweets of a
+/// scrubbed post), then drops the links of the tombstones and purged users:
+/// their later carriers lose them at import. Returns how many posts were
+/// rewritten.
+fn remove_copies(
+    tx: &rusqlite::Transaction,
+    gone: &[i64],
+    scrubbed: &[i64],
+    purged: &[i64],
+) -> Result<u64, StoreError> {
     let mut carriers = retweets_of(tx, scrubbed)?;
-    {
-        let mut st = tx.prepare_cached("SELECT post_id FROM main.embedded_in WHERE embedded_id = ?1")?;
-        for id in gone.iter().chain(scrubbed) {
+    for (sql, ids) in [
+        ("SELECT post_id FROM main.embedded_in WHERE embedded_id = ?1", [gone, scrubbed].concat()),
+        ("SELECT post_id FROM main.embedded_users WHERE user_id = ?1", purged.to_vec()),
+    ] {
+        let mut st = tx.prepare_cached(sql)?;
+        for id in ids {
             for c in st.query_map([id], |r| r.get::<_, i64>(0))? {
                 carriers.push(c?);
             }
@@ -785,6 +814,7 @@ fn remove_copies(tx: &rusqlite::Transaction, gone: &[i64], scrubbed: &[i64]) -> 
     let withdrawn = rules::embedded::Withdrawn {
         tombstones: gone.iter().map(|k| id_of(*k)).collect(),
         scrubbed: scrubbed.iter().map(|k| id_of(*k)).collect(),
+        purged_users: purged.iter().map(|k| id_of(*k)).collect(),
     };
     let mut rewritten = 0;
     let mut read = tx.prepare_cached(&format!("SELECT {POST_COLS} FROM main.posts WHERE id = ?1"))?;
@@ -800,6 +830,10 @@ fn remove_copies(tx: &rusqlite::Transaction, gone: &[i64], scrubbed: &[i64]) -> 
     }
     let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_in WHERE embedded_id = ?1")?;
     for id in gone {
+        unlink.execute([id])?;
+    }
+    let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_users WHERE user_id = ?1")?;
+    for id in purged {
         unlink.execute([id])?;
     }
     Ok(rewritten)
@@ -1017,9 +1051,13 @@ impl Store for SqliteStore {
                  embeds = ?7, json = ?8 WHERE id = ?1",
             )?;
             let mut link = tx.prepare_cached(LINK_COPY)?;
+            let mut link_user = tx.prepare_cached(LINK_USER)?;
             for Planned { post: r, stored } in &plan.rows {
                 for e in rules::embedded::tracked_copies(&r.embeds, r.retweet_of) {
                     link.execute(params![key(e), key(r.id)])?;
+                }
+                for u in rules::embedded::tracked_users(&r.embeds) {
+                    link_user.execute(params![key(u), key(r.id)])?;
                 }
                 let row = params![
                     key(r.id),
@@ -1191,11 +1229,12 @@ impl Store for SqliteStore {
             tx.commit()?;
             let tx = write_tx(&mut self.conn, "main")?;
             let (_, cascaded, rewritten) = delete_posts(&tx, &ids, &retweets)?;
+            let profiles = remove_copies(&tx, &[], &[], &[*uid])?;
             tx.prepare_cached("INSERT OR REPLACE INTO main.purge_done (user_id, at_ms) VALUES (?1, ?2)")?
                 .execute(params![uid, now_ms])?;
             tx.commit()?;
             stats.retweets_cascaded += cascaded;
-            stats.copies_removed += rewritten;
+            stats.copies_removed += rewritten + profiles;
             stats.users_purged += 1;
             stats.posts_purged += ids.len() as u64;
         }
@@ -1237,7 +1276,7 @@ impl Store for SqliteStore {
                     .query_map([uid], |r| r.get(0))?
                     .filter(|id| id.as_ref().map_or(true, |id| rules::user::scrub_covers(id_of(up_to), id_of(*id))))
                     .collect::<Result<_, _>>()?;
-                stats.copies_removed += remove_copies(&tx, &[], &covered)?;
+                stats.copies_removed += remove_copies(&tx, &[], &covered, &[])?;
             }
             tx.commit()?;
             let tx = write_tx(&mut self.conn, "user")?;
@@ -1704,18 +1743,23 @@ mod tests {
             )
         };
         let retweet = r#"{"id_str":"303","user":{"id_str":"3"},"retweeted_status":{"id_str":"102","user":{"id_str":"2"},"text":"here","place":{"full_name":"PLACE102"}}}"#;
+        // And v2 post 304 carries the profile of user 9, purged.
+        let v2 =
+            r#"{"data":{"id":"304","author_id":"3","text":"hi"},"includes":{"users":[{"id":"9","name":"PROFILE9"}]}}"#;
         {
             let mut s = SqliteStore::open(path).unwrap();
-            let posts: Vec<NewPost> = [quote(300, 100, "GONE100"), quote(301, 101, "KEPT101"), retweet.to_owned()]
-                .iter()
-                .flat_map(|l| crate::post::parse_post_line(l).unwrap())
-                .collect();
+            let posts: Vec<NewPost> =
+                [quote(300, 100, "GONE100"), quote(301, 101, "KEPT101"), retweet.to_owned(), v2.to_owned()]
+                    .iter()
+                    .flat_map(|l| crate::post::parse_post_line(l).unwrap())
+                    .collect();
             s.import(&posts, &[], 0).unwrap();
             s.conn
                 .execute_batch(
-                    "DROP TABLE main.embedded_in; DELETE FROM main.posts WHERE id = 100;
+                    "DROP TABLE main.embedded_in; DROP TABLE main.embedded_users; DELETE FROM main.posts WHERE id = 100;
                      INSERT INTO status.tombstones VALUES (100, 1);
                      INSERT INTO user.user_state (id, scrub_up_to) VALUES (2, 102);
+                     INSERT INTO main.purge_done VALUES (9, 1);
                      UPDATE main.posts SET json = '{}', has_geo = 0 WHERE id = 102;
                      PRAGMA main.user_version = 5;",
                 )
@@ -1729,6 +1773,7 @@ mod tests {
         assert!(!json(&s, 300).contains("GONE100"), "{}", json(&s, 300));
         assert!(json(&s, 301).contains("KEPT101"));
         assert!(!json(&s, 303).contains("PLACE102") && json(&s, 303).contains("here"), "{}", json(&s, 303));
+        assert!(!json(&s, 304).contains("PROFILE9") && json(&s, 304).contains("hi"), "{}", json(&s, 304));
         // 101's carrier is listed now: its delete takes the copy out too.
         s.apply_status(&StatusEvents::from(vec![delete(101)]), &[]).unwrap();
         let m = s.maintain(0, 100).unwrap();
