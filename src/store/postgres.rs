@@ -680,14 +680,13 @@ fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
         let posts: Vec<NewPost> = rows.iter().map(|r| post_from(r, 0)).collect::<Result<_, _>>()?;
         links += link_copies_of(c, &posts.iter().collect::<Vec<_>>())?;
     }
-    let gone: Vec<i64> = c
-        .query(
-            "SELECT DISTINCT e.embedded_id FROM embedded_in e JOIN tombstones t ON t.id = e.embedded_id ORDER BY 1",
-            &[],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut ids =
+        |sql: &str| -> Result<Vec<i64>, StoreError> { Ok(c.query(sql, &[])?.iter().map(|r| r.get(0)).collect()) };
+    let gone =
+        ids("SELECT DISTINCT e.embedded_id FROM embedded_in e JOIN tombstones t ON t.id = e.embedded_id ORDER BY 1")?;
+    let purged = ids(
+        "SELECT DISTINCT user_id FROM embedded_users WHERE user_id IN (SELECT user_id FROM purge_done) ORDER BY 1",
+    )?;
     let scrubbed: Vec<i64> = c
         .query(
             "SELECT p.id, u.scrub_up_to FROM posts p JOIN user_state u ON u.id = p.author_id
@@ -699,14 +698,6 @@ fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
         .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
         .filter(|(id, up_to)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
         .map(|(id, _)| id)
-        .collect();
-    let purged: Vec<i64> = c
-        .query(
-            "SELECT DISTINCT user_id FROM embedded_users WHERE user_id IN (SELECT user_id FROM purge_done) ORDER BY 1",
-            &[],
-        )?
-        .iter()
-        .map(|r| r.get(0))
         .collect();
     Ok((links, remove_copies(c, &gone, &scrubbed, &purged)?))
 }

@@ -515,13 +515,11 @@ impl SqliteStore {
                 }
             }
         }
-        let gone: Vec<i64> = tx
-            .prepare(
-                "SELECT DISTINCT embedded_id FROM main.embedded_in
-                 WHERE embedded_id IN (SELECT id FROM status.tombstones) ORDER BY embedded_id",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let ids = |sql: &str| -> rusqlite::Result<Vec<i64>> { tx.prepare(sql)?.query_map([], |r| r.get(0))?.collect() };
+        let gone = ids("SELECT DISTINCT embedded_id FROM main.embedded_in
+                        WHERE embedded_id IN (SELECT id FROM status.tombstones) ORDER BY embedded_id")?;
+        let purged = ids("SELECT DISTINCT user_id FROM main.embedded_users
+                          WHERE user_id IN (SELECT user_id FROM main.purge_done) ORDER BY user_id")?;
         let scrubbed: Vec<i64> = tx
             .prepare(
                 "SELECT p.id, u.scrub_up_to FROM main.posts p JOIN user.user_state u ON u.id = p.author_id
@@ -533,13 +531,6 @@ impl SqliteStore {
                 Ok((id, up_to)) => rules::user::scrub_covers(id_of(up_to), id_of(id)).then_some(Ok(id)),
                 Err(e) => Some(Err(e)),
             })
-            .collect::<Result<_, _>>()?;
-        let purged: Vec<i64> = tx
-            .prepare(
-                "SELECT DISTINCT user_id FROM main.embedded_users
-                 WHERE user_id IN (SELECT user_id FROM main.purge_done) ORDER BY user_id",
-            )?
-            .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         let rewritten = remove_copies(&tx, &gone, &scrubbed, &purged)?;
         tx.pragma_update(Some(DatabaseName::Main), "user_version", 6)?;
