@@ -8,7 +8,7 @@
 //! `referenced_tweets` stay.
 //!
 //! [`filter`] applies a [`Judge`]'s verdicts to a parsed post; [`Facts`]
-//! judges from what the store looked up for a batch of posts. The one
+//! judges from what the store looked up for a batch of posts. The only
 //! verdicts written to the store are those that never change
 //! ([`Withdrawn`]): the states that can be undone are judged on every read.
 
@@ -265,7 +265,7 @@ impl Judge for Withdrawn {
 /// retweet goes with its original, and its retweet link finds it when the
 /// original's geo is scrubbed) and unreadable ids. A store keeps these
 /// links to find the carriers when a post becomes a tombstone or its geo is
-/// scrubbed.
+/// scrubbed ([`tracked_users`] for purged profiles).
 pub fn tracked_copies(embeds: &Embeds, retweet_of: Option<Id>) -> impl Iterator<Item = Id> + '_ {
     embeds.posts.iter().copied().filter(move |id| *id != 0 && Some(*id) != retweet_of)
 }

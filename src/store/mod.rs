@@ -65,8 +65,8 @@ pub struct MaintenanceStats {
     pub posts_purged: u64,
     pub posts_geo_scrubbed: u64,
     /// Stored posts rewritten without the copies they carried of posts
-    /// deleted or purged, or without the geo of copies whose author scrubbed
-    /// it (quotes, retweets of quotes, v2 includes).
+    /// deleted or purged, the geo of copies whose author scrubbed it, or the
+    /// profiles of purged users (quotes, retweets of quotes, v2 includes).
     pub copies_removed: u64,
     /// Work left for the next pass (a pass may be bounded).
     pub pending: u64,

@@ -489,31 +489,45 @@ impl SqliteStore {
     /// every stored post has, then takes out of them the copies of posts
     /// that are already tombstones, the geo of copies already scrubbed and
     /// the profiles of users already purged: a store written before version
-    /// 6 kept those in the carriers' JSON. One transaction, so a
-    /// run cut short leaves the store at version 5 and starts again.
+    /// 6 kept those in the carriers' JSON. The version moves to 6 in the
+    /// transaction that cleans them: a run cut short leaves the store at
+    /// version 5 and starts again.
     fn migrate_5_to_6(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch(EMBEDDED_IN)?;
+        // The links, 10,000 posts a transaction (the write-ahead log stays
+        // small on a large archive); a run cut short starts again and
+        // inserts nothing twice.
+        let mut links = 0u64;
+        let mut after = i64::MIN;
+        loop {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows: Vec<(i64, Option<i64>, Option<String>)> = tx
+                .prepare_cached(
+                    "SELECT id, retweet_of, embeds FROM main.posts WHERE id > ?1 AND embeds IS NOT NULL
+                     ORDER BY id LIMIT 10000",
+                )?
+                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let Some(&(last, _, _)) = rows.last() else { break };
+            after = last;
+            {
+                let mut link = tx.prepare_cached(LINK_COPY)?;
+                let mut link_user = tx.prepare_cached(LINK_USER)?;
+                for (id, retweet_of, embeds) in rows {
+                    let embeds = crate::post::Embeds::from_column(embeds.as_deref());
+                    for e in rules::embedded::tracked_copies(&embeds, retweet_of.map(id_of)) {
+                        links += link.execute(params![key(e), id])? as u64;
+                    }
+                    for u in rules::embedded::tracked_users(&embeds) {
+                        links += link_user.execute(params![key(u), id])? as u64;
+                    }
+                }
+            }
+            tx.commit()?;
+        }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if user_version(&tx, "main")? >= 6 {
             return Ok(());
-        }
-        tx.execute_batch(EMBEDDED_IN)?;
-        let mut links = 0u64;
-        {
-            let mut read = tx.prepare("SELECT id, retweet_of, embeds FROM main.posts WHERE embeds IS NOT NULL")?;
-            let mut link = tx.prepare_cached(LINK_COPY)?;
-            let mut link_user = tx.prepare_cached(LINK_USER)?;
-            let mut rows = read.query([])?;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                let retweet_of = row.get::<_, Option<i64>>(1)?.map(id_of);
-                let embeds = crate::post::Embeds::from_column(row.get::<_, Option<String>>(2)?.as_deref());
-                for e in rules::embedded::tracked_copies(&embeds, retweet_of) {
-                    links += link.execute(params![key(e), id])? as u64;
-                }
-                for u in rules::embedded::tracked_users(&embeds) {
-                    links += link_user.execute(params![key(u), id])? as u64;
-                }
-            }
         }
         let ids = |sql: &str| -> rusqlite::Result<Vec<i64>> { tx.prepare(sql)?.query_map([], |r| r.get(0))?.collect() };
         let gone = ids("SELECT DISTINCT embedded_id FROM main.embedded_in
