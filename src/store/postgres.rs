@@ -560,11 +560,12 @@ fn add_tombstones(c: &mut Conn<'_, '_>, ids: &[i64], reason: i16) -> Result<Hash
 }
 
 /// Removes the content of `ids` and of every stored retweet of them (which
-/// become tombstones), and their copies from the posts that carry them.
+/// become tombstones), and their copies (and the profiles of the `purged`
+/// users) from the posts that carry them, each carrier rewritten once.
 /// Returns (posts removed, retweets cascaded, carriers rewritten).
-fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64, u64), StoreError> {
+fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64], purged: &[i64]) -> Result<(u64, u64, u64), StoreError> {
     if ids.is_empty() {
-        return Ok((0, 0, 0));
+        return Ok((0, 0, remove_copies(c, &[], &[], purged)?));
     }
     let removed = c.execute("DELETE FROM posts WHERE id = ANY($1)", &[&ids])?;
     let retweets: Vec<i64> = sorted_unique(
@@ -574,7 +575,7 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64]) -> Result<(u64, u64, u64), 
             .collect(),
     );
     add_tombstones(c, &retweets, TOMBSTONE_CASCADE)?;
-    let rewritten = remove_copies(c, &sorted_unique([ids, &retweets].concat()), &[], &[])?;
+    let rewritten = remove_copies(c, &sorted_unique([ids, &retweets].concat()), &[], purged)?;
     Ok((removed, retweets.len() as u64, rewritten))
 }
 
@@ -1187,7 +1188,7 @@ impl Store for PostgresStore {
             }
             if take > 0 {
                 let ids = sorted_unique(queued[..take].iter().map(|q| q.1).collect());
-                let (removed, cascaded, rewritten) = delete_content(c, &ids)?;
+                let (removed, cascaded, rewritten) = delete_content(c, &ids, &[])?;
                 stats.posts_deleted += removed;
                 stats.retweets_cascaded += cascaded;
                 stats.copies_removed += rewritten;
@@ -1212,9 +1213,9 @@ impl Store for PostgresStore {
                     c.query("SELECT id FROM posts WHERE author_id = $1", &[uid])?.iter().map(|r| r.get(0)).collect(),
                 );
                 add_tombstones(c, &ids, TOMBSTONE_PURGE)?;
-                let (_, cascaded, rewritten) = delete_content(c, &ids)?;
+                let (_, cascaded, rewritten) = delete_content(c, &ids, &[*uid])?;
                 stats.retweets_cascaded += cascaded;
-                stats.copies_removed += rewritten + remove_copies(c, &[], &[], &[*uid])?;
+                stats.copies_removed += rewritten;
                 c.execute("INSERT INTO purge_done (user_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[uid, &now_ms])?;
                 stats.users_purged += 1;
                 stats.posts_purged += ids.len() as u64;

@@ -510,18 +510,9 @@ impl SqliteStore {
                 .collect::<Result<_, _>>()?;
             let Some(&(last, _, _)) = rows.last() else { break };
             after = last;
-            {
-                let mut link = tx.prepare_cached(LINK_COPY)?;
-                let mut link_user = tx.prepare_cached(LINK_USER)?;
-                for (id, retweet_of, embeds) in rows {
-                    let embeds = crate::post::Embeds::from_column(embeds.as_deref());
-                    for e in rules::embedded::tracked_copies(&embeds, retweet_of.map(id_of)) {
-                        links += link.execute(params![key(e), id])? as u64;
-                    }
-                    for u in rules::embedded::tracked_users(&embeds) {
-                        links += link_user.execute(params![key(u), id])? as u64;
-                    }
-                }
+            for (id, retweet_of, embeds) in rows {
+                let embeds = crate::post::Embeds::from_column(embeds.as_deref());
+                links += link_carrier(&tx, id_of(id), retweet_of.map(id_of), &embeds)?;
             }
             tx.commit()?;
         }
@@ -766,9 +757,15 @@ fn retweets_of(tx: &rusqlite::Transaction, ids: &[i64]) -> rusqlite::Result<Vec<
 }
 
 /// Removes the content of the posts `ids` and of their `retweets` (already
-/// tombstones), and their copies from the posts that carry them. Returns
-/// the number of rows removed from each, and of carriers rewritten.
-fn delete_posts(tx: &rusqlite::Transaction, ids: &[i64], retweets: &[i64]) -> Result<(u64, u64, u64), StoreError> {
+/// tombstones), and their copies (and the profiles of the `purged` users)
+/// from the posts that carry them, each carrier rewritten once. Returns the
+/// number of rows removed from each, and of carriers rewritten.
+fn delete_posts(
+    tx: &rusqlite::Transaction,
+    ids: &[i64],
+    retweets: &[i64],
+    purged: &[i64],
+) -> Result<(u64, u64, u64), StoreError> {
     let mut del = tx.prepare_cached("DELETE FROM main.posts WHERE id = ?1")?;
     let mut removed = 0;
     for id in ids {
@@ -780,12 +777,30 @@ fn delete_posts(tx: &rusqlite::Transaction, ids: &[i64], retweets: &[i64]) -> Re
     }
     let mut gone = [ids, retweets].concat();
     gone.sort_unstable();
-    let rewritten = remove_copies(tx, &gone, &[], &[])?;
+    let rewritten = remove_copies(tx, &gone, &[], purged)?;
     Ok((removed, cascaded, rewritten))
 }
 
-const LINK_COPY: &str = "INSERT OR IGNORE INTO main.embedded_in (embedded_id, post_id) VALUES (?1, ?2)";
-const LINK_USER: &str = "INSERT OR IGNORE INTO main.embedded_users (user_id, post_id) VALUES (?1, ?2)";
+/// Links the post `id` to the copies and the profiles its `embeds` list
+/// ([`EMBEDDED_IN`]). Returns how many links were new.
+fn link_carrier(
+    tx: &rusqlite::Transaction,
+    id: Id,
+    retweet_of: Option<Id>,
+    embeds: &crate::post::Embeds,
+) -> rusqlite::Result<u64> {
+    let mut links = 0;
+    let mut link =
+        tx.prepare_cached("INSERT OR IGNORE INTO main.embedded_in (embedded_id, post_id) VALUES (?1, ?2)")?;
+    for e in rules::embedded::tracked_copies(embeds, retweet_of) {
+        links += link.execute(params![key(e), key(id)])? as u64;
+    }
+    let mut link = tx.prepare_cached("INSERT OR IGNORE INTO main.embedded_users (user_id, post_id) VALUES (?1, ?2)")?;
+    for u in rules::embedded::tracked_users(embeds) {
+        links += link.execute(params![key(u), key(id)])? as u64;
+    }
+    Ok(links)
+}
 
 /// Takes the copies of the tombstones `gone`, the geo of the copies of the
 /// `scrubbed` posts and the profiles of the `purged` users out of the
@@ -1055,15 +1070,8 @@ impl Store for SqliteStore {
                 "UPDATE main.posts SET author_id = ?2, retweet_of = ?3, quote_of = ?4, has_geo = ?5, form = ?6,
                  embeds = ?7, json = ?8 WHERE id = ?1",
             )?;
-            let mut link = tx.prepare_cached(LINK_COPY)?;
-            let mut link_user = tx.prepare_cached(LINK_USER)?;
             for Planned { post: r, stored } in &plan.rows {
-                for e in rules::embedded::tracked_copies(&r.embeds, r.retweet_of) {
-                    link.execute(params![key(e), key(r.id)])?;
-                }
-                for u in rules::embedded::tracked_users(&r.embeds) {
-                    link_user.execute(params![key(u), key(r.id)])?;
-                }
+                link_carrier(&tx, r.id, r.retweet_of, &r.embeds)?;
                 let row = params![
                     key(r.id),
                     key(r.author_id),
@@ -1175,7 +1183,7 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             let tx = write_tx(&mut self.conn, "main")?;
-            let (removed, cascaded, rewritten) = delete_posts(&tx, &ids, &retweets)?;
+            let (removed, cascaded, rewritten) = delete_posts(&tx, &ids, &retweets, &[])?;
             tx.commit()?;
             stats.posts_deleted += removed;
             stats.retweets_cascaded += cascaded;
@@ -1233,13 +1241,12 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             let tx = write_tx(&mut self.conn, "main")?;
-            let (_, cascaded, rewritten) = delete_posts(&tx, &ids, &retweets)?;
-            let profiles = remove_copies(&tx, &[], &[], &[*uid])?;
+            let (_, cascaded, rewritten) = delete_posts(&tx, &ids, &retweets, &[*uid])?;
             tx.prepare_cached("INSERT OR REPLACE INTO main.purge_done (user_id, at_ms) VALUES (?1, ?2)")?
                 .execute(params![uid, now_ms])?;
             tx.commit()?;
             stats.retweets_cascaded += cascaded;
-            stats.copies_removed += rewritten + profiles;
+            stats.copies_removed += rewritten;
             stats.users_purged += 1;
             stats.posts_purged += ids.len() as u64;
         }
@@ -1261,26 +1268,25 @@ impl Store for SqliteStore {
                 .optional()?
                 .flatten();
             if let Some(up_to) = up_to {
-                let rows: Vec<(i64, String)> = tx
-                    .prepare_cached("SELECT id, json FROM main.posts WHERE author_id = ?1 AND has_geo = 1")?
+                // The author's posts, with the JSON of those with geo.
+                let rows: Vec<(i64, Option<String>)> = tx
+                    .prepare_cached("SELECT id, CASE WHEN has_geo THEN json END FROM main.posts WHERE author_id = ?1")?
                     .query_map([uid], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
+                let mut covered = Vec::new();
                 for (id, json) in rows {
                     if !rules::user::scrub_covers(id_of(up_to), id_of(id)) {
                         continue;
                     }
+                    covered.push(id);
                     // The post's own geo; its copies carried by other posts
                     // below.
-                    let stripped = strip_own_geo(&json);
-                    tx.prepare_cached("UPDATE main.posts SET json = ?2, has_geo = 0 WHERE id = ?1")?
-                        .execute(params![id, stripped])?;
-                    stats.posts_geo_scrubbed += 1;
+                    if let Some(json) = json {
+                        tx.prepare_cached("UPDATE main.posts SET json = ?2, has_geo = 0 WHERE id = ?1")?
+                            .execute(params![id, strip_own_geo(&json)])?;
+                        stats.posts_geo_scrubbed += 1;
+                    }
                 }
-                let covered: Vec<i64> = tx
-                    .prepare_cached("SELECT id FROM main.posts WHERE author_id = ?1")?
-                    .query_map([uid], |r| r.get(0))?
-                    .filter(|id| id.as_ref().map_or(true, |id| rules::user::scrub_covers(id_of(up_to), id_of(*id))))
-                    .collect::<Result<_, _>>()?;
                 stats.copies_removed += remove_copies(&tx, &[], &covered, &[])?;
             }
             tx.commit()?;
