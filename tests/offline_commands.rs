@@ -76,6 +76,8 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
         r#"{"id_str":"50","user":{"id_str":"6"},"text":"quoting","quoted_status_id_str":"10","quoted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deleted-words-alpha"}}"#.to_owned(),
         r#"{"id_str":"52","user":{"id_str":"7"},"text":"RT","retweeted_status":{"id_str":"51","user":{"id_str":"8"},"text":"quoting too","quoted_status_id_str":"20","quoted_status":{"id_str":"20","user":{"id_str":"2"},"text":"purged-words-beta"}}}"#.to_owned(),
         r#"{"data":{"id":"60","author_id":"6","text":"v2 quoting","referenced_tweets":[{"type":"quoted","id":"10"}]},"includes":{"tweets":[{"id":"10","author_id":"1","text":"deleted-words-alpha"}]}}"#.to_owned(),
+        // Ids above 2^53 and 2^63: a quote of a post that is deleted.
+        r#"{"id_str":"9007199254740993","user":{"id_str":"6"},"text":"big quote","quoted_status_id_str":"9223372036854775813","quoted_status":{"id_str":"9223372036854775813","user":{"id_str":"1"},"text":"big-id-words-zeta"}}"#.to_owned(),
         // A v2 post carrying the purged user's profile.
         r#"{"data":{"id":"62","author_id":"6","text":"hello @two"},"includes":{"users":[{"id":"2","name":"purged-profile-delta"},{"id":"6","name":"kept-profile-epsilon"}]}}"#.to_owned(),
         // And a quote of the geo-scrubbed post, carrying its coordinates.
@@ -84,11 +86,16 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
     // Neighbours on the same pages, as in any archive.
     lines.extend((100..400).map(|i| post(i, 9)));
     s.import(&lines);
-    s.replay(&[delete(10, 1, T), user_msg("user_delete", 2, now - 31 * DAY_MS), scrub_geo(3, 30, T)]);
+    s.replay(&[
+        delete(10, 1, T),
+        delete(9_223_372_036_854_775_813, 1, T),
+        user_msg("user_delete", 2, now - 31 * DAY_MS),
+        scrub_geo(3, 30, T),
+    ]);
     // A quote of the deleted post imported after its delete.
     s.import(&[r#"{"id_str":"54","user":{"id_str":"6"},"text":"late quote","quoted_status_id_str":"10","quoted_status":{"id_str":"10","user":{"id_str":"1"},"text":"deleted-words-alpha"}}"#.to_owned()]);
     let shown = s.export_ids(None);
-    for kept in [30, 40, 50, 51, 52, 54, 56, 60, 62] {
+    for kept in [30, 40, 50, 51, 52, 54, 56, 60, 62, 9_007_199_254_740_993] {
         assert!(shown.contains(&kept), "{kept} is kept: {shown:?}");
     }
     assert!(!shown.contains(&10) && !shown.contains(&12) && !shown.contains(&20), "{shown:?}");
@@ -96,8 +103,15 @@ fn withdrawn_words_leave_the_store_files_not_only_its_answers() {
     assert_eq!(holds("late quote").len(), 1, "the search reads the posts' file");
     assert_eq!(holds("kept-profile-epsilon").len(), 1);
     assert_eq!(holds("kept-words-gamma").len(), 1, "the search reads the posts' file");
-    for withdrawn in ["deleted-words-alpha", "purged-words-beta", "purged-profile-delta", "Scrubbedville", "47.123456"]
-    {
+    let withdrawn_words = [
+        "deleted-words-alpha",
+        "purged-words-beta",
+        "purged-profile-delta",
+        "big-id-words-zeta",
+        "Scrubbedville",
+        "47.123456",
+    ];
+    for withdrawn in withdrawn_words {
         let found = holds(withdrawn);
         assert!(found.is_empty(), "{withdrawn:?} is still in {found:?}");
     }
