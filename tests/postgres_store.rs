@@ -232,6 +232,50 @@ fn the_move_to_version_5_takes_copies_of_deleted_posts_out_of_their_carriers() {
 
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn a_removed_post_takes_its_links_as_a_carrier_with_it() {
+    let schema = PgSchema::new();
+    let mut s = PostgresStore::open(&schema.url()).unwrap();
+    let lines = [
+        // Carries a copy of 100 and user 9's profile.
+        r#"{"data":{"id":"300","author_id":"3","text":"q","referenced_tweets":[{"type":"quoted","id":"100"}]},"includes":{"tweets":[{"id":"100","author_id":"1","text":"orig"}],"users":[{"id":"9","name":"N"}]}}"#,
+        // Quotes 101; its retweet 302 carries 101 inside 301.
+        r#"{"id_str":"301","user":{"id_str":"3"},"quoted_status_id_str":"101","quoted_status":{"id_str":"101","user":{"id_str":"1"},"text":"w"}}"#,
+        r#"{"id_str":"302","user":{"id_str":"4"},"retweeted_status":{"id_str":"301","user":{"id_str":"3"},"quoted_status_id_str":"101","quoted_status":{"id_str":"101","user":{"id_str":"1"},"text":"w"}}}"#,
+        // Stays: quotes 100 too.
+        r#"{"id_str":"304","user":{"id_str":"5"},"quoted_status_id_str":"100","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"orig"}}"#,
+    ];
+    let posts: Vec<_> = lines.iter().flat_map(|l| parse_post_line(l).unwrap()).collect();
+    s.import(&posts, &[], 0).unwrap();
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    let mut links = || -> Vec<String> {
+        c.query(
+            "SELECT 'post ' || embedded_id || ' in ' || post_id FROM embedded_in
+             UNION ALL SELECT 'user ' || user_id || ' in ' || post_id FROM embedded_users ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    assert_eq!(links().len(), 5, "{:?}", links());
+    // 300 and 301 are deleted (301's retweet 302 with it).
+    let delete = |id: u64| {
+        format!(
+            r#"{{"delete":{{"status":{{"id":{id},"id_str":"{id}","user_id":1,"user_id_str":"1"}},"timestamp_ms":"1000"}}}}"#
+        )
+    };
+    apply(&mut s, &[delete(300), delete(301)], 2);
+    let m = s.maintain(0, 100).unwrap();
+    assert_eq!((m.posts_deleted, m.retweets_cascaded), (2, 1));
+    assert_eq!(links(), vec!["post 100 in 304"]);
+    // The link that stays still finds its carrier.
+    apply(&mut s, &[delete(100)], 1);
+    assert_eq!(s.maintain(0, 100).unwrap().copies_removed, 1);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn a_schema_newer_than_this_build_is_refused() {
     let schema = PgSchema::new();
     PostgresStore::create_at_version(&schema.url(), SCHEMA_VERSION).unwrap();

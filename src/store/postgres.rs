@@ -122,8 +122,9 @@ const MIGRATIONS: [&str; 5] = [
     ",
     // 4 -> 5: which stored post carries a copy of which other post, and
     // which carries which user's profile (v2 `includes.users`; see
-    // `remove_copies`; a link may outlive its carrier or its copy, and
-    // whoever follows it then finds nothing to remove).
+    // `remove_copies`; a carrier's links go with its row, `delete_content`;
+    // a link may outlive its copy, and whoever follows it then finds
+    // nothing to remove).
     "
     CREATE TABLE embedded_in (
         embedded_id bigint NOT NULL,
@@ -567,45 +568,90 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64], purged: &[i64]) -> Result<(
     if ids.is_empty() {
         return Ok((0, 0, remove_copies(c, &[], &[], purged)?));
     }
-    let removed = c.execute("DELETE FROM posts WHERE id = ANY($1)", &[&ids])?;
-    let retweets: Vec<i64> = sorted_unique(
-        c.query("DELETE FROM posts WHERE retweet_of = ANY($1) RETURNING id", &[&ids])?
-            .iter()
-            .map(|r| r.get(0))
-            .collect(),
-    );
+    // Each removed row takes its own links as a carrier with it.
+    let removed = c.query("DELETE FROM posts WHERE id = ANY($1) RETURNING id, retweet_of, embeds", &[&ids])?;
+    let cascaded = c.query("DELETE FROM posts WHERE retweet_of = ANY($1) RETURNING id, retweet_of, embeds", &[&ids])?;
+    let carriers = removed
+        .iter()
+        .chain(&cascaded)
+        .map(|r| {
+            let embeds = Embeds::from_column(r.get::<_, Option<&str>>(2));
+            (id_of(r.get(0)), r.get::<_, Option<i64>>(1).map(id_of), embeds)
+        })
+        .collect::<Vec<_>>();
+    for (table, (carried, posts)) in carrier_links(carriers.iter().map(|(id, rt, e)| (*id, *rt, e))) {
+        if !carried.is_empty() {
+            c.execute(
+                &format!(
+                    "DELETE FROM {name} l USING unnest($1::bigint[], $2::bigint[]) AS u(carried, post_id)
+                     WHERE l.{column} = u.carried AND l.post_id = u.post_id",
+                    name = table.name,
+                    column = table.carried
+                ),
+                &[&carried, &posts],
+            )?;
+        }
+    }
+    let removed = removed.len() as u64;
+    let retweets: Vec<i64> = sorted_unique(cascaded.iter().map(|r| r.get(0)).collect());
     add_tombstones(c, &retweets, TOMBSTONE_CASCADE)?;
     let rewritten = remove_copies(c, &sorted_unique([ids, &retweets].concat()), &[], purged)?;
     Ok((removed, retweets.len() as u64, rewritten))
+}
+
+/// A table of links from what a post carries to the post.
+struct LinkTable {
+    name: &'static str,
+    /// The column naming what is carried (a post's or a user's id).
+    carried: &'static str,
+}
+
+/// The links `posts` (id, retweet_of, embeds) have, for each link table
+/// (`embedded_in`, `embedded_users`): the carried and the carrying ids,
+/// sorted, without repeats.
+fn carrier_links<'a>(
+    posts: impl Iterator<Item = (Id, Option<Id>, &'a Embeds)> + Clone,
+) -> [(LinkTable, (Vec<i64>, Vec<i64>)); 2] {
+    let unzip = |mut pairs: Vec<(i64, i64)>| -> (Vec<i64>, Vec<i64>) {
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs.into_iter().unzip()
+    };
+    [
+        (
+            LinkTable { name: "embedded_in", carried: "embedded_id" },
+            unzip(
+                posts
+                    .clone()
+                    .flat_map(|(id, rt, e)| rules::embedded::tracked_copies(e, rt).map(move |c| (key(c), key(id))))
+                    .collect(),
+            ),
+        ),
+        (
+            LinkTable { name: "embedded_users", carried: "user_id" },
+            unzip(
+                posts
+                    .flat_map(|(id, _, e)| rules::embedded::tracked_users(e).map(move |u| (key(u), key(id))))
+                    .collect(),
+            ),
+        ),
+    ]
 }
 
 /// Links each of `posts` to the copies and the profiles it carries
 /// (`embedded_in`, `embedded_users`).
 fn link_copies_of(c: &mut Conn<'_, '_>, posts: &[&NewPost]) -> Result<u64, StoreError> {
     let mut links = 0;
-    for (table, pairs) in [
-        (
-            "embedded_in (embedded_id, post_id)",
-            posts
-                .iter()
-                .flat_map(|p| rules::embedded::tracked_copies(&p.embeds, p.retweet_of).map(|e| (key(e), key(p.id))))
-                .collect::<Vec<_>>(),
-        ),
-        (
-            "embedded_users (user_id, post_id)",
-            posts.iter().flat_map(|p| rules::embedded::tracked_users(&p.embeds).map(|u| (key(u), key(p.id)))).collect(),
-        ),
-    ] {
-        if pairs.is_empty() {
+    for (table, (carried, carriers)) in carrier_links(posts.iter().map(|p| (p.id, p.retweet_of, &p.embeds))) {
+        if carried.is_empty() {
             continue;
         }
-        let mut pairs = pairs;
-        pairs.sort_unstable();
-        pairs.dedup();
-        let (es, ps): (Vec<i64>, Vec<i64>) = pairs.into_iter().unzip();
         links += c.execute(
-            &format!("INSERT INTO {table} SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING"),
-            &[&es, &ps],
+            &format!(
+                "INSERT INTO {} ({}, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING",
+                table.name, table.carried
+            ),
+            &[&carried, &carriers],
         )?;
     }
     Ok(links)

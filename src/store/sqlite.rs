@@ -53,9 +53,9 @@ pub const SCHEMA_VERSION: i64 = 6;
 /// and which carries which user's profile (v2 `includes.users`): when a post
 /// becomes a tombstone, its author scrubs its geo or a user is purged, the
 /// carriers are found here and what was withdrawn is taken out of their
-/// JSON ([`remove_copies`]). A link may outlive its carrier's row or its
-/// copy (a richer form replaced it): whoever follows it finds nothing to
-/// remove.
+/// JSON ([`remove_copies`]). A carrier's links go with its row
+/// ([`unlink_carrier`]); a link may outlive its copy (a richer form
+/// replaced it): whoever follows it finds nothing to remove.
 const EMBEDDED_IN: &str = "
     CREATE TABLE IF NOT EXISTS main.embedded_in (
         embedded_id INTEGER NOT NULL,
@@ -766,14 +766,25 @@ fn delete_posts(
     retweets: &[i64],
     purged: &[i64],
 ) -> Result<(u64, u64, u64), StoreError> {
-    let mut del = tx.prepare_cached("DELETE FROM main.posts WHERE id = ?1")?;
+    // Each removed row takes its own links as a carrier with it.
+    let mut del = tx.prepare_cached("DELETE FROM main.posts WHERE id = ?1 RETURNING retweet_of, embeds")?;
+    let mut delete = |id: &i64| -> Result<u64, StoreError> {
+        let Some((retweet_of, embeds)) =
+            del.query_row([id], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<String>>(1)?))).optional()?
+        else {
+            return Ok(0);
+        };
+        let embeds = crate::post::Embeds::from_column(embeds.as_deref());
+        unlink_carrier(tx, id_of(*id), retweet_of.map(id_of), &embeds)?;
+        Ok(1)
+    };
     let mut removed = 0;
     for id in ids {
-        removed += del.execute([id])? as u64;
+        removed += delete(id)?;
     }
     let mut cascaded = 0;
     for id in retweets {
-        cascaded += del.execute([id])? as u64;
+        cascaded += delete(id)?;
     }
     let mut gone = [ids, retweets].concat();
     gone.sort_unstable();
@@ -800,6 +811,25 @@ fn link_carrier(
         links += link.execute(params![key(u), key(id)])? as u64;
     }
     Ok(links)
+}
+
+/// Drops the links [`link_carrier`] made for the post `id`, whose row is
+/// removed.
+fn unlink_carrier(
+    tx: &rusqlite::Transaction,
+    id: Id,
+    retweet_of: Option<Id>,
+    embeds: &crate::post::Embeds,
+) -> rusqlite::Result<()> {
+    let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_in WHERE embedded_id = ?1 AND post_id = ?2")?;
+    for e in rules::embedded::tracked_copies(embeds, retweet_of) {
+        unlink.execute(params![key(e), key(id)])?;
+    }
+    let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_users WHERE user_id = ?1 AND post_id = ?2")?;
+    for u in rules::embedded::tracked_users(embeds) {
+        unlink.execute(params![key(u), key(id)])?;
+    }
+    Ok(())
 }
 
 /// Takes the copies of the tombstones `gone`, the geo of the copies of the
@@ -1790,6 +1820,40 @@ mod tests {
         let m = s.maintain(0, 100).unwrap();
         assert_eq!((m.posts_deleted, m.copies_removed), (1, 1));
         assert!(!json(&s, 301).contains("KEPT101"), "{}", json(&s, 301));
+    }
+
+    #[test]
+    fn a_removed_post_takes_its_links_as_a_carrier_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut s = SqliteStore::open(path.to_str().unwrap()).unwrap();
+        let lines = [
+            // Carries a copy of 100 and user 9's profile.
+            r#"{"data":{"id":"300","author_id":"3","text":"q","referenced_tweets":[{"type":"quoted","id":"100"}]},"includes":{"tweets":[{"id":"100","author_id":"1","text":"orig"}],"users":[{"id":"9","name":"N"}]}}"#,
+            // Quotes 101; its retweet 302 carries 101 inside 301.
+            r#"{"id_str":"301","user":{"id_str":"3"},"quoted_status_id_str":"101","quoted_status":{"id_str":"101","user":{"id_str":"1"},"text":"w"}}"#,
+            r#"{"id_str":"302","user":{"id_str":"4"},"retweeted_status":{"id_str":"301","user":{"id_str":"3"},"quoted_status_id_str":"101","quoted_status":{"id_str":"101","user":{"id_str":"1"},"text":"w"}}}"#,
+            // Stays: quotes 100 too.
+            r#"{"id_str":"304","user":{"id_str":"5"},"quoted_status_id_str":"100","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"orig"}}"#,
+        ];
+        let posts: Vec<NewPost> = lines.iter().flat_map(|l| crate::post::parse_post_line(l).unwrap()).collect();
+        s.import(&posts, &[], 0).unwrap();
+        let links = |s: &SqliteStore| -> Vec<String> {
+            column(
+                &s.conn,
+                "SELECT 'post ' || embedded_id || ' in ' || post_id FROM main.embedded_in
+                 UNION ALL SELECT 'user ' || user_id || ' in ' || post_id FROM main.embedded_users ORDER BY 1",
+            )
+        };
+        assert_eq!(links(&s).len(), 5, "{:?}", links(&s));
+        // 300 and 301 are deleted (301's retweet 302 with it).
+        s.apply_status(&StatusEvents::from(vec![delete(300), delete(301)]), &[]).unwrap();
+        let m = s.maintain(0, 100).unwrap();
+        assert_eq!((m.posts_deleted, m.retweets_cascaded), (2, 1));
+        assert_eq!(links(&s), vec!["post 100 in 304"]);
+        // The link that stays still finds its carrier.
+        s.apply_status(&StatusEvents::from(vec![delete(100)]), &[]).unwrap();
+        assert_eq!(s.maintain(0, 100).unwrap().copies_removed, 1);
     }
 
     #[test]
