@@ -7,7 +7,7 @@ use crate::deadletter::DeadLetter;
 use crate::event::{
     parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, StatusEvents, TimeMs, UserEvent, UserEvents,
 };
-use crate::post::{parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
+use crate::post::{json_tree, parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
 use crate::progress::{Progress, Unit};
 use crate::rules::embedded;
 use crate::rules::visibility::visible;
@@ -471,12 +471,24 @@ pub fn check(
 /// ascending id, scrubbed geo removed, and each embedded post or user that
 /// is not visible there removed ([`crate::rules::embedded`]). Returns how
 /// many posts were written. A post is parsed only when something in it must
-/// go; every other line is written as stored, byte for byte.
+/// go; every other line is written as stored, byte for byte. A post whose
+/// JSON must lose something but cannot be read as a tree (which import
+/// never stores since it refuses such lines) is withheld, never written as
+/// stored: counted and logged ([`Exported::withheld`]).
 ///
 /// # Errors
 /// Store failures or a write error (a closed pipe ends the export quietly).
 pub fn export(store: &mut dyn Store, country: Option<Country>, out: impl Write) -> Result<u64, Failure> {
-    export_with(store, country, out, &mut Progress::hidden())
+    Ok(export_with(store, country, out, &mut Progress::hidden())?.written)
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exported {
+    pub written: u64,
+    /// Visible posts not written: something in their JSON had to go and it
+    /// could not be read as a tree.
+    pub withheld: u64,
 }
 
 /// [`export`], counting every stored post it reads in `progress`.
@@ -488,10 +500,10 @@ pub fn export_with(
     country: Option<Country>,
     out: impl Write,
     progress: &mut Progress,
-) -> Result<u64, Failure> {
+) -> Result<Exported, Failure> {
     let now = now_ms();
     let mut w = BufWriter::with_capacity(1 << 20, out);
-    let mut written = 0u64;
+    let mut done = Exported::default();
     let res = store.scan(&mut |row| {
         progress.add(1);
         if !visible(&row.facts, country, now) {
@@ -506,39 +518,50 @@ pub fn export_with(
             now_ms: now,
         };
         let io = if own_geo || embedded::changes_anything(&judge, &row.embeds.posts, &row.embeds.users) {
-            w.write_all(shown_json(row.json, own_geo, &judge).as_bytes())
+            let Some(json) = shown_json(row.json, own_geo, &judge) else {
+                done.withheld += 1;
+                if let Some(suppressed) = crate::logging::allow("export-withheld") {
+                    tracing::warn!(
+                        id = row.id,
+                        suppressed,
+                        "Post withheld from the export: something in its stored JSON must be removed and the JSON cannot be read as a tree"
+                    );
+                }
+                return Ok(());
+            };
+            w.write_all(json.as_bytes())
         } else {
             w.write_all(row.json.as_bytes())
         };
         io.and_then(|_| w.write_all(b"\n")).map_err(StoreError::Output)?;
-        written += 1;
+        done.written += 1;
         Ok(())
     });
     match res {
         Ok(()) => {}
-        Err(StoreError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(written),
+        Err(StoreError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(done),
         Err(e) => return Err(e.into()),
     }
     match w.flush() {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(written),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(done),
         Err(e) => Err(e.into()),
-        Ok(()) => Ok(written),
+        Ok(()) => Ok(done),
     }
 }
 
 /// A stored post's JSON as it may be shown: without its own geo when
 /// `own_geo` (its author scrubbed it), and without what `judge` hides of the
-/// posts and users it embeds. Unchanged bytes when nothing was removed.
-fn shown_json(json: &str, own_geo: bool, judge: &dyn embedded::Judge) -> String {
-    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return json.to_owned();
-    };
+/// posts and users it embeds. Unchanged bytes when nothing was removed;
+/// `None` when the JSON cannot be read as a tree ([`json_tree`]): the post
+/// is then withheld, never shown as stored.
+fn shown_json(json: &str, own_geo: bool, judge: &dyn embedded::Judge) -> Option<String> {
+    let mut v = json_tree(json)?;
     let mut changed = own_geo && remove_own_geo(&mut v);
     changed |= embedded::filter(&mut v, judge);
     if !changed {
-        return json.to_owned();
+        return Some(json.to_owned());
     }
-    serde_json::to_string(&v).unwrap_or_else(|_| json.to_owned())
+    serde_json::to_string(&v).ok()
 }
 
 /// A time for people: `2026-12-01 13:05:09Z`.

@@ -282,9 +282,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 complyd::progress::Progress::new("export", complyd::progress::Unit::Items("posts read"), None)
             };
-            let n = commands::export_with(store.as_mut(), country, std::io::stdout().lock(), &mut progress)?;
+            let done = commands::export_with(store.as_mut(), country, std::io::stdout().lock(), &mut progress)?;
             progress.finish();
-            eprintln!("export: {n} posts");
+            if done.withheld > 0 {
+                eprintln!(
+                    "export: {} posts; withheld {} whose stored JSON had to lose something and could not be read (logged)",
+                    done.written, done.withheld
+                );
+            } else {
+                eprintln!("export: {} posts", done.written);
+            }
             Ok(())
         }
     }

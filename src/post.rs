@@ -274,6 +274,7 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
         return Ok(Vec::new());
     }
     let w = wire(line)?;
+    check_editable(line)?;
     let mut out = Vec::with_capacity(2);
     if let Some(data) = w.data {
         // v2 wrapped: {"data":{...},"includes":{"tweets":[...],"users":[...]}}
@@ -422,17 +423,117 @@ pub fn remove_own_geo(v: &mut serde_json::Value) -> bool {
     removed
 }
 
-/// Returns `json` without the post's own geo ([`remove_own_geo`]).
-/// Unparseable JSON (which import never stores) is returned unchanged, and so
-/// is JSON that holds none (byte for byte).
-pub fn strip_own_geo(json: &str) -> String {
-    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return json.to_owned();
-    };
+/// Returns `json` without the post's own geo ([`remove_own_geo`]); JSON
+/// that holds none comes back byte for byte. `None` when it cannot be read
+/// as a tree ([`json_tree`]; import never stores such JSON): the caller
+/// keeps the post's geo flag, so that every answer still removes the geo or
+/// withholds the post.
+pub fn strip_own_geo(json: &str) -> Option<String> {
+    let mut v = json_tree(json)?;
     if !remove_own_geo(&mut v) {
-        return json.to_owned();
+        return Some(json.to_owned());
     }
-    serde_json::to_string(&v).unwrap_or_else(|_| json.to_owned())
+    serde_json::to_string(&v).ok()
+}
+
+/// The nesting serde_json reads a tree to (it stops at 128 levels).
+const MAX_TREE_DEPTH: usize = 127;
+
+/// Digits a number may have without being read as a tree first (f64 ends
+/// at about 1.8e308).
+const MAX_PLAIN_DIGITS: usize = 300;
+
+/// A stored post's JSON as a tree, for every step that takes something out
+/// of it (the answers, the maintenance pass, import). A lone UTF-16
+/// surrogate escape (`\ud83d` without its other half, as a text cut inside
+/// an emoji has), which serde_json refuses in a tree though it reads the
+/// rest of the line, is read as U+FFFD. `None` only for what
+/// [`check_editable`] refuses at import.
+pub fn json_tree(json: &str) -> Option<serde_json::Value> {
+    match serde_json::from_str(json) {
+        Ok(v) => Some(v),
+        Err(_) => serde_json::from_str(&replace_lone_surrogates(json)?).ok(),
+    }
+}
+
+/// `json` with every lone surrogate escape replaced by `\ufffd`; `None`
+/// when it has none. A backslash only occurs inside strings in JSON, so
+/// the escapes are found without following the strings.
+fn replace_lone_surrogates(json: &str) -> Option<String> {
+    fn unit(b: &[u8], at: usize) -> Option<u32> {
+        let hex = b.get(at..at + 4).filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+        u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    }
+    const HIGH: std::ops::Range<u32> = 0xD800..0xDC00;
+    const LOW: std::ops::Range<u32> = 0xDC00..0xE000;
+    let b = json.as_bytes();
+    let (mut out, mut copied, mut i) = (None::<String>, 0, 0);
+    while let Some(k) = b.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
+        let at = i + k;
+        i = at + 2;
+        if b.get(at + 1) != Some(&b'u') {
+            continue;
+        }
+        let Some(u) = unit(b, at + 2) else { continue };
+        i = at + 6;
+        let paired = HIGH.contains(&u)
+            && b.get(at + 6..at + 8) == Some(b"\\u")
+            && unit(b, at + 8).is_some_and(|l| LOW.contains(&l));
+        if paired {
+            i = at + 12;
+        } else if HIGH.contains(&u) || LOW.contains(&u) {
+            let o = out.get_or_insert_with(|| String::with_capacity(json.len()));
+            o.push_str(&json[copied..at]);
+            o.push_str("\\ufffd");
+            copied = at + 6;
+        }
+    }
+    let mut o = out?;
+    o.push_str(&json[copied..]);
+    Some(o)
+}
+
+/// Refuses a post line that no step could take withdrawn content out of:
+/// one serde_json reads in the parts import uses but not as a tree (a
+/// number beyond f64's range, nesting deeper than 127 levels). One pass
+/// over the bytes; only a line with an exponent, a very long number or
+/// deep nesting is read as a tree to be sure.
+fn check_editable(line: &str) -> Result<(), ParseError> {
+    let b = line.as_bytes();
+    let (mut depth, mut deepest, mut digits, mut longest, mut exponent) = (0usize, 0usize, 0usize, 0usize, false);
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        i += 1;
+        match c {
+            b'"' => {
+                // To the string's closing quote, over its escapes.
+                while let Some(k) = b.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+                    i += k + 1;
+                    if b[i - 1] == b'"' {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'e' | b'E' if digits > 0 => exponent = true,
+            _ => {}
+        }
+        digits = if c.is_ascii_digit() { digits + 1 } else { 0 };
+        longest = longest.max(digits);
+    }
+    if (exponent || longest > MAX_PLAIN_DIGITS || deepest > MAX_TREE_DEPTH) && json_tree(line).is_none() {
+        let why = serde_json::from_str::<serde_json::Value>(line).err().map_or_else(String::new, |e| e.to_string());
+        return Err(bad(
+            ParseErrorKind::BadPayload,
+            format!("not stored: complyd could not take withdrawn content out of this JSON later ({why})"),
+        ));
+    }
+    Ok(())
 }
 
 /// `json` with every geo key removed at every depth (and v2
@@ -455,7 +556,7 @@ pub fn without_any_geo(json: &str) -> String {
             _ => {}
         }
     }
-    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else {
+    let Some(mut v) = json_tree(json) else {
         return json.to_owned();
     };
     walk(&mut v);
@@ -554,12 +655,12 @@ mod tests {
     #[test]
     fn without_any_geo_is_the_same_before_and_after_a_scrub() {
         let line = r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"quoted_status":{"id_str":"10","place":{"b":2}}}"#;
-        let scrubbed = strip_own_geo(line);
+        let scrubbed = strip_own_geo(line).unwrap();
         assert_ne!(scrubbed, line);
         assert_eq!(without_any_geo(line), without_any_geo(&scrubbed));
         assert!(!without_any_geo(line).contains("place"));
         let plain = r#"{"id_str":"1", "text":"spaces kept"}"#;
-        assert_eq!(strip_own_geo(plain), plain, "nothing to remove: the same bytes");
+        assert_eq!(strip_own_geo(plain).unwrap(), plain, "nothing to remove: the same bytes");
     }
 
     #[test]
@@ -573,10 +674,54 @@ mod tests {
     #[test]
     fn strip_own_geo_leaves_embedded_copies_and_keeps_key_order() {
         let line = r#"{"id_str":"20","coordinates":[1],"user":{"id_str":"2"},"retweeted_status":{"id_str":"10","geo":{"a":1},"place":{"b":2}}}"#;
-        let own = strip_own_geo(line);
+        let own = strip_own_geo(line).unwrap();
         assert_eq!(
             own,
             r#"{"id_str":"20","user":{"id_str":"2"},"retweeted_status":{"id_str":"10","geo":{"a":1},"place":{"b":2}}}"#
         );
+    }
+
+    #[test]
+    fn a_text_cut_inside_an_emoji_can_still_lose_its_geo() {
+        // `\ud83d` without its other half: serde_json reads the line's parts
+        // but refuses it in a tree.
+        let line = r#"{"id_str":"10","user":{"id_str":"1"},"text":"cut \ud83d","place":{"full_name":"Oslo"}}"#;
+        assert!(serde_json::from_str::<serde_json::Value>(line).is_err(), "the case this test is about");
+        let posts = parse_post_line(line).unwrap();
+        assert!(posts[0].has_geo);
+        let stripped = strip_own_geo(line).unwrap();
+        assert!(!stripped.contains("Oslo"), "{stripped}");
+        assert_eq!(stripped, r#"{"id_str":"10","user":{"id_str":"1"},"text":"cut �"}"#);
+        // Pairs, escaped backslashes and other escapes are left alone.
+        let fine = r#"{"t":"\ud83d\ude00 \\ud83d \u00e9 \n","l":"\udc00x\ud800"}"#;
+        assert_eq!(
+            replace_lone_surrogates(fine).unwrap(),
+            r#"{"t":"\ud83d\ude00 \\ud83d \u00e9 \n","l":"\ufffdx\ufffd"}"#
+        );
+        assert_eq!(replace_lone_surrogates(r#"{"t":"\ud83d\ude00"}"#), None);
+    }
+
+    #[test]
+    fn a_post_no_step_could_edit_is_refused_at_import_and_only_that() {
+        let refused = [
+            // A number beyond f64 in a field import does not read.
+            r#"{"id_str":"10","user":{"id_str":"1"},"x":1e400}"#.to_owned(),
+            format!(r#"{{"id_str":"10","user":{{"id_str":"1"}},"x":{}}}"#, "9".repeat(400)),
+            // Nesting deeper than serde_json reads a tree.
+            format!(r#"{{"id_str":"10","user":{{"id_str":"1"}},"x":{}1{}}}"#, "[".repeat(200), "]".repeat(200)),
+        ];
+        for line in &refused {
+            let e = parse_post_line(line).unwrap_err();
+            assert_eq!(e.kind, ParseErrorKind::BadPayload, "{line}");
+            assert!(e.detail.contains("withdrawn content"), "{}", e.detail);
+        }
+        let kept = [
+            r#"{"id_str":"10","user":{"id_str":"1"},"x":1e300,"y":"1e400 in a string","z":true,"w":false}"#.to_owned(),
+            format!(r#"{{"id_str":"10","user":{{"id_str":"1"}},"x":{}1{}}}"#, "[".repeat(100), "]".repeat(100)),
+            format!(r#"{{"id_str":"10","user":{{"id_str":"1"}},"x":"{}"}}"#, "[".repeat(300)),
+        ];
+        for line in &kept {
+            assert_eq!(parse_post_line(line).unwrap().len(), 1, "{line}");
+        }
     }
 }

@@ -277,7 +277,9 @@ pub fn tracked_users(embeds: &Embeds) -> impl Iterator<Item = Id> + '_ {
 }
 
 /// `post` with [`Withdrawn`]'s verdicts applied to the copies it carries,
-/// its embedded ids listed anew; `None` when that changes nothing. Used
+/// its embedded ids listed anew; `None` when that changes nothing, or when
+/// the JSON cannot be read as a tree (import never stores such JSON; every
+/// answer then withholds the post). Used
 /// where a post is saved (import) and where a post becomes a tombstone or
 /// its geo is scrubbed (maintenance), so that withdrawn words and places
 /// leave the stored JSON of the posts that quote or include them, not only
@@ -286,7 +288,7 @@ pub fn without_withdrawn(post: &NewPost, withdrawn: &Withdrawn) -> Option<NewPos
     if !withdrawn.touches(&post.embeds) {
         return None;
     }
-    let mut v: Value = serde_json::from_str(&post.json).ok()?;
+    let mut v: Value = crate::post::json_tree(&post.json)?;
     if !filter(&mut v, withdrawn) {
         return None;
     }

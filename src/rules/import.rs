@@ -57,8 +57,11 @@ pub fn decide(p: &NewPost, k: &Known<'_>, now_ms: TimeMs) -> Decision {
         return Decision::Refuse(Refusal::RetweetOfTombstone);
     }
     if p.has_geo && k.author.geo_scrubbed(p.id) {
-        let json = strip_own_geo(&p.json);
-        return Decision::Store { json, has_geo: false, geo_stripped: true };
+        // JSON that cannot be edited (import refuses it) keeps its geo flag:
+        // every answer then removes the geo or withholds the post.
+        if let Some(json) = strip_own_geo(&p.json) {
+            return Decision::Store { json, has_geo: false, geo_stripped: true };
+        }
     }
     Decision::Store { json: p.json.clone(), has_geo: p.has_geo, geo_stripped: false }
 }

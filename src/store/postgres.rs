@@ -27,7 +27,7 @@ use super::{
 use crate::batch_job::{BatchJob, BatchType};
 use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
-use crate::post::{strip_own_geo, NewPost};
+use crate::post::{strip_own_geo, Embeds, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Planned, Refusal};
 use crate::rules::status::{StatusBatch, StatusState};
@@ -1296,9 +1296,12 @@ impl Store for PostgresStore {
                     let (mut ids, mut jsons) = (Vec::new(), Vec::new());
                     for (id, json) in rows {
                         covered.push(id);
-                        if let Some(json) = json {
+                        // JSON that cannot be edited keeps its geo flag:
+                        // every answer then removes the geo or withholds the
+                        // post.
+                        if let Some(json) = json.as_deref().and_then(strip_own_geo) {
                             ids.push(id);
-                            jsons.push(strip_own_geo(&json));
+                            jsons.push(json);
                         }
                     }
                     stats.posts_geo_scrubbed += ids.len() as u64;

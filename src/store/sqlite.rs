@@ -1311,9 +1311,11 @@ impl Store for SqliteStore {
                     covered.push(id);
                     // The post's own geo; its copies carried by other posts
                     // below.
-                    if let Some(json) = json {
+                    // JSON that cannot be edited keeps its geo flag: every
+                    // answer then removes the geo or withholds the post.
+                    if let Some(json) = json.as_deref().and_then(strip_own_geo) {
                         tx.prepare_cached("UPDATE main.posts SET json = ?2, has_geo = 0 WHERE id = ?1")?
-                            .execute(params![id, strip_own_geo(&json)])?;
+                            .execute(params![id, json])?;
                         stats.posts_geo_scrubbed += 1;
                     }
                 }
@@ -1854,6 +1856,35 @@ mod tests {
         // The link that stays still finds its carrier.
         s.apply_status(&StatusEvents::from(vec![delete(100)]), &[]).unwrap();
         assert_eq!(s.maintain(0, 100).unwrap().copies_removed, 1);
+    }
+
+    #[test]
+    fn a_stored_post_no_step_can_edit_is_withheld_never_shown_as_stored() {
+        // Import refuses such JSON now; a store written before may hold it.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(dir.path().join("s.db").to_str().unwrap()).unwrap();
+        let lines = [
+            r#"{"id_str":"300","user":{"id_str":"3"},"quoted_status_id_str":"100","quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"GONE100"}}"#,
+            r#"{"id_str":"301","user":{"id_str":"2"},"text":"here","place":{"full_name":"PLACE301"}}"#,
+            r#"{"id_str":"302","user":{"id_str":"2"},"text":"KEPT302"}"#,
+        ];
+        let posts: Vec<NewPost> = lines.iter().flat_map(|l| crate::post::parse_post_line(l).unwrap()).collect();
+        s.import(&posts, &[], 0).unwrap();
+        s.conn
+            .execute_batch(
+                r#"UPDATE main.posts SET json = replace(json, '"user"', '"n":1e400,"user"') WHERE id IN (300, 301)"#,
+            )
+            .unwrap();
+        s.apply_status(&StatusEvents::from(vec![delete(100)]), &[]).unwrap();
+        let scrub = Timed { time_ms: 1, event: UserEvent::ScrubGeo { user_id: 2, up_to_status_id: 302 } };
+        s.apply_user(&[scrub], &[]).unwrap();
+        s.maintain(0, 100).unwrap();
+        let mut out = Vec::new();
+        let done =
+            crate::commands::export_with(&mut s, None, &mut out, &mut crate::progress::Progress::hidden()).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!((done.written, done.withheld), (1, 2), "{out}");
+        assert!(out.contains("KEPT302") && !out.contains("GONE100") && !out.contains("PLACE301"), "{out}");
     }
 
     #[test]
