@@ -357,7 +357,44 @@ fn the_gap_ledger_keeps_every_gap_with_its_history(backend: Backend) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 unresolved"));
 }
 
-on_both_backends!(the_gap_ledger_keeps_every_gap_with_its_history, batch_job_runs_the_whole_flow_in_parts);
+/// A v2 post carries a copy of another in `includes.tweets` without naming
+/// its author (no `tweet.fields=author_id` in the request): the copy's geo
+/// leaves the stored JSON once the stored post's author scrubbed it, whether
+/// the carrier is imported after the scrub, or the scrubbed post itself is.
+fn a_copy_that_does_not_name_its_author_loses_its_geo_whichever_came_first(backend: Backend) {
+    let s = Scratch::on(backend);
+    let carrier = |id: u64, of: u64, place: &str| {
+        format!(
+            r#"{{"data":{{"id":"{id}","author_id":"3","text":"quoting","referenced_tweets":[{{"type":"quoted","id":"{of}"}}]}},"includes":{{"tweets":[{{"id":"{of}","text":"there","geo":{{"place_id":"p{of}"}}}}],"places":[{{"id":"p{of}","full_name":"{place}"}}]}}}}"#
+        )
+    };
+    // 100 is stored, its author scrubs, then its carrier 300 comes.
+    s.import(&[r#"{"id_str":"100","user":{"id_str":"1"},"text":"there"}"#.to_owned()]);
+    // 310 carries 110, its author scrubs, then 110 itself comes.
+    s.import(&[carrier(310, 110, "Bergen-place")]);
+    s.replay(&[scrub_geo(1, 100, T), scrub_geo(2, 110, T)]);
+    s.import(&[carrier(300, 100, "Oslo-place")]);
+    s.import(&[r#"{"id_str":"110","user":{"id_str":"2"},"text":"there"}"#.to_owned()]);
+    let exported = s.export(None).join("\n");
+    assert_eq!(s.export_ids(None), vec![100, 110, 300, 310], "{exported}");
+    let mut st = complyd::store::open(&s.db()).unwrap();
+    let mut stored = String::new();
+    st.scan(&mut |row| {
+        stored.push_str(row.json);
+        Ok(())
+    })
+    .unwrap();
+    for withdrawn in ["Oslo-place", "Bergen-place", "\"p100\"", "\"p110\""] {
+        assert!(!exported.contains(withdrawn), "{withdrawn} is in the export: {exported}");
+        assert!(!stored.contains(withdrawn), "{withdrawn} is in the stored JSON: {stored}");
+    }
+}
+
+on_both_backends!(
+    the_gap_ledger_keeps_every_gap_with_its_history,
+    batch_job_runs_the_whole_flow_in_parts,
+    a_copy_that_does_not_name_its_author_loses_its_geo_whichever_came_first
+);
 
 #[test]
 fn replay_of_a_range_refuses_bad_times_and_a_missing_account_with_exit_1() {

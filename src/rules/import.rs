@@ -112,6 +112,10 @@ pub struct Loaded {
     pub tombstones: HashSet<Id>,
     /// The state of the batch's authors (those with none are absent).
     pub users: HashMap<Id, UserState>,
+    /// The authors of the stored posts among [`Loaded::copy_ids`]: a copy
+    /// that does not name its author (a v2 `includes.tweets` entry without
+    /// `author_id`) loses its geo when the stored post's author scrubbed it.
+    pub authors: HashMap<Id, Id>,
 }
 
 impl Loaded {
@@ -134,10 +138,30 @@ impl Loaded {
         )
     }
 
-    /// The users whose state a batch needs: its authors, and the users its
-    /// posts carry (v2 `includes.users`).
-    pub fn user_ids(posts: &[NewPost]) -> Vec<Id> {
-        sorted(posts.iter().flat_map(|p| std::iter::once(p.author_id).chain(p.embeds.users.iter().copied())))
+    /// The posts the batch's posts (or their stored forms) carry copies of
+    /// without the batch holding a form of them: look up their stored
+    /// authors ([`Loaded::authors`]) once the rows are loaded.
+    pub fn copy_ids(posts: &[NewPost], rows: &HashMap<Id, NewPost>) -> Vec<Id> {
+        let own: HashSet<Id> = posts.iter().map(|p| p.id).collect();
+        sorted(
+            posts
+                .iter()
+                .chain(rows.values())
+                .flat_map(|p| p.embeds.posts.iter().copied())
+                .filter(|id| *id != 0 && !own.contains(id)),
+        )
+    }
+
+    /// The users whose state a batch needs: its authors, the users its
+    /// posts carry (v2 `includes.users`), and the stored `authors` of the
+    /// posts they carry copies of.
+    pub fn user_ids(posts: &[NewPost], authors: &HashMap<Id, Id>) -> Vec<Id> {
+        sorted(
+            posts
+                .iter()
+                .flat_map(|p| std::iter::once(p.author_id).chain(p.embeds.users.iter().copied()))
+                .chain(authors.values().copied()),
+        )
     }
 }
 
@@ -184,6 +208,10 @@ pub struct ImportPlan {
     pub rows: Vec<Planned>,
     /// New tombstones for refused posts, in id order.
     pub tombstones: Vec<(Id, Refusal)>,
+    /// Posts stored for the first time whose author's `scrub_geo` covers
+    /// them, in id order: the posts stored before that carry copies of
+    /// them (found by their links) lose those copies' geo.
+    pub scrubbed_new: Vec<Id>,
     pub stats: ImportStats,
 }
 
@@ -194,10 +222,13 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
     // What the batch's copies lose in the stored JSON: the copies of
     // tombstones, the geo of the posts whose author scrubbed it, the
     // profiles of purged users.
-    let scrubbed = posts
+    let scrubbed_by = |id: Id, author: Id| loaded.users.get(&author).is_some_and(|u| u.geo_scrubbed(id));
+    let scrubbed: HashSet<Id> = posts
         .iter()
-        .filter(|p| loaded.users.get(&p.author_id).is_some_and(|u| u.geo_scrubbed(p.id)))
-        .map(|p| p.id)
+        .map(|p| (p.id, p.author_id))
+        .chain(loaded.authors.iter().map(|(id, author)| (*id, *author)))
+        .filter(|(id, author)| scrubbed_by(*id, *author))
+        .map(|(id, _)| id)
         .collect();
     let purged_users = loaded.users.iter().filter(|(_, u)| u.is_purged(now_ms)).map(|(id, _)| *id).collect();
     let mut withdrawn = Withdrawn { tombstones: std::mem::take(&mut loaded.tombstones), scrubbed, purged_users };
@@ -251,9 +282,11 @@ pub fn plan(posts: &[NewPost], mut loaded: Loaded, now_ms: TimeMs) -> ImportPlan
     let mut rows: Vec<Planned> =
         rows.into_values().map(|post| Planned { stored: loaded.rows.contains_key(&post.id), post }).collect();
     rows.sort_unstable_by_key(|r| r.post.id);
+    let scrubbed_new =
+        rows.iter().filter(|r| !r.stored && withdrawn.scrubbed.contains(&r.post.id)).map(|r| r.post.id).collect();
     let mut tombstones: Vec<(Id, Refusal)> = tombstones.into_iter().collect();
     tombstones.sort_unstable_by_key(|t| t.0);
-    ImportPlan { rows, tombstones, stats }
+    ImportPlan { rows, tombstones, scrubbed_new, stats }
 }
 
 /// Decides a batch's likes, once its posts are saved: a like is refused
@@ -349,7 +382,7 @@ mod tests {
             &HashMap::new(),
         );
         let bare = parse_post_line(r#"{"id":"200","author_id":"2"}"#).unwrap();
-        let loaded = Loaded { rows: stored, tombstones: [100].into(), users: HashMap::new() };
+        let loaded = Loaded { rows: stored, tombstones: [100].into(), users: HashMap::new(), authors: HashMap::new() };
         let p = plan(&bare, loaded, 0);
         assert_eq!(p.tombstones, vec![(200, Refusal::RetweetOfTombstone)]);
         assert!(p.rows.is_empty());
@@ -366,7 +399,12 @@ mod tests {
             all.remove(&100); // as the maintenance pass removes a deleted post
             for line in lines {
                 let posts = parse_post_line(line).unwrap();
-                let loaded = Loaded { rows: all.clone(), tombstones: [100].into(), users: HashMap::new() };
+                let loaded = Loaded {
+                    rows: all.clone(),
+                    tombstones: [100].into(),
+                    users: HashMap::new(),
+                    authors: HashMap::new(),
+                };
                 for p in plan(&posts, loaded, 0).rows {
                     all.insert(p.post.id, p.post);
                 }

@@ -977,7 +977,15 @@ impl PostgresStore {
         let ids: Vec<i64> = Loaded::tombstone_ids(posts, &loaded.rows).into_iter().map(key).collect();
         loaded.tombstones =
             c.query("SELECT id FROM tombstones WHERE id = ANY($1)", &[&ids])?.iter().map(|r| id_of(r.get(0))).collect();
-        let users: Vec<i64> = Loaded::user_ids(posts).into_iter().map(key).collect();
+        let ids: Vec<i64> = Loaded::copy_ids(posts, &loaded.rows).into_iter().map(key).collect();
+        if !ids.is_empty() {
+            loaded.authors = c
+                .query("SELECT id, author_id FROM posts WHERE id = ANY($1)", &[&ids])?
+                .iter()
+                .map(|r| (id_of(r.get(0)), id_of(r.get(1))))
+                .collect();
+        }
+        let users: Vec<i64> = Loaded::user_ids(posts, &loaded.authors).into_iter().map(key).collect();
         loaded.users = load_users(c, &users, false)?;
         let plan = import::plan(posts, loaded, now_ms);
         let mut stats = plan.stats;
@@ -1015,6 +1023,10 @@ impl PostgresStore {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if !plan.scrubbed_new.is_empty() {
+            let scrubbed: Vec<i64> = plan.scrubbed_new.iter().map(|id| key(*id)).collect();
+            remove_copies(c, &[], &scrubbed, &[])?;
         }
         if !likes.is_empty() {
             let mut pairs: Vec<(i64, i64)> = likes.iter().map(|l| (key(l.user_id), key(l.post_id))).collect();

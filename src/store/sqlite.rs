@@ -1079,7 +1079,16 @@ impl Store for SqliteStore {
                 loaded.tombstones.insert(id);
             }
         }
-        for id in Loaded::user_ids(posts) {
+        for id in Loaded::copy_ids(posts, &loaded.rows) {
+            let author = tx
+                .prepare_cached("SELECT author_id FROM main.posts WHERE id = ?1")?
+                .query_row([key(id)], |r| r.get::<_, i64>(0))
+                .optional()?;
+            if let Some(author) = author {
+                loaded.authors.insert(id, id_of(author));
+            }
+        }
+        for id in Loaded::user_ids(posts, &loaded.authors) {
             loaded.users.insert(id, load_user(&tx, id)?);
         }
         let plan = import::plan(posts, loaded, now_ms);
@@ -1118,6 +1127,10 @@ impl Store for SqliteStore {
                     insert.execute(row)?
                 };
             }
+        }
+        if !plan.scrubbed_new.is_empty() {
+            let scrubbed: Vec<i64> = plan.scrubbed_new.iter().map(|id| key(*id)).collect();
+            remove_copies(&tx, &[], &scrubbed, &[])?;
         }
         let mut stats = plan.stats;
         let (mut gone, mut tombstoned) = (HashSet::new(), HashSet::new());
