@@ -356,6 +356,7 @@ fn v1_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> 
         .or(w.id.as_ref())
         .map(|i| i.0)
         .ok_or_else(|| bad(ParseErrorKind::MissingField, "post has no id_str or id"))?;
+    never_zero(id)?;
     let author_id = w
         .user
         .as_ref()
@@ -377,6 +378,7 @@ fn v1_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> 
 
 fn v2_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> {
     let id = w.id.as_ref().map(|i| i.0).ok_or_else(|| bad(ParseErrorKind::MissingField, "v2 post has no id"))?;
+    never_zero(id)?;
     let author_id = w
         .author_id
         .as_ref()
@@ -393,6 +395,15 @@ fn v2_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> 
         embeds: Embeds::default(),
         json: json.to_owned(),
     })
+}
+
+/// Refuses post id 0, which X never gives: it stands for an embedded copy
+/// whose id cannot be read ([`Embeds`]), so it is never stored.
+fn never_zero(id: Id) -> Result<(), ParseError> {
+    if id == 0 {
+        return Err(bad(ParseErrorKind::BadId, "post id 0 (no post has it)"));
+    }
+    Ok(())
 }
 
 const GEO_KEYS: [&str; 3] = ["coordinates", "geo", "place"];
@@ -669,6 +680,13 @@ mod tests {
         assert_eq!(parse_post_line(r#"{"id_str":"1"}"#).unwrap_err().kind, ParseErrorKind::MissingField);
         assert_eq!(parse_post_line(r#"{"id_str":"x1","user":{"id":1}}"#).unwrap_err().kind, ParseErrorKind::BadId);
         assert!(parse_post_line("  ").unwrap().is_empty());
+        // 0 stands for a copy whose id cannot be read: never a stored post.
+        for zero in [r#"{"id_str":"0","user":{"id_str":"9"}}"#, r#"{"data":{"id":"0","author_id":"9"}}"#] {
+            assert_eq!(parse_post_line(zero).unwrap_err().kind, ParseErrorKind::BadId, "{zero}");
+        }
+        let quote = r#"{"id_str":"5","user":{"id_str":"9"},"quoted_status":{"id_str":"0","user":{"id_str":"9"}}}"#;
+        let posts = parse_post_line(quote).unwrap();
+        assert_eq!((posts.len(), &posts[0].embeds.posts), (1, &vec![0]), "the copy is listed as unreadable");
     }
 
     #[test]
