@@ -579,16 +579,16 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64], purged: &[i64]) -> Result<(
             (id_of(r.get(0)), r.get::<_, Option<i64>>(1).map(id_of), embeds)
         })
         .collect::<Vec<_>>();
-    for (table, (carried, posts)) in carrier_links(carriers.iter().map(|(id, rt, e)| (*id, *rt, e))) {
-        if !carried.is_empty() {
+    for l in carrier_links(carriers.iter().map(|(id, rt, e)| (*id, *rt, e))) {
+        if !l.carried.is_empty() {
             c.execute(
                 &format!(
-                    "DELETE FROM {name} l USING unnest($1::bigint[], $2::bigint[]) AS u(carried, post_id)
+                    "DELETE FROM {table} l USING unnest($1::bigint[], $2::bigint[]) AS u(carried, post_id)
                      WHERE l.{column} = u.carried AND l.post_id = u.post_id",
-                    name = table.name,
-                    column = table.carried
+                    table = l.table,
+                    column = l.column
                 ),
-                &[&carried, &posts],
+                &[&l.carried, &l.posts],
             )?;
         }
     }
@@ -599,41 +599,38 @@ fn delete_content(c: &mut Conn<'_, '_>, ids: &[i64], purged: &[i64]) -> Result<(
     Ok((removed, retweets.len() as u64, rewritten))
 }
 
-/// A table of links from what a post carries to the post.
-struct LinkTable {
-    name: &'static str,
+/// Links of one table, from what posts carry to the posts: `carried[i]`
+/// is carried by `posts[i]`.
+struct Links {
+    table: &'static str,
     /// The column naming what is carried (a post's or a user's id).
-    carried: &'static str,
+    column: &'static str,
+    carried: Vec<i64>,
+    posts: Vec<i64>,
 }
 
 /// The links `posts` (id, retweet_of, embeds) have, for each link table
-/// (`embedded_in`, `embedded_users`): the carried and the carrying ids,
-/// sorted, without repeats.
-fn carrier_links<'a>(
-    posts: impl Iterator<Item = (Id, Option<Id>, &'a Embeds)> + Clone,
-) -> [(LinkTable, (Vec<i64>, Vec<i64>)); 2] {
-    let unzip = |mut pairs: Vec<(i64, i64)>| -> (Vec<i64>, Vec<i64>) {
+/// (`embedded_in`, `embedded_users`), sorted, without repeats.
+fn carrier_links<'a>(posts: impl Iterator<Item = (Id, Option<Id>, &'a Embeds)> + Clone) -> [Links; 2] {
+    let links = |table, column, mut pairs: Vec<(i64, i64)>| {
         pairs.sort_unstable();
         pairs.dedup();
-        pairs.into_iter().unzip()
+        let (carried, posts) = pairs.into_iter().unzip();
+        Links { table, column, carried, posts }
     };
     [
-        (
-            LinkTable { name: "embedded_in", carried: "embedded_id" },
-            unzip(
-                posts
-                    .clone()
-                    .flat_map(|(id, rt, e)| rules::embedded::tracked_copies(e, rt).map(move |c| (key(c), key(id))))
-                    .collect(),
-            ),
+        links(
+            "embedded_in",
+            "embedded_id",
+            posts
+                .clone()
+                .flat_map(|(id, rt, e)| rules::embedded::tracked_copies(e, rt).map(move |c| (key(c), key(id))))
+                .collect(),
         ),
-        (
-            LinkTable { name: "embedded_users", carried: "user_id" },
-            unzip(
-                posts
-                    .flat_map(|(id, _, e)| rules::embedded::tracked_users(e).map(move |u| (key(u), key(id))))
-                    .collect(),
-            ),
+        links(
+            "embedded_users",
+            "user_id",
+            posts.flat_map(|(id, _, e)| rules::embedded::tracked_users(e).map(move |u| (key(u), key(id)))).collect(),
         ),
     ]
 }
@@ -642,16 +639,16 @@ fn carrier_links<'a>(
 /// (`embedded_in`, `embedded_users`).
 fn link_copies_of(c: &mut Conn<'_, '_>, posts: &[&NewPost]) -> Result<u64, StoreError> {
     let mut links = 0;
-    for (table, (carried, carriers)) in carrier_links(posts.iter().map(|p| (p.id, p.retweet_of, &p.embeds))) {
-        if carried.is_empty() {
+    for l in carrier_links(posts.iter().map(|p| (p.id, p.retweet_of, &p.embeds))) {
+        if l.carried.is_empty() {
             continue;
         }
         links += c.execute(
             &format!(
                 "INSERT INTO {} ({}, post_id) SELECT * FROM unnest($1::bigint[], $2::bigint[]) ON CONFLICT DO NOTHING",
-                table.name, table.carried
+                l.table, l.column
             ),
-            &[&carried, &carriers],
+            &[&l.carried, &l.posts],
         )?;
     }
     Ok(links)

@@ -28,7 +28,7 @@ use super::{
 use crate::batch_job::{BatchJob, BatchType};
 use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
-use crate::post::{strip_own_geo, NewPost};
+use crate::post::{strip_own_geo, Embeds, NewPost};
 use crate::rules;
 use crate::rules::countries_to_text;
 use crate::rules::embedded::Facts as EmbeddedFacts;
@@ -769,12 +769,10 @@ fn delete_posts(
     // Each removed row takes its own links as a carrier with it.
     let mut del = tx.prepare_cached("DELETE FROM main.posts WHERE id = ?1 RETURNING retweet_of, embeds")?;
     let mut delete = |id: &i64| -> Result<u64, StoreError> {
-        let Some((retweet_of, embeds)) =
-            del.query_row([id], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<String>>(1)?))).optional()?
-        else {
+        let row = |r: &Row| Ok((r.get::<_, Option<i64>>(0)?, Embeds::from_column(r.get_ref(1)?.as_str_or_null()?)));
+        let Some((retweet_of, embeds)) = del.query_row([id], row).optional()? else {
             return Ok(0);
         };
-        let embeds = crate::post::Embeds::from_column(embeds.as_deref());
         unlink_carrier(tx, id_of(*id), retweet_of.map(id_of), &embeds)?;
         Ok(1)
     };
@@ -794,12 +792,7 @@ fn delete_posts(
 
 /// Links the post `id` to the copies and the profiles its `embeds` list
 /// ([`EMBEDDED_IN`]). Returns how many links were new.
-fn link_carrier(
-    tx: &rusqlite::Transaction,
-    id: Id,
-    retweet_of: Option<Id>,
-    embeds: &crate::post::Embeds,
-) -> rusqlite::Result<u64> {
+fn link_carrier(tx: &rusqlite::Transaction, id: Id, retweet_of: Option<Id>, embeds: &Embeds) -> rusqlite::Result<u64> {
     let mut links = 0;
     let mut link =
         tx.prepare_cached("INSERT OR IGNORE INTO main.embedded_in (embedded_id, post_id) VALUES (?1, ?2)")?;
@@ -815,19 +808,19 @@ fn link_carrier(
 
 /// Drops the links [`link_carrier`] made for the post `id`, whose row is
 /// removed.
-fn unlink_carrier(
-    tx: &rusqlite::Transaction,
-    id: Id,
-    retweet_of: Option<Id>,
-    embeds: &crate::post::Embeds,
-) -> rusqlite::Result<()> {
-    let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_in WHERE embedded_id = ?1 AND post_id = ?2")?;
-    for e in rules::embedded::tracked_copies(embeds, retweet_of) {
-        unlink.execute(params![key(e), key(id)])?;
+fn unlink_carrier(tx: &rusqlite::Transaction, id: Id, retweet_of: Option<Id>, embeds: &Embeds) -> rusqlite::Result<()> {
+    // Most posts carry nothing: no statement is looked up for them.
+    if rules::embedded::tracked_copies(embeds, retweet_of).next().is_some() {
+        let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_in WHERE embedded_id = ?1 AND post_id = ?2")?;
+        for e in rules::embedded::tracked_copies(embeds, retweet_of) {
+            unlink.execute(params![key(e), key(id)])?;
+        }
     }
-    let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_users WHERE user_id = ?1 AND post_id = ?2")?;
-    for u in rules::embedded::tracked_users(embeds) {
-        unlink.execute(params![key(u), key(id)])?;
+    if rules::embedded::tracked_users(embeds).next().is_some() {
+        let mut unlink = tx.prepare_cached("DELETE FROM main.embedded_users WHERE user_id = ?1 AND post_id = ?2")?;
+        for u in rules::embedded::tracked_users(embeds) {
+            unlink.execute(params![key(u), key(id)])?;
+        }
     }
     Ok(())
 }
