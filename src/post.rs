@@ -150,11 +150,32 @@ struct UserRef {
     id_str: Option<IdAny>,
 }
 
+/// A v2 `referenced_tweets` entry: `type` and `id`, and in twarc's
+/// flattened files (`twarc2 flatten`, `expansions.flatten`) the referenced
+/// post itself merged in (its `text` at least).
 #[derive(Deserialize)]
-struct RefTweet {
+struct RefTweet<'a> {
     #[serde(rename = "type")]
     kind: String,
     id: IdAny,
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
+/// A v2 `entities`: its `mentions`, each a user that twarc's flattened
+/// files merge in (with their `name` at least).
+#[derive(Deserialize)]
+struct Entities<'a> {
+    #[serde(borrow, default)]
+    mentions: Vec<&'a RawValue>,
+}
+
+/// A mentioned user, as far as telling an expanded one.
+#[derive(Deserialize)]
+struct Mention<'a> {
+    id: Option<IdAny>,
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
 }
 
 /// The fields of either format that import needs. Sub-objects are kept raw.
@@ -179,7 +200,13 @@ struct WirePost<'a> {
     geo: Option<&'a RawValue>,
     // v2
     author_id: Option<IdAny>,
-    referenced_tweets: Option<Vec<RefTweet>>,
+    #[serde(borrow)]
+    referenced_tweets: Option<Vec<&'a RawValue>>,
+    // twarc's flattened v2 (expansions merged into the post)
+    #[serde(borrow)]
+    in_reply_to_user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    entities: Option<&'a RawValue>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -281,6 +308,7 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
         let inner: WirePost =
             serde_json::from_str(data.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
         let mut post = v2_post(&inner, line, Form::TopLevel)?;
+        v2_expanded(&inner, &mut post, 0, &mut out);
         if let Some(inc) = &w.includes {
             post.has_geo |= is_present(inc.places);
             for t in &inc.tweets {
@@ -305,13 +333,56 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
         return Ok(out);
     }
     if w.author_id.is_some() && w.user.is_none() {
-        out.push(v2_post(&w, line, Form::TopLevel)?);
+        let mut post = v2_post(&w, line, Form::TopLevel)?;
+        v2_expanded(&w, &mut post, 0, &mut out);
+        out.push(post);
         return Ok(out);
     }
     // v1.1 / original format.
     let post = v1_tree(&w, line, Form::TopLevel, 0, &mut out)?;
     out.push(post);
     Ok(out)
+}
+
+/// What twarc's flattened v2 files merge into a post (`w`): the posts it
+/// refers to, expanded in its `referenced_tweets` (pushed to `out` when
+/// they name their author, each after the posts expanded in it, and listed
+/// in `post`'s [`Embeds`] either way), and the users expanded in its
+/// `in_reply_to_user` and `entities.mentions`. Nothing for a plain v2 post.
+fn v2_expanded(w: &WirePost, post: &mut NewPost, depth: usize, out: &mut Vec<NewPost>) {
+    for raw in w.referenced_tweets.iter().flatten() {
+        let Ok(r) = serde_json::from_str::<RefTweet>(raw.get()) else {
+            continue;
+        };
+        if r.text.is_none() {
+            continue;
+        }
+        let copy = (depth + 1 < MAX_EMBED_DEPTH).then(|| serde_json::from_str::<WirePost>(raw.get()).ok()).flatten();
+        let Some(cw) = copy else {
+            post.embeds.add_post(0);
+            continue;
+        };
+        post.embeds.add_post(r.id.0);
+        let Ok(mut embedded) = v2_post(&cw, raw.get(), Form::Embedded) else {
+            // No author: not stored, but listed so reads remove it.
+            continue;
+        };
+        v2_expanded(&cw, &mut embedded, depth + 1, out);
+        post.embeds.extend(&embedded.embeds);
+        out.push(embedded);
+    }
+    if let Some(u) = w.in_reply_to_user.filter(|u| is_present(Some(u))) {
+        let id = serde_json::from_str::<JustId>(u.get()).ok().and_then(|j| j.id).map_or(0, |i| i.0);
+        post.embeds.add_user(id);
+    }
+    let mentions = w.entities.and_then(|e| serde_json::from_str::<Entities>(e.get()).ok());
+    for m in mentions.iter().flat_map(|e| &e.mentions) {
+        match serde_json::from_str::<Mention>(m.get()) {
+            Ok(Mention { name: None, .. }) => {}
+            Ok(Mention { id, .. }) => post.embeds.add_user(id.map_or(0, |i| i.0)),
+            Err(_) => post.embeds.add_user(0),
+        }
+    }
 }
 
 /// A v1.1 post and, pushed to `out` first, the posts embedded in it.
@@ -384,7 +455,9 @@ fn v2_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> 
         .as_ref()
         .map(|i| i.0)
         .ok_or_else(|| bad(ParseErrorKind::MissingField, format!("v2 post {id} has no author_id")))?;
-    let linked = |kind: &str| w.referenced_tweets.iter().flatten().find(|r| r.kind == kind).map(|r| r.id.0);
+    let refs: Vec<RefTweet> =
+        w.referenced_tweets.iter().flatten().filter_map(|r| serde_json::from_str(r.get()).ok()).collect();
+    let linked = |kind: &str| refs.iter().find(|r| r.kind == kind).map(|r| r.id.0);
     Ok(NewPost {
         id,
         author_id,
@@ -741,5 +814,19 @@ mod tests {
         for line in &kept {
             assert_eq!(parse_post_line(line).unwrap().len(), 1, "{line}");
         }
+    }
+
+    #[test]
+    fn a_twarc_flattened_post_lists_what_is_expanded_in_it() {
+        let line = r#"{"id":"300","author_id":"3","text":"t","referenced_tweets":[{"type":"quoted","id":"200","text":"q","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"100","text":"deep","author_id":"1"}]},{"type":"replied_to","id":"150","text":"no author asked for"},{"type":"replied_to","id":"160"}],"in_reply_to_user":{"id":"4","name":"Four"},"entities":{"mentions":[{"start":0,"end":2,"username":"five","id":"5","name":"Five"},{"start":3,"end":5,"username":"six","id":"6"}]},"author":{"id":"3","name":"Three"}}"#;
+        let posts = parse_post_line(line).unwrap();
+        let ids: Vec<Id> = posts.iter().map(|p| p.id).collect();
+        assert_eq!(ids, vec![100, 200, 300], "the copies that name their author are stored, deepest first");
+        let top = posts.last().unwrap();
+        assert_eq!(top.embeds.posts, vec![200, 100, 150], "an unexpanded reference is not a copy");
+        assert_eq!(top.embeds.users, vec![4, 5], "a mention as X sends it is not a copy");
+        assert_eq!((top.quote_of, top.retweet_of), (Some(200), None));
+        assert_eq!(posts[1].retweet_of, Some(100));
+        assert_eq!(posts[1].form, Form::Embedded);
     }
 }

@@ -390,7 +390,63 @@ fn a_copy_that_does_not_name_its_author_loses_its_geo_whichever_came_first(backe
     }
 }
 
+/// twarc's flattened files (`twarc2 flatten`, what most researchers keep):
+/// each post with the posts it refers to merged into its
+/// `referenced_tweets` entries and the users merged into `author`,
+/// `in_reply_to_user` and `entities.mentions`. What is withdrawn leaves the
+/// export and the stored JSON; a protected user's profile leaves the export.
+fn twarc_flattened_posts_keep_no_withdrawn_content(backend: Backend) {
+    let s = Scratch::on(backend);
+    let now = now_ms();
+    let twarc = r#""__twarc":{"url":"https://api.twitter.com/2/tweets/search/all","version":"2.14.0","retrieved_at":"2023-05-02T00:00:00+00:00"}"#;
+    let lines = [
+        // Quotes 100 (deleted below) and mentions user 2 (purged below), in
+        // reply to user 4 (protected below).
+        format!(
+            r#"{{"id":"300","author_id":"3","text":"@two look","created_at":"2023-05-01T10:00:00.000Z","in_reply_to_user_id":"4","referenced_tweets":[{{"type":"quoted","id":"100","text":"deleted-words-alpha","author_id":"1","created_at":"2023-04-01T10:00:00.000Z","author":{{"id":"1","name":"author-one","username":"one"}}}}],"entities":{{"mentions":[{{"start":0,"end":4,"username":"two","id":"2","name":"purged-profile-delta","description":"purged-bio"}}]}},"author":{{"id":"3","name":"Three","username":"three"}},"in_reply_to_user":{{"id":"4","name":"protected-profile-kappa","username":"four"}},{twarc}}}"#
+        ),
+        // Quotes 101, whose author (5) scrubs its geo below.
+        format!(
+            r#"{{"id":"301","author_id":"3","text":"see this","referenced_tweets":[{{"type":"quoted","id":"101","text":"here","author_id":"5","geo":{{"place_id":"p9","full_name":"Scrubbedville","id":"p9"}},"author":{{"id":"5","name":"Five","username":"five"}}}}],"author":{{"id":"3","name":"Three","username":"three"}},{twarc}}}"#
+        ),
+        // A retweet of 100.
+        format!(
+            r#"{{"id":"302","author_id":"6","text":"RT @one: deleted-words-alpha","referenced_tweets":[{{"type":"retweeted","id":"100","text":"deleted-words-alpha","author_id":"1"}}],{twarc}}}"#
+        ),
+        // 4's own post, so that 4 is a user the store knows.
+        r#"{"id":"303","author_id":"4","text":"mine"}"#.to_owned(),
+    ];
+    s.import(&lines);
+    s.replay(&[
+        delete(100, 1, T),
+        scrub_geo(5, 101, T),
+        user_msg("user_delete", 2, now - 31 * DAY_MS),
+        user_msg("user_protect", 4, T),
+    ]);
+    let exported = s.export(None).join("\n");
+    assert_eq!(s.export_ids(None), vec![101, 300, 301], "{exported}");
+    assert!(exported.contains("\"type\":\"quoted\",\"id\":\"100\""), "the reference stays: {exported}");
+    assert!(exported.contains("\"username\":\"two\""), "the mention as X sends it stays: {exported}");
+    let mut st = complyd::store::open(&s.db()).unwrap();
+    let mut stored = String::new();
+    st.scan(&mut |row| {
+        stored.push_str(row.json);
+        Ok(())
+    })
+    .unwrap();
+    for withdrawn in ["deleted-words-alpha", "Scrubbedville", "purged-profile-delta", "purged-bio"] {
+        assert!(!exported.contains(withdrawn), "{withdrawn} is in the export: {exported}");
+        assert!(!stored.contains(withdrawn), "{withdrawn} is in the stored JSON: {stored}");
+    }
+    // Protection can be undone: judged at every read, kept in the store.
+    assert!(!exported.contains("protected-profile-kappa"), "{exported}");
+    assert!(stored.contains("protected-profile-kappa"));
+    s.replay(&[user_msg("user_unprotect", 4, T + 1)]);
+    assert!(s.export(None).join("\n").contains("protected-profile-kappa"));
+}
+
 on_both_backends!(
+    twarc_flattened_posts_keep_no_withdrawn_content,
     the_gap_ledger_keeps_every_gap_with_its_history,
     batch_job_runs_the_whole_flow_in_parts,
     a_copy_that_does_not_name_its_author_loses_its_geo_whichever_came_first

@@ -112,7 +112,12 @@ pub fn changes_anything(judge: &dyn Judge, posts: &[Id], users: &[Id]) -> bool {
 /// Reads an embedded post's id: `id_str`, else `id` (a string, or a number
 /// as long as it is exact).
 fn id_of(v: &Value) -> Option<Id> {
-    match v.get("id_str").or_else(|| v.get("id"))? {
+    id_in(v.as_object()?)
+}
+
+/// [`id_of`] for an object.
+fn id_in(o: &Map<String, Value>) -> Option<Id> {
+    match o.get("id_str").or_else(|| o.get("id"))? {
         Value::String(s) => parse_id_str(s).ok(),
         Value::Number(n) => n.as_u64(),
         _ => None,
@@ -126,9 +131,69 @@ pub fn filter(post: &mut Value, judge: &dyn Judge) -> bool {
         return false;
     };
     if obj.get("data").is_some_and(Value::is_object) {
-        return filter_v2(obj, judge);
+        let mut changed = filter_v2(obj, judge);
+        if let Some(data) = obj.get_mut("data").and_then(Value::as_object_mut) {
+            changed |= filter_expanded(data, judge, 0);
+        }
+        return changed;
     }
-    filter_v1(obj, judge, 0)
+    filter_v1(obj, judge, 0) | filter_expanded(obj, judge, 0)
+}
+
+/// The keys of a v2 `referenced_tweets` entry, and of a mention, that are
+/// not an expansion (twarc's flattened files merge the post or the user in).
+const REF_KEYS: [&str; 2] = ["type", "id"];
+const MENTION_KEYS: [&str; 4] = ["start", "end", "username", "id"];
+
+/// twarc's flattened v2 (`twarc2 flatten`): the posts expanded in a post's
+/// `referenced_tweets` entries (each with what is expanded in it), and the
+/// users expanded in its `in_reply_to_user` and `entities.mentions`. A
+/// hidden post's entry is cut back to its `type` and `id`, a hidden user's
+/// mention to what X itself sends, a hidden `in_reply_to_user` removed
+/// (`in_reply_to_user_id` stays). Nothing for a post without expansions.
+fn filter_expanded(t: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) -> bool {
+    let mut changed = false;
+    if let Some(refs) = t.get_mut("referenced_tweets").and_then(Value::as_array_mut) {
+        for entry in refs.iter_mut().filter_map(Value::as_object_mut) {
+            if !entry.contains_key("text") {
+                continue;
+            }
+            let verdict = match (depth + 1 < MAX_EMBED_DEPTH).then(|| id_in(entry)).flatten() {
+                Some(id) => judge.post(id),
+                None => Verdict::Hide,
+            };
+            match verdict {
+                Verdict::Hide => {
+                    entry.retain(|k, _| REF_KEYS.contains(&k.as_str()));
+                    changed = true;
+                }
+                Verdict::ShowWithoutGeo | Verdict::Show => {
+                    if verdict == Verdict::ShowWithoutGeo {
+                        for k in ["coordinates", "geo", "place"] {
+                            changed |= entry.shift_remove(k).is_some();
+                        }
+                    }
+                    changed |= filter_expanded(entry, judge, depth + 1);
+                }
+            }
+        }
+    }
+    let hidden = |u: &Value| !id_of(u).is_some_and(|id| judge.user(id));
+    if t.get("in_reply_to_user").is_some_and(|u| !u.is_null() && hidden(u)) {
+        t.shift_remove("in_reply_to_user");
+        changed = true;
+    }
+    if let Some(mentions) = t.get_mut("entities").and_then(|e| e.get_mut("mentions")).and_then(Value::as_array_mut) {
+        for m in mentions.iter_mut() {
+            if m.get("name").is_some() && hidden(m) {
+                if let Some(o) = m.as_object_mut() {
+                    o.retain(|k, _| MENTION_KEYS.contains(&k.as_str()));
+                }
+                changed = true;
+            }
+        }
+    }
+    changed
 }
 
 /// v1.1: `retweeted_status` and `quoted_status`, each an embedded post that
@@ -346,6 +411,28 @@ mod tests {
         let (changed, out) = run(json, &Fixed { hide: vec![], no_geo: vec![], users_hidden: vec![] });
         assert!(!changed);
         assert!(out.contains("gone"));
+    }
+
+    #[test]
+    fn twarc_flattened_expansions_are_judged_like_any_copy() {
+        // 300 refers to 200 (which quotes 100, expanded in it), replies to
+        // user 4, mentions users 2 (expanded) and 7 (as X sends it).
+        let json = r#"{"id":"300","author_id":"3","referenced_tweets":[{"type":"replied_to","id":"200","text":"mid","author_id":"8","geo":{"place_id":"p","full_name":"Midtown"},"referenced_tweets":[{"type":"quoted","id":"100","text":"inner"}]}],"in_reply_to_user_id":"4","in_reply_to_user":{"id":"4","name":"Four"},"entities":{"mentions":[{"start":0,"end":4,"username":"two","id":"2","name":"Two","description":"bio"},{"start":5,"end":9,"username":"sev","id":"7"}]}}"#;
+        let nothing = Fixed { hide: vec![], no_geo: vec![], users_hidden: vec![] };
+        assert_eq!(run(json, &nothing), (false, json.to_owned()));
+        let (changed, out) = run(json, &Fixed { hide: vec![100], no_geo: vec![200], users_hidden: vec![2, 4, 7] });
+        assert!(changed);
+        assert_eq!(
+            out,
+            r#"{"id":"300","author_id":"3","referenced_tweets":[{"type":"replied_to","id":"200","text":"mid","author_id":"8","referenced_tweets":[{"type":"quoted","id":"100"}]}],"in_reply_to_user_id":"4","entities":{"mentions":[{"start":0,"end":4,"username":"two","id":"2"},{"start":5,"end":9,"username":"sev","id":"7"}]}}"#
+        );
+        // Wrapped in `data` the same; an expansion whose id cannot be read
+        // is cut back.
+        let wrapped =
+            r#"{"data":{"id":"1","author_id":"3","referenced_tweets":[{"type":"quoted","id":"x","text":"?"}]}}"#;
+        let (changed, out) = run(wrapped, &nothing);
+        assert!(changed);
+        assert_eq!(out, r#"{"data":{"id":"1","author_id":"3","referenced_tweets":[{"type":"quoted","id":"x"}]}}"#);
     }
 
     #[test]
