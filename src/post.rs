@@ -308,7 +308,7 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
         let inner: WirePost =
             serde_json::from_str(data.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
         let mut post = v2_post(&inner, line, Form::TopLevel)?;
-        v2_expanded(&inner, &mut post, 0, &mut out);
+        v2_expanded(&inner, &mut post.embeds, 0, &mut out);
         if let Some(inc) = &w.includes {
             post.has_geo |= is_present(inc.places);
             for t in &inc.tweets {
@@ -334,7 +334,7 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
     }
     if w.author_id.is_some() && w.user.is_none() {
         let mut post = v2_post(&w, line, Form::TopLevel)?;
-        v2_expanded(&w, &mut post, 0, &mut out);
+        v2_expanded(&w, &mut post.embeds, 0, &mut out);
         out.push(post);
         return Ok(out);
     }
@@ -347,9 +347,11 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
 /// What twarc's flattened v2 files merge into a post (`w`): the posts it
 /// refers to, expanded in its `referenced_tweets` (pushed to `out` when
 /// they name their author, each after the posts expanded in it, and listed
-/// in `post`'s [`Embeds`] either way), and the users expanded in its
-/// `in_reply_to_user` and `entities.mentions`. Nothing for a plain v2 post.
-fn v2_expanded(w: &WirePost, post: &mut NewPost, depth: usize, out: &mut Vec<NewPost>) {
+/// in `embeds` either way, with what is expanded in them), and the users
+/// expanded in its
+/// `in_reply_to_user` and `entities.mentions`, listed in `embeds`. Nothing
+/// for a plain v2 post.
+fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<NewPost>) {
     for raw in w.referenced_tweets.iter().flatten() {
         let Ok(r) = serde_json::from_str::<RefTweet>(raw.get()) else {
             continue;
@@ -359,28 +361,30 @@ fn v2_expanded(w: &WirePost, post: &mut NewPost, depth: usize, out: &mut Vec<New
         }
         let copy = (depth + 1 < MAX_EMBED_DEPTH).then(|| serde_json::from_str::<WirePost>(raw.get()).ok()).flatten();
         let Some(cw) = copy else {
-            post.embeds.add_post(0);
+            embeds.add_post(0);
             continue;
         };
-        post.embeds.add_post(r.id.0);
-        let Ok(mut embedded) = v2_post(&cw, raw.get(), Form::Embedded) else {
-            // No author: not stored, but listed so reads remove it.
-            continue;
-        };
-        v2_expanded(&cw, &mut embedded, depth + 1, out);
-        post.embeds.extend(&embedded.embeds);
-        out.push(embedded);
+        embeds.add_post(r.id.0);
+        // What is expanded in the copy is carried too, whether or not the
+        // copy names its author (and is stored).
+        let mut inner = Embeds::default();
+        v2_expanded(&cw, &mut inner, depth + 1, out);
+        embeds.extend(&inner);
+        if let Ok(mut embedded) = v2_post(&cw, raw.get(), Form::Embedded) {
+            embedded.embeds = inner;
+            out.push(embedded);
+        }
     }
     if let Some(u) = w.in_reply_to_user.filter(|u| is_present(Some(u))) {
         let id = serde_json::from_str::<JustId>(u.get()).ok().and_then(|j| j.id).map_or(0, |i| i.0);
-        post.embeds.add_user(id);
+        embeds.add_user(id);
     }
     let mentions = w.entities.and_then(|e| serde_json::from_str::<Entities>(e.get()).ok());
     for m in mentions.iter().flat_map(|e| &e.mentions) {
         match serde_json::from_str::<Mention>(m.get()) {
             Ok(Mention { name: None, .. }) => {}
-            Ok(Mention { id, .. }) => post.embeds.add_user(id.map_or(0, |i| i.0)),
-            Err(_) => post.embeds.add_user(0),
+            Ok(Mention { id, .. }) => embeds.add_user(id.map_or(0, |i| i.0)),
+            Err(_) => embeds.add_user(0),
         }
     }
 }
@@ -818,13 +822,15 @@ mod tests {
 
     #[test]
     fn a_twarc_flattened_post_lists_what_is_expanded_in_it() {
-        let line = r#"{"id":"300","author_id":"3","text":"t","referenced_tweets":[{"type":"quoted","id":"200","text":"q","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"100","text":"deep","author_id":"1"}]},{"type":"replied_to","id":"150","text":"no author asked for"},{"type":"replied_to","id":"160"}],"in_reply_to_user":{"id":"4","name":"Four"},"entities":{"mentions":[{"start":0,"end":2,"username":"five","id":"5","name":"Five"},{"start":3,"end":5,"username":"six","id":"6"}]},"author":{"id":"3","name":"Three"}}"#;
+        let line = r#"{"id":"300","author_id":"3","text":"t","referenced_tweets":[{"type":"quoted","id":"200","text":"q","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"100","text":"deep","author_id":"1"}]},{"type":"replied_to","id":"150","text":"no author asked for","entities":{"mentions":[{"start":0,"end":1,"username":"nine","id":"9","name":"Nine"}]}},{"type":"replied_to","id":"160"}],"in_reply_to_user":{"id":"4","name":"Four"},"entities":{"mentions":[{"start":0,"end":2,"username":"five","id":"5","name":"Five"},{"start":3,"end":5,"username":"six","id":"6"}]},"author":{"id":"3","name":"Three"}}"#;
         let posts = parse_post_line(line).unwrap();
         let ids: Vec<Id> = posts.iter().map(|p| p.id).collect();
         assert_eq!(ids, vec![100, 200, 300], "the copies that name their author are stored, deepest first");
         let top = posts.last().unwrap();
         assert_eq!(top.embeds.posts, vec![200, 100, 150], "an unexpanded reference is not a copy");
-        assert_eq!(top.embeds.users, vec![4, 5], "a mention as X sends it is not a copy");
+        // A copy that is not stored still lists what is expanded in it (found
+        // by the property test).
+        assert_eq!(top.embeds.users, vec![9, 4, 5], "a mention as X sends it is not a copy");
         assert_eq!((top.quote_of, top.retweet_of), (Some(200), None));
         assert_eq!(posts[1].retweet_of, Some(100));
         assert_eq!(posts[1].form, Form::Embedded);

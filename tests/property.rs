@@ -66,6 +66,9 @@ struct Post {
     /// Its v2 line's `includes.tweets` entry does not name the author (a
     /// request without `tweet.fields=author_id`).
     anonymous_copy: bool,
+    /// Its v2 line is as twarc's `flatten` writes it: the post it refers to
+    /// and the users merged into it, no `includes`.
+    flat: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -85,10 +88,13 @@ fn dataset() -> impl Strategy<Value = Dataset> {
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.3),
+        prop::bool::weighted(0.4),
     );
     prop::collection::vec(post, 4..14).prop_map(|raw| {
         let mut posts: Vec<Post> = Vec::with_capacity(raw.len());
-        for (i, (author, geo, kind, target, v2, own_line, bare, cut, anonymous_copy)) in raw.into_iter().enumerate() {
+        for (i, (author, geo, kind, target, v2, own_line, bare, cut, anonymous_copy, flat)) in
+            raw.into_iter().enumerate()
+        {
             let kind = match kind {
                 _ if i == 0 => Kind::Plain,
                 3 => {
@@ -104,7 +110,7 @@ fn dataset() -> impl Strategy<Value = Dataset> {
             // A retweet has no geo of its own.
             let geo = geo && !matches!(kind, Kind::Retweet(_));
             let bare = bare || !own_line;
-            posts.push(Post { id: 100 + i as u64, author, geo, kind, v2, own_line, bare, cut, anonymous_copy });
+            posts.push(Post { id: 100 + i as u64, author, geo, kind, v2, own_line, bare, cut, anonymous_copy, flat });
         }
         Dataset { posts }
     })
@@ -214,12 +220,52 @@ impl Dataset {
         )
     }
 
+    /// `p` as twarc's `flatten` writes it (`depth` 0: its own line): the
+    /// post it refers to merged into its `referenced_tweets` entry (with
+    /// what is merged into that one), its author in `author`, and one
+    /// mentioned user merged into `entities.mentions`. A copy that does not
+    /// name its author has no `author` either.
+    fn flat(&self, p: &Post, with_author: bool, depth: usize) -> String {
+        let mut s = format!(r#"{{"id":"{}""#, p.id);
+        if with_author {
+            s += &format!(r#","author_id":"{a}","author":{{"id":"{a}","name":"NAME-{a}-END"}}"#, a = p.author);
+        }
+        s += &format!(r#","text":"TXT-{}-END{}""#, p.id, p.cut_end());
+        if p.geo {
+            s += &format!(r#","geo":{{"place_id":"p{id}","full_name":"PLACE-{id}-END"}}"#, id = p.id);
+        }
+        let m = p.author % USERS + 1;
+        s += &format!(
+            r#","entities":{{"mentions":[{{"start":0,"end":2,"username":"u{m}","id":"{m}","name":"NAME-{m}-END"}}]}}"#
+        );
+        match p.kind {
+            Kind::Plain => {}
+            Kind::Retweet(r) | Kind::Quote(r) => {
+                let kind = if matches!(p.kind, Kind::Retweet(_)) { "retweeted" } else { "quoted" };
+                s += &format!(r#","referenced_tweets":[{{"type":"{kind}","id":"{r}""#);
+                if depth < 2 {
+                    let copy = self.flat(self.post(r), !p.anonymous_copy, depth + 1);
+                    // The entry is the copy with `type` in front of its id.
+                    let id = format!(r#"{{"id":"{r}""#);
+                    s += &copy[id.len()..copy.len() - 1];
+                }
+                s += "}]";
+            }
+        }
+        s.push('}');
+        s
+    }
+
     /// Every import line: each post's own line, and its bare form.
     fn lines(&self) -> Vec<String> {
         let mut v = Vec::new();
         for p in &self.posts {
             if p.own_line {
-                v.push(if p.v2 { self.v2_line(p) } else { self.v1(p, true) });
+                v.push(match (p.v2, p.flat) {
+                    (true, true) => self.flat(p, true, 0),
+                    (true, false) => self.v2_line(p),
+                    (false, _) => self.v1(p, true),
+                });
             }
             if p.bare {
                 v.push(format!(r#"{{"id":"{}","author_id":"{}","text":"TXT-{}-END"}}"#, p.id, p.author, p.id));
