@@ -377,13 +377,7 @@ fn a_copy_that_does_not_name_its_author_loses_its_geo_whichever_came_first(backe
     s.import(&[r#"{"id_str":"110","user":{"id_str":"2"},"text":"there"}"#.to_owned()]);
     let exported = s.export(None).join("\n");
     assert_eq!(s.export_ids(None), vec![100, 110, 300, 310], "{exported}");
-    let mut st = complyd::store::open(&s.db()).unwrap();
-    let mut stored = String::new();
-    st.scan(&mut |row| {
-        stored.push_str(row.json);
-        Ok(())
-    })
-    .unwrap();
+    let stored = s.stored_json();
     for withdrawn in ["Oslo-place", "Bergen-place", "\"p100\"", "\"p110\""] {
         assert!(!exported.contains(withdrawn), "{withdrawn} is in the export: {exported}");
         assert!(!stored.contains(withdrawn), "{withdrawn} is in the stored JSON: {stored}");
@@ -427,13 +421,7 @@ fn twarc_flattened_posts_keep_no_withdrawn_content(backend: Backend) {
     assert_eq!(s.export_ids(None), vec![101, 300, 301], "{exported}");
     assert!(exported.contains("\"type\":\"quoted\",\"id\":\"100\""), "the reference stays: {exported}");
     assert!(exported.contains("\"username\":\"two\""), "the mention as X sends it stays: {exported}");
-    let mut st = complyd::store::open(&s.db()).unwrap();
-    let mut stored = String::new();
-    st.scan(&mut |row| {
-        stored.push_str(row.json);
-        Ok(())
-    })
-    .unwrap();
+    let stored = s.stored_json();
     for withdrawn in ["deleted-words-alpha", "Scrubbedville", "purged-profile-delta", "purged-bio"] {
         assert!(!exported.contains(withdrawn), "{withdrawn} is in the export: {exported}");
         assert!(!stored.contains(withdrawn), "{withdrawn} is in the stored JSON: {stored}");

@@ -201,6 +201,19 @@ impl Scratch {
             })
             .collect()
     }
+
+    /// Every stored post's JSON, concatenated (`Store::scan`): what the
+    /// store keeps, on either backend, whatever its answers show.
+    pub fn stored_json(&self) -> String {
+        let mut st = complyd::store::open(&self.db()).unwrap();
+        let mut stored = String::new();
+        st.scan(&mut |row| {
+            stored.push_str(row.json);
+            Ok(())
+        })
+        .unwrap();
+        stored
+    }
 }
 
 /// The files in `dir` whose names start with `prefix` and whose bytes hold
