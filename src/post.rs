@@ -170,6 +170,13 @@ struct Entities<'a> {
     mentions: Vec<&'a RawValue>,
 }
 
+/// Any object, as far as telling whether it has a `text`.
+#[derive(Deserialize)]
+struct Texted<'a> {
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+}
+
 /// A mentioned user, as far as telling an expanded one.
 #[derive(Deserialize)]
 struct Mention<'a> {
@@ -353,12 +360,21 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
 /// for a plain v2 post.
 fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<NewPost>) {
     for raw in w.referenced_tweets.iter().flatten() {
-        let Ok(r) = serde_json::from_str::<RefTweet>(raw.get()) else {
-            continue;
+        let r = serde_json::from_str::<RefTweet>(raw.get());
+        let expanded = match &r {
+            Ok(r) => r.text.is_some(),
+            // What the answers cut back: an entry with a text.
+            Err(_) => serde_json::from_str::<Texted>(raw.get()).is_ok_and(|t| t.text.is_some()),
         };
-        if r.text.is_none() {
+        if !expanded {
             continue;
         }
+        let Ok(r) = r else {
+            // Its id cannot be read: listed as unreadable, so that every
+            // answer cuts it back.
+            embeds.add_post(0);
+            continue;
+        };
         let copy = (depth + 1 < MAX_EMBED_DEPTH).then(|| serde_json::from_str::<WirePost>(raw.get()).ok()).flatten();
         let Some(cw) = copy else {
             embeds.add_post(0);
@@ -822,12 +838,12 @@ mod tests {
 
     #[test]
     fn a_twarc_flattened_post_lists_what_is_expanded_in_it() {
-        let line = r#"{"id":"300","author_id":"3","text":"t","referenced_tweets":[{"type":"quoted","id":"200","text":"q","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"100","text":"deep","author_id":"1"}]},{"type":"replied_to","id":"150","text":"no author asked for","entities":{"mentions":[{"start":0,"end":1,"username":"nine","id":"9","name":"Nine"}]}},{"type":"replied_to","id":"160"}],"in_reply_to_user":{"id":"4","name":"Four"},"entities":{"mentions":[{"start":0,"end":2,"username":"five","id":"5","name":"Five"},{"start":3,"end":5,"username":"six","id":"6"}]},"author":{"id":"3","name":"Three"}}"#;
+        let line = r#"{"id":"300","author_id":"3","text":"t","referenced_tweets":[{"type":"quoted","id":"200","text":"q","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"100","text":"deep","author_id":"1"}]},{"type":"replied_to","id":"150","text":"no author asked for","entities":{"mentions":[{"start":0,"end":1,"username":"nine","id":"9","name":"Nine"}]}},{"type":"replied_to","id":"160"},{"type":"quoted","id":"x7","text":"unreadable id"}],"in_reply_to_user":{"id":"4","name":"Four"},"entities":{"mentions":[{"start":0,"end":2,"username":"five","id":"5","name":"Five"},{"start":3,"end":5,"username":"six","id":"6"}]},"author":{"id":"3","name":"Three"}}"#;
         let posts = parse_post_line(line).unwrap();
         let ids: Vec<Id> = posts.iter().map(|p| p.id).collect();
         assert_eq!(ids, vec![100, 200, 300], "the copies that name their author are stored, deepest first");
         let top = posts.last().unwrap();
-        assert_eq!(top.embeds.posts, vec![200, 100, 150], "an unexpanded reference is not a copy");
+        assert_eq!(top.embeds.posts, vec![200, 100, 150, 0], "an unexpanded reference is not a copy");
         // A copy that is not stored still lists what is expanded in it (found
         // by the property test).
         assert_eq!(top.embeds.users, vec![9, 4, 5], "a mention as X sends it is not a copy");
