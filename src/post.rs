@@ -9,6 +9,7 @@
 use crate::event::{parse_id_str, Id, ParseError, ParseErrorKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::HashMap;
 
 /// How deep embedded posts are followed (a retweet of a quote of a quote is
 /// depth 3). Whatever lies deeper is never stored, and every read path
@@ -150,16 +151,32 @@ struct UserRef {
     id_str: Option<IdAny>,
 }
 
-/// A v2 `referenced_tweets` entry: `type` and `id`, and in twarc's
-/// flattened files (`twarc2 flatten`, `expansions.flatten`) the referenced
-/// post itself merged in (its `text` at least).
+/// A v2 `referenced_tweets` entry: `type` and `id` (in twarc's flattened
+/// files, `twarc2 flatten`, the referenced post merged in besides).
 #[derive(Deserialize)]
-struct RefTweet<'a> {
+struct RefTweet {
     #[serde(rename = "type")]
     kind: String,
     id: IdAny,
+}
+
+/// The keys X itself sends in a `referenced_tweets` entry and in a mention:
+/// any other key is an expansion merged in (twarc's flattened files), which
+/// import lists and every answer judges.
+pub const REF_KEYS: [&str; 2] = ["type", "id"];
+pub const MENTION_KEYS: [&str; 4] = ["start", "end", "username", "id"];
+
+/// Whether the object `raw` has a key outside `sent` (see [`REF_KEYS`]).
+fn expanded(raw: &RawValue, sent: &[&str]) -> bool {
+    serde_json::from_str::<HashMap<String, serde::de::IgnoredAny>>(raw.get())
+        .is_ok_and(|keys| keys.keys().any(|k| !sent.contains(&k.as_str())))
+}
+
+/// A `note_tweet` (a long post's full text), as far as its mentions.
+#[derive(Deserialize)]
+struct NoteTweet<'a> {
     #[serde(borrow, default)]
-    text: Option<&'a RawValue>,
+    entities: Option<&'a RawValue>,
 }
 
 /// A v2 `entities`: its `mentions`, each a user that twarc's flattened
@@ -170,19 +187,10 @@ struct Entities<'a> {
     mentions: Vec<&'a RawValue>,
 }
 
-/// Any object, as far as telling whether it has a `text`.
+/// A mentioned user's id.
 #[derive(Deserialize)]
-struct Texted<'a> {
-    #[serde(borrow, default)]
-    text: Option<&'a RawValue>,
-}
-
-/// A mentioned user, as far as telling an expanded one.
-#[derive(Deserialize)]
-struct Mention<'a> {
+struct Mention {
     id: Option<IdAny>,
-    #[serde(borrow, default)]
-    name: Option<&'a RawValue>,
 }
 
 /// The fields of either format that import needs. Sub-objects are kept raw.
@@ -214,6 +222,8 @@ struct WirePost<'a> {
     in_reply_to_user: Option<&'a RawValue>,
     #[serde(borrow)]
     entities: Option<&'a RawValue>,
+    #[serde(borrow)]
+    note_tweet: Option<&'a RawValue>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -359,28 +369,19 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
 /// `in_reply_to_user` and `entities.mentions`, listed in `embeds`. Nothing
 /// for a plain v2 post.
 fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<NewPost>) {
-    for raw in w.referenced_tweets.iter().flatten() {
-        let r = serde_json::from_str::<RefTweet>(raw.get());
-        let expanded = match &r {
-            Ok(r) => r.text.is_some(),
-            // What the answers cut back: an entry with a text.
-            Err(_) => serde_json::from_str::<Texted>(raw.get()).is_ok_and(|t| t.text.is_some()),
-        };
-        if !expanded {
-            continue;
-        }
-        let Ok(r) = r else {
-            // Its id cannot be read: listed as unreadable, so that every
-            // answer cuts it back.
-            embeds.add_post(0);
-            continue;
-        };
+    for raw in w.referenced_tweets.iter().flatten().filter(|r| expanded(r, &REF_KEYS)) {
+        let id = serde_json::from_str::<RefTweet>(raw.get()).ok().map(|r| r.id.0);
         let copy = (depth + 1 < MAX_EMBED_DEPTH).then(|| serde_json::from_str::<WirePost>(raw.get()).ok()).flatten();
-        let Some(cw) = copy else {
+        let (Some(id), Some(cw)) = (id, copy) else {
+            // Unreadable (or too deep): every answer cuts it back; its id,
+            // when readable, still finds it when that post is withdrawn.
             embeds.add_post(0);
+            if let Some(id) = id {
+                embeds.add_post(id);
+            }
             continue;
         };
-        embeds.add_post(r.id.0);
+        embeds.add_post(id);
         // What is expanded in the copy is carried too, whether or not the
         // copy names its author (and is stored).
         let mut inner = Embeds::default();
@@ -395,12 +396,16 @@ fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<Ne
         let id = serde_json::from_str::<JustId>(u.get()).ok().and_then(|j| j.id).map_or(0, |i| i.0);
         embeds.add_user(id);
     }
-    let mentions = w.entities.and_then(|e| serde_json::from_str::<Entities>(e.get()).ok());
-    for m in mentions.iter().flat_map(|e| &e.mentions) {
-        match serde_json::from_str::<Mention>(m.get()) {
-            Ok(Mention { name: None, .. }) => {}
-            Ok(Mention { id, .. }) => embeds.add_user(id.map_or(0, |i| i.0)),
-            Err(_) => embeds.add_user(0),
+    let note = w.note_tweet.and_then(|n| serde_json::from_str::<NoteTweet>(n.get()).ok()).and_then(|n| n.entities);
+    for entities in w.entities.into_iter().chain(note) {
+        let Ok(e) = serde_json::from_str::<Entities>(entities.get()) else {
+            // Not read as X sends it: the answers judge what they find.
+            embeds.add_user(0);
+            continue;
+        };
+        for m in e.mentions.iter().filter(|m| expanded(m, &MENTION_KEYS)) {
+            let id = serde_json::from_str::<Mention>(m.get()).ok().and_then(|m| m.id).map_or(0, |i| i.0);
+            embeds.add_user(id);
         }
     }
 }
@@ -838,15 +843,17 @@ mod tests {
 
     #[test]
     fn a_twarc_flattened_post_lists_what_is_expanded_in_it() {
-        let line = r#"{"id":"300","author_id":"3","text":"t","referenced_tweets":[{"type":"quoted","id":"200","text":"q","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"100","text":"deep","author_id":"1"}]},{"type":"replied_to","id":"150","text":"no author asked for","entities":{"mentions":[{"start":0,"end":1,"username":"nine","id":"9","name":"Nine"}]}},{"type":"replied_to","id":"160"},{"type":"quoted","id":"x7","text":"unreadable id"}],"in_reply_to_user":{"id":"4","name":"Four"},"entities":{"mentions":[{"start":0,"end":2,"username":"five","id":"5","name":"Five"},{"start":3,"end":5,"username":"six","id":"6"}]},"author":{"id":"3","name":"Three"}}"#;
+        let line = r#"{"id":"300","author_id":"3","text":"t","referenced_tweets":[{"type":"quoted","id":"200","text":"q","author_id":"2","referenced_tweets":[{"type":"retweeted","id":"100","text":"deep","author_id":"1"}]},{"type":"replied_to","id":"150","text":"no author asked for","entities":{"mentions":[{"start":0,"end":1,"username":"nine","id":"9","name":"Nine"}]}},{"type":"replied_to","id":"160"},{"type":"quoted","id":"x7","text":"unreadable id"},{"type":"quoted","id":"170","author_id":"u1","text":"bad author"},{"type":"quoted","id":"180","text":null,"author":{"name":"no text"}}],"note_tweet":{"text":"long","entities":{"mentions":[{"start":0,"end":2,"username":"ten","id":"10","name":"Ten"}]}},"in_reply_to_user":{"id":"4","name":"Four"},"entities":{"mentions":[{"start":0,"end":2,"username":"five","id":"5","name":"Five"},{"start":3,"end":5,"username":"six","id":"6"}]},"author":{"id":"3","name":"Three"}}"#;
         let posts = parse_post_line(line).unwrap();
         let ids: Vec<Id> = posts.iter().map(|p| p.id).collect();
         assert_eq!(ids, vec![100, 200, 300], "the copies that name their author are stored, deepest first");
         let top = posts.last().unwrap();
-        assert_eq!(top.embeds.posts, vec![200, 100, 150, 0], "an unexpanded reference is not a copy");
+        // Any key X does not send makes an expansion; one that cannot be read
+        // is listed as unreadable (0), with its id when that can be read.
+        assert_eq!(top.embeds.posts, vec![200, 100, 150, 0, 170, 180], "an unexpanded reference is not a copy");
         // A copy that is not stored still lists what is expanded in it (found
         // by the property test).
-        assert_eq!(top.embeds.users, vec![9, 4, 5], "a mention as X sends it is not a copy");
+        assert_eq!(top.embeds.users, vec![9, 4, 5, 10], "a mention as X sends it is not a copy");
         assert_eq!((top.quote_of, top.retweet_of), (Some(200), None));
         assert_eq!(posts[1].retweet_of, Some(100));
         assert_eq!(posts[1].form, Form::Embedded);

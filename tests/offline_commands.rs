@@ -397,7 +397,7 @@ fn twarc_flattened_posts_keep_no_withdrawn_content(backend: Backend) {
         // Quotes 100 (deleted below) and mentions user 2 (purged below), in
         // reply to user 4 (protected below).
         format!(
-            r#"{{"id":"300","author_id":"3","text":"@two look","created_at":"2023-05-01T10:00:00.000Z","in_reply_to_user_id":"4","referenced_tweets":[{{"type":"quoted","id":"100","text":"deleted-words-alpha","author_id":"1","created_at":"2023-04-01T10:00:00.000Z","author":{{"id":"1","name":"author-one","username":"one"}}}}],"entities":{{"mentions":[{{"start":0,"end":4,"username":"two","id":"2","name":"purged-profile-delta","description":"purged-bio"}}]}},"author":{{"id":"3","name":"Three","username":"three"}},"in_reply_to_user":{{"id":"4","name":"protected-profile-kappa","username":"four"}},{twarc}}}"#
+            r#"{{"id":"300","author_id":"3","text":"@two look","created_at":"2023-05-01T10:00:00.000Z","in_reply_to_user_id":"4","referenced_tweets":[{{"type":"quoted","id":"100","text":"deleted-words-alpha","author_id":"1","created_at":"2023-04-01T10:00:00.000Z","author":{{"id":"1","name":"author-one","username":"one"}}}}],"entities":{{"mentions":[{{"start":0,"end":4,"username":"two","id":"2","name":"purged-profile-delta","description":"purged-bio"}}]}},"note_tweet":{{"text":"@two look, at length","entities":{{"mentions":[{{"start":0,"end":4,"username":"two","id":"2","description":"purged-note-bio"}}]}}}},"author":{{"id":"3","name":"Three","username":"three"}},"in_reply_to_user":{{"id":"4","name":"protected-profile-kappa","username":"four"}},{twarc}}}"#
         ),
         // Quotes 101, whose author (5) scrubs its geo below.
         format!(
@@ -422,7 +422,7 @@ fn twarc_flattened_posts_keep_no_withdrawn_content(backend: Backend) {
     assert!(exported.contains("\"type\":\"quoted\",\"id\":\"100\""), "the reference stays: {exported}");
     assert!(exported.contains("\"username\":\"two\""), "the mention as X sends it stays: {exported}");
     let stored = s.stored_json();
-    for withdrawn in ["deleted-words-alpha", "Scrubbedville", "purged-profile-delta", "purged-bio"] {
+    for withdrawn in ["deleted-words-alpha", "Scrubbedville", "purged-profile-delta", "purged-bio", "purged-note-bio"] {
         assert!(!exported.contains(withdrawn), "{withdrawn} is in the export: {exported}");
         assert!(!stored.contains(withdrawn), "{withdrawn} is in the stored JSON: {stored}");
     }

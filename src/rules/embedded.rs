@@ -15,7 +15,7 @@
 use super::user::UserState;
 use super::visibility::{self, own_rules_allow, visible, PostView};
 use crate::event::{parse_id_str, Country, Id, TimeMs};
-use crate::post::{parse_post_line, remove_geo_keys, Embeds, NewPost, MAX_EMBED_DEPTH};
+use crate::post::{parse_post_line, remove_geo_keys, Embeds, NewPost, MAX_EMBED_DEPTH, MENTION_KEYS, REF_KEYS};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -140,14 +140,25 @@ pub fn filter(post: &mut Value, judge: &dyn Judge) -> bool {
     filter_v1(obj, judge, 0) | filter_expanded(obj, judge, 0)
 }
 
-/// The keys of a v2 `referenced_tweets` entry, and of a mention, that are
-/// not an expansion (twarc's flattened files merge the post or the user in).
-const REF_KEYS: [&str; 2] = ["type", "id"];
-const MENTION_KEYS: [&str; 4] = ["start", "end", "username", "id"];
+/// Whether an object has a key X does not send there: an expansion merged
+/// in ([`REF_KEYS`], [`MENTION_KEYS`]; import lists the same).
+fn expanded(o: &Map<String, Value>, sent: &[&str]) -> bool {
+    o.keys().any(|k| !sent.contains(&k.as_str()))
+}
+
+/// A v2 object's `id`, as import reads it (no `id_str` in v2).
+fn v2_id(o: &Map<String, Value>) -> Option<Id> {
+    match o.get("id")? {
+        Value::String(s) => parse_id_str(s).ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
 
 /// twarc's flattened v2 (`twarc2 flatten`): the posts expanded in a post's
 /// `referenced_tweets` entries (each with what is expanded in it), and the
-/// users expanded in its `in_reply_to_user` and `entities.mentions`. A
+/// users expanded in its `in_reply_to_user` and in the mentions of its
+/// `entities` and `note_tweet.entities`. A
 /// hidden post's entry is cut back to its `type` and `id`, a hidden user's
 /// mention to what X itself sends, a hidden `in_reply_to_user` removed
 /// (`in_reply_to_user_id` stays). Nothing for a post without expansions.
@@ -155,10 +166,10 @@ fn filter_expanded(t: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) 
     let mut changed = false;
     if let Some(refs) = t.get_mut("referenced_tweets").and_then(Value::as_array_mut) {
         for entry in refs.iter_mut().filter_map(Value::as_object_mut) {
-            if !entry.contains_key("text") {
+            if !expanded(entry, &REF_KEYS) {
                 continue;
             }
-            let verdict = match (depth + 1 < MAX_EMBED_DEPTH).then(|| id_in(entry)).flatten() {
+            let verdict = match (depth + 1 < MAX_EMBED_DEPTH).then(|| v2_id(entry)).flatten() {
                 Some(id) => judge.post(id),
                 None => Verdict::Hide,
             };
@@ -178,14 +189,19 @@ fn filter_expanded(t: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) 
             }
         }
     }
-    let hidden = |u: &Value| !id_of(u).is_some_and(|id| judge.user(id));
+    let hidden = |u: &Value| !u.as_object().and_then(v2_id).is_some_and(|id| judge.user(id));
     if t.get("in_reply_to_user").is_some_and(|u| !u.is_null() && hidden(u)) {
         t.shift_remove("in_reply_to_user");
         changed = true;
     }
-    if let Some(mentions) = t.get_mut("entities").and_then(|e| e.get_mut("mentions")).and_then(Value::as_array_mut) {
-        for m in mentions.iter_mut() {
-            if m.get("name").is_some() && hidden(m) {
+    for note in [false, true] {
+        let entities = match note {
+            false => t.get_mut("entities"),
+            true => t.get_mut("note_tweet").and_then(|n| n.get_mut("entities")),
+        };
+        let list = entities.and_then(|e| e.get_mut("mentions")).and_then(Value::as_array_mut);
+        for m in list.into_iter().flatten() {
+            if m.as_object().is_some_and(|o| expanded(o, &MENTION_KEYS)) && hidden(m) {
                 if let Some(o) = m.as_object_mut() {
                     o.retain(|k, _| MENTION_KEYS.contains(&k.as_str()));
                 }
@@ -425,6 +441,14 @@ mod tests {
         assert_eq!(
             out,
             r#"{"id":"300","author_id":"3","referenced_tweets":[{"type":"replied_to","id":"200","text":"mid","author_id":"8","referenced_tweets":[{"type":"quoted","id":"100"}]}],"in_reply_to_user_id":"4","entities":{"mentions":[{"start":0,"end":4,"username":"two","id":"2"},{"start":5,"end":9,"username":"sev","id":"7"}]}}"#
+        );
+        // A long post's mentions too, and an expansion without a text.
+        let note = r#"{"id":"1","author_id":"3","note_tweet":{"entities":{"mentions":[{"start":0,"end":1,"username":"two","id":"2","description":"bio"}]}},"referenced_tweets":[{"type":"quoted","id":"100","author":{"name":"N"}}]}"#;
+        let (changed, out) = run(note, &Fixed { hide: vec![100], no_geo: vec![], users_hidden: vec![2] });
+        assert!(changed);
+        assert_eq!(
+            out,
+            r#"{"id":"1","author_id":"3","note_tweet":{"entities":{"mentions":[{"start":0,"end":1,"username":"two","id":"2"}]}},"referenced_tweets":[{"type":"quoted","id":"100"}]}"#
         );
         // Wrapped in `data` the same; an expansion whose id cannot be read
         // is cut back.

@@ -122,9 +122,9 @@ const MIGRATIONS: [&str; 5] = [
     ",
     // 4 -> 5: which stored post carries a copy of which other post, and
     // which carries which user's profile (v2 `includes.users`; see
-    // `remove_copies`; a carrier's links go with its row, `delete_content`;
-    // a link may outlive its copy, and whoever follows it then finds
-    // nothing to remove).
+    // `remove_copies`; the links a carrier's stored form lists go with its
+    // row, `delete_content`; a link may outlive its copy, and whoever
+    // follows it then finds nothing to remove).
     "
     CREATE TABLE embedded_in (
         embedded_id bigint NOT NULL,
@@ -680,7 +680,9 @@ fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64], purged: &
         return Ok(0);
     }
     let carriers =
-        c.query(&format!("SELECT {POST_COLS} FROM posts WHERE id = ANY($1) ORDER BY id"), &[&carrier_ids])?;
+        // Locked (in id order) until the rewrite commits: an import running
+        // beside this one may rewrite the same carrier for another copy.
+        c.query(&format!("SELECT {POST_COLS} FROM posts WHERE id = ANY($1) ORDER BY id FOR UPDATE"), &[&carrier_ids])?;
     let withdrawn = rules::embedded::Withdrawn {
         tombstones: gone.iter().map(|k| id_of(*k)).collect(),
         scrubbed: scrubbed.iter().map(|k| id_of(*k)).collect(),

@@ -53,9 +53,10 @@ pub const SCHEMA_VERSION: i64 = 6;
 /// and which carries which user's profile (v2 `includes.users`): when a post
 /// becomes a tombstone, its author scrubs its geo or a user is purged, the
 /// carriers are found here and what was withdrawn is taken out of their
-/// JSON ([`remove_copies`]). A carrier's links go with its row
-/// ([`unlink_carrier`]); a link may outlive its copy (a richer form
-/// replaced it): whoever follows it finds nothing to remove.
+/// JSON ([`remove_copies`]). The links a carrier's stored form lists go
+/// with its row ([`unlink_carrier`]); a link may outlive its copy (a richer
+/// form replaced it, or a rewrite dropped it): whoever follows it finds
+/// nothing to remove.
 const EMBEDDED_IN: &str = "
     CREATE TABLE IF NOT EXISTS main.embedded_in (
         embedded_id INTEGER NOT NULL,
