@@ -232,6 +232,31 @@ fn the_move_to_version_5_takes_copies_of_deleted_posts_out_of_their_carriers() {
 
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn the_move_to_version_6_judges_what_twarc_files_carry() {
+    // A version 5 store: twarc's flattened 300 quotes 100 (deleted) and
+    // mentions user 2 (purged), unlisted (version 5 did not read them).
+    let schema = PgSchema::new();
+    PostgresStore::create_at_version(&schema.url(), 5).unwrap();
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    c.batch_execute(
+        r#"INSERT INTO posts (id, author_id, retweet_of, quote_of, has_geo, form, embeds, json) VALUES
+           (300, 3, NULL, 100, false, 1, NULL, '{"id":"300","author_id":"3","text":"t","author":{"id":"3","name":"Three"},"referenced_tweets":[{"type":"quoted","id":"100","text":"GONE100","author_id":"1"}],"entities":{"mentions":[{"start":0,"end":1,"username":"two","id":"2","name":"PROFILE2"}]}}');
+           INSERT INTO tombstones VALUES (100, 1);
+           INSERT INTO purge_done VALUES (2, 1);"#,
+    )
+    .unwrap();
+    let mut s = PostgresStore::open(&schema.url()).unwrap();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    let json: String = c.query_one("SELECT json FROM posts WHERE id = 300", &[]).unwrap().get(0);
+    assert!(!json.contains("GONE100") && !json.contains("PROFILE2"), "{json}");
+    assert!(json.contains(r#""username":"two""#), "{json}");
+    // And every answer judges it: 300's copies are listed.
+    let out = export_all(&mut s);
+    assert!(out.contains("\"300\"") && !out.contains("GONE100"), "{out}");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn a_removed_post_takes_its_links_as_a_carrier_with_it() {
     let schema = PgSchema::new();
     let mut s = PostgresStore::open(&schema.url()).unwrap();

@@ -41,9 +41,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // 0 -> 1
     "
     CREATE TABLE posts (
@@ -87,7 +87,7 @@ const MIGRATIONS: [&str; 5] = [
     );
     ",
     // 1 -> 2: the quote link, the form and the embedded ids (the posts
-    // embedded in stored JSON are then re-imported: `reimport_embedded`)
+    // embedded in stored JSON are then re-imported: `reimport`)
     "
     ALTER TABLE posts ADD COLUMN IF NOT EXISTS quote_of bigint,
                       ADD COLUMN IF NOT EXISTS form smallint NOT NULL DEFAULT 1,
@@ -137,6 +137,9 @@ const MIGRATIONS: [&str; 5] = [
         PRIMARY KEY (user_id, post_id)
     );
     ",
+    // 5 -> 6: no table changes; what twarc's flattened files carry is
+    // listed by re-importing them (`migrate`).
+    "SELECT 1",
 ];
 
 const TOMBSTONE_DELETE: i16 = 1;
@@ -424,15 +427,26 @@ impl PostgresStore {
             )?;
         }
         if (1..2).contains(&found) {
-            let reimported = reimport_embedded(&mut Conn { tx: &mut tx, statements: &mut self.statements })?;
+            let reimported = reimport(
+                &mut Conn { tx: &mut tx, statements: &mut self.statements },
+                "(retweet_of IS NOT NULL OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0)",
+            )?;
             if reimported > 0 {
                 tracing::info!(posts = reimported, "Store moved to schema 2: the posts embedded in stored retweets, quotes and expansions are now stored and listed");
             }
         }
-        if (1..5).contains(&found) {
+        if (1..6).contains(&found) {
+            // twarc merges in an `author` wherever there is an `author_id`.
+            let reimported = reimport(
+                &mut Conn { tx: &mut tx, statements: &mut self.statements },
+                &format!(
+                    "form = {} AND (strpos(json, '\"author\"') > 0 OR strpos(json, '\"in_reply_to_user\"') > 0)",
+                    crate::post::Form::TopLevel.as_i64()
+                ),
+            )?;
             let (links, rewritten) = link_copies(&mut Conn { tx: &mut tx, statements: &mut self.statements })?;
-            if links > 0 {
-                tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 5: the posts carrying copies of others are listed, and what was withdrawn from those copies is taken out of them");
+            if links > 0 || reimported > 0 {
+                tracing::info!(posts = reimported, links, posts_rewritten = rewritten, "Store moved to schema 6: the copies and profiles stored posts carry (twarc's flattened files too) are listed, and what was withdrawn from them is taken out");
             }
         }
         tx.commit()?;
@@ -800,18 +814,17 @@ fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Re-imports the stored JSON of every post that may carry another (a
-/// retweet, a quote, v2 expansions), so that the posts embedded in it are
-/// stored and listed (the move to schema 2). Returns how many were read.
-fn reimport_embedded(c: &mut Conn<'_, '_>) -> Result<u64, StoreError> {
+/// Re-imports the stored JSON of every post `filter` (SQL) selects that
+/// may carry another, so that the posts embedded in it are stored and
+/// listed (the moves to schema 2: retweets, quotes, v2 expansions; and 6:
+/// twarc's flattened files). Returns how many were read.
+fn reimport(c: &mut Conn<'_, '_>, filter: &str) -> Result<u64, StoreError> {
     let mut after = i64::MIN;
     let mut read = 0u64;
     loop {
         let rows: Vec<(i64, String)> = c
             .query(
-                "SELECT id, json FROM posts WHERE id > $1 AND (retweet_of IS NOT NULL
-                 OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0)
-                 ORDER BY id LIMIT 10000",
+                &format!("SELECT id, json FROM posts WHERE id > $1 AND {filter} ORDER BY id LIMIT 10000"),
                 &[&after],
             )?
             .iter()

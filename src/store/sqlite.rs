@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 /// the quote link, the form and the embedded ids to `posts`; version 4 the
 /// gap ledger ([`GAP_LEDGER`]); version 5 the batch jobs ([`BATCH_JOBS`]);
 /// version 6 the carriers of copies ([`EMBEDDED_IN`]).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Which stored post carries a copy of which other post (quoted, inside a
 /// retweeted quote, in v2 `includes.tweets`; [`rules::embedded::tracked_copies`])
@@ -481,7 +481,45 @@ impl SqliteStore {
             tx.commit()?;
         }
         if found < 6 {
-            self.migrate_5_to_6()?;
+            self.list_carriers(6)?;
+        }
+        if found < 7 {
+            self.migrate_6_to_7()?;
+        }
+        Ok(())
+    }
+
+    /// Re-imports the stored JSON of every post of its own line that may
+    /// hold twarc's flattened expansions (twarc merges in an `author`
+    /// wherever there is an `author_id`, and `in_reply_to_user`): a store of
+    /// version 6 did not list them, so no answer judged them. Then lists the carriers of
+    /// copies and takes out what was withdrawn once more ([`Self::list_carriers`]):
+    /// a carrier whose rewrite a lone surrogate escape stopped before
+    /// version 7 had lost its links. A run cut short starts again.
+    fn migrate_6_to_7(&mut self) -> Result<(), StoreError> {
+        let mut after = i64::MIN;
+        let mut reimported = 0u64;
+        loop {
+            let rows: Vec<(i64, String)> = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT id, json FROM main.posts WHERE id > ?1 AND form = {top} AND author_id IS NOT NULL
+                     AND (instr(json, '\"author\"') > 0 OR instr(json, '\"in_reply_to_user\"') > 0)
+                     ORDER BY id LIMIT 10000",
+                    top = crate::post::Form::TopLevel.as_i64()
+                ))?
+                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let Some(&(last, _)) = rows.last() else { break };
+            after = last;
+            reimported += rows.len() as u64;
+            let posts: Vec<NewPost> =
+                rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
+            self.import(&posts, &[], crate::clock::now_ms())?;
+        }
+        let (links, rewritten) = self.list_carriers(7)?;
+        if reimported > 0 || rewritten > 0 {
+            tracing::info!(posts = reimported, links, posts_rewritten = rewritten, "Store moved to schema 7: what twarc's flattened files carry is listed, and what was withdrawn from it taken out");
         }
         Ok(())
     }
@@ -492,8 +530,9 @@ impl SqliteStore {
     /// the profiles of users already purged: a store written before version
     /// 6 kept those in the carriers' JSON. The version moves to 6 in the
     /// transaction that cleans them: a run cut short leaves the store at
-    /// version 5 and starts again.
-    fn migrate_5_to_6(&mut self) -> Result<(), StoreError> {
+    /// version 5 and starts again. The move to 7 does the same again, to
+    /// `version`. Returns (links made, posts rewritten).
+    fn list_carriers(&mut self, version: i64) -> Result<(u64, u64), StoreError> {
         self.conn.execute_batch(EMBEDDED_IN)?;
         // The links, 10,000 posts a transaction (the write-ahead log stays
         // small on a large archive); a run cut short starts again and
@@ -518,8 +557,8 @@ impl SqliteStore {
             tx.commit()?;
         }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if user_version(&tx, "main")? >= 6 {
-            return Ok(());
+        if user_version(&tx, "main")? >= version {
+            return Ok((links, 0));
         }
         let ids = |sql: &str| -> rusqlite::Result<Vec<i64>> { tx.prepare(sql)?.query_map([], |r| r.get(0))?.collect() };
         let gone = ids("SELECT DISTINCT embedded_id FROM main.embedded_in
@@ -539,12 +578,12 @@ impl SqliteStore {
             })
             .collect::<Result<_, _>>()?;
         let rewritten = remove_copies(&tx, &gone, &scrubbed, &purged)?;
-        tx.pragma_update(Some(DatabaseName::Main), "user_version", 6)?;
+        tx.pragma_update(Some(DatabaseName::Main), "user_version", version)?;
         tx.commit()?;
-        if links > 0 {
+        if links > 0 && version == 6 {
             tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 6: the posts carrying copies of others are listed, and what was withdrawn from those copies is taken out of them");
         }
-        Ok(())
+        Ok((links, rewritten))
     }
 
     /// Adds the quote link, the form and the embedded ids to `posts`, then
@@ -1892,6 +1931,49 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert_eq!((done.written, done.withheld), (1, 2), "{out}");
         assert!(out.contains("KEPT302") && !out.contains("GONE100") && !out.contains("PLACE301"), "{out}");
+    }
+
+    #[test]
+    fn the_move_to_version_7_judges_what_twarc_files_carry_and_relinks_carriers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let path = path.to_str().unwrap();
+        // A version 6 store: twarc's flattened 300 quotes 100 and mentions
+        // user 2, unlisted (version 6 did not read them); quote 310, whose
+        // text was cut inside an emoji, carries 110 but lost its link when
+        // its rewrite failed. 100 and 110 are deleted, user 2 purged.
+        let twarc = r#"{"id":"300","author_id":"3","text":"t","author":{"id":"3","name":"Three"},"referenced_tweets":[{"type":"quoted","id":"100","text":"GONE100","author_id":"1"}],"entities":{"mentions":[{"start":0,"end":1,"username":"two","id":"2","name":"PROFILE2"}]}}"#;
+        let cut = r#"{"id_str":"310","user":{"id_str":"3"},"text":"cut \ud83d","quoted_status_id_str":"110","quoted_status":{"id_str":"110","user":{"id_str":"1"},"text":"GONE110"}}"#;
+        {
+            let mut s = SqliteStore::open(path).unwrap();
+            let posts: Vec<NewPost> =
+                [twarc, cut].iter().flat_map(|l| crate::post::parse_post_line(l).unwrap()).collect();
+            s.import(&posts, &[], 0).unwrap();
+            s.conn
+                .execute_batch(
+                    "UPDATE main.posts SET embeds = NULL WHERE id = 300; DELETE FROM main.posts WHERE id IN (100, 110);
+                     DELETE FROM main.embedded_in; DELETE FROM main.embedded_users;
+                     INSERT INTO status.tombstones VALUES (100, 1), (110, 1);
+                     INSERT INTO main.purge_done VALUES (2, 1);
+                     PRAGMA main.user_version = 6;",
+                )
+                .unwrap();
+        }
+        let mut s = SqliteStore::open(path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let json = |s: &SqliteStore, id: i64| -> String {
+            s.conn.query_row("SELECT json FROM main.posts WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+        };
+        for (id, gone) in [(300, "GONE100"), (300, "PROFILE2"), (310, "GONE110")] {
+            assert!(!json(&s, id).contains(gone), "{gone} in {}", json(&s, id));
+        }
+        assert!(json(&s, 300).contains(r#""username":"two""#), "{}", json(&s, 300));
+        // 300's own copies are listed now: a later delete finds it.
+        let twarc2 = r#"{"id":"301","author_id":"3","text":"t","author":{"id":"3","name":"Three"},"referenced_tweets":[{"type":"quoted","id":"120","text":"LATER120","author_id":"1"}]}"#;
+        s.import(&crate::post::parse_post_line(twarc2).unwrap(), &[], 0).unwrap();
+        s.apply_status(&StatusEvents::from(vec![delete(120)]), &[]).unwrap();
+        assert_eq!(s.maintain(0, 100).unwrap().copies_removed, 1);
+        assert!(!json(&s, 301).contains("LATER120"), "{}", json(&s, 301));
     }
 
     #[test]
