@@ -497,31 +497,39 @@ impl SqliteStore {
     /// a carrier whose rewrite a lone surrogate escape stopped before
     /// version 7 had lost its links. A run cut short starts again.
     fn migrate_6_to_7(&mut self) -> Result<(), StoreError> {
-        let mut after = i64::MIN;
-        let mut reimported = 0u64;
-        loop {
-            let rows: Vec<(i64, String)> = self
-                .conn
-                .prepare_cached(&format!(
-                    "SELECT id, json FROM main.posts WHERE id > ?1 AND form = {top} AND author_id IS NOT NULL
-                     AND (instr(json, '\"author\"') > 0 OR instr(json, '\"in_reply_to_user\"') > 0)
-                     ORDER BY id LIMIT 10000",
-                    top = crate::post::Form::TopLevel.as_i64()
-                ))?
-                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            let Some(&(last, _)) = rows.last() else { break };
-            after = last;
-            reimported += rows.len() as u64;
-            let posts: Vec<NewPost> =
-                rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
-            self.import(&posts, &[], crate::clock::now_ms())?;
-        }
+        let reimported = self.reimport(&format!(
+            "form = {} AND (instr(json, '\"author\"') > 0 OR instr(json, '\"in_reply_to_user\"') > 0)",
+            crate::post::Form::TopLevel.as_i64()
+        ))?;
         let (links, rewritten) = self.list_carriers(7)?;
         if reimported > 0 || rewritten > 0 {
             tracing::info!(posts = reimported, links, posts_rewritten = rewritten, "Store moved to schema 7: what twarc's flattened files carry is listed, and what was withdrawn from it taken out");
         }
         Ok(())
+    }
+
+    /// Re-imports the stored JSON of the posts `filter` (SQL) selects, 10,000
+    /// at a time, so that what they carry is stored and listed (the moves to
+    /// versions 3 and 7). Returns how many were read.
+    fn reimport(&mut self, filter: &str) -> Result<u64, StoreError> {
+        let mut after = i64::MIN;
+        let mut read = 0u64;
+        loop {
+            let rows: Vec<(i64, String)> = self
+                .conn
+                .prepare(&format!(
+                    "SELECT id, json FROM main.posts WHERE id > ?1 AND {filter} ORDER BY id LIMIT 10000"
+                ))?
+                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            let Some(&(last, _)) = rows.last() else { break };
+            after = last;
+            read += rows.len() as u64;
+            let posts: Vec<NewPost> =
+                rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
+            self.import(&posts, &[], crate::clock::now_ms())?;
+        }
+        Ok(read)
     }
 
     /// Lists the carriers of copies ([`EMBEDDED_IN`]) from the embedded ids
@@ -606,25 +614,9 @@ impl SqliteStore {
         // The re-import below lists carriers of copies (version 6's table).
         tx.execute_batch(EMBEDDED_IN)?;
         tx.commit()?;
-        let mut after = i64::MIN;
-        let mut reimported = 0u64;
-        loop {
-            let rows: Vec<(i64, String)> = self
-                .conn
-                .prepare_cached(
-                    "SELECT id, json FROM main.posts WHERE id > ?1 AND (retweet_of IS NOT NULL
-                     OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)
-                     ORDER BY id LIMIT 10000",
-                )?
-                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            let Some(&(last, _)) = rows.last() else { break };
-            after = last;
-            reimported += rows.len() as u64;
-            let posts: Vec<NewPost> =
-                rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
-            self.import(&posts, &[], crate::clock::now_ms())?;
-        }
+        let reimported = self.reimport(
+            "(retweet_of IS NOT NULL OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)",
+        )?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if user_version(&tx, "main")? < 3 {
             tx.pragma_update(Some(DatabaseName::Main), "user_version", 3)?;
