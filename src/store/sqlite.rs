@@ -45,7 +45,8 @@ use std::time::{Duration, Instant};
 /// The schema version this build writes (the main file's). Version 3 adds
 /// the quote link, the form and the embedded ids to `posts`; version 4 the
 /// gap ledger ([`GAP_LEDGER`]); version 5 the batch jobs ([`BATCH_JOBS`]);
-/// version 6 the carriers of copies ([`EMBEDDED_IN`]).
+/// version 6 the carriers of copies ([`EMBEDDED_IN`]); version 7 re-reads
+/// the stored posts of twarc's flattened files (`migrate_6_to_7`).
 pub const SCHEMA_VERSION: i64 = 7;
 
 /// Which stored post carries a copy of which other post (quoted, inside a
@@ -491,11 +492,12 @@ impl SqliteStore {
 
     /// Re-imports the stored JSON of every post of its own line that may
     /// hold twarc's flattened expansions (twarc merges in an `author`
-    /// wherever there is an `author_id`, and `in_reply_to_user`): a store of
-    /// version 6 did not list them, so no answer judged them. Then lists the carriers of
-    /// copies and takes out what was withdrawn once more ([`Self::list_carriers`]):
-    /// a carrier whose rewrite a lone surrogate escape stopped before
-    /// version 7 had lost its links. A run cut short starts again.
+    /// wherever there is an `author_id`, and `in_reply_to_user`): a store
+    /// of version 6 did not list them, so no answer judged them. Then lists
+    /// the carriers of copies and takes out what was withdrawn once more
+    /// ([`Self::list_carriers`]): a carrier whose rewrite a lone surrogate
+    /// escape stopped before version 7 had lost its links. A run cut short
+    /// starts again.
     fn migrate_6_to_7(&mut self) -> Result<(), StoreError> {
         let reimported = self.reimport(&format!(
             "form = {} AND (instr(json, '\"author\"') > 0 OR instr(json, '\"in_reply_to_user\"') > 0)",
