@@ -509,11 +509,14 @@ const GEO_KEYS: [&str; 3] = ["coordinates", "geo", "place"];
 /// Removes `coordinates`, `geo` and `place` from one post object; says
 /// whether there was any.
 pub fn remove_geo_keys(v: &mut serde_json::Value) -> bool {
+    v.as_object_mut().is_some_and(remove_geo_keys_from)
+}
+
+/// [`remove_geo_keys`] for an object already in hand.
+pub fn remove_geo_keys_from(o: &mut serde_json::Map<String, serde_json::Value>) -> bool {
     let mut removed = false;
-    if let Some(o) = v.as_object_mut() {
-        for k in GEO_KEYS {
-            removed |= o.shift_remove(k).is_some();
-        }
+    for k in GEO_KEYS {
+        removed |= o.shift_remove(k).is_some();
     }
     removed
 }

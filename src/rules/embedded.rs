@@ -15,7 +15,9 @@
 use super::user::UserState;
 use super::visibility::{self, own_rules_allow, visible, PostView};
 use crate::event::{parse_id_str, Country, Id, TimeMs};
-use crate::post::{parse_post_line, remove_geo_keys, Embeds, NewPost, MAX_EMBED_DEPTH, MENTION_KEYS, REF_KEYS};
+use crate::post::{
+    parse_post_line, remove_geo_keys, remove_geo_keys_from, Embeds, NewPost, MAX_EMBED_DEPTH, MENTION_KEYS, REF_KEYS,
+};
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -112,12 +114,12 @@ pub fn changes_anything(judge: &dyn Judge, posts: &[Id], users: &[Id]) -> bool {
 /// Reads an embedded post's id: `id_str`, else `id` (a string, or a number
 /// as long as it is exact).
 fn id_of(v: &Value) -> Option<Id> {
-    id_in(v.as_object()?)
+    id_value(v.get("id_str").or_else(|| v.get("id"))?)
 }
 
-/// [`id_of`] for an object.
-fn id_in(o: &Map<String, Value>) -> Option<Id> {
-    match o.get("id_str").or_else(|| o.get("id"))? {
+/// An id as JSON gives it: a string, or a number as long as it is exact.
+fn id_value(v: &Value) -> Option<Id> {
+    match v {
         Value::String(s) => parse_id_str(s).ok(),
         Value::Number(n) => n.as_u64(),
         _ => None,
@@ -148,11 +150,7 @@ fn expanded(o: &Map<String, Value>, sent: &[&str]) -> bool {
 
 /// A v2 object's `id`, as import reads it (no `id_str` in v2).
 fn v2_id(o: &Map<String, Value>) -> Option<Id> {
-    match o.get("id")? {
-        Value::String(s) => parse_id_str(s).ok(),
-        Value::Number(n) => n.as_u64(),
-        _ => None,
-    }
+    id_value(o.get("id")?)
 }
 
 /// twarc's flattened v2 (`twarc2 flatten`): the posts expanded in a post's
@@ -180,9 +178,7 @@ fn filter_expanded(t: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) 
                 }
                 Verdict::ShowWithoutGeo | Verdict::Show => {
                     if verdict == Verdict::ShowWithoutGeo {
-                        for k in ["coordinates", "geo", "place"] {
-                            changed |= entry.shift_remove(k).is_some();
-                        }
+                        changed |= remove_geo_keys_from(entry);
                     }
                     changed |= filter_expanded(entry, judge, depth + 1);
                 }
