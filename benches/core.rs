@@ -15,7 +15,10 @@
 //! COMPLYD_BENCH_EXPORT_OUT=FILE writes the export to FILE (to compare the
 //! output of two builds); COMPLYD_BENCH_MIX=quotes makes one post in ten a
 //! quote and one in ten a retweet, each carrying a full copy of an earlier
-//! post (embedded content, as real collections hold it); COMPLYD_BENCH_KEEP=1 keeps the PostgreSQL schemas
+//! post (embedded content, as real collections hold it), and
+//! COMPLYD_BENCH_MIX=twarc writes every post as twarc's flattened v2 files
+//! do (the author, mentions and referenced posts merged in, the same one in
+//! ten quotes and one in ten retweets); COMPLYD_BENCH_KEEP=1 keeps the PostgreSQL schemas
 //! (their names are printed) for `EXPLAIN ANALYZE`.
 
 use complyd::daemon::bench::{drop_postgres_schema, fresh_postgres_schema};
@@ -123,6 +126,33 @@ fn post_line(id: u64, user: u64, geo: bool) -> String {
     )
 }
 
+/// A v2 post as twarc's flattened files hold it: its author and mentioned
+/// user merged in, and one post in ten quoting (and one in ten retweeting)
+/// an earlier one whose full copy, itself flattened, is merged into its
+/// `referenced_tweets` entry.
+fn twarc_line(i: u64, posts: u64, users: u64, id: u64, user: u64) -> String {
+    let flat = |id: u64, user: u64, geo: bool, refs: &str| {
+        let geo = if geo {
+            r#","geo":{"place_id":"01a9a39529b27f36","id":"01a9a39529b27f36","full_name":"Oslo, Norway","country_code":"NO"}"#
+        } else {
+            ""
+        };
+        let mentioned = 10 + (id / 8 + 1) % users.max(1);
+        format!(
+            r#"{{"id":"{id}","author_id":"{user}","created_at":"2023-11-14T22:13:20.000Z","text":"@user{mentioned} a post of about the usual length, with some words in it #compliance","lang":"en","conversation_id":"{id}","edit_history_tweet_ids":["{id}"],"entities":{{"mentions":[{{"start":0,"end":9,"username":"user{mentioned}","id":"{mentioned}","name":"User {mentioned}","created_at":"2015-01-01T00:00:00.000Z","public_metrics":{{"followers_count":10,"following_count":20,"tweet_count":30,"listed_count":0}}}}]}},"author":{{"id":"{user}","username":"user{user}","name":"User {user}","created_at":"2015-01-01T00:00:00.000Z","public_metrics":{{"followers_count":10,"following_count":20,"tweet_count":30,"listed_count":0}}}}{geo}{refs}}}"#
+        )
+    };
+    let quoted = |q: u64, kind: &str| {
+        let copy = flat(post_id(q), 10 + (q % users), q % 5 == 0, "");
+        format!(r#","referenced_tweets":[{{"type":"{kind}",{}"#, &copy[1..]) + "]"
+    };
+    match i % 10 {
+        3 if (10..posts).contains(&i) => flat(id, user, i % 5 == 0, &quoted(i - 7, "quoted")),
+        7 if (10..posts).contains(&i) => flat(id, user, i % 5 == 0, &quoted(i - 5, "retweeted")),
+        _ => flat(id, user, i % 5 == 0, ""),
+    }
+}
+
 /// Fresh stores for the benchmark: SQLite files in a temporary directory, or
 /// PostgreSQL schemas (dropped at the end).
 struct Places {
@@ -174,7 +204,8 @@ fn main() {
     let users = posts / 10;
     let active: u64 = std::env::var("COMPLYD_BENCH_ACTIVE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let skip = std::env::var("COMPLYD_BENCH_SKIP").unwrap_or_default();
-    let mix = std::env::var("COMPLYD_BENCH_MIX").is_ok_and(|m| m == "quotes");
+    let mix = std::env::var("COMPLYD_BENCH_MIX").unwrap_or_default();
+    let (mix, twarc) = (mix == "quotes" || mix == "twarc", mix == "twarc");
     let run = |phase: &str| !skip.split(',').any(|s| s.trim() == phase);
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
@@ -207,6 +238,7 @@ fn main() {
     let start = Instant::now();
     let mut batch = Vec::with_capacity(10_000);
     let mut imported = 0u64;
+    let mut parsing = Duration::ZERO;
     let total_posts = 2 * posts + 1;
     for i in 0..total_posts {
         let (id, user) = if i < posts {
@@ -217,6 +249,7 @@ fn main() {
             (POST_BASE / 4, SMALL_USER)
         };
         let line = match (mix, i % 10) {
+            _ if twarc => twarc_line(i, posts, users, id, user),
             (true, 3) if i < posts && i >= 10 => {
                 let q = i - 7;
                 format!(
@@ -234,7 +267,9 @@ fn main() {
             }
             _ => post_line(id, user, i % 5 == 0),
         };
+        let parse = Instant::now();
         batch.extend(parse_post_line(&line).expect("post parses"));
+        parsing += parse.elapsed();
         if batch.len() == 10_000 {
             imported += st.import(&batch, &[], T0).expect("import").stored;
             batch.clear();
@@ -245,7 +280,7 @@ fn main() {
     rows.push((
         format!("import {total_posts} posts (parse + store)"),
         format!("{:.0} posts/s", per_sec(imported, d)),
-        String::new(),
+        format!("of which parsing {:.2} s of {:.2} s", parsing.as_secs_f64(), d.as_secs_f64()),
     ));
 
     settle();
