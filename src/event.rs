@@ -547,7 +547,7 @@ fn custom<E: de::Error>(kind: ParseErrorKind, detail: impl fmt::Display) -> E {
 /// An id given as a JSON number or a string of digits. Parsed straight to
 /// `u64`, never through `f64` (trap 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WireId(Id);
+pub(crate) struct WireId(pub(crate) Id);
 
 impl<'de> Deserialize<'de> for WireId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -6,10 +6,10 @@
 //! own, and records the ids of everything embedded so that every read path
 //! can remove what is no longer visible (docs: README, "What the rules are").
 
-use crate::event::{parse_id_str, Id, ParseError, ParseErrorKind};
+use crate::event::{parse_id_str, Id, ParseError, ParseErrorKind, WireId};
+use serde::de;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 
 /// How deep embedded posts are followed (a retweet of a quote of a quote is
 /// depth 3). Whatever lies deeper is never stored, and every read path
@@ -131,33 +131,9 @@ pub struct NewPost {
 }
 
 #[derive(Deserialize)]
-struct IdAny(#[serde(deserialize_with = "de_id")] Id);
-
-fn de_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
-    use serde::de::Error;
-    let v = serde_json::Value::deserialize(d)?;
-    match &v {
-        serde_json::Value::Number(n) => {
-            n.as_u64().ok_or_else(|| D::Error::custom(format!("bad_id: id {n} is not an unsigned integer")))
-        }
-        serde_json::Value::String(s) => parse_id_str(s).map_err(|e| D::Error::custom(e.to_string())),
-        _ => Err(D::Error::custom("bad_id: id is neither a number nor a string")),
-    }
-}
-
-#[derive(Deserialize)]
 struct UserRef {
-    id: Option<IdAny>,
-    id_str: Option<IdAny>,
-}
-
-/// A v2 `referenced_tweets` entry: `type` and `id` (in twarc's flattened
-/// files, `twarc2 flatten`, the referenced post merged in besides).
-#[derive(Deserialize)]
-struct RefTweet {
-    #[serde(rename = "type")]
-    kind: String,
-    id: IdAny,
+    id: Option<WireId>,
+    id_str: Option<WireId>,
 }
 
 /// The keys X itself sends in a `referenced_tweets` entry and in a mention:
@@ -166,10 +142,159 @@ struct RefTweet {
 pub const REF_KEYS: [&str; 2] = ["type", "id"];
 pub const MENTION_KEYS: [&str; 4] = ["start", "end", "username", "id"];
 
-/// Whether the object `raw` has a key outside `sent` (see [`REF_KEYS`]).
-fn expanded(raw: &RawValue, sent: &[&str]) -> bool {
-    serde_json::from_str::<HashMap<String, serde::de::IgnoredAny>>(raw.get())
-        .is_ok_and(|keys| keys.keys().any(|k| !sent.contains(&k.as_str())))
+/// A v2 `referenced_tweets` entry or mention, read in one pass: its `type`
+/// and `id` where they read as X sends them, and whether it has a key
+/// outside what X sends there (`sent`: [`REF_KEYS`], [`MENTION_KEYS`]), which
+/// makes it an expansion. What is not an object reads as nothing.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Entry {
+    kind: Option<RefKind>,
+    id: Option<Id>,
+    expanded: bool,
+}
+
+/// What a `referenced_tweets` entry's `type` says, as far as import cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefKind {
+    Retweeted,
+    Quoted,
+    Other,
+}
+
+impl Entry {
+    fn of(raw: &RawValue, sent: &[&str]) -> Entry {
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        de::DeserializeSeed::deserialize(EntrySeed(sent), &mut de).unwrap_or_default()
+    }
+}
+
+/// A `referenced_tweets` entry, raw, and what [`Entry`] reads of it.
+struct Ref<'a> {
+    raw: &'a RawValue,
+    entry: Entry,
+}
+
+fn de_refs<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Vec<Ref<'de>>>, D::Error> {
+    let raws: Option<Vec<&'de RawValue>> = Deserialize::deserialize(d)?;
+    Ok(raws.map(|raws| raws.into_iter().map(|raw| Ref { raw, entry: Entry::of(raw, &REF_KEYS) }).collect()))
+}
+
+#[derive(Clone, Copy)]
+struct EntrySeed<'s>(&'s [&'s str]);
+
+/// Which of an entry's keys: `type`, `id`, another that X sends, or one it
+/// does not.
+enum EntryKey {
+    Type,
+    Id,
+    Sent,
+    Other,
+}
+
+impl<'de> de::DeserializeSeed<'de> for EntrySeed<'_> {
+    type Value = Entry;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Entry, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for EntrySeed<'_> {
+    type Value = Entry;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
+        let mut e = Entry::default();
+        while let Some(key) = map.next_key_seed(KeySeed(self.0))? {
+            match key {
+                EntryKey::Type => e.kind = map.next_value_seed(ScalarSeed(EntryKey::Type))?.kind,
+                EntryKey::Id => e.id = map.next_value_seed(ScalarSeed(EntryKey::Id))?.id,
+                EntryKey::Sent | EntryKey::Other => {
+                    e.expanded |= matches!(key, EntryKey::Other);
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(e)
+    }
+}
+
+struct KeySeed<'s>(&'s [&'s str]);
+
+impl<'de> de::DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = EntryKey;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<EntryKey, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for KeySeed<'_> {
+    type Value = EntryKey;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, k: &str) -> Result<EntryKey, E> {
+        Ok(match k {
+            _ if !self.0.contains(&k) => EntryKey::Other,
+            "type" => EntryKey::Type,
+            "id" => EntryKey::Id,
+            _ => EntryKey::Sent,
+        })
+    }
+}
+
+/// An entry's `type` or `id` value, read without failing: anything but a
+/// string (or, for an id, an unsigned number) is skipped and reads as none.
+struct ScalarSeed(EntryKey);
+
+impl<'de> de::DeserializeSeed<'de> for ScalarSeed {
+    type Value = Entry;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Entry, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for ScalarSeed {
+    type Value = Entry;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Entry, E> {
+        Ok(Entry { id: matches!(self.0, EntryKey::Id).then_some(v), ..Entry::default() })
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Entry, E> {
+        Ok(match self.0 {
+            EntryKey::Id => Entry { id: parse_id_str(v).ok(), ..Entry::default() },
+            _ => Entry {
+                kind: Some(match v {
+                    "retweeted" => RefKind::Retweeted,
+                    "quoted" => RefKind::Quoted,
+                    _ => RefKind::Other,
+                }),
+                ..Entry::default()
+            },
+        })
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Entry, E> {
+        Ok(Entry::default())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Entry, E> {
+        Ok(Entry::default())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Entry, E> {
+        Ok(Entry::default())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Entry, E> {
+        Ok(Entry::default())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Entry, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(Entry::default())
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
+        while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+        Ok(Entry::default())
+    }
 }
 
 /// A `note_tweet` (a long post's full text), as far as its mentions.
@@ -187,25 +312,19 @@ struct Entities<'a> {
     mentions: Vec<&'a RawValue>,
 }
 
-/// A mentioned user's id.
-#[derive(Deserialize)]
-struct Mention {
-    id: Option<IdAny>,
-}
-
 /// The fields of either format that import needs. Sub-objects are kept raw.
 #[derive(Deserialize)]
 struct WirePost<'a> {
     // v1.1
-    id: Option<IdAny>,
-    id_str: Option<IdAny>,
+    id: Option<WireId>,
+    id_str: Option<WireId>,
     user: Option<UserRef>,
     #[serde(borrow)]
     retweeted_status: Option<&'a RawValue>,
     #[serde(borrow)]
     quoted_status: Option<&'a RawValue>,
-    quoted_status_id_str: Option<IdAny>,
-    quoted_status_id: Option<IdAny>,
+    quoted_status_id_str: Option<WireId>,
+    quoted_status_id: Option<WireId>,
     #[serde(borrow)]
     coordinates: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -214,9 +333,9 @@ struct WirePost<'a> {
     #[serde(borrow)]
     geo: Option<&'a RawValue>,
     // v2
-    author_id: Option<IdAny>,
-    #[serde(borrow)]
-    referenced_tweets: Option<Vec<&'a RawValue>>,
+    author_id: Option<WireId>,
+    #[serde(borrow, default, deserialize_with = "de_refs")]
+    referenced_tweets: Option<Vec<Ref<'a>>>,
     // twarc's flattened v2 (expansions merged into the post)
     #[serde(borrow)]
     in_reply_to_user: Option<&'a RawValue>,
@@ -234,8 +353,8 @@ struct WirePost<'a> {
 
 #[derive(Deserialize)]
 struct LikeRef {
-    user_id: IdAny,
-    tweet_id: IdAny,
+    user_id: WireId,
+    tweet_id: WireId,
 }
 
 /// A like: user `user_id` liked post `post_id`.
@@ -281,7 +400,7 @@ struct Includes<'a> {
 /// Just an object's `id` (v2 users and tweets), read leniently.
 #[derive(Deserialize)]
 struct JustId {
-    id: Option<IdAny>,
+    id: Option<WireId>,
 }
 
 fn is_present(v: Option<&RawValue>) -> bool {
@@ -369,8 +488,8 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
 /// `in_reply_to_user` and `entities.mentions`, listed in `embeds`. Nothing
 /// for a plain v2 post.
 fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<NewPost>) {
-    for raw in w.referenced_tweets.iter().flatten().filter(|r| expanded(r, &REF_KEYS)) {
-        let id = serde_json::from_str::<RefTweet>(raw.get()).ok().map(|r| r.id.0);
+    for Ref { raw, entry } in w.referenced_tweets.iter().flatten().filter(|r| r.entry.expanded) {
+        let id = entry.id;
         let copy = (depth + 1 < MAX_EMBED_DEPTH).then(|| serde_json::from_str::<WirePost>(raw.get()).ok()).flatten();
         let (Some(id), Some(cw)) = (id, copy) else {
             // Unreadable (or too deep): every answer cuts it back; its id,
@@ -403,9 +522,8 @@ fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<Ne
             embeds.add_user(0);
             continue;
         };
-        for m in e.mentions.iter().filter(|m| expanded(m, &MENTION_KEYS)) {
-            let id = serde_json::from_str::<Mention>(m.get()).ok().and_then(|m| m.id).map_or(0, |i| i.0);
-            embeds.add_user(id);
+        for m in e.mentions.iter().map(|m| Entry::of(m, &MENTION_KEYS)).filter(|m| m.expanded) {
+            embeds.add_user(m.id.unwrap_or(0));
         }
     }
 }
@@ -480,14 +598,13 @@ fn v2_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> 
         .as_ref()
         .map(|i| i.0)
         .ok_or_else(|| bad(ParseErrorKind::MissingField, format!("v2 post {id} has no author_id")))?;
-    let refs: Vec<RefTweet> =
-        w.referenced_tweets.iter().flatten().filter_map(|r| serde_json::from_str(r.get()).ok()).collect();
-    let linked = |kind: &str| refs.iter().find(|r| r.kind == kind).map(|r| r.id.0);
+    let refs = w.referenced_tweets.iter().flatten().map(|r| &r.entry);
+    let linked = |kind: RefKind| refs.clone().filter(|r| r.kind == Some(kind)).find_map(|r| r.id);
     Ok(NewPost {
         id,
         author_id,
-        retweet_of: linked("retweeted"),
-        quote_of: linked("quoted"),
+        retweet_of: linked(RefKind::Retweeted),
+        quote_of: linked(RefKind::Quoted),
         has_geo: is_present(w.geo),
         form,
         embeds: Embeds::default(),
@@ -860,5 +977,52 @@ mod tests {
         assert_eq!((top.quote_of, top.retweet_of), (Some(200), None));
         assert_eq!(posts[1].retweet_of, Some(100));
         assert_eq!(posts[1].form, Form::Embedded);
+    }
+
+    #[test]
+    fn a_reference_or_mention_is_read_whatever_its_values_hold() {
+        let read = |s: &str, sent: &[&str]| Entry::of(&RawValue::from_string(s.into()).unwrap(), sent);
+        let entry = |kind, id, expanded| Entry { kind, id, expanded };
+        let big = 1_500_000_000_000_000_001;
+        // As X sends it, the id above 2^53 read exactly either way.
+        assert_eq!(
+            read(r#"{"type":"quoted","id":"1500000000000000001"}"#, &REF_KEYS),
+            entry(Some(RefKind::Quoted), Some(big), false)
+        );
+        assert_eq!(
+            read(r#"{"id":1500000000000000001,"type":"retweeted"}"#, &REF_KEYS),
+            entry(Some(RefKind::Retweeted), Some(big), false)
+        );
+        // An escaped key is the key it spells.
+        assert_eq!(
+            read(r#"{"\u0074ype":"replied_to","id":"5"}"#, &REF_KEYS),
+            entry(Some(RefKind::Other), Some(5), false)
+        );
+        // Any other key makes an expansion, whatever its value holds.
+        assert_eq!(
+            read(r#"{"type":"quoted","id":"5","text":{"id":"6","n":[1,{"id":"x"}]}}"#, &REF_KEYS),
+            entry(Some(RefKind::Quoted), Some(5), true)
+        );
+        // A value not as X sends it reads as none, and the rest is still read.
+        assert_eq!(read(r#"{"type":7,"id":"x7","name":"N"}"#, &REF_KEYS), entry(None, None, true));
+        assert_eq!(read(r#"{"id":-5,"type":null}"#, &REF_KEYS), entry(None, None, false));
+        assert_eq!(read(r#"{"id":1.5e18,"type":["quoted"]}"#, &REF_KEYS), entry(None, None, false));
+        assert_eq!(
+            read(r#"{"id":{"id":"5"},"type":"quoted","author":{}}"#, &REF_KEYS),
+            entry(Some(RefKind::Quoted), None, true)
+        );
+        // In a mention, `type` is not a key X sends.
+        assert_eq!(
+            read(r#"{"start":0,"end":3,"username":"abc","id":"9"}"#, &MENTION_KEYS),
+            entry(None, Some(9), false)
+        );
+        assert_eq!(read(r#"{"start":0,"type":"quoted","id":"9"}"#, &MENTION_KEYS), entry(None, Some(9), true));
+        // Not an object: nothing.
+        for s in ["[1]", r#""s""#, "null", "3"] {
+            assert_eq!(read(s, &REF_KEYS), Entry::default(), "{s}");
+        }
+        // A reference whose id cannot be read does not hide the next one.
+        let line = r#"{"id":"1","author_id":"2","referenced_tweets":[{"type":"quoted","id":"bad"},{"type":"quoted","id":"7"}]}"#;
+        assert_eq!(parse_post_line(line).unwrap()[0].quote_of, Some(7));
     }
 }
