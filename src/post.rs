@@ -162,9 +162,14 @@ enum RefKind {
 }
 
 impl Entry {
+    /// An object that cannot be read this way (a key with a lone
+    /// surrogate escape, which the answers read as U+FFFD) is taken for an
+    /// expansion whose id cannot be read: listed as 0, so that every answer
+    /// judges it.
     fn of(raw: &RawValue, sent: &[&str]) -> Entry {
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        de::DeserializeSeed::deserialize(EntrySeed(sent), &mut de).unwrap_or_default()
+        de::DeserializeSeed::deserialize(EntrySeed(sent), &mut de)
+            .unwrap_or_else(|_| Entry { expanded: raw.get().starts_with('{'), ..Entry::default() })
     }
 }
 
@@ -207,8 +212,8 @@ impl<'de> de::Visitor<'de> for EntrySeed<'_> {
         let mut e = Entry::default();
         while let Some(key) = map.next_key_seed(KeySeed(self.0))? {
             match key {
-                EntryKey::Type => e.kind = map.next_value_seed(ScalarSeed(EntryKey::Type))?.kind,
-                EntryKey::Id => e.id = map.next_value_seed(ScalarSeed(EntryKey::Id))?.id,
+                EntryKey::Type => e.kind = ref_kind(map.next_value()?),
+                EntryKey::Id => e.id = raw_id(map.next_value()?),
                 EntryKey::Sent | EntryKey::Other => {
                     e.expanded |= matches!(key, EntryKey::Other);
                     map.next_value::<de::IgnoredAny>()?;
@@ -243,58 +248,36 @@ impl<'de> de::Visitor<'de> for KeySeed<'_> {
     }
 }
 
-/// An entry's `type` or `id` value, read without failing: anything but a
-/// string (or, for an id, an unsigned number) is skipped and reads as none.
-struct ScalarSeed(EntryKey);
+/// What a `type` value says: none unless it is a string.
+fn ref_kind(raw: &RawValue) -> Option<RefKind> {
+    Some(match &*string_value(raw)? {
+        "retweeted" => RefKind::Retweeted,
+        "quoted" => RefKind::Quoted,
+        _ => RefKind::Other,
+    })
+}
 
-impl<'de> de::DeserializeSeed<'de> for ScalarSeed {
-    type Value = Entry;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Entry, D::Error> {
-        d.deserialize_any(self)
+/// An id value read as the answers read it from a tree (a string of
+/// digits, or a number as long as it is an exact unsigned integer); none
+/// otherwise.
+fn raw_id(raw: &RawValue) -> Option<Id> {
+    match string_value(raw) {
+        Some(s) => parse_id_str(&s).ok(),
+        None => serde_json::from_str::<u64>(raw.get()).ok(),
     }
 }
 
-impl<'de> de::Visitor<'de> for ScalarSeed {
-    type Value = Entry;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any value")
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Entry, E> {
-        Ok(Entry { id: matches!(self.0, EntryKey::Id).then_some(v), ..Entry::default() })
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Entry, E> {
-        Ok(match self.0 {
-            EntryKey::Id => Entry { id: parse_id_str(v).ok(), ..Entry::default() },
-            _ => Entry {
-                kind: Some(match v {
-                    "retweeted" => RefKind::Retweeted,
-                    "quoted" => RefKind::Quoted,
-                    _ => RefKind::Other,
-                }),
-                ..Entry::default()
-            },
-        })
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Entry, E> {
-        Ok(Entry::default())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Entry, E> {
-        Ok(Entry::default())
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Entry, E> {
-        Ok(Entry::default())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Entry, E> {
-        Ok(Entry::default())
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Entry, A::Error> {
-        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-        Ok(Entry::default())
-    }
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
-        while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
-        Ok(Entry::default())
-    }
+/// The text of a raw JSON string, unescaped; none for any other value. A
+/// string no tree could hold as written (a lone surrogate escape, which the
+/// answers read as U+FFFD) reads as empty: neither a `type` import knows
+/// nor an id, instead of failing the whole entry.
+fn string_value(raw: &RawValue) -> Option<std::borrow::Cow<'_, str>> {
+    let s = raw.get();
+    let plain = s.strip_prefix('"')?.strip_suffix('"')?;
+    Some(match plain.contains('\\') {
+        false => plain.into(),
+        true => serde_json::from_str::<String>(s).unwrap_or_default().into(),
+    })
 }
 
 /// A `note_tweet` (a long post's full text), as far as its mentions.
@@ -980,7 +963,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reference_or_mention_is_read_whatever_its_values_hold() {
+    fn a_reference_or_mention_is_read_whatever_its_keys_and_values_hold() {
         let read = |s: &str, sent: &[&str]| Entry::of(&RawValue::from_string(s.into()).unwrap(), sent);
         let entry = |kind, id, expanded| Entry { kind, id, expanded };
         let big = 1_500_000_000_000_000_001;
@@ -1017,10 +1000,34 @@ mod tests {
             entry(None, Some(9), false)
         );
         assert_eq!(read(r#"{"start":0,"type":"quoted","id":"9"}"#, &MENTION_KEYS), entry(None, Some(9), true));
+        // A lone surrogate escape (a text cut inside an emoji), which the
+        // answers read as U+FFFD: in a value, the rest is still read; in a
+        // key, the entry is an expansion whose id cannot be read.
+        assert_eq!(
+            read(r#"{"type":"quoted\ud83d","id":"100","text":"t"}"#, &REF_KEYS),
+            entry(Some(RefKind::Other), Some(100), true)
+        );
+        assert_eq!(
+            read(r#"{"start":0,"username":"two","id":"2\ud83d","name":"Two"}"#, &MENTION_KEYS),
+            entry(None, None, true)
+        );
+        assert_eq!(read(r#"{"type":"quoted","id":"5","\ud83d":1}"#, &REF_KEYS), entry(None, None, true));
+        assert_eq!(
+            read(r#"{"type":"quoted","id":"5","n":{"\ud83d":"\udc00x"}}"#, &REF_KEYS),
+            entry(Some(RefKind::Quoted), Some(5), true)
+        );
+        // Escaped digits are the id they spell.
+        assert_eq!(
+            read(r#"{"type":"\u0071uoted","id":"\u0031\u0030"}"#, &REF_KEYS),
+            entry(Some(RefKind::Quoted), Some(10), false)
+        );
         // Not an object: nothing.
         for s in ["[1]", r#""s""#, "null", "3"] {
             assert_eq!(read(s, &REF_KEYS), Entry::default(), "{s}");
         }
+        // An expanded copy whose type cannot be read is still listed by id.
+        let line = r#"{"id":"1","author_id":"2","referenced_tweets":[{"type":"quoted\ud83d","id":"100","text":"words of 100","author_id":"3"}]}"#;
+        assert_eq!(parse_post_line(line).unwrap().last().unwrap().embeds.posts, vec![100]);
         // A reference whose id cannot be read does not hide the next one.
         let line = r#"{"id":"1","author_id":"2","referenced_tweets":[{"type":"quoted","id":"bad"},{"type":"quoted","id":"7"}]}"#;
         assert_eq!(parse_post_line(line).unwrap()[0].quote_of, Some(7));
