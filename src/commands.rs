@@ -7,7 +7,7 @@ use crate::deadletter::DeadLetter;
 use crate::event::{
     parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, StatusEvents, TimeMs, UserEvent, UserEvents,
 };
-use crate::post::{json_tree, parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
+use crate::post::{edit_tree, parse_import_line, remove_own_geo, Edited, ImportItem, NewLike, NewPost};
 use crate::progress::{Progress, Unit};
 use crate::rules::embedded;
 use crate::rules::visibility::visible;
@@ -555,13 +555,11 @@ pub fn export_with(
 /// `None` when the JSON cannot be read as a tree ([`json_tree`]): the post
 /// is then withheld, never shown as stored.
 fn shown_json(json: &str, own_geo: bool, judge: &dyn embedded::Judge) -> Option<String> {
-    let mut v = json_tree(json)?;
-    let mut changed = own_geo && remove_own_geo(&mut v);
-    changed |= embedded::filter(&mut v, judge);
-    if !changed {
-        return Some(json.to_owned());
+    match edit_tree(json, |v| (own_geo && remove_own_geo(v)) | embedded::filter(v, judge)) {
+        Edited::Unchanged => Some(json.to_owned()),
+        Edited::Changed(shown) => Some(shown),
+        Edited::Unreadable => None,
     }
-    serde_json::to_string(&v).ok()
 }
 
 /// A time for people: `2026-12-01 13:05:09Z`.

@@ -641,11 +641,11 @@ pub fn remove_own_geo(v: &mut serde_json::Value) -> bool {
 /// keeps the post's geo flag, so that every answer still removes the geo or
 /// withholds the post.
 pub fn strip_own_geo(json: &str) -> Option<String> {
-    let mut v = json_tree(json)?;
-    if !remove_own_geo(&mut v) {
-        return Some(json.to_owned());
+    match edit_tree(json, remove_own_geo) {
+        Edited::Unchanged => Some(json.to_owned()),
+        Edited::Changed(stripped) => Some(stripped),
+        Edited::Unreadable => None,
     }
-    serde_json::to_string(&v).ok()
 }
 
 /// The nesting serde_json reads a tree to (it stops at 128 levels).
@@ -665,6 +665,110 @@ pub fn json_tree(json: &str) -> Option<serde_json::Value> {
     match serde_json::from_str(json) {
         Ok(v) => Some(v),
         Err(_) => serde_json::from_str(&replace_lone_surrogates(json)?).ok(),
+    }
+}
+
+/// The members of a post object that a step taking content out of it may
+/// read or change: its own geo ([`remove_own_geo`]), v2's `data` and
+/// `includes`, v1.1's embedded posts, and what twarc's flattened files
+/// merge in ([`crate::rules::embedded::filter`]). [`edit_tree`] reads only
+/// these as a tree.
+pub const EDITED_KEYS: [&str; 12] = [
+    "coordinates",
+    "geo",
+    "place",
+    "data",
+    "includes",
+    "retweeted_status",
+    "quoted_status",
+    "quoted_status_permalink",
+    "referenced_tweets",
+    "in_reply_to_user",
+    "entities",
+    "note_tweet",
+];
+
+/// What [`edit_tree`] made of a post's JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edited {
+    /// The edit changed nothing: the stored bytes stand.
+    Unchanged,
+    Changed(String),
+    /// What the edit must read cannot be read as a tree ([`json_tree`]).
+    Unreadable,
+}
+
+/// Applies `edit` (which says whether it changed anything) to a post's
+/// JSON read as a tree, and writes what it leaves. Only the members named
+/// in [`EDITED_KEYS`] are read as a tree, into an object of their own that
+/// `edit` gets; every other member is written as stored, byte for byte, in
+/// its place. A post that is not an object, or that repeats one of those
+/// members, is read whole instead.
+pub fn edit_tree(json: &str, edit: impl FnOnce(&mut serde_json::Value) -> bool) -> Edited {
+    let whole = |edit: &mut dyn FnMut(&mut serde_json::Value) -> bool| {
+        let Some(mut v) = json_tree(json) else { return Edited::Unreadable };
+        if !edit(&mut v) {
+            return Edited::Unchanged;
+        }
+        serde_json::to_string(&v).map_or(Edited::Unreadable, Edited::Changed)
+    };
+    let mut edit = Some(edit);
+    let mut once = |v: &mut serde_json::Value| edit.take().is_some_and(|e| e(v));
+    let Ok(Members(members)) = serde_json::from_str::<Members>(json) else { return whole(&mut once) };
+    let mut partial = serde_json::Map::new();
+    for (k, raw) in members.iter().filter(|(k, _)| EDITED_KEYS.contains(&k.as_str())) {
+        let Some(v) = json_tree(raw.get()) else { return Edited::Unreadable };
+        if partial.insert(k.clone(), v).is_some() {
+            return whole(&mut once);
+        }
+    }
+    let mut tree = serde_json::Value::Object(partial);
+    if !once(&mut tree) {
+        return Edited::Unchanged;
+    }
+    let serde_json::Value::Object(edited) = tree else { return Edited::Unreadable };
+    let mut out = String::with_capacity(json.len());
+    for (k, raw) in &members {
+        let value = match EDITED_KEYS.contains(&k.as_str()) {
+            false => std::borrow::Cow::Borrowed(raw.get()),
+            true => match edited.get(k).map(serde_json::to_string) {
+                Some(Ok(v)) => std::borrow::Cow::Owned(v),
+                Some(Err(_)) => return Edited::Unreadable,
+                None => continue,
+            },
+        };
+        out.push(if out.is_empty() { '{' } else { ',' });
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push(':');
+        out.push_str(&value);
+    }
+    if out.is_empty() {
+        out.push('{');
+    }
+    out.push('}');
+    Edited::Changed(out)
+}
+
+/// A JSON object's members in order, their values raw.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -910,7 +1014,9 @@ mod tests {
         assert!(posts[0].has_geo);
         let stripped = strip_own_geo(line).unwrap();
         assert!(!stripped.contains("Oslo"), "{stripped}");
-        assert_eq!(stripped, r#"{"id_str":"10","user":{"id_str":"1"},"text":"cut �"}"#);
+        assert_eq!(stripped, r#"{"id_str":"10","user":{"id_str":"1"},"text":"cut \ud83d"}"#, "the text as stored");
+        let cut_place = r#"{"id_str":"10","user":{"id_str":"1"},"place":{"full_name":"Oslo \ud83d"}}"#;
+        assert_eq!(strip_own_geo(cut_place).unwrap(), r#"{"id_str":"10","user":{"id_str":"1"}}"#);
         // Pairs, escaped backslashes and other escapes are left alone.
         let fine = r#"{"t":"\ud83d\ude00 \\ud83d \u00e9 \n","l":"\udc00x\ud800"}"#;
         assert_eq!(
@@ -1031,5 +1137,38 @@ mod tests {
         // A reference whose id cannot be read does not hide the next one.
         let line = r#"{"id":"1","author_id":"2","referenced_tweets":[{"type":"quoted","id":"bad"},{"type":"quoted","id":"7"}]}"#;
         assert_eq!(parse_post_line(line).unwrap()[0].quote_of, Some(7));
+    }
+
+    #[test]
+    fn an_edit_rewrites_only_the_members_it_may_change() {
+        let drop_quote = |v: &mut serde_json::Value| {
+            let Some(o) = v.as_object_mut() else { return false };
+            o.shift_remove("quoted_status").is_some() | o.shift_remove("quoted_status_permalink").is_some()
+        };
+        // Other members keep their bytes (escapes, spaces), in their places.
+        let json = r#"{"quoted_status":{"id_str":"1","text":"gone"},"id_str":"2", "text":"caf\u00e9 \ud83d","user":{"id_str":"3" },"quoted_status_permalink":{"url":"u"},"n":1.0}"#;
+        assert_eq!(
+            edit_tree(json, drop_quote),
+            Edited::Changed(r#"{"id_str":"2","text":"caf\u00e9 \ud83d","user":{"id_str":"3" },"n":1.0}"#.into())
+        );
+        assert_eq!(edit_tree(r#"{"id_str":"2"}"#, drop_quote), Edited::Unchanged);
+        assert_eq!(edit_tree(r#"{"quoted_status":{}}"#, drop_quote), Edited::Changed("{}".into()));
+        // A member no edit reads need not be readable as a tree; one it reads must be.
+        let deep = format!(r#"{{"quoted_status":{{}},"user":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert!(matches!(edit_tree(&deep, drop_quote), Edited::Changed(s) if s.starts_with(r#"{"user":[[["#)));
+        let deep_quote = format!(r#"{{"quoted_status":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        assert_eq!(edit_tree(&deep_quote, drop_quote), Edited::Unreadable);
+        // A repeated member is read with the whole post, as serde_json reads it (the last one).
+        let twice = r#"{"quoted_status":{"text":"a"},"id_str":"2","quoted_status":{"text":"b"}}"#;
+        let keep_text = |v: &mut serde_json::Value| {
+            v["id_str"] = "9".into();
+            true
+        };
+        assert_eq!(
+            edit_tree(twice, keep_text),
+            Edited::Changed(r#"{"quoted_status":{"text":"b"},"id_str":"9"}"#.into())
+        );
+        // Not an object: read whole.
+        assert_eq!(edit_tree("[1]", drop_quote), Edited::Unchanged);
     }
 }

@@ -365,11 +365,9 @@ pub fn without_withdrawn(post: &NewPost, withdrawn: &Withdrawn) -> Option<NewPos
     if !withdrawn.touches(&post.embeds) {
         return None;
     }
-    let mut v: Value = crate::post::json_tree(&post.json)?;
-    if !filter(&mut v, withdrawn) {
+    let crate::post::Edited::Changed(json) = crate::post::edit_tree(&post.json, |v| filter(v, withdrawn)) else {
         return None;
-    }
-    let json = serde_json::to_string(&v).ok()?;
+    };
     // What the JSON now carries (a hidden copy took the copies inside it).
     let embeds = match parse_post_line(&json).ok().and_then(|mut posts| posts.pop()) {
         Some(top) => top.embeds,
@@ -408,10 +406,19 @@ mod tests {
         }
     }
 
+    /// Filters `json` read whole; checks that `edit_tree`, which reads only
+    /// the members `filter` may change, gives the same.
     fn run(json: &str, judge: &Fixed) -> (bool, String) {
         let mut v: Value = serde_json::from_str(json).unwrap();
         let changed = filter(&mut v, judge);
-        (changed, serde_json::to_string(&v).unwrap())
+        let whole = serde_json::to_string(&v).unwrap();
+        let partial = match crate::post::edit_tree(json, |v| filter(v, judge)) {
+            crate::post::Edited::Unchanged => json.to_owned(),
+            crate::post::Edited::Changed(edited) => edited,
+            crate::post::Edited::Unreadable => panic!("{json} read whole but not in part"),
+        };
+        assert_eq!(partial, whole, "the members read as a tree are all that filter edits");
+        (changed, whole)
     }
 
     #[test]
