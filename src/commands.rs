@@ -471,9 +471,9 @@ pub fn check(
 /// ascending id, scrubbed geo removed, and each embedded post or user that
 /// is not visible there removed ([`crate::rules::embedded`]). Returns how
 /// many posts were written. A post is parsed only when something in it must
-/// go; every other line is written as stored, byte for byte. A post whose
-/// JSON must lose something but cannot be read as a tree (which import
-/// never stores since it refuses such lines) is withheld, never written as
+/// go; every other line is written as stored, byte for byte. A post that
+/// must lose something but whose members to edit cannot be read as a tree
+/// ([`edit_tree`]; import refuses such lines) is withheld, never written as
 /// stored: counted and logged ([`Exported::withheld`]).
 ///
 /// # Errors
@@ -486,8 +486,8 @@ pub fn export(store: &mut dyn Store, country: Option<Country>, out: impl Write) 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Exported {
     pub written: u64,
-    /// Visible posts not written: something in their JSON had to go and it
-    /// could not be read as a tree.
+    /// Visible posts not written: something in their JSON had to go and the
+    /// members to edit could not be read as a tree.
     pub withheld: u64,
 }
 
@@ -524,7 +524,7 @@ pub fn export_with(
                     tracing::warn!(
                         id = row.id,
                         suppressed,
-                        "Post withheld from the export: something in its stored JSON must be removed and the JSON cannot be read as a tree"
+                        "Post withheld from the export: something in its stored JSON must be removed and the part to edit cannot be read as a tree"
                     );
                 }
                 return Ok(());
@@ -552,8 +552,8 @@ pub fn export_with(
 /// A stored post's JSON as it may be shown: without its own geo when
 /// `own_geo` (its author scrubbed it), and without what `judge` hides of the
 /// posts and users it embeds. Unchanged bytes when nothing was removed;
-/// `None` when the JSON cannot be read as a tree ([`json_tree`]): the post
-/// is then withheld, never shown as stored.
+/// `None` when the members to edit cannot be read as a tree
+/// ([`edit_tree`]): the post is then withheld, never shown as stored.
 fn shown_json(json: &str, own_geo: bool, judge: &dyn embedded::Judge) -> Option<String> {
     match edit_tree(json, |v| (own_geo && remove_own_geo(v)) | embedded::filter(v, judge)) {
         Edited::Unchanged => Some(json.to_owned()),

@@ -636,8 +636,9 @@ pub fn remove_own_geo(v: &mut serde_json::Value) -> bool {
 }
 
 /// Returns `json` without the post's own geo ([`remove_own_geo`]); JSON
-/// that holds none comes back byte for byte. `None` when it cannot be read
-/// as a tree ([`json_tree`]; import never stores such JSON): the caller
+/// that holds none comes back byte for byte. `None` when the members to
+/// edit cannot be read as a tree ([`edit_tree`]; import never stores such
+/// JSON): the caller
 /// keeps the post's geo flag, so that every answer still removes the geo or
 /// withholds the post.
 pub fn strip_own_geo(json: &str) -> Option<String> {

@@ -355,8 +355,8 @@ pub fn tracked_users(embeds: &Embeds) -> impl Iterator<Item = Id> + '_ {
 
 /// `post` with [`Withdrawn`]'s verdicts applied to the copies it carries,
 /// its embedded ids listed anew; `None` when that changes nothing, or when
-/// the JSON cannot be read as a tree (import never stores such JSON; every
-/// answer then withholds the post). Used
+/// the members to edit cannot be read as a tree ([`crate::post::edit_tree`];
+/// import never stores such JSON; every answer then withholds the post). Used
 /// where a post is saved (import) and where a post becomes a tombstone or
 /// its geo is scrubbed (maintenance), so that withdrawn words and places
 /// leave the stored JSON of the posts that quote or include them, not only
