@@ -8,10 +8,13 @@
 //! and the offline commands do; only [`parse_line`] also asks for the
 //! reference parser's answer ([`event::parse_both_ways`]).
 
+use crate::event::Id;
 use crate::event::{self, Message, ParseErrorKind, StatusEvent, UserEvent, EVENT_TYPES};
 use crate::framing::{Frame, LineFramer, OVERSIZED_HEAD};
 use crate::inflate::Inflate;
-use crate::post::{self, Form, ImportItem};
+use crate::post::{self, Form, ImportItem, NewPost};
+use crate::rules::embedded::{self, Judge, Verdict};
+use std::cell::RefCell;
 use std::io::Write as _;
 
 /// A target's check: panics when an invariant breaks.
@@ -291,7 +294,12 @@ pub fn parse_line(data: &[u8]) {
 /// Invariants: no panic; a blank line stores nothing; otherwise the line's
 /// own post comes last, as `TopLevel`, with the line as its JSON, after its
 /// embedded posts (`Embedded`), each a piece of the line and listed in the
-/// post's `embeds`.
+/// post's `embeds`. For each post stored: every post and user the answers
+/// judge in its JSON (`rules::embedded::filter`) is listed in its `embeds`,
+/// or an unreadable one (0) is, which makes every answer edit it; so is a 0
+/// when the answers cut something without judging it (an id they cannot
+/// read, a copy too deep). And `post::edit_tree`, which reads only the
+/// members a removal may touch, leaves what editing the whole tree leaves.
 pub fn import_line(data: &[u8]) {
     let Ok(line) = std::str::from_utf8(data) else { return };
     let Ok(ImportItem::Posts(posts)) = post::parse_import_line(line) else { return };
@@ -305,6 +313,71 @@ pub fn import_line(data: &[u8]) {
         assert_eq!(e.form, Form::Embedded, "post {} before the line's own", e.id);
         assert!(line.contains(&e.json), "embedded post {}'s JSON is not a piece of the line", e.id);
         assert!(own.embeds.posts.contains(&e.id), "embedded post {} not in embeds {:?}", e.id, own.embeds);
+    }
+    for p in &posts {
+        check_listed(p);
+        check_edit(&p.json);
+    }
+}
+
+/// Shows every post and user, and writes down which it was asked about.
+#[derive(Default)]
+struct Asked {
+    posts: RefCell<Vec<Id>>,
+    users: RefCell<Vec<Id>>,
+}
+
+impl Judge for Asked {
+    fn post(&self, id: Id) -> Verdict {
+        self.posts.borrow_mut().push(id);
+        Verdict::Show
+    }
+    fn user(&self, id: Id) -> bool {
+        self.users.borrow_mut().push(id);
+        true
+    }
+}
+
+/// Every verdict, by the id's remainder.
+struct Mixed;
+
+impl Judge for Mixed {
+    fn post(&self, id: Id) -> Verdict {
+        [Verdict::Hide, Verdict::ShowWithoutGeo, Verdict::Show][(id % 3) as usize]
+    }
+    fn user(&self, id: Id) -> bool {
+        id % 2 == 0
+    }
+}
+
+/// What the answers judge or cut in `p`'s JSON is what its `embeds` list
+/// (see [`import_line`]).
+fn check_listed(p: &NewPost) {
+    let Some(mut tree) = post::json_tree(&p.json) else { return };
+    let asked = Asked::default();
+    let cut = embedded::filter(&mut tree, &asked);
+    let zero = p.embeds.posts.contains(&0) || p.embeds.users.contains(&0);
+    assert!(!cut || zero, "post {}: the answers cut what no id in {:?} makes them edit", p.id, p.embeds);
+    for id in asked.posts.into_inner() {
+        assert!(zero || p.embeds.posts.contains(&id), "post {}: copy {id} judged, not in {:?}", p.id, p.embeds);
+    }
+    for id in asked.users.into_inner() {
+        assert!(zero || p.embeds.users.contains(&id), "post {}: user {id} judged, not in {:?}", p.id, p.embeds);
+    }
+}
+
+/// [`post::edit_tree`] leaves what editing the whole tree leaves.
+fn check_edit(json: &str) {
+    let edit = |v: &mut serde_json::Value| post::remove_own_geo(v) | embedded::filter(v, &Mixed);
+    let whole = post::json_tree(json).map(|mut v| (edit(&mut v), v));
+    match (post::edit_tree(json, edit), whole) {
+        (post::Edited::Unreadable, Some(_)) => panic!("read whole, but not in part: {json}"),
+        (post::Edited::Unchanged, Some((changed, _))) => assert!(!changed, "changed whole, not in part: {json}"),
+        (post::Edited::Changed(edited), Some((changed, v))) => {
+            assert!(changed, "changed in part, not whole: {json}");
+            assert_eq!(post::json_tree(&edited), Some(v), "{json}");
+        }
+        (_, None) => {}
     }
 }
 

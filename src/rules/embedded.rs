@@ -253,9 +253,9 @@ fn filter_v2(obj: &mut Map<String, Value>, judge: &dyn Judge) -> bool {
     if let Some(tweets) = includes.get_mut("tweets").and_then(Value::as_array_mut) {
         let before = tweets.len();
         tweets.retain_mut(|t| {
-            let verdict = match id_of(t) {
-                Some(id) if t.is_object() => judge.post(id),
-                _ => Verdict::Hide,
+            let verdict = match t.as_object().and_then(v2_id) {
+                Some(id) => judge.post(id),
+                None => Verdict::Hide,
             };
             if verdict == Verdict::ShowWithoutGeo {
                 tweets_changed |= remove_geo_keys(t);
@@ -266,7 +266,7 @@ fn filter_v2(obj: &mut Map<String, Value>, judge: &dyn Judge) -> bool {
     }
     if let Some(users) = includes.get_mut("users").and_then(Value::as_array_mut) {
         let before = users.len();
-        users.retain(|u| id_of(u).is_some_and(|id| judge.user(id)));
+        users.retain(|u| u.as_object().and_then(v2_id).is_some_and(|id| judge.user(id)));
         changed |= users.len() != before;
     }
     if tweets_changed {
