@@ -451,16 +451,50 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
         out.push(post);
         return Ok(out);
     }
+    // The answers judge both formats' copies in a post of either
+    // (`rules::embedded::filter`): import lists both.
     if w.author_id.is_some() && w.user.is_none() {
         let mut post = v2_post(&w, line, Form::TopLevel)?;
         v2_expanded(&w, &mut post.embeds, 0, &mut out);
+        v1_copies(&w, &mut post.embeds, &mut out);
         out.push(post);
         return Ok(out);
     }
     // v1.1 / original format.
-    let post = v1_tree(&w, line, Form::TopLevel, 0, &mut out)?;
+    let mut post = v1_tree(&w, line, Form::TopLevel, 0, &mut out)?;
+    v2_expanded(&w, &mut post.embeds, 0, &mut out);
     out.push(post);
     Ok(out)
+}
+
+/// v1.1's `retweeted_status` and `quoted_status` in a v2 post: listed (and
+/// stored when they read as posts), never failing the line.
+fn v1_copies(w: &WirePost, embeds: &mut Embeds, out: &mut Vec<NewPost>) {
+    for child in [w.retweeted_status, w.quoted_status].into_iter().flatten().filter(|c| is_present(Some(c))) {
+        match wire(child.get()).map(|c| v1_tree(&c, child.get(), Form::Embedded, 1, out).map_err(|_| v1_id(&c))) {
+            Ok(Ok(copy)) => {
+                embeds.add_post(copy.id);
+                embeds.extend(&copy.embeds);
+                out.push(copy);
+            }
+            Ok(Err(id)) => unstored_copy(embeds, id),
+            Err(_) => embeds.add_post(0),
+        }
+    }
+}
+
+/// A v1.1 object's id: `id_str`, else `id`.
+fn v1_id(w: &WirePost) -> Option<Id> {
+    w.id_str.as_ref().or(w.id.as_ref()).map(|i| i.0)
+}
+
+/// A copy that is not stored: listed by its id, and as unreadable (0), since
+/// what it carries in turn is not listed: every answer then judges it.
+fn unstored_copy(embeds: &mut Embeds, id: Option<Id>) {
+    embeds.add_post(0);
+    if let Some(id) = id {
+        embeds.add_post(id);
+    }
 }
 
 /// What twarc's flattened v2 files merge into a post (`w`): the posts it
@@ -529,17 +563,16 @@ fn v1_tree(w: &WirePost, json: &str, form: Form, depth: usize, out: &mut Vec<New
     }
     if let Some(qs) = w.quoted_status.filter(|q| is_present(Some(q))) {
         let quoted = if depth + 1 >= MAX_EMBED_DEPTH { None } else { wire(qs.get()).ok() };
-        match quoted.map(|q| {
-            (q.id_str.as_ref().or(q.id.as_ref()).map(|i| i.0), v1_tree(&q, qs.get(), Form::Embedded, depth + 1, out))
-        }) {
+        match quoted.map(|q| (v1_id(&q), v1_tree(&q, qs.get(), Form::Embedded, depth + 1, out))) {
             Some((_, Ok(copy))) => {
                 post.quote_of = post.quote_of.or(Some(copy.id));
                 post.embeds.add_post(copy.id);
                 post.embeds.extend(&copy.embeds);
                 out.push(copy);
             }
-            // Not storable (no author, bad id, too deep): listed, so reads remove it.
-            Some((id, Err(_))) => post.embeds.add_post(id.unwrap_or(0)),
+            // Not storable (no author, bad id): listed, so reads remove it.
+            Some((id, Err(_))) => unstored_copy(&mut post.embeds, id),
+            // Too deep, or not an object.
             None => post.embeds.add_post(0),
         }
     }
@@ -942,9 +975,31 @@ mod tests {
         let line = r#"{"id_str":"30","user":{"id_str":"3"},"quoted_status_id_str":"10","quoted_status":{"id_str":"10","text":"no user"}}"#;
         let posts = parse_post_line(line).unwrap();
         assert_eq!(posts.len(), 1);
-        assert_eq!((posts[0].quote_of, posts[0].embeds.posts.clone()), (Some(10), vec![10]));
+        // With 0 too: what the copy carries in turn is not listed, so every
+        // answer must judge it (found by fuzzing import_line).
+        assert_eq!((posts[0].quote_of, posts[0].embeds.posts.clone()), (Some(10), vec![0, 10]));
         let no_id = r#"{"id_str":"31","user":{"id_str":"3"},"quoted_status":{"text":"no id"}}"#;
         assert_eq!(parse_post_line(no_id).unwrap()[0].embeds.posts, vec![0]);
+    }
+
+    #[test]
+    fn a_post_lists_the_copies_of_either_format_it_carries() {
+        // The answers judge both formats' copies in any post: a v1.1 post's
+        // twarc-style expansions, a bare v2 post's v1.1 copies (found by
+        // fuzzing import_line).
+        let v1 = r#"{"id_str":"20","user":{"id_str":"2"},"in_reply_to_user":{"id":"7","name":"Seven"},"referenced_tweets":[{"type":"quoted","id":"8","text":"t","author_id":"9"}]}"#;
+        let posts = parse_post_line(v1).unwrap();
+        assert_eq!(posts.iter().map(|p| p.id).collect::<Vec<_>>(), vec![8, 20]);
+        assert_eq!(posts[1].embeds, Embeds { posts: vec![8], users: vec![7] });
+        let v2 = r#"{"id":"30","author_id":"3","quoted_status":{"id_str":"10","user":{"id_str":"1"},"quoted_status":{"id_str":"5","text":"no user"}},"retweeted_status":{"text":"no id"}}"#;
+        let posts = parse_post_line(v2).unwrap();
+        assert_eq!(posts.iter().map(|p| p.id).collect::<Vec<_>>(), vec![10, 30]);
+        assert_eq!(posts[1].embeds.posts, vec![0, 10, 5], "the unreadable retweet, the copy, what it carries");
+        assert_eq!(
+            (posts[1].quote_of, posts[1].retweet_of),
+            (None, None),
+            "a v2 post's links are its referenced_tweets"
+        );
     }
 
     #[test]
