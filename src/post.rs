@@ -433,8 +433,11 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
             for t in &inc.tweets {
                 match serde_json::from_str::<WirePost>(t.get()) {
                     Ok(tw) => match v2_post(&tw, t.get(), Form::Embedded) {
-                        Ok(embedded) => {
+                        Ok(mut embedded) => {
+                            // Stored, its row is judged like any post's.
+                            v2_carried(&tw, &mut embedded.embeds, 1, &mut out);
                             post.embeds.add_post(embedded.id);
+                            post.embeds.extend(&embedded.embeds);
                             out.push(embedded);
                         }
                         // No author: not stored, but listed so reads remove it.
@@ -451,27 +454,37 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
         out.push(post);
         return Ok(out);
     }
-    // The answers judge both formats' copies in a post of either
-    // (`rules::embedded::filter`): import lists both.
     if w.author_id.is_some() && w.user.is_none() {
         let mut post = v2_post(&w, line, Form::TopLevel)?;
-        v2_expanded(&w, &mut post.embeds, 0, &mut out);
-        v1_copies(&w, &mut post.embeds, &mut out);
+        v2_carried(&w, &mut post.embeds, 0, &mut out);
         out.push(post);
         return Ok(out);
     }
     // v1.1 / original format.
-    let mut post = v1_tree(&w, line, Form::TopLevel, 0, &mut out)?;
-    v2_expanded(&w, &mut post.embeds, 0, &mut out);
+    let post = v1_tree(&w, line, Form::TopLevel, 0, &mut out)?;
     out.push(post);
     Ok(out)
 }
 
-/// v1.1's `retweeted_status` and `quoted_status` in a v2 post: listed (and
-/// stored when they read as posts), never failing the line.
-fn v1_copies(w: &WirePost, embeds: &mut Embeds, out: &mut Vec<NewPost>) {
+/// What a v2 post object at `depth` carries, in either format: every stored
+/// post's JSON is judged for both formats' copies
+/// (`rules::embedded::filter`), so import lists both. A v1.1 post's own
+/// copies are read by [`v1_tree`], which adds the v2 ones.
+fn v2_carried(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<NewPost>) {
+    v2_expanded(w, embeds, depth, out);
+    v1_copies(w, embeds, depth, out);
+}
+
+/// v1.1's `retweeted_status` and `quoted_status` in a v2 post at `depth`:
+/// listed (and stored when they read as posts), never failing the line.
+fn v1_copies(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<NewPost>) {
     for child in [w.retweeted_status, w.quoted_status].into_iter().flatten().filter(|c| is_present(Some(c))) {
-        match wire(child.get()).map(|c| v1_tree(&c, child.get(), Form::Embedded, 1, out).map_err(|_| v1_id(&c))) {
+        if depth + 1 >= MAX_EMBED_DEPTH {
+            embeds.add_post(0);
+            continue;
+        }
+        match wire(child.get()).map(|c| v1_tree(&c, child.get(), Form::Embedded, depth + 1, out).map_err(|_| v1_id(&c)))
+        {
             Ok(Ok(copy)) => {
                 embeds.add_post(copy.id);
                 embeds.extend(&copy.embeds);
@@ -521,7 +534,7 @@ fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<Ne
         // What is expanded in the copy is carried too, whether or not the
         // copy names its author (and is stored).
         let mut inner = Embeds::default();
-        v2_expanded(&cw, &mut inner, depth + 1, out);
+        v2_carried(&cw, &mut inner, depth + 1, out);
         embeds.extend(&inner);
         if let Ok(mut embedded) = v2_post(&cw, raw.get(), Form::Embedded) {
             embedded.embeds = inner;
@@ -576,6 +589,8 @@ fn v1_tree(w: &WirePost, json: &str, form: Form, depth: usize, out: &mut Vec<New
             None => post.embeds.add_post(0),
         }
     }
+    // Expansions in twarc's form, which the answers judge in any post.
+    v2_expanded(w, &mut post.embeds, depth, out);
     Ok(post)
 }
 
