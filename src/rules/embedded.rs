@@ -186,7 +186,11 @@ fn filter_expanded(t: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) 
         }
     }
     let hidden = |u: &Value| !u.as_object().and_then(v2_id).is_some_and(|id| judge.user(id));
-    if t.get("in_reply_to_user").is_some_and(|u| !u.is_null() && hidden(u)) {
+    // `{}` is what twarc merges in for a user X did not include: nothing to
+    // judge (as import reads it: `null`, `{}` and `[]` carry no one).
+    let empty =
+        |u: &Value| u.is_null() || u.as_object().is_some_and(Map::is_empty) || u.as_array().is_some_and(Vec::is_empty);
+    if t.get("in_reply_to_user").is_some_and(|u| !empty(u) && hidden(u)) {
         t.shift_remove("in_reply_to_user");
         changed = true;
     }
@@ -452,6 +456,12 @@ mod tests {
         assert_eq!(
             out,
             r#"{"id":"1","author_id":"3","note_tweet":{"entities":{"mentions":[{"start":0,"end":1,"username":"two","id":"2"}]}},"referenced_tweets":[{"type":"quoted","id":"100"}]}"#
+        );
+        // twarc merges `{}` in for a user X did not include: nothing to cut.
+        let empty = r#"{"id":"1","author_id":"3","in_reply_to_user_id":"4","in_reply_to_user":{}}"#;
+        assert_eq!(
+            run(empty, &Fixed { hide: vec![], no_geo: vec![], users_hidden: vec![4] }),
+            (false, empty.to_owned())
         );
         // Wrapped in `data` the same; an expansion whose id cannot be read
         // is cut back.
