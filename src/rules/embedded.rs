@@ -186,11 +186,7 @@ fn filter_expanded(t: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) 
         }
     }
     let hidden = |u: &Value| !u.as_object().and_then(v2_id).is_some_and(|id| judge.user(id));
-    // `{}` is what twarc merges in for a user X did not include: nothing to
-    // judge (as import reads it: `null`, `{}` and `[]` carry no one).
-    let empty =
-        |u: &Value| u.is_null() || u.as_object().is_some_and(Map::is_empty) || u.as_array().is_some_and(Vec::is_empty);
-    if t.get("in_reply_to_user").is_some_and(|u| !empty(u) && hidden(u)) {
+    if t.get("in_reply_to_user").is_some_and(|u| !carries_nothing(u) && hidden(u)) {
         t.shift_remove("in_reply_to_user");
         changed = true;
     }
@@ -212,12 +208,19 @@ fn filter_expanded(t: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) 
     changed
 }
 
+/// `null`, `{}` or `[]` where a copy or an expanded user may be: nothing to
+/// judge, as import reads it (`{}` is what twarc merges in for a user X did
+/// not include).
+fn carries_nothing(v: &Value) -> bool {
+    v.is_null() || v.as_object().is_some_and(Map::is_empty) || v.as_array().is_some_and(Vec::is_empty)
+}
+
 /// v1.1: `retweeted_status` and `quoted_status`, each an embedded post that
 /// may carry its own.
 fn filter_v1(obj: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) -> bool {
     let mut changed = false;
     for key in ["retweeted_status", "quoted_status"] {
-        let Some(child) = obj.get_mut(key).filter(|c| !c.is_null()) else {
+        let Some(child) = obj.get_mut(key).filter(|c| !carries_nothing(c)) else {
             continue;
         };
         let verdict = match (depth + 1 < MAX_EMBED_DEPTH).then(|| id_of(child)).flatten() {
