@@ -7,7 +7,7 @@ use crate::deadletter::DeadLetter;
 use crate::event::{
     parse_id_str, parse_line, Country, EventKind, Id, Message, StatusEvent, StatusEvents, TimeMs, UserEvent, UserEvents,
 };
-use crate::post::{edit_tree, parse_import_line, remove_own_geo, Edited, ImportItem, NewLike, NewPost};
+use crate::post::{edit_tree, parse_import_line, remove_own_geo, ImportItem, NewLike, NewPost};
 use crate::progress::{Progress, Unit};
 use crate::rules::embedded;
 use crate::rules::visibility::visible;
@@ -555,11 +555,7 @@ pub fn export_with(
 /// `None` when the members to edit cannot be read as a tree
 /// ([`edit_tree`]): the post is then withheld, never shown as stored.
 fn shown_json(json: &str, own_geo: bool, judge: &dyn embedded::Judge) -> Option<String> {
-    match edit_tree(json, |v| (own_geo && remove_own_geo(v)) | embedded::filter(v, judge)) {
-        Edited::Unchanged => Some(json.to_owned()),
-        Edited::Changed(shown) => Some(shown),
-        Edited::Unreadable => None,
-    }
+    edit_tree(json, |v| (own_geo && remove_own_geo(v)) | embedded::filter(v, judge)).or_stored(json)
 }
 
 /// A time for people: `2026-12-01 13:05:09Z`.

@@ -168,7 +168,7 @@ impl Entry {
     /// judges it.
     fn of(raw: &RawValue, sent: &[&str]) -> Entry {
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        de::DeserializeSeed::deserialize(EntrySeed(sent), &mut de)
+        de::Deserializer::deserialize_map(&mut de, EntrySeed(sent))
             .unwrap_or_else(|_| Entry { expanded: raw.get().starts_with('{'), ..Entry::default() })
     }
 }
@@ -184,7 +184,7 @@ fn de_refs<'de, D: de::Deserializer<'de>>(d: D) -> Result<Option<Vec<Ref<'de>>>,
     Ok(raws.map(|raws| raws.into_iter().map(|raw| Ref { raw, entry: Entry::of(raw, &REF_KEYS) }).collect()))
 }
 
-#[derive(Clone, Copy)]
+/// Reads an [`Entry`], given the keys X sends there.
 struct EntrySeed<'s>(&'s [&'s str]);
 
 /// Which of an entry's keys: `type`, `id`, another that X sends, or one it
@@ -194,13 +194,6 @@ enum EntryKey {
     Id,
     Sent,
     Other,
-}
-
-impl<'de> de::DeserializeSeed<'de> for EntrySeed<'_> {
-    type Value = Entry;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Entry, D::Error> {
-        d.deserialize_map(self)
-    }
 }
 
 impl<'de> de::Visitor<'de> for EntrySeed<'_> {
@@ -524,10 +517,7 @@ fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<Ne
         let (Some(id), Some(cw)) = (id, copy) else {
             // Unreadable (or too deep): every answer cuts it back; its id,
             // when readable, still finds it when that post is withdrawn.
-            embeds.add_post(0);
-            if let Some(id) = id {
-                embeds.add_post(id);
-            }
+            unstored_copy(embeds, id);
             continue;
         };
         embeds.add_post(id);
@@ -595,12 +585,7 @@ fn v1_tree(w: &WirePost, json: &str, form: Form, depth: usize, out: &mut Vec<New
 }
 
 fn v1_post(w: &WirePost, json: &str, form: Form) -> Result<NewPost, ParseError> {
-    let id = w
-        .id_str
-        .as_ref()
-        .or(w.id.as_ref())
-        .map(|i| i.0)
-        .ok_or_else(|| bad(ParseErrorKind::MissingField, "post has no id_str or id"))?;
+    let id = v1_id(w).ok_or_else(|| bad(ParseErrorKind::MissingField, "post has no id_str or id"))?;
     never_zero(id)?;
     let author_id = w
         .user
@@ -690,11 +675,7 @@ pub fn remove_own_geo(v: &mut serde_json::Value) -> bool {
 /// keeps the post's geo flag, so that every answer still removes the geo or
 /// withholds the post.
 pub fn strip_own_geo(json: &str) -> Option<String> {
-    match edit_tree(json, remove_own_geo) {
-        Edited::Unchanged => Some(json.to_owned()),
-        Edited::Changed(stripped) => Some(stripped),
-        Edited::Unreadable => None,
-    }
+    edit_tree(json, remove_own_geo).or_stored(json)
 }
 
 /// The nesting serde_json reads a tree to (it stops at 128 levels).
@@ -747,32 +728,42 @@ pub enum Edited {
     Unreadable,
 }
 
+impl Edited {
+    /// The JSON to show or keep: the edited one, `stored` when nothing
+    /// changed, none when unreadable.
+    pub fn or_stored(self, stored: &str) -> Option<String> {
+        match self {
+            Edited::Unchanged => Some(stored.to_owned()),
+            Edited::Changed(edited) => Some(edited),
+            Edited::Unreadable => None,
+        }
+    }
+}
+
 /// Applies `edit` (which says whether it changed anything) to a post's
 /// JSON read as a tree, and writes what it leaves. Only the members named
 /// in [`EDITED_KEYS`] are read as a tree, into an object of their own that
 /// `edit` gets; every other member is written as stored, byte for byte, in
 /// its place. A post that is not an object, or that repeats one of those
 /// members, is read whole instead.
-pub fn edit_tree(json: &str, edit: impl FnOnce(&mut serde_json::Value) -> bool) -> Edited {
-    let whole = |edit: &mut dyn FnMut(&mut serde_json::Value) -> bool| {
+pub fn edit_tree<E: FnOnce(&mut serde_json::Value) -> bool>(json: &str, edit: E) -> Edited {
+    let whole = |edit: E| {
         let Some(mut v) = json_tree(json) else { return Edited::Unreadable };
         if !edit(&mut v) {
             return Edited::Unchanged;
         }
         serde_json::to_string(&v).map_or(Edited::Unreadable, Edited::Changed)
     };
-    let mut edit = Some(edit);
-    let mut once = |v: &mut serde_json::Value| edit.take().is_some_and(|e| e(v));
-    let Ok(Members(members)) = serde_json::from_str::<Members>(json) else { return whole(&mut once) };
+    let Ok(Members(members)) = serde_json::from_str::<Members>(json) else { return whole(edit) };
     let mut partial = serde_json::Map::new();
     for (k, raw) in members.iter().filter(|(k, _)| EDITED_KEYS.contains(&k.as_str())) {
         let Some(v) = json_tree(raw.get()) else { return Edited::Unreadable };
         if partial.insert(k.clone(), v).is_some() {
-            return whole(&mut once);
+            return whole(edit);
         }
     }
     let mut tree = serde_json::Value::Object(partial);
-    if !once(&mut tree) {
+    if !edit(&mut tree) {
         return Edited::Unchanged;
     }
     let serde_json::Value::Object(edited) = tree else { return Edited::Unreadable };
