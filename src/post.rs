@@ -420,22 +420,28 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
         let inner: WirePost =
             serde_json::from_str(data.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
         let mut post = v2_post(&inner, line, Form::TopLevel)?;
-        v2_expanded(&inner, &mut post.embeds, 0, &mut out);
+        v2_carried(&inner, &mut post.embeds, 0, &mut out);
         if let Some(inc) = &w.includes {
             post.has_geo |= is_present(inc.places);
             for t in &inc.tweets {
                 match serde_json::from_str::<WirePost>(t.get()) {
-                    Ok(tw) => match v2_post(&tw, t.get(), Form::Embedded) {
-                        Ok(mut embedded) => {
+                    Ok(tw) => {
+                        // What it carries is judged wherever it is kept,
+                        // so listed whether or not it is stored.
+                        let mut inner = Embeds::default();
+                        v2_carried(&tw, &mut inner, 1, &mut out);
+                        match v2_post(&tw, t.get(), Form::Embedded) {
                             // Stored, its row is judged like any post's.
-                            v2_carried(&tw, &mut embedded.embeds, 1, &mut out);
-                            post.embeds.add_post(embedded.id);
-                            post.embeds.extend(&embedded.embeds);
-                            out.push(embedded);
+                            Ok(mut embedded) => {
+                                post.embeds.add_post(embedded.id);
+                                embedded.embeds = inner.clone();
+                                out.push(embedded);
+                            }
+                            // No author: not stored, but listed so reads remove it.
+                            Err(_) => post.embeds.add_post(tw.id.map_or(0, |i| i.0)),
                         }
-                        // No author: not stored, but listed so reads remove it.
-                        Err(_) => post.embeds.add_post(tw.id.map_or(0, |i| i.0)),
-                    },
+                        post.embeds.extend(&inner);
+                    }
                     Err(_) => post.embeds.add_post(0),
                 }
             }

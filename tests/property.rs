@@ -67,7 +67,10 @@ struct Post {
     /// request without `tweet.fields=author_id`).
     anonymous_copy: bool,
     /// Its v2 line is as twarc's `flatten` writes it: the post it refers to
-    /// and the users merged into it, no `includes`.
+    /// and the users merged into it, no `includes`. Its v1.1 line mixes the
+    /// formats: each copy in it carries the post it refers to as twarc
+    /// merges it in (the shapes an import before SQLite schema 8 did not
+    /// list).
     flat: bool,
 }
 
@@ -134,8 +137,9 @@ impl Dataset {
 
     /// The v1.1 object of `p`. `full`: as its own line sends it, with what
     /// it embeds (the retweeted post in full, the quoted post as a copy);
-    /// else a copy as found inside another post, which carries ids only.
-    fn v1(&self, p: &Post, full: bool) -> String {
+    /// else a copy as found inside another post, which carries ids only,
+    /// or when `mixed` the post it refers to as twarc merges it in.
+    fn v1(&self, p: &Post, full: bool, mixed: bool) -> String {
         let mut s = format!(
             r#"{{"id_str":"{}","user":{{"id_str":"{}"}},"text":"TXT-{}-END{}""#,
             p.id,
@@ -154,13 +158,13 @@ impl Dataset {
             Kind::Retweet(o) => {
                 if full {
                     let original = self.post(o);
-                    s += &format!(r#","retweeted_status":{}"#, self.v1(original, true));
+                    s += &format!(r#","retweeted_status":{}"#, self.v1(original, true, mixed));
                     // As X sends a retweet of a quote: the quote is copied
                     // at the top level too.
                     if let Kind::Quote(q) = original.kind {
                         s += &format!(
                             r#","quoted_status_id_str":"{q}","quoted_status":{}"#,
-                            self.v1(self.post(q), false)
+                            self.v1(self.post(q), false, mixed)
                         );
                     }
                 }
@@ -168,9 +172,12 @@ impl Dataset {
             Kind::Quote(q) => {
                 s += &format!(r#","quoted_status_id_str":"{q}""#);
                 if full {
-                    s += &format!(r#","quoted_status":{}"#, self.v1(self.post(q), false));
+                    s += &format!(r#","quoted_status":{}"#, self.v1(self.post(q), false, mixed));
                 }
             }
+        }
+        if !full && mixed {
+            s += &self.flat_ref(p, true, 1);
         }
         s.push('}');
         s
@@ -238,22 +245,26 @@ impl Dataset {
         s += &format!(
             r#","entities":{{"mentions":[{{"start":0,"end":2,"username":"u{m}","id":"{m}","name":"NAME-{m}-END"}}]}}"#
         );
-        match p.kind {
-            Kind::Plain => {}
-            Kind::Retweet(r) | Kind::Quote(r) => {
-                let kind = if matches!(p.kind, Kind::Retweet(_)) { "retweeted" } else { "quoted" };
-                s += &format!(r#","referenced_tweets":[{{"type":"{kind}","id":"{r}""#);
-                if depth < 2 {
-                    let copy = self.flat(self.post(r), !p.anonymous_copy, depth + 1);
-                    // The entry is the copy with `type` in front of its id.
-                    let id = format!(r#"{{"id":"{r}""#);
-                    s += &copy[id.len()..copy.len() - 1];
-                }
-                s += "}]";
-            }
-        }
+        s += &self.flat_ref(p, !p.anonymous_copy, depth);
         s.push('}');
         s
+    }
+
+    /// The `referenced_tweets` member of `p` (at `depth`) as twarc's
+    /// `flatten` writes it: the post it refers to merged in, up to depth 2.
+    fn flat_ref(&self, p: &Post, with_author: bool, depth: usize) -> String {
+        let (Kind::Retweet(r) | Kind::Quote(r)) = p.kind else {
+            return String::new();
+        };
+        let kind = if matches!(p.kind, Kind::Retweet(_)) { "retweeted" } else { "quoted" };
+        let mut s = format!(r#","referenced_tweets":[{{"type":"{kind}","id":"{r}""#);
+        if depth < 2 {
+            let copy = self.flat(self.post(r), with_author, depth + 1);
+            // The entry is the copy with `type` in front of its id.
+            let id = format!(r#"{{"id":"{r}""#);
+            s += &copy[id.len()..copy.len() - 1];
+        }
+        s + "}]"
     }
 
     /// Every import line: each post's own line, and its bare form.
@@ -264,7 +275,7 @@ impl Dataset {
                 v.push(match (p.v2, p.flat) {
                     (true, true) => self.flat(p, true, 0),
                     (true, false) => self.v2_line(p),
-                    (false, _) => self.v1(p, true),
+                    (false, mixed) => self.v1(p, true, mixed),
                 });
             }
             if p.bare {

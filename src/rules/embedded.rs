@@ -135,11 +135,19 @@ pub fn filter(post: &mut Value, judge: &dyn Judge) -> bool {
     if obj.get("data").is_some_and(Value::is_object) {
         let mut changed = filter_v2(obj, judge);
         if let Some(data) = obj.get_mut("data").and_then(Value::as_object_mut) {
-            changed |= filter_expanded(data, judge, 0);
+            changed |= filter_object(data, judge, 0);
         }
         return changed;
     }
-    filter_v1(obj, judge, 0) | filter_expanded(obj, judge, 0)
+    filter_object(obj, judge, 0)
+}
+
+/// What one post object at `depth` carries, in either format: v1.1's
+/// copies ([`filter_v1`]) and twarc's expansions ([`filter_expanded`]),
+/// each judged again inside every copy kept, as import lists them
+/// (`post::v1_tree`, `post::v2_carried`).
+fn filter_object(o: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) -> bool {
+    filter_v1(o, judge, depth) | filter_expanded(o, judge, depth)
 }
 
 /// Whether an object has a key X does not send there: an expansion merged
@@ -180,7 +188,7 @@ fn filter_expanded(t: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) 
                     if verdict == Verdict::ShowWithoutGeo {
                         changed |= remove_geo_keys_from(entry);
                     }
-                    changed |= filter_expanded(entry, judge, depth + 1);
+                    changed |= filter_object(entry, judge, depth + 1);
                 }
             }
         }
@@ -241,7 +249,7 @@ fn filter_v1(obj: &mut Map<String, Value>, judge: &dyn Judge, depth: usize) -> b
                     changed |= remove_geo_keys(child);
                 }
                 if let Some(c) = child.as_object_mut() {
-                    changed |= filter_v1(c, judge, depth + 1);
+                    changed |= filter_object(c, judge, depth + 1);
                 }
             }
         }
@@ -266,6 +274,10 @@ fn filter_v2(obj: &mut Map<String, Value>, judge: &dyn Judge) -> bool {
             };
             if verdict == Verdict::ShowWithoutGeo {
                 tweets_changed |= remove_geo_keys(t);
+            }
+            // What a kept copy carries in turn (at import's depth for it).
+            if let Some(o) = t.as_object_mut().filter(|_| verdict != Verdict::Hide) {
+                changed |= filter_object(o, judge, 1);
             }
             verdict != Verdict::Hide
         });
@@ -471,6 +483,42 @@ mod tests {
         let (changed, out) = run(wrapped, &nothing);
         assert!(changed);
         assert_eq!(out, r#"{"data":{"id":"1","author_id":"3","referenced_tweets":[{"type":"quoted","id":"x"}]}}"#);
+    }
+
+    #[test]
+    fn a_copy_of_either_format_is_judged_for_both_inside_any_other() {
+        // Each line hides 100 at the second level, inside a kept copy of the
+        // other format (import lists both at every depth: `post::v2_carried`).
+        let hide = Fixed { hide: vec![100], no_geo: vec![], users_hidden: vec![5] };
+        let nothing = Fixed { hide: vec![], no_geo: vec![], users_hidden: vec![] };
+        for (json, want) in [
+            // twarc's expansion inside a v1.1 quoted copy
+            (
+                r#"{"id_str":"3","user":{"id_str":"3"},"quoted_status":{"id_str":"20","user":{"id_str":"2"},"text":"KEPT","referenced_tweets":[{"type":"quoted","id":"100","text":"GONE"}]}}"#,
+                r#"{"id_str":"3","user":{"id_str":"3"},"quoted_status":{"id_str":"20","user":{"id_str":"2"},"text":"KEPT","referenced_tweets":[{"type":"quoted","id":"100"}]}}"#,
+            ),
+            // a v1.1 copy inside twarc's expansion
+            (
+                r#"{"id":"3","author_id":"3","referenced_tweets":[{"type":"quoted","id":"20","text":"KEPT","quoted_status":{"id_str":"100","text":"GONE"}}]}"#,
+                r#"{"id":"3","author_id":"3","referenced_tweets":[{"type":"quoted","id":"20","text":"KEPT"}]}"#,
+            ),
+            // twarc's expansions inside a kept includes.tweets entry
+            (
+                r#"{"data":{"id":"3","author_id":"3"},"includes":{"tweets":[{"id":"20","text":"KEPT","referenced_tweets":[{"type":"quoted","id":"100","text":"GONE"}],"in_reply_to_user":{"id":"5","name":"GONE"}}]}}"#,
+                r#"{"data":{"id":"3","author_id":"3"},"includes":{"tweets":[{"id":"20","text":"KEPT","referenced_tweets":[{"type":"quoted","id":"100"}]}]}}"#,
+            ),
+            // a v1.1 copy inside v2's data
+            (
+                r#"{"data":{"id":"3","author_id":"3","text":"KEPT","quoted_status":{"id_str":"100","text":"GONE"}}}"#,
+                r#"{"data":{"id":"3","author_id":"3","text":"KEPT"}}"#,
+            ),
+        ] {
+            assert_eq!(run(json, &hide), (true, want.to_owned()), "{json}");
+            assert_eq!(run(json, &nothing), (false, json.to_owned()), "{json}");
+            // Import lists what the answers judge there.
+            let listed = crate::post::parse_post_line(json).unwrap().pop().unwrap().embeds;
+            assert!(listed.posts.contains(&100), "{json} lists {listed:?}");
+        }
     }
 
     #[test]
