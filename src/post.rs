@@ -465,6 +465,21 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
     Ok(out)
 }
 
+/// What today's import makes of a stored post of its own line whose row
+/// lists `stored` (its [`Embeds::to_column`]): the posts to import again
+/// when the post carries something the row does not list, `None` when the
+/// row already lists all of it (or the JSON no longer reads as a post).
+/// A schema move re-imports these, so that a store written by an import
+/// that read fewer shapes lists what a fresh import of the same lines
+/// lists: an unlisted copy is one no later delete would take out.
+pub fn relisted(json: &str, stored: Option<&str>) -> Option<Vec<NewPost>> {
+    let posts = parse_post_line(json).ok()?;
+    let now = &posts.last()?.embeds;
+    let row = Embeds::from_column(stored);
+    let unlisted = now.posts.iter().any(|p| !row.posts.contains(p)) || now.users.iter().any(|u| !row.users.contains(u));
+    unlisted.then_some(posts)
+}
+
 /// What a v2 post object at `depth` carries, in either format: every stored
 /// post's JSON is judged for both formats' copies
 /// (`rules::embedded::filter`), so import lists both. A v1.1 post's own
@@ -1021,6 +1036,22 @@ mod tests {
         let got: Vec<_> = posts.iter().map(|p| (p.id, p.author_id, p.quote_of, p.form)).collect();
         assert_eq!(got, vec![(50, 5, None, Form::Embedded), (40, 4, Some(50), Form::TopLevel)]);
         assert_eq!(posts[1].embeds, Embeds { posts: vec![50, 60], users: vec![4, 5] });
+    }
+
+    #[test]
+    fn a_row_is_relisted_only_when_it_lists_less_than_its_json_carries() {
+        let line = r#"{"data":{"id":"40","author_id":"4","referenced_tweets":[{"type":"quoted","id":"50"}]},"includes":{"tweets":[{"id":"50","author_id":"5"}],"users":[{"id":"5"}]}}"#;
+        let full = parse_post_line(line).unwrap().last().unwrap().embeds.to_column();
+        assert_eq!(full.as_deref(), Some("50;5"));
+        assert_eq!(relisted(line, full.as_deref()), None, "listed as today's import lists it");
+        assert_eq!(relisted(line, Some("50,99;5,6")), None, "more than it carries is never a leak");
+        for less in [None, Some("50"), Some(";5"), Some("51;5")] {
+            let again = relisted(line, less).unwrap_or_else(|| panic!("{less:?} misses a copy"));
+            assert_eq!(again, parse_post_line(line).unwrap(), "the whole line, its copies first");
+        }
+        let plain = r#"{"id_str":"7","user":{"id_str":"1"},"text":"plain"}"#;
+        assert_eq!(relisted(plain, None), None, "carries nothing");
+        assert_eq!(relisted("not json", None), None);
     }
 
     #[test]

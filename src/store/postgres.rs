@@ -41,9 +41,9 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // 0 -> 1
     "
     CREATE TABLE posts (
@@ -139,6 +139,10 @@ const MIGRATIONS: [&str; 6] = [
     ",
     // 5 -> 6: no table changes; what twarc's flattened files carry is
     // listed by re-importing them (`migrate`).
+    "SELECT 1",
+    // 6 -> 7: no table changes; every stored post of its own line is read
+    // again, and re-imported where its row lists less than it carries
+    // (`migrate`).
     "SELECT 1",
 ];
 
@@ -426,27 +430,19 @@ impl PostgresStore {
                 &[&(v as i64 + 1)],
             )?;
         }
-        if (1..2).contains(&found) {
-            let reimported = reimport(
-                &mut Conn { tx: &mut tx, statements: &mut self.statements },
-                "(retweet_of IS NOT NULL OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0)",
-            )?;
-            if reimported > 0 {
-                tracing::info!(posts = reimported, "Store moved to schema 2: the posts embedded in stored retweets, quotes and expansions are now stored and listed");
-            }
-        }
-        if (1..6).contains(&found) {
-            // twarc merges in an `author` wherever there is an `author_id`.
-            let reimported = reimport(
-                &mut Conn { tx: &mut tx, statements: &mut self.statements },
-                &format!(
-                    "form = {} AND (strpos(json, '\"author\"') > 0 OR strpos(json, '\"in_reply_to_user\"') > 0)",
-                    crate::post::Form::TopLevel.as_i64()
-                ),
-            )?;
-            let (links, rewritten) = link_copies(&mut Conn { tx: &mut tx, statements: &mut self.statements })?;
-            if links > 0 || reimported > 0 {
-                tracing::info!(posts = reimported, links, posts_rewritten = rewritten, "Store moved to schema 6: the copies and profiles stored posts carry (twarc's flattened files too) are listed, and what was withdrawn from them is taken out");
+        if (1..7).contains(&found) {
+            // A store of an earlier complyd, whose import read fewer shapes
+            // (before 2, the copies in retweets, quotes and expansions; before
+            // 6, twarc's flattened files; before 7, either format's copies
+            // inside a post of the other and what an `includes.tweets` copy
+            // carries): every post of its own line is read with today's
+            // import, re-imported where its row lists less, and what was
+            // withdrawn taken out of the carriers.
+            let mut c = Conn { tx: &mut tx, statements: &mut self.statements };
+            let (read, relisted) = reimport(&mut c, &format!("form = {}", crate::post::Form::TopLevel.as_i64()))?;
+            let (links, rewritten) = link_copies(&mut c)?;
+            if relisted > 0 || rewritten > 0 {
+                tracing::info!(posts_read = read, posts_relisted = relisted, links, posts_rewritten = rewritten, "Store moved to schema {SCHEMA_VERSION}: every stored post's copies are listed as today's import lists them, and what was withdrawn from them taken out");
             }
         }
         tx.commit()?;
@@ -814,30 +810,34 @@ fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Re-imports the stored JSON of every post `filter` (SQL) selects that
-/// may carry another, so that the posts embedded in it are stored and
-/// listed (the moves to schema 2: retweets, quotes, v2 expansions; and 6:
-/// twarc's flattened files). Returns how many were read.
-fn reimport(c: &mut Conn<'_, '_>, filter: &str) -> Result<u64, StoreError> {
+/// Reads the stored JSON of the posts `filter` (SQL) selects and imports
+/// again those whose row does not list all they carry
+/// ([`crate::post::relisted`]), so that what they carry is stored and
+/// listed (the moves to schema 7 and below). Returns (posts read, posts
+/// imported again).
+fn reimport(c: &mut Conn<'_, '_>, filter: &str) -> Result<(u64, u64), StoreError> {
     let mut after = i64::MIN;
-    let mut read = 0u64;
+    let (mut read, mut relisted) = (0u64, 0u64);
     loop {
-        let rows: Vec<(i64, String)> = c
+        let rows: Vec<(i64, Option<String>, String)> = c
             .query(
-                &format!("SELECT id, json FROM posts WHERE id > $1 AND {filter} ORDER BY id LIMIT 10000"),
+                &format!("SELECT id, embeds, json FROM posts WHERE id > $1 AND {filter} ORDER BY id LIMIT 10000"),
                 &[&after],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect();
-        let Some(&(last, _)) = rows.last() else { break };
+        let Some(&(last, _, _)) = rows.last() else { break };
         after = last;
         read += rows.len() as u64;
-        let posts: Vec<NewPost> =
-            rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
-        PostgresStore::import_once(c, &posts, &[], crate::clock::now_ms())?;
+        let again: Vec<Vec<NewPost>> =
+            rows.iter().filter_map(|(_, embeds, json)| crate::post::relisted(json, embeds.as_deref())).collect();
+        relisted += again.len() as u64;
+        if !again.is_empty() {
+            PostgresStore::import_once(c, &again.concat(), &[], crate::clock::now_ms())?;
+        }
     }
-    Ok(read)
+    Ok((read, relisted))
 }
 
 fn load_users(c: &mut Conn<'_, '_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {

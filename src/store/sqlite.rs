@@ -45,9 +45,10 @@ use std::time::{Duration, Instant};
 /// The schema version this build writes (the main file's). Version 3 adds
 /// the quote link, the form and the embedded ids to `posts`; version 4 the
 /// gap ledger ([`GAP_LEDGER`]); version 5 the batch jobs ([`BATCH_JOBS`]);
-/// version 6 the carriers of copies ([`EMBEDDED_IN`]); version 7 re-reads
-/// the stored posts of twarc's flattened files (`migrate_6_to_7`).
-pub const SCHEMA_VERSION: i64 = 7;
+/// version 6 the carriers of copies ([`EMBEDDED_IN`]); version 7 re-read
+/// the stored posts of twarc's flattened files; version 8 re-reads every
+/// stored post of its own line (`migrate_to_8`).
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Which stored post carries a copy of which other post (quoted, inside a
 /// retweeted quote, in v2 `includes.tweets`; [`rules::embedded::tracked_copies`])
@@ -484,54 +485,59 @@ impl SqliteStore {
         if found < 6 {
             self.list_carriers(6)?;
         }
-        if found < 7 {
-            self.migrate_6_to_7()?;
+        if found < 8 {
+            self.migrate_to_8()?;
         }
         Ok(())
     }
 
-    /// Re-imports the stored JSON of every post of its own line that may
-    /// hold twarc's flattened expansions (twarc merges in an `author`
-    /// wherever there is an `author_id`, and `in_reply_to_user`): a store
-    /// of version 6 did not list them, so no answer judged them. Then lists
+    /// Reads the stored JSON of every post of its own line with today's
+    /// import and imports again each one that carries something its row
+    /// does not list ([`crate::post::relisted`]): an import of an earlier
+    /// complyd read fewer shapes (twarc's flattened expansions before
+    /// version 7; before version 8, either format's copies inside a post of
+    /// the other, what an `includes.tweets` copy carries in turn, and
+    /// references whose type or id held a lone surrogate escape), and no
+    /// later delete would have found the copies it left unlisted. Then lists
     /// the carriers of copies and takes out what was withdrawn once more
-    /// ([`Self::list_carriers`]): a carrier whose rewrite a lone surrogate
-    /// escape stopped before version 7 had lost its links. A run cut short
-    /// starts again.
-    fn migrate_6_to_7(&mut self) -> Result<(), StoreError> {
-        let reimported = self.reimport(&format!(
-            "form = {} AND (instr(json, '\"author\"') > 0 OR instr(json, '\"in_reply_to_user\"') > 0)",
-            crate::post::Form::TopLevel.as_i64()
-        ))?;
-        let (links, rewritten) = self.list_carriers(7)?;
-        if reimported > 0 || rewritten > 0 {
-            tracing::info!(posts = reimported, links, posts_rewritten = rewritten, "Store moved to schema 7: what twarc's flattened files carry is listed, and what was withdrawn from it taken out");
+    /// ([`Self::list_carriers`]). It replaces the move to 7, which read only
+    /// the posts holding twarc's expansions. A run cut short starts again.
+    fn migrate_to_8(&mut self) -> Result<(), StoreError> {
+        let (read, relisted) = self.reimport(&format!("form = {}", crate::post::Form::TopLevel.as_i64()))?;
+        let (links, rewritten) = self.list_carriers(8)?;
+        if relisted > 0 || rewritten > 0 {
+            tracing::info!(posts_read = read, posts_relisted = relisted, links, posts_rewritten = rewritten, "Store moved to schema 8: every stored post's copies are listed as today's import lists them, and what was withdrawn from them taken out");
         }
         Ok(())
     }
 
-    /// Re-imports the stored JSON of the posts `filter` (SQL) selects, 10,000
-    /// at a time, so that what they carry is stored and listed (the moves to
-    /// versions 3 and 7). Returns how many were read.
-    fn reimport(&mut self, filter: &str) -> Result<u64, StoreError> {
+    /// Reads the stored JSON of the posts `filter` (SQL) selects, 10,000 at
+    /// a time, and imports again those whose row does not list all they
+    /// carry ([`crate::post::relisted`]), so that what they carry is stored
+    /// and listed (the moves to versions 3 and 8). Returns (posts read,
+    /// posts imported again).
+    fn reimport(&mut self, filter: &str) -> Result<(u64, u64), StoreError> {
         let mut after = i64::MIN;
-        let mut read = 0u64;
+        let (mut read, mut relisted) = (0u64, 0u64);
         loop {
-            let rows: Vec<(i64, String)> = self
+            let rows: Vec<(i64, Option<String>, String)> = self
                 .conn
                 .prepare(&format!(
-                    "SELECT id, json FROM main.posts WHERE id > ?1 AND {filter} ORDER BY id LIMIT 10000"
+                    "SELECT id, embeds, json FROM main.posts WHERE id > ?1 AND {filter} ORDER BY id LIMIT 10000"
                 ))?
-                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
-            let Some(&(last, _)) = rows.last() else { break };
+            let Some(&(last, _, _)) = rows.last() else { break };
             after = last;
             read += rows.len() as u64;
-            let posts: Vec<NewPost> =
-                rows.iter().flat_map(|(_, json)| crate::post::parse_post_line(json).unwrap_or_default()).collect();
-            self.import(&posts, &[], crate::clock::now_ms())?;
+            let again: Vec<Vec<NewPost>> =
+                rows.iter().filter_map(|(_, embeds, json)| crate::post::relisted(json, embeds.as_deref())).collect();
+            relisted += again.len() as u64;
+            if !again.is_empty() {
+                self.import(&again.concat(), &[], crate::clock::now_ms())?;
+            }
         }
-        Ok(read)
+        Ok((read, relisted))
     }
 
     /// Lists the carriers of copies ([`EMBEDDED_IN`]) from the embedded ids
@@ -540,7 +546,7 @@ impl SqliteStore {
     /// the profiles of users already purged: a store written before version
     /// 6 kept those in the carriers' JSON. The version moves to 6 in the
     /// transaction that cleans them: a run cut short leaves the store at
-    /// version 5 and starts again. The move to 7 does the same again, to
+    /// version 5 and starts again. The move to 8 does the same again, to
     /// `version`. Returns (links made, posts rewritten).
     fn list_carriers(&mut self, version: i64) -> Result<(u64, u64), StoreError> {
         self.conn.execute_batch(EMBEDDED_IN)?;
@@ -616,7 +622,7 @@ impl SqliteStore {
         // The re-import below lists carriers of copies (version 6's table).
         tx.execute_batch(EMBEDDED_IN)?;
         tx.commit()?;
-        let reimported = self.reimport(
+        let (_, reimported) = self.reimport(
             "(retweet_of IS NOT NULL OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)",
         )?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -1558,7 +1564,7 @@ mod tests {
     }
 
     fn delete(id: Id) -> Timed<StatusEvent> {
-        Timed { time_ms: 1, event: StatusEvent::Delete { id, user_id: Some(1) } }
+        Timed { time_ms: 1, event: crate::event::StatusEvent::Delete { id, user_id: Some(1) } }
     }
 
     /// `.cargo/config.toml` builds the bundled SQLite without the options
@@ -1969,6 +1975,69 @@ mod tests {
         s.apply_status(&StatusEvents::from(vec![delete(120)]), &[]).unwrap();
         assert_eq!(s.maintain(0, 100).unwrap().copies_removed, 1);
         assert!(!json(&s, 301).contains("LATER120"), "{}", json(&s, 301));
+    }
+
+    /// The lines whose copies an import before version 8 did not list: a
+    /// v1.1 copy inside a v2 post, twarc's expansion inside a v1.1 quoted
+    /// copy and inside an `includes.tweets` copy, a reference whose type a
+    /// lone surrogate escape cut, a v1.1 copy inside v2's `data`. The copies' words say whether the test
+    /// deletes them (`GONE`) or not (`KEPT`).
+    const UNLISTED_BEFORE_8: &str = include_str!("../../tests/data/unlisted_before_schema_8.jsonl");
+
+    #[test]
+    fn the_move_to_version_8_lists_what_an_earlier_import_missed_and_takes_out_the_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let path = path.to_str().unwrap();
+        let lines: Vec<NewPost> =
+            UNLISTED_BEFORE_8.lines().flat_map(|l| crate::post::parse_post_line(l).unwrap()).collect();
+        let listed = |s: &SqliteStore| -> Vec<(i64, Option<String>)> {
+            let mut st = s.conn.prepare("SELECT id, embeds FROM main.posts ORDER BY id").unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        };
+        // What today's complyd holds after the same import and deletes.
+        let today = {
+            let other = dir.path().join("today.db");
+            let mut s = SqliteStore::open(other.to_str().unwrap()).unwrap();
+            s.import(&lines, &[], 0).unwrap();
+            s.apply_status(&StatusEvents::from([100, 110, 120, 130, 140].map(delete).to_vec()), &[]).unwrap();
+            s.maintain(0, 100).unwrap();
+            listed(&s)
+        };
+        SqliteStore::open(path).unwrap().import(&lines, &[], 0).unwrap();
+        // As a version 7 store held them: stored, nothing listed; the
+        // posts they carry were deleted since (rows gone, copies left).
+        {
+            let s = SqliteStore::open(path).unwrap();
+            s.conn
+                .execute_batch(
+                    "UPDATE main.posts SET embeds = NULL; DELETE FROM main.embedded_in; DELETE FROM main.embedded_users;
+                     DELETE FROM main.posts WHERE id IN (100, 110, 120, 130, 140);
+                     INSERT INTO status.tombstones VALUES (100, 1), (110, 1), (120, 1), (130, 1), (140, 1);
+                     PRAGMA main.user_version = 7;",
+                )
+                .unwrap();
+        }
+        let mut s = SqliteStore::open(path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let json = |s: &SqliteStore, id: i64| -> String {
+            s.conn.query_row("SELECT json FROM main.posts WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+        };
+        for (id, gone) in [(400, "GONE100"), (410, "GONE110"), (20, "GONE110"), (420, "GONE120"), (30, "GONE120")] {
+            assert!(!json(&s, id).contains(gone), "{gone} in {id}: {}", json(&s, id));
+        }
+        for (id, kept) in [(410, "KEPT20"), (420, "KEPT30"), (430, "D430"), (440, "E440")] {
+            assert!(json(&s, id).contains(kept), "{kept} not in {id}: {}", json(&s, id));
+        }
+        let mut out = Vec::new();
+        crate::commands::export(&mut s, None, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("GONE"), "a withdrawn copy is exported: {out}");
+        assert_eq!(listed(&s), today, "every row lists what today's import and maintenance leave");
+        // The copies are listed now: a later delete finds them.
+        s.apply_status(&StatusEvents::from(vec![delete(20), delete(30)]), &[]).unwrap();
+        s.maintain(0, 100).unwrap();
+        assert!(!json(&s, 410).contains("KEPT20") && !json(&s, 420).contains("KEPT30"));
     }
 
     #[test]
