@@ -1818,6 +1818,28 @@ mod tests {
         assert_eq!(m.posts_deleted, 1, "the pending content removal moved too");
     }
 
+    /// Every post `lines` store.
+    fn parsed(lines: &[impl AsRef<str>]) -> Vec<NewPost> {
+        lines.iter().flat_map(|l| crate::post::parse_post_line(l.as_ref()).unwrap()).collect()
+    }
+
+    /// A store at `path` holding `posts`, made by `older` (SQL) into what an
+    /// earlier complyd left, then opened by today's.
+    fn moved_from(path: &str, posts: &[NewPost], older: &str) -> SqliteStore {
+        {
+            let mut s = SqliteStore::open(path).unwrap();
+            s.import(posts, &[], 0).unwrap();
+            s.conn.execute_batch(older).unwrap();
+        }
+        let s = SqliteStore::open(path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        s
+    }
+
+    fn json(s: &SqliteStore, id: i64) -> String {
+        s.conn.query_row("SELECT json FROM main.posts WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+    }
+
     #[test]
     fn the_move_to_version_6_takes_copies_of_deleted_posts_out_of_their_carriers() {
         let dir = tempfile::tempdir().unwrap();
@@ -1835,30 +1857,17 @@ mod tests {
         // And v2 post 304 carries the profile of user 9, purged.
         let v2 =
             r#"{"data":{"id":"304","author_id":"3","text":"hi"},"includes":{"users":[{"id":"9","name":"PROFILE9"}]}}"#;
-        {
-            let mut s = SqliteStore::open(path).unwrap();
-            let posts: Vec<NewPost> =
-                [quote(300, 100, "GONE100"), quote(301, 101, "KEPT101"), retweet.to_owned(), v2.to_owned()]
-                    .iter()
-                    .flat_map(|l| crate::post::parse_post_line(l).unwrap())
-                    .collect();
-            s.import(&posts, &[], 0).unwrap();
-            s.conn
-                .execute_batch(
-                    "DROP TABLE main.embedded_in; DROP TABLE main.embedded_users; DELETE FROM main.posts WHERE id = 100;
-                     INSERT INTO status.tombstones VALUES (100, 1);
-                     INSERT INTO user.user_state (id, scrub_up_to) VALUES (2, 102);
-                     INSERT INTO main.purge_done VALUES (9, 1);
-                     UPDATE main.posts SET json = '{}', has_geo = 0 WHERE id = 102;
-                     PRAGMA main.user_version = 5;",
-                )
-                .unwrap();
-        }
-        let mut s = SqliteStore::open(path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
-        let json = |s: &SqliteStore, id: i64| -> String {
-            s.conn.query_row("SELECT json FROM main.posts WHERE id = ?1", [id], |r| r.get(0)).unwrap()
-        };
+        let lines = [quote(300, 100, "GONE100"), quote(301, 101, "KEPT101"), retweet.to_owned(), v2.to_owned()];
+        let mut s = moved_from(
+            path,
+            &parsed(&lines),
+            "DROP TABLE main.embedded_in; DROP TABLE main.embedded_users; DELETE FROM main.posts WHERE id = 100;
+             INSERT INTO status.tombstones VALUES (100, 1);
+             INSERT INTO user.user_state (id, scrub_up_to) VALUES (2, 102);
+             INSERT INTO main.purge_done VALUES (9, 1);
+             UPDATE main.posts SET json = '{}', has_geo = 0 WHERE id = 102;
+             PRAGMA main.user_version = 5;",
+        );
         assert!(!json(&s, 300).contains("GONE100"), "{}", json(&s, 300));
         assert!(json(&s, 301).contains("KEPT101"));
         assert!(!json(&s, 303).contains("PLACE102") && json(&s, 303).contains("here"), "{}", json(&s, 303));
@@ -1945,26 +1954,15 @@ mod tests {
         // its rewrite failed. 100 and 110 are deleted, user 2 purged.
         let twarc = r#"{"id":"300","author_id":"3","text":"t","author":{"id":"3","name":"Three"},"referenced_tweets":[{"type":"quoted","id":"100","text":"GONE100","author_id":"1"}],"entities":{"mentions":[{"start":0,"end":1,"username":"two","id":"2","name":"PROFILE2"}]}}"#;
         let cut = r#"{"id_str":"310","user":{"id_str":"3"},"text":"cut \ud83d","quoted_status_id_str":"110","quoted_status":{"id_str":"110","user":{"id_str":"1"},"text":"GONE110"}}"#;
-        {
-            let mut s = SqliteStore::open(path).unwrap();
-            let posts: Vec<NewPost> =
-                [twarc, cut].iter().flat_map(|l| crate::post::parse_post_line(l).unwrap()).collect();
-            s.import(&posts, &[], 0).unwrap();
-            s.conn
-                .execute_batch(
-                    "UPDATE main.posts SET embeds = NULL WHERE id = 300; DELETE FROM main.posts WHERE id IN (100, 110);
-                     DELETE FROM main.embedded_in; DELETE FROM main.embedded_users;
-                     INSERT INTO status.tombstones VALUES (100, 1), (110, 1);
-                     INSERT INTO main.purge_done VALUES (2, 1);
-                     PRAGMA main.user_version = 6;",
-                )
-                .unwrap();
-        }
-        let mut s = SqliteStore::open(path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
-        let json = |s: &SqliteStore, id: i64| -> String {
-            s.conn.query_row("SELECT json FROM main.posts WHERE id = ?1", [id], |r| r.get(0)).unwrap()
-        };
+        let mut s = moved_from(
+            path,
+            &parsed(&[twarc, cut]),
+            "UPDATE main.posts SET embeds = NULL WHERE id = 300; DELETE FROM main.posts WHERE id IN (100, 110);
+             DELETE FROM main.embedded_in; DELETE FROM main.embedded_users;
+             INSERT INTO status.tombstones VALUES (100, 1), (110, 1);
+             INSERT INTO main.purge_done VALUES (2, 1);
+             PRAGMA main.user_version = 6;",
+        );
         for (id, gone) in [(300, "GONE100"), (300, "PROFILE2"), (310, "GONE110")] {
             assert!(!json(&s, id).contains(gone), "{gone} in {}", json(&s, id));
         }
@@ -1989,8 +1987,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let path = path.to_str().unwrap();
-        let lines: Vec<NewPost> =
-            UNLISTED_BEFORE_8.lines().flat_map(|l| crate::post::parse_post_line(l).unwrap()).collect();
+        let lines = parsed(&UNLISTED_BEFORE_8.lines().collect::<Vec<_>>());
         let listed = |s: &SqliteStore| -> Vec<(i64, Option<String>)> {
             let mut st = s.conn.prepare("SELECT id, embeds FROM main.posts ORDER BY id").unwrap();
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
@@ -2004,25 +2001,16 @@ mod tests {
             s.maintain(0, 100).unwrap();
             listed(&s)
         };
-        SqliteStore::open(path).unwrap().import(&lines, &[], 0).unwrap();
         // As a version 7 store held them: stored, nothing listed; the
         // posts they carry were deleted since (rows gone, copies left).
-        {
-            let s = SqliteStore::open(path).unwrap();
-            s.conn
-                .execute_batch(
-                    "UPDATE main.posts SET embeds = NULL; DELETE FROM main.embedded_in; DELETE FROM main.embedded_users;
-                     DELETE FROM main.posts WHERE id IN (100, 110, 120, 130, 140);
-                     INSERT INTO status.tombstones VALUES (100, 1), (110, 1), (120, 1), (130, 1), (140, 1);
-                     PRAGMA main.user_version = 7;",
-                )
-                .unwrap();
-        }
-        let mut s = SqliteStore::open(path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
-        let json = |s: &SqliteStore, id: i64| -> String {
-            s.conn.query_row("SELECT json FROM main.posts WHERE id = ?1", [id], |r| r.get(0)).unwrap()
-        };
+        let mut s = moved_from(
+            path,
+            &lines,
+            "UPDATE main.posts SET embeds = NULL; DELETE FROM main.embedded_in; DELETE FROM main.embedded_users;
+             DELETE FROM main.posts WHERE id IN (100, 110, 120, 130, 140);
+             INSERT INTO status.tombstones VALUES (100, 1), (110, 1), (120, 1), (130, 1), (140, 1);
+             PRAGMA main.user_version = 7;",
+        );
         for (id, gone) in [(400, "GONE100"), (410, "GONE110"), (20, "GONE110"), (420, "GONE120"), (30, "GONE120")] {
             assert!(!json(&s, id).contains(gone), "{gone} in {id}: {}", json(&s, id));
         }
