@@ -300,6 +300,7 @@ pub fn parse_line(data: &[u8]) {
 /// when the answers cut something without judging it (an id they cannot
 /// read, a copy too deep). And `post::edit_tree`, which reads only the
 /// members a removal may touch, leaves what editing the whole tree leaves.
+/// With everything withdrawn, nothing import lists is left.
 pub fn import_line(data: &[u8]) {
     let Ok(line) = std::str::from_utf8(data) else { return };
     let Ok(ImportItem::Posts(posts)) = post::parse_import_line(line) else { return };
@@ -316,6 +317,7 @@ pub fn import_line(data: &[u8]) {
     }
     for p in &posts {
         check_listed(p);
+        check_withdrawn(p);
         check_edit(&p.json);
     }
 }
@@ -336,6 +338,29 @@ impl Judge for Asked {
         self.users.borrow_mut().push(id);
         true
     }
+}
+
+/// Hides every post and user.
+struct Everything;
+
+impl Judge for Everything {
+    fn post(&self, _: Id) -> Verdict {
+        Verdict::Hide
+    }
+    fn user(&self, _: Id) -> bool {
+        false
+    }
+}
+
+/// With every post and user withdrawn, the answers leave nothing in `p`'s
+/// JSON that import would list as a copy or a profile (an unreadable 0
+/// aside): what they do not judge, they do not cut.
+fn check_withdrawn(p: &NewPost) {
+    let Some(mut tree) = post::json_tree(&p.json) else { return };
+    embedded::filter(&mut tree, &Everything);
+    let Ok(Some(left)) = post::parse_post_line(&tree.to_string()).map(|mut posts| posts.pop()) else { return };
+    let carried = left.embeds.posts.iter().chain(&left.embeds.users).any(|id| *id != 0);
+    assert!(!carried, "post {}: {:?} left with everything withdrawn: {tree}", p.id, left.embeds);
 }
 
 /// Every verdict, by the id's remainder.

@@ -556,7 +556,16 @@ fn v2_expanded(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<Ne
         let id = serde_json::from_str::<JustId>(u.get()).ok().and_then(|j| j.id).map_or(0, |i| i.0);
         embeds.add_user(id);
     }
-    let note = w.note_tweet.and_then(|n| serde_json::from_str::<NoteTweet>(n.get()).ok()).and_then(|n| n.entities);
+    let note = match w.note_tweet.filter(|n| is_present(Some(n))).map(|n| serde_json::from_str::<NoteTweet>(n.get())) {
+        Some(Ok(n)) => n.entities,
+        // Not read as X sends it (a key twice, say): the answers judge
+        // what they find.
+        Some(Err(_)) => {
+            embeds.add_user(0);
+            None
+        }
+        None => None,
+    };
     for entities in w.entities.into_iter().chain(note) {
         let Ok(e) = serde_json::from_str::<Entities>(entities.get()) else {
             // Not read as X sends it: the answers judge what they find.
