@@ -497,17 +497,28 @@ fn v1_copies(w: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<NewP
             embeds.add_post(0);
             continue;
         }
-        match wire(child.get()).map(|c| v1_tree(&c, child.get(), Form::Embedded, depth + 1, out).map_err(|_| v1_id(&c)))
-        {
-            Ok(Ok(copy)) => {
+        let Ok(c) = wire(child.get()) else {
+            embeds.add_post(0);
+            continue;
+        };
+        match v1_tree(&c, child.get(), Form::Embedded, depth + 1, out) {
+            Ok(copy) => {
                 embeds.add_post(copy.id);
                 embeds.extend(&copy.embeds);
                 out.push(copy);
             }
-            Ok(Err(id)) => unstored_copy(embeds, id),
-            Err(_) => embeds.add_post(0),
+            Err(_) => unstored_v1_copy(&c, embeds, depth + 1, out),
         }
     }
+}
+
+/// A v1.1 copy at `depth` that import cannot store (no author, a bad id):
+/// listed as [`unstored_copy`], with what it carries in either format, so
+/// that a post withdrawn inside it is taken out of the carrier's stored
+/// JSON too (the answers hide the whole copy).
+fn unstored_v1_copy(c: &WirePost, embeds: &mut Embeds, depth: usize, out: &mut Vec<NewPost>) {
+    unstored_copy(embeds, v1_id(c));
+    v2_carried(c, embeds, depth, out);
 }
 
 /// A v1.1 object's id: `id_str`, else `id`.
@@ -596,15 +607,15 @@ fn v1_tree(w: &WirePost, json: &str, form: Form, depth: usize, out: &mut Vec<New
     }
     if let Some(qs) = w.quoted_status.filter(|q| is_present(Some(q))) {
         let quoted = if depth + 1 >= MAX_EMBED_DEPTH { None } else { wire(qs.get()).ok() };
-        match quoted.map(|q| (v1_id(&q), v1_tree(&q, qs.get(), Form::Embedded, depth + 1, out))) {
-            Some((_, Ok(copy))) => {
+        match quoted.map(|q| (v1_tree(&q, qs.get(), Form::Embedded, depth + 1, out), q)) {
+            Some((Ok(copy), _)) => {
                 post.quote_of = post.quote_of.or(Some(copy.id));
                 post.embeds.add_post(copy.id);
                 post.embeds.extend(&copy.embeds);
                 out.push(copy);
             }
             // Not storable (no author, bad id): listed, so reads remove it.
-            Some((id, Err(_))) => unstored_copy(&mut post.embeds, id),
+            Some((Err(_), q)) => unstored_v1_copy(&q, &mut post.embeds, depth + 1, out),
             // Too deep, or not an object.
             None => post.embeds.add_post(0),
         }

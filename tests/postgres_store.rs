@@ -263,7 +263,7 @@ fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_w
     // those whose words say GONE were deleted since.
     let lines: Vec<_> =
         include_str!("data/unlisted_before_schema_8.jsonl").lines().flat_map(|l| parse_post_line(l).unwrap()).collect();
-    let deletes: Vec<String> = [100, 110, 120, 130, 140]
+    let deletes: Vec<String> = [100, 110, 120, 130, 140, 150]
         .map(|id| {
             format!(r#"{{"delete":{{"status":{{"id":{id},"id_str":"{id}","user_id":1,"user_id_str":"1"}},"timestamp_ms":"1000"}}}}"#)
         })
@@ -285,8 +285,8 @@ fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_w
     let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
     c.batch_execute(
         "UPDATE posts SET embeds = NULL; DELETE FROM embedded_in; DELETE FROM embedded_users;
-         DELETE FROM posts WHERE id IN (100, 110, 120, 130, 140);
-         INSERT INTO tombstones VALUES (100, 1), (110, 1), (120, 1), (130, 1), (140, 1);
+         DELETE FROM posts WHERE id IN (100, 110, 120, 130, 140, 150);
+         INSERT INTO tombstones VALUES (100, 1), (110, 1), (120, 1), (130, 1), (140, 1), (150, 1);
          UPDATE complyd_meta SET value = 6 WHERE key = 'schema_version';",
     )
     .unwrap();
