@@ -465,19 +465,44 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
     Ok(out)
 }
 
-/// What today's import makes of a stored post of its own line whose row
-/// lists `stored` (its [`Embeds::to_column`]): the posts to import again
-/// when the post carries something the row does not list, `None` when the
-/// row already lists all of it (or the JSON no longer reads as a post).
-/// A schema move re-imports these, so that a store written by an import
-/// that read fewer shapes lists what a fresh import of the same lines
-/// lists: an unlisted copy is one no later delete would take out.
-pub fn relisted(json: &str, stored: Option<&str>) -> Option<Vec<NewPost>> {
-    let posts = parse_post_line(json).ok()?;
-    let now = &posts.last()?.embeds;
-    let row = Embeds::from_column(stored);
+/// What a schema move does with one stored row ([`relisted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relisted {
+    /// The row lists all its JSON carries: nothing to do.
+    Listed,
+    /// Import these again: what the JSON carries, then the row's own post
+    /// in the row's form.
+    Again(Vec<NewPost>),
+    /// The JSON no longer reads as a post (an earlier import took shapes
+    /// today's refuses): store this `embeds` column, which lists it as
+    /// unreadable (0), so that every answer judges it.
+    Unreadable(String),
+}
+
+/// What today's import makes of a stored row of `form` whose `embeds`
+/// column is `stored`: import it again when its JSON carries something the
+/// row does not list (or always, with `every`). A schema move runs this
+/// over every row, so that a store written by an import that read fewer
+/// shapes lists what a fresh import of the same lines lists: an unlisted
+/// copy is one no later delete would take out.
+pub fn relisted(json: &str, stored: Option<&str>, form: Form, every: bool) -> Relisted {
+    let mut row = Embeds::from_column(stored);
+    let Ok(mut posts) = parse_post_line(json) else {
+        if row.posts.contains(&0) {
+            return Relisted::Listed;
+        }
+        row.add_post(0);
+        return Relisted::Unreadable(row.to_column().unwrap_or_default());
+    };
+    let Some(own) = posts.last_mut() else { return Relisted::Listed };
+    own.form = form;
+    let now = &own.embeds;
     let unlisted = now.posts.iter().any(|p| !row.posts.contains(p)) || now.users.iter().any(|u| !row.users.contains(u));
-    unlisted.then_some(posts)
+    if every || unlisted {
+        Relisted::Again(posts)
+    } else {
+        Relisted::Listed
+    }
 }
 
 /// What a v2 post object at `depth` carries, in either format: every stored
@@ -1063,15 +1088,23 @@ mod tests {
         let line = r#"{"data":{"id":"40","author_id":"4","referenced_tweets":[{"type":"quoted","id":"50"}]},"includes":{"tweets":[{"id":"50","author_id":"5"}],"users":[{"id":"5"}]}}"#;
         let full = parse_post_line(line).unwrap().last().unwrap().embeds.to_column();
         assert_eq!(full.as_deref(), Some("50;5"));
-        assert_eq!(relisted(line, full.as_deref()), None, "listed as today's import lists it");
-        assert_eq!(relisted(line, Some("50,99;5,6")), None, "more than it carries is never a leak");
+        let top = Form::TopLevel;
+        assert_eq!(relisted(line, full.as_deref(), top, false), Relisted::Listed, "listed as import lists it");
+        assert_eq!(relisted(line, Some("50,99;5,6"), top, false), Relisted::Listed, "more is never a leak");
+        assert_eq!(relisted(line, full.as_deref(), top, true), Relisted::Again(parse_post_line(line).unwrap()));
         for less in [None, Some("50"), Some(";5"), Some("51;5")] {
-            let again = relisted(line, less).unwrap_or_else(|| panic!("{less:?} misses a copy"));
-            assert_eq!(again, parse_post_line(line).unwrap(), "the whole line, its copies first");
+            let again = relisted(line, less, top, false);
+            assert_eq!(again, Relisted::Again(parse_post_line(line).unwrap()), "{less:?} misses a copy");
         }
+        // A copy's row keeps its form.
+        let Relisted::Again(posts) = relisted(line, None, Form::Embedded, false) else { panic!("a copy lists less") };
+        assert_eq!(posts.last().map(|p| (p.id, p.form)), Some((40, Form::Embedded)));
         let plain = r#"{"id_str":"7","user":{"id_str":"1"},"text":"plain"}"#;
-        assert_eq!(relisted(plain, None), None, "carries nothing");
-        assert_eq!(relisted("not json", None), None);
+        assert_eq!(relisted(plain, None, top, false), Relisted::Listed, "carries nothing");
+        // JSON today's import refuses is listed as unreadable, once.
+        assert_eq!(relisted("not json", Some("9;3"), top, false), Relisted::Unreadable("9,0;3".into()));
+        assert_eq!(relisted("not json", None, top, false), Relisted::Unreadable("0".into()));
+        assert_eq!(relisted("not json", Some("9,0"), top, false), Relisted::Listed);
     }
 
     #[test]

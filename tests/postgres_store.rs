@@ -263,7 +263,11 @@ fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_w
     // those whose words say GONE were deleted since.
     let lines: Vec<_> =
         include_str!("data/unlisted_before_schema_8.jsonl").lines().flat_map(|l| parse_post_line(l).unwrap()).collect();
-    let deletes: Vec<String> = [100, 110, 120, 130, 140, 150]
+    const DELETED_SINCE: [u64; 8] = [100, 110, 120, 130, 140, 150, 160, 460];
+    // An earlier import stored it; today's refuses it (an id neither a
+    // string nor a number).
+    let refused = r#"{"id":"470","author_id":"4","text":"H470","referenced_tweets":[{"type":"quoted","id":true,"text":"CUT170"}]}"#;
+    let deletes: Vec<String> = DELETED_SINCE
         .map(|id| {
             format!(r#"{{"delete":{{"status":{{"id":{id},"id_str":"{id}","user_id":1,"user_id_str":"1"}},"timestamp_ms":"1000"}}}}"#)
         })
@@ -283,20 +287,27 @@ fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_w
     let schema = PgSchema::new();
     PostgresStore::open(&schema.url()).unwrap().import(&lines, &[], 0).unwrap();
     let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
-    c.batch_execute(
+    let ids = DELETED_SINCE.map(|id| id.to_string()).join(", ");
+    let tombstones = DELETED_SINCE.map(|id| format!("({id}, 1)")).join(", ");
+    c.batch_execute(&format!(
         "UPDATE posts SET embeds = NULL; DELETE FROM embedded_in; DELETE FROM embedded_users;
-         DELETE FROM posts WHERE id IN (100, 110, 120, 130, 140, 150);
-         INSERT INTO tombstones VALUES (100, 1), (110, 1), (120, 1), (130, 1), (140, 1), (150, 1);
-         UPDATE complyd_meta SET value = 6 WHERE key = 'schema_version';",
-    )
+         DELETE FROM posts WHERE id IN ({ids}); INSERT INTO tombstones VALUES {tombstones};
+         INSERT INTO posts (id, author_id, has_geo, form, json) VALUES (470, 4, false, 1, '{refused}');
+         UPDATE complyd_meta SET value = 6 WHERE key = 'schema_version';"
+    ))
     .unwrap();
     let mut s = PostgresStore::open(&schema.url()).unwrap();
     assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
     let gone: i64 = c.query_one("SELECT count(*) FROM posts WHERE strpos(json, 'GONE') > 0", &[]).unwrap().get(0);
     assert_eq!(gone, 0, "a withdrawn copy stays in a stored post");
     let out = export_all(&mut s);
-    assert!(!out.contains("GONE") && out.contains("KEPT20") && out.contains("KEPT30"), "{out}");
-    assert_eq!(listed(&mut c), want, "every row lists what today's import and maintenance leave");
+    assert!(!out.contains("GONE") && out.contains("KEPT20") && out.contains("KEPT60"), "{out}");
+    // The row today's import refuses is listed as unreadable: every answer
+    // judges it, and cuts what it cannot judge.
+    assert!(out.contains("H470") && !out.contains("CUT170"), "{out}");
+    let mut rows = listed(&mut c);
+    rows.retain(|(id, embeds)| *id != 470 || embeds.as_deref() != Some("0"));
+    assert_eq!(rows, want, "every row lists what today's import and maintenance leave");
 }
 
 #[test]

@@ -17,7 +17,7 @@
 
 use super::rows::{
     assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
-    Cols, GapHistoryRow, GapRow, Lookup, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS,
+    Cols, GapHistoryRow, GapRow, Lookup, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS,
     SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
@@ -27,7 +27,7 @@ use super::{
 use crate::batch_job::{BatchJob, BatchType};
 use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
-use crate::post::{strip_own_geo, Embeds, NewPost};
+use crate::post::{strip_own_geo, Embeds, NewPost, Relisted};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Planned, Refusal};
 use crate::rules::status::{StatusBatch, StatusState};
@@ -430,20 +430,28 @@ impl PostgresStore {
                 &[&(v as i64 + 1)],
             )?;
         }
+        if found == 1 {
+            // The quote link, the form and the embedded ids are new: every
+            // post that may carry another is imported again.
+            let r = reimport(
+                &mut Conn { tx: &mut tx, statements: &mut self.statements },
+                "(retweet_of IS NOT NULL OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0)",
+                true,
+            )?;
+            r.log(2, 0, 0);
+        }
         if (1..7).contains(&found) {
             // A store of an earlier complyd, whose import read fewer shapes
-            // (before 2, the copies in retweets, quotes and expansions; before
-            // 6, twarc's flattened files; before 7, either format's copies
-            // inside a post of the other and what an `includes.tweets` copy
-            // carries): every post of its own line is read with today's
-            // import, re-imported where its row lists less, and what was
-            // withdrawn taken out of the carriers.
+            // (before 6, twarc's flattened files; before 7, either format's
+            // copies inside a post of the other and what an `includes.tweets`
+            // copy or a copy it could not store carries): every post, its
+            // own line's or a copy's, is read with today's import,
+            // re-imported where its row lists less, and what was withdrawn
+            // taken out of the carriers.
             let mut c = Conn { tx: &mut tx, statements: &mut self.statements };
-            let (read, relisted) = reimport(&mut c, &format!("form = {}", crate::post::Form::TopLevel.as_i64()))?;
+            let r = reimport(&mut c, "TRUE", false)?;
             let (links, rewritten) = link_copies(&mut c)?;
-            if relisted > 0 || rewritten > 0 {
-                tracing::info!(posts_read = read, posts_relisted = relisted, links, posts_rewritten = rewritten, "Store moved to schema {SCHEMA_VERSION}: every stored post's copies are listed as today's import lists them, and what was withdrawn from them taken out");
-            }
+            r.log(SCHEMA_VERSION, links, rewritten);
         }
         tx.commit()?;
         Ok(())
@@ -811,33 +819,44 @@ fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreErro
 }
 
 /// Reads the stored JSON of the posts `filter` (SQL) selects and imports
-/// again those whose row does not list all they carry
-/// ([`crate::post::relisted`]), so that what they carry is stored and
-/// listed (the moves to schema 7 and below). Returns (posts read, posts
-/// imported again).
-fn reimport(c: &mut Conn<'_, '_>, filter: &str) -> Result<(u64, u64), StoreError> {
+/// again those whose row does not list all they carry, or all of them with
+/// `every` ([`crate::post::relisted`]), so that what they carry is stored
+/// and listed (the moves to schema 7 and below). A row whose JSON no longer
+/// reads as a post is listed as unreadable, so that every answer judges it.
+fn reimport(c: &mut Conn<'_, '_>, filter: &str, every: bool) -> Result<Reread, StoreError> {
     let mut after = i64::MIN;
-    let (mut read, mut relisted) = (0u64, 0u64);
+    let mut r = Reread::default();
     loop {
-        let rows: Vec<(i64, Option<String>, String)> = c
+        let rows: Vec<(i64, i16, Option<String>, String)> = c
             .query(
-                &format!("SELECT id, embeds, json FROM posts WHERE id > $1 AND {filter} ORDER BY id LIMIT 10000"),
+                &format!("SELECT id, form, embeds, json FROM posts WHERE id > $1 AND {filter} ORDER BY id LIMIT 10000"),
                 &[&after],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();
-        let Some(&(last, _, _)) = rows.last() else { break };
+        let Some(&(last, ..)) = rows.last() else { break };
         after = last;
-        read += rows.len() as u64;
-        let again: Vec<Vec<NewPost>> =
-            rows.iter().filter_map(|(_, embeds, json)| crate::post::relisted(json, embeds.as_deref())).collect();
-        relisted += again.len() as u64;
+        r.read += rows.len() as u64;
+        let mut again = Vec::new();
+        for (id, form, embeds, json) in &rows {
+            match crate::post::relisted(json, embeds.as_deref(), crate::post::Form::from_i64(i64::from(*form)), every) {
+                Relisted::Listed => {}
+                Relisted::Again(posts) => {
+                    r.again += 1;
+                    again.extend(posts);
+                }
+                Relisted::Unreadable(embeds) => {
+                    r.unreadable += 1;
+                    c.execute("UPDATE posts SET embeds = $2 WHERE id = $1", &[id, &embeds])?;
+                }
+            }
+        }
         if !again.is_empty() {
-            PostgresStore::import_once(c, &again.concat(), &[], crate::clock::now_ms())?;
+            PostgresStore::import_once(c, &again, &[], crate::clock::now_ms())?;
         }
     }
-    Ok((read, relisted))
+    Ok(r)
 }
 
 fn load_users(c: &mut Conn<'_, '_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {

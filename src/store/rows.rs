@@ -1,4 +1,5 @@
-//! What both backends share: the read query behind `facts` and `scan`, and
+//! What both backends share: the read query behind `facts` and `scan`, the
+//! schema moves' accounting ([`Reread`]), and
 //! the decoding of state columns into the rules' values, over a minimal
 //! column-access trait that rusqlite and postgres rows both implement.
 
@@ -23,6 +24,30 @@ pub(crate) trait Cols {
     /// The post's JSON (column 4 of [`SCAN_SELECT`]), without copying where
     /// the backend allows.
     fn text(&self, i: usize) -> Result<&str, StoreError>;
+}
+
+/// What a schema move's re-reading of the stored posts found
+/// (`reimport` in each store).
+#[derive(Debug, Default)]
+pub(crate) struct Reread {
+    /// Rows read.
+    pub read: u64,
+    /// Rows imported again: their JSON carries what they did not list.
+    pub again: u64,
+    /// Rows whose JSON no longer reads as a post, now listed as unreadable.
+    pub unreadable: u64,
+}
+
+impl Reread {
+    /// Logs the move to `version` once it is done.
+    pub fn log(&self, version: i64, links: u64, rewritten: u64) {
+        if self.unreadable > 0 {
+            tracing::warn!(posts_read = self.read, posts_unreadable = self.unreadable, version, "Posts whose stored JSON no longer reads as a post: every answer now judges them, and withholds them where they cannot be edited");
+        }
+        if self.again > 0 || rewritten > 0 {
+            tracing::info!(posts_read = self.read, posts_relisted = self.again, links, posts_rewritten = rewritten, version, "Store moved: every stored post's copies are listed as today's import lists them, and what was withdrawn from them taken out");
+        }
+    }
 }
 
 pub(crate) const STATUS_COLS: &str = "dropped, drop_t, superseded_by, withheld";

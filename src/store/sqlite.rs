@@ -19,7 +19,8 @@
 
 use super::rows::{
     assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
-    Cols, GapHistoryRow, GapRow, Lookup, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    Cols, GapHistoryRow, GapRow, Lookup, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS,
+    USER_COLS,
 };
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
@@ -28,7 +29,7 @@ use super::{
 use crate::batch_job::{BatchJob, BatchType};
 use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
-use crate::post::{strip_own_geo, Embeds, NewPost};
+use crate::post::{strip_own_geo, Embeds, NewPost, Relisted};
 use crate::rules;
 use crate::rules::countries_to_text;
 use crate::rules::embedded::Facts as EmbeddedFacts;
@@ -491,53 +492,64 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Reads the stored JSON of every post of its own line with today's
-    /// import and imports again each one that carries something its row
-    /// does not list ([`crate::post::relisted`]): an import of an earlier
-    /// complyd read fewer shapes (twarc's flattened expansions before
-    /// version 7; before version 8, either format's copies inside a post of
-    /// the other, what an `includes.tweets` copy carries in turn, and
-    /// references whose type or id held a lone surrogate escape), and no
-    /// later delete would have found the copies it left unlisted. Then lists
-    /// the carriers of copies and takes out what was withdrawn once more
-    /// ([`Self::list_carriers`]). It replaces the move to 7, which read only
-    /// the posts holding twarc's expansions. A run cut short starts again.
+    /// Reads the stored JSON of every post, its own line's or a copy's,
+    /// with today's import and imports again each one that carries
+    /// something its row does not list ([`crate::post::relisted`]): an
+    /// import of an earlier complyd read fewer shapes (twarc's flattened
+    /// expansions before version 7; before version 8, either format's
+    /// copies inside a post of the other, what an `includes.tweets` copy or
+    /// a copy it could not store carries in turn, and references whose type
+    /// or id held a lone surrogate escape), and no later delete would have
+    /// found the copies it left unlisted. Then lists the carriers of copies
+    /// and takes out what was withdrawn once more ([`Self::list_carriers`]).
+    /// It replaces the move to 7, which read only the posts holding twarc's
+    /// expansions. A run cut short starts again.
     fn migrate_to_8(&mut self) -> Result<(), StoreError> {
-        let (read, relisted) = self.reimport(&format!("form = {}", crate::post::Form::TopLevel.as_i64()))?;
+        let r = self.reimport("TRUE", false)?;
         let (links, rewritten) = self.list_carriers(8)?;
-        if relisted > 0 || rewritten > 0 {
-            tracing::info!(posts_read = read, posts_relisted = relisted, links, posts_rewritten = rewritten, "Store moved to schema 8: every stored post's copies are listed as today's import lists them, and what was withdrawn from them taken out");
-        }
+        r.log(8, links, rewritten);
         Ok(())
     }
 
     /// Reads the stored JSON of the posts `filter` (SQL) selects, 10,000 at
     /// a time, and imports again those whose row does not list all they
-    /// carry ([`crate::post::relisted`]), so that what they carry is stored
-    /// and listed (the moves to versions 3 and 8). Returns (posts read,
-    /// posts imported again).
-    fn reimport(&mut self, filter: &str) -> Result<(u64, u64), StoreError> {
+    /// carry, or all of them with `every` ([`crate::post::relisted`]), so
+    /// that what they carry is stored and listed (the moves to versions 3
+    /// and 8). A row whose JSON no longer reads as a post is listed as
+    /// unreadable, so that every answer judges it.
+    fn reimport(&mut self, filter: &str, every: bool) -> Result<Reread, StoreError> {
         let mut after = i64::MIN;
-        let (mut read, mut relisted) = (0u64, 0u64);
+        let mut r = Reread::default();
         loop {
-            let rows: Vec<(i64, Option<String>, String)> = self
+            let rows: Vec<(i64, i64, Option<String>, String)> = self
                 .conn
                 .prepare(&format!(
-                    "SELECT id, embeds, json FROM main.posts WHERE id > ?1 AND {filter} ORDER BY id LIMIT 10000"
+                    "SELECT id, form, embeds, json FROM main.posts WHERE id > ?1 AND {filter} ORDER BY id LIMIT 10000"
                 ))?
-                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<Result<_, _>>()?;
-            let Some(&(last, _, _)) = rows.last() else { break };
+            let Some(&(last, ..)) = rows.last() else { break };
             after = last;
-            read += rows.len() as u64;
-            let again: Vec<Vec<NewPost>> =
-                rows.iter().filter_map(|(_, embeds, json)| crate::post::relisted(json, embeds.as_deref())).collect();
-            relisted += again.len() as u64;
+            r.read += rows.len() as u64;
+            let mut again = Vec::new();
+            for (id, form, embeds, json) in &rows {
+                match crate::post::relisted(json, embeds.as_deref(), crate::post::Form::from_i64(*form), every) {
+                    Relisted::Listed => {}
+                    Relisted::Again(posts) => {
+                        r.again += 1;
+                        again.extend(posts);
+                    }
+                    Relisted::Unreadable(embeds) => {
+                        r.unreadable += 1;
+                        self.conn.execute("UPDATE main.posts SET embeds = ?2 WHERE id = ?1", params![id, embeds])?;
+                    }
+                }
+            }
             if !again.is_empty() {
-                self.import(&again.concat(), &[], crate::clock::now_ms())?;
+                self.import(&again, &[], crate::clock::now_ms())?;
             }
         }
-        Ok((read, relisted))
+        Ok(r)
     }
 
     /// Lists the carriers of copies ([`EMBEDDED_IN`]) from the embedded ids
@@ -622,9 +634,12 @@ impl SqliteStore {
         // The re-import below lists carriers of copies (version 6's table).
         tx.execute_batch(EMBEDDED_IN)?;
         tx.commit()?;
-        let (_, reimported) = self.reimport(
-            "(retweet_of IS NOT NULL OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)",
-        )?;
+        let reimported = self
+            .reimport(
+                "(retweet_of IS NOT NULL OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)",
+                true,
+            )?
+            .again;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if user_version(&tx, "main")? < 3 {
             tx.pragma_update(Some(DatabaseName::Main), "user_version", 3)?;
@@ -1944,7 +1959,7 @@ mod tests {
     }
 
     #[test]
-    fn the_move_to_version_7_judges_what_twarc_files_carry_and_relinks_carriers() {
+    fn the_move_from_version_6_judges_what_twarc_files_carry_and_relinks_carriers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let path = path.to_str().unwrap();
@@ -1979,9 +1994,14 @@ mod tests {
     /// v1.1 copy inside a v2 post, twarc's expansion inside a v1.1 quoted
     /// copy and inside an `includes.tweets` copy, a reference whose type a
     /// lone surrogate escape cut, a v1.1 copy inside v2's `data`, what a
-    /// v1.1 copy import cannot store carries. The copies' words say whether the test
-    /// deletes them (`GONE`) or not (`KEPT`).
+    /// v1.1 copy import cannot store carries, a copy whose carrier was
+    /// deleted. The copies' words say whether the test deletes them
+    /// (`GONE`, [`DELETED_SINCE`]) or not (`KEPT`).
     const UNLISTED_BEFORE_8: &str = include_str!("../../tests/data/unlisted_before_schema_8.jsonl");
+    const DELETED_SINCE: [Id; 8] = [100, 110, 120, 130, 140, 150, 160, 460];
+    /// A post an earlier import stored and today's refuses (an id that is
+    /// not a string or a number), which carries `CUT170`.
+    const REFUSED_TODAY: &str = r#"{"id":"470","author_id":"4","text":"H470","referenced_tweets":[{"type":"quoted","id":true,"text":"CUT170"}]}"#;
 
     #[test]
     fn the_move_to_version_8_lists_what_an_earlier_import_missed_and_takes_out_the_withdrawn() {
@@ -1998,33 +2018,42 @@ mod tests {
             let other = dir.path().join("today.db");
             let mut s = SqliteStore::open(other.to_str().unwrap()).unwrap();
             s.import(&lines, &[], 0).unwrap();
-            s.apply_status(&StatusEvents::from([100, 110, 120, 130, 140, 150].map(delete).to_vec()), &[]).unwrap();
+            s.apply_status(&StatusEvents::from(DELETED_SINCE.map(delete).to_vec()), &[]).unwrap();
             s.maintain(0, 100).unwrap();
             listed(&s)
         };
         // As a version 7 store held them: stored, nothing listed; the
         // posts they carry were deleted since (rows gone, copies left).
+        let ids = DELETED_SINCE.map(|id| id.to_string()).join(", ");
+        let tombstones = DELETED_SINCE.map(|id| format!("({id}, 1)")).join(", ");
         let mut s = moved_from(
             path,
             &lines,
-            "UPDATE main.posts SET embeds = NULL; DELETE FROM main.embedded_in; DELETE FROM main.embedded_users;
-             DELETE FROM main.posts WHERE id IN (100, 110, 120, 130, 140, 150);
-             INSERT INTO status.tombstones VALUES (100, 1), (110, 1), (120, 1), (130, 1), (140, 1), (150, 1);
-             PRAGMA main.user_version = 7;",
+            &format!(
+                "UPDATE main.posts SET embeds = NULL; DELETE FROM main.embedded_in; DELETE FROM main.embedded_users;
+                 DELETE FROM main.posts WHERE id IN ({ids}); INSERT INTO status.tombstones VALUES {tombstones};
+                 INSERT INTO main.posts (id, author_id, has_geo, form, json) VALUES (470, 4, 0, 1, '{REFUSED_TODAY}');
+                 PRAGMA main.user_version = 7;"
+            ),
         );
         let holding: Vec<i64> = {
             let mut st = s.conn.prepare("SELECT id FROM main.posts WHERE instr(json, 'GONE') > 0").unwrap();
             st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
         };
         assert!(holding.is_empty(), "a withdrawn copy stays in the stored JSON of {holding:?}");
-        for (id, kept) in [(410, "KEPT20"), (420, "KEPT30"), (430, "D430"), (440, "E440")] {
+        for (id, kept) in [(410, "KEPT20"), (420, "KEPT30"), (430, "D430"), (440, "E440"), (60, "KEPT60")] {
             assert!(json(&s, id).contains(kept), "{kept} not in {id}: {}", json(&s, id));
         }
         let mut out = Vec::new();
         crate::commands::export(&mut s, None, &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
         assert!(!out.contains("GONE"), "a withdrawn copy is exported: {out}");
-        assert_eq!(listed(&s), today, "every row lists what today's import and maintenance leave");
+        // The row today's import refuses is listed as unreadable: every
+        // answer judges it, and cuts what it cannot judge.
+        assert!(out.contains("H470") && !out.contains("CUT170"), "{out}");
+        let mut rows = listed(&s);
+        rows.retain(|(id, embeds)| *id != 470 || embeds.as_deref() != Some("0"));
+        assert_eq!(rows, today, "every row lists what today's import and maintenance leave");
         // The copies are listed now: a later delete finds them.
         s.apply_status(&StatusEvents::from(vec![delete(20), delete(30)]), &[]).unwrap();
         s.maintain(0, 100).unwrap();
