@@ -140,9 +140,8 @@ const MIGRATIONS: [&str; 7] = [
     // 5 -> 6: no table changes; what twarc's flattened files carry is
     // listed by re-importing them (`migrate`).
     "SELECT 1",
-    // 6 -> 7: no table changes; every stored post of its own line is read
-    // again, and re-imported where its row lists less than it carries
-    // (`migrate`).
+    // 6 -> 7: no table changes; every stored row is read again, and
+    // re-imported where it lists less than it carries (`migrate`).
     "SELECT 1",
 ];
 

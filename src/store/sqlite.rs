@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 /// gap ledger ([`GAP_LEDGER`]); version 5 the batch jobs ([`BATCH_JOBS`]);
 /// version 6 the carriers of copies ([`EMBEDDED_IN`]); version 7 re-read
 /// the stored posts of twarc's flattened files; version 8 re-reads every
-/// stored post of its own line (`migrate_to_8`).
+/// stored row (`migrate_to_8`).
 pub const SCHEMA_VERSION: i64 = 8;
 
 /// Which stored post carries a copy of which other post (quoted, inside a
