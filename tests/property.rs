@@ -1,7 +1,9 @@
 //! Property: for random datasets and random event sets, the final export is
 //! the same for any arrival order, any batching, with any event duplicated,
 //! for any order of the import lines, with any of them imported twice, and
-//! whether the posts were imported before or after the events.
+//! whether the posts were imported before or after the events, and when an
+//! earlier complyd wrote the store (its import listing none of the copies
+//! the posts carry) and today's opens it (the schema move).
 //!
 //! And the export never shows what may not be shown (rules.md, "Embedded
 //! content"): the words of a post that is not visible in that country, the
@@ -389,6 +391,10 @@ struct Build<'a> {
     events: &'a [String],
     event_chunk: usize,
     import_first: bool,
+    /// The store as an earlier complyd left it: its import listed none of
+    /// the copies the posts carry (so the events' maintenance took none
+    /// out), then today's complyd opens it (the schema move).
+    earlier: bool,
 }
 
 /// What the export in `country` must not show (see the top of the file):
@@ -458,11 +464,28 @@ fn final_export(at: &Place, data: &Dataset, b: Build) -> Result<Vec<String>, Tes
     if b.import_first {
         import(store.as_mut(), b.lines, b.import_chunk, now);
     }
+    let unlisted = "UPDATE posts SET embeds = NULL; DELETE FROM embedded_in; DELETE FROM embedded_users;";
+    if b.earlier {
+        on_the_store(&url, unlisted);
+    }
     apply(store.as_mut(), b.events, b.event_chunk);
     if !b.import_first {
         import(store.as_mut(), b.lines, b.import_chunk, now);
     }
     store.maintain(now, usize::MAX).unwrap();
+    if b.earlier {
+        on_the_store(&url, unlisted);
+        on_the_store(
+            &url,
+            match at.backend {
+                Backend::Sqlite => "PRAGMA user_version = 7;",
+                Backend::Postgres => "UPDATE complyd_meta SET value = 6 WHERE key = 'schema_version';",
+            },
+        );
+        drop(store);
+        store = store::open(&url).unwrap();
+        store.maintain(now, usize::MAX).unwrap();
+    }
     let mut gone: Vec<String> = Vec::new();
     for p in &data.posts {
         if store.facts(p.id).unwrap().post.tombstone {
@@ -503,6 +526,15 @@ fn final_export(at: &Place, data: &Dataset, b: Build) -> Result<Vec<String>, Tes
     Ok(out)
 }
 
+/// Runs `sql` on the store at `url` beside complyd (to make it what an
+/// earlier complyd left).
+fn on_the_store(url: &str, sql: &str) {
+    match url.strip_prefix("sqlite:") {
+        Some(path) => rusqlite::Connection::open(path).unwrap().execute_batch(sql).unwrap(),
+        None => ::postgres::Client::connect(url, ::postgres::NoTls).unwrap().batch_execute(sql).unwrap(),
+    }
+}
+
 on_both_backends!(export_is_independent_of_order_batching_duplicates_and_import_time);
 
 fn export_is_independent_of_order_batching_duplicates_and_import_time(backend: Backend) {
@@ -521,6 +553,7 @@ fn export_is_independent_of_order_batching_duplicates_and_import_time(backend: B
             events: &events,
             event_chunk: 10_000,
             import_first: true,
+            earlier: false,
         })?;
 
         let mut reversed_lines = lines.clone();
@@ -535,6 +568,7 @@ fn export_is_independent_of_order_batching_duplicates_and_import_time(backend: B
                 events: &reversed,
                 event_chunk: chunk,
                 import_first: true,
+                earlier: false,
             })?,
             &reference,
             "reversed order"
@@ -551,6 +585,7 @@ fn export_is_independent_of_order_batching_duplicates_and_import_time(backend: B
                 events: &shuffled,
                 event_chunk: chunk,
                 import_first: true,
+                earlier: false,
             })?,
             &reference,
             "shuffled with duplicates"
@@ -567,6 +602,7 @@ fn export_is_independent_of_order_batching_duplicates_and_import_time(backend: B
                 events: &twice,
                 event_chunk: chunk,
                 import_first: true,
+                earlier: false,
             })?,
             &reference,
             "every line and every event twice"
@@ -582,9 +618,25 @@ fn export_is_independent_of_order_batching_duplicates_and_import_time(backend: B
                 events: &events,
                 event_chunk: chunk,
                 import_first: false,
+                earlier: false,
             })?,
             &reference,
             "import after replay"
+        );
+
+        // A store an earlier complyd wrote and ran, opened by today's.
+        prop_assert_eq!(
+            &export(Build {
+                name: "earlier",
+                lines: &lines,
+                import_chunk: chunk,
+                events: &events,
+                event_chunk: chunk,
+                import_first: true,
+                earlier: true,
+            })?,
+            &reference,
+            "a store of an earlier complyd, moved"
         );
         Ok::<(), TestCaseError>(())
     });
