@@ -27,7 +27,7 @@ use super::{
 use crate::batch_job::{BatchJob, BatchType};
 use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
-use crate::post::{strip_own_geo, Embeds, NewPost, Relisted};
+use crate::post::{strip_own_geo, Embeds, NewPost};
 use crate::rules::embedded::Facts as EmbeddedFacts;
 use crate::rules::import::{self, Loaded, Planned, Refusal};
 use crate::rules::status::{StatusBatch, StatusState};
@@ -836,19 +836,10 @@ fn reimport(c: &mut Conn<'_, '_>, filter: &str, every: bool) -> Result<Reread, S
             .collect();
         let Some(&(last, ..)) = rows.last() else { break };
         after = last;
-        r.read += rows.len() as u64;
         let mut again = Vec::new();
         for (id, form, embeds, json) in &rows {
-            match crate::post::relisted(json, embeds.as_deref(), crate::post::Form::from_i64(i64::from(*form)), every) {
-                Relisted::Listed => {}
-                Relisted::Again(posts) => {
-                    r.again += 1;
-                    again.extend(posts);
-                }
-                Relisted::Unreadable(embeds) => {
-                    r.unreadable += 1;
-                    c.execute("UPDATE posts SET embeds = $2 WHERE id = $1", &[id, &embeds])?;
-                }
+            if let Some(embeds) = r.row(json, embeds.as_deref(), i64::from(*form), every, &mut again) {
+                c.execute("UPDATE posts SET embeds = $2 WHERE id = $1", &[id, &embeds])?;
             }
         }
         if !again.is_empty() {

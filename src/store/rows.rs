@@ -7,7 +7,7 @@ use super::{id_of, ScanRow, StoreError};
 use crate::batch_job::{BatchJob, BatchType, Source, Stage};
 use crate::event::Id;
 use crate::gaps::{Gap, GapCause, GapEvent, GapState, Repair};
-use crate::post::{Embeds, Form, NewPost};
+use crate::post::{Embeds, Form, NewPost, Relisted};
 use crate::rules::embedded::{judged_by_own_facts, Facts as EmbeddedFacts};
 use crate::rules::status::StatusState;
 use crate::rules::user::UserState;
@@ -39,6 +39,32 @@ pub(crate) struct Reread {
 }
 
 impl Reread {
+    /// Reads one stored row ([`crate::post::relisted`]): the posts to
+    /// import again go to `again`; for a row whose JSON no longer reads as
+    /// a post, the `embeds` column to store.
+    pub fn row(
+        &mut self,
+        json: &str,
+        embeds: Option<&str>,
+        form: i64,
+        every: bool,
+        again: &mut Vec<NewPost>,
+    ) -> Option<String> {
+        self.read += 1;
+        match crate::post::relisted(json, embeds, Form::from_i64(form), every) {
+            Relisted::Listed => None,
+            Relisted::Again(posts) => {
+                self.again += 1;
+                again.extend(posts);
+                None
+            }
+            Relisted::Unreadable(embeds) => {
+                self.unreadable += 1;
+                Some(embeds)
+            }
+        }
+    }
+
     /// Logs the move to `version` once it is done.
     pub fn log(&self, version: i64, links: u64, rewritten: u64) {
         if self.unreadable > 0 {

@@ -29,7 +29,7 @@ use super::{
 use crate::batch_job::{BatchJob, BatchType};
 use crate::event::{Id, StatusEvents, TimeMs, UserEvent};
 use crate::gaps::{Gap, GapMove, GapState, NewGap, Repair};
-use crate::post::{strip_own_geo, Embeds, NewPost, Relisted};
+use crate::post::{strip_own_geo, Embeds, NewPost};
 use crate::rules;
 use crate::rules::countries_to_text;
 use crate::rules::embedded::Facts as EmbeddedFacts;
@@ -530,19 +530,10 @@ impl SqliteStore {
                 .collect::<Result<_, _>>()?;
             let Some(&(last, ..)) = rows.last() else { break };
             after = last;
-            r.read += rows.len() as u64;
             let mut again = Vec::new();
             for (id, form, embeds, json) in &rows {
-                match crate::post::relisted(json, embeds.as_deref(), crate::post::Form::from_i64(*form), every) {
-                    Relisted::Listed => {}
-                    Relisted::Again(posts) => {
-                        r.again += 1;
-                        again.extend(posts);
-                    }
-                    Relisted::Unreadable(embeds) => {
-                        r.unreadable += 1;
-                        self.conn.execute("UPDATE main.posts SET embeds = ?2 WHERE id = ?1", params![id, embeds])?;
-                    }
+                if let Some(embeds) = r.row(json, embeds.as_deref(), *form, every, &mut again) {
+                    self.conn.execute("UPDATE main.posts SET embeds = ?2 WHERE id = ?1", params![id, embeds])?;
                 }
             }
             if !again.is_empty() {
