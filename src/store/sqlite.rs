@@ -483,9 +483,6 @@ impl SqliteStore {
             }
             tx.commit()?;
         }
-        if found < 6 {
-            self.list_carriers(6)?;
-        }
         if found < 8 {
             self.migrate_to_8()?;
         }
@@ -503,8 +500,10 @@ impl SqliteStore {
     /// found the copies it left unlisted. Then lists the carriers of copies
     /// and takes out what was withdrawn once more ([`Self::list_carriers`]).
     /// It replaces the move to 7, which read only the posts holding twarc's
-    /// expansions. A run cut short starts again.
+    /// expansions, and does the move to 6's (the carriers' table, listed
+    /// and cleaned) on the way. A run cut short starts again.
     fn migrate_to_8(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch(EMBEDDED_IN)?;
         let r = self.reimport("TRUE", false)?;
         let (links, rewritten) = self.list_carriers(8)?;
         r.log(8, links, rewritten);
@@ -547,12 +546,11 @@ impl SqliteStore {
     /// every stored post has, then takes out of them the copies of posts
     /// that are already tombstones, the geo of copies already scrubbed and
     /// the profiles of users already purged: a store written before version
-    /// 6 kept those in the carriers' JSON. The version moves to 6 in the
-    /// transaction that cleans them: a run cut short leaves the store at
-    /// version 5 and starts again. The move to 8 does the same again, to
-    /// `version`. Returns (links made, posts rewritten).
+    /// 6 kept those in the carriers' JSON, one before 8 those it did not
+    /// list. The version moves to `version` in the transaction that cleans
+    /// them: a run cut short starts again. Returns (links made, posts
+    /// rewritten).
     fn list_carriers(&mut self, version: i64) -> Result<(u64, u64), StoreError> {
-        self.conn.execute_batch(EMBEDDED_IN)?;
         // The links, 10,000 posts a transaction (the write-ahead log stays
         // small on a large archive); a run cut short starts again and
         // inserts nothing twice.
@@ -599,9 +597,6 @@ impl SqliteStore {
         let rewritten = remove_copies(&tx, &gone, &scrubbed, &purged)?;
         tx.pragma_update(Some(DatabaseName::Main), "user_version", version)?;
         tx.commit()?;
-        if links > 0 && version == 6 {
-            tracing::info!(links, posts_rewritten = rewritten, "Store moved to schema 6: the posts carrying copies of others are listed, and what was withdrawn from those copies is taken out of them");
-        }
         Ok((links, rewritten))
     }
 
@@ -1570,7 +1565,7 @@ mod tests {
     }
 
     fn delete(id: Id) -> Timed<StatusEvent> {
-        Timed { time_ms: 1, event: crate::event::StatusEvent::Delete { id, user_id: Some(1) } }
+        Timed { time_ms: 1, event: StatusEvent::Delete { id, user_id: Some(1) } }
     }
 
     /// `.cargo/config.toml` builds the bundled SQLite without the options
