@@ -263,7 +263,7 @@ fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_w
     // those whose words say GONE were deleted since.
     let lines: Vec<_> =
         include_str!("data/unlisted_before_schema_8.jsonl").lines().flat_map(|l| parse_post_line(l).unwrap()).collect();
-    const DELETED_SINCE: [u64; 8] = [100, 110, 120, 130, 140, 150, 160, 460];
+    const DELETED_SINCE: [u64; 8] = [9_007_199_254_740_993, 110, 120, 130, 140, 150, 160, 460];
     // An earlier import stored it; today's refuses it (an id neither a
     // string nor a number).
     let refused = r#"{"id":"470","author_id":"4","text":"H470","referenced_tweets":[{"type":"quoted","id":true,"text":"CUT170"}]}"#;

@@ -474,14 +474,14 @@ fn final_export(at: &Place, data: &Dataset, b: Build) -> Result<Vec<String>, Tes
     }
     store.maintain(now, usize::MAX).unwrap();
     if b.earlier {
-        on_the_store(&url, unlisted);
-        on_the_store(
-            &url,
-            match at.backend {
-                Backend::Sqlite => "PRAGMA user_version = 7;",
-                Backend::Postgres => "UPDATE complyd_meta SET value = 6 WHERE key = 'schema_version';",
-            },
-        );
+        let version = match at.backend {
+            Backend::Sqlite => format!("PRAGMA user_version = {};", store::sqlite::SCHEMA_VERSION - 1),
+            Backend::Postgres => format!(
+                "UPDATE complyd_meta SET value = {} WHERE key = 'schema_version';",
+                store::postgres::SCHEMA_VERSION - 1
+            ),
+        };
+        on_the_store(&url, &format!("{unlisted} {version}"));
         drop(store);
         store = store::open(&url).unwrap();
         store.maintain(now, usize::MAX).unwrap();
