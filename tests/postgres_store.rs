@@ -255,27 +255,20 @@ fn the_move_to_version_6_judges_what_twarc_files_carry() {
     assert!(out.contains("\"300\"") && !out.contains("GONE100"), "{out}");
 }
 
-#[test]
-#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
-fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_withdrawn() {
-    // The copies an import before version 7 did not list (either format's
-    // inside the other's, what an includes.tweets copy carries, ...);
-    // those whose words say GONE were deleted since.
+/// A store as complyd before version 7 left it, and what today's complyd
+/// holds after the same import and deletes: the rows (id, embeds) each
+/// must end with. The copies an import before version 7 did not list
+/// (either format's inside the other's, what an includes.tweets copy
+/// carries, ...); those whose words say GONE were deleted since.
+fn version_6_store() -> (PgSchema, Vec<(i64, Option<String>)>) {
     let lines: Vec<_> =
         include_str!("data/unlisted_before_schema_8.jsonl").lines().flat_map(|l| parse_post_line(l).unwrap()).collect();
     const DELETED_SINCE: [u64; 8] = [9_007_199_254_740_993, 110, 120, 130, 140, 150, 160, 460];
-    // An earlier import stored it; today's refuses it (an id neither a
-    // string nor a number).
-    let refused = r#"{"id":"470","author_id":"4","text":"H470","referenced_tweets":[{"type":"quoted","id":true,"text":"CUT170"}]}"#;
     let deletes: Vec<String> = DELETED_SINCE
         .map(|id| {
             format!(r#"{{"delete":{{"status":{{"id":{id},"id_str":"{id}","user_id":1,"user_id_str":"1"}},"timestamp_ms":"1000"}}}}"#)
         })
         .to_vec();
-    let listed = |c: &mut postgres::Client| -> Vec<(i64, Option<String>)> {
-        c.query("SELECT id, embeds FROM posts ORDER BY id", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
-    };
-    // What today's complyd holds after the same import and deletes.
     let today = PgSchema::new();
     let mut s = PostgresStore::open(&today.url()).unwrap();
     s.import(&lines, &[], 0).unwrap();
@@ -283,21 +276,38 @@ fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_w
     s.maintain(0, 100).unwrap();
     let want = listed(&mut postgres::Client::connect(&today.url(), postgres::NoTls).unwrap());
     // As a version 6 store held them: stored, nothing listed, the deleted
-    // posts' rows gone and their copies left in the carriers.
+    // posts' rows gone and their copies left in the carriers; and a row an
+    // earlier import stored that today's refuses (an id neither a string
+    // nor a number).
     let schema = PgSchema::new();
     PostgresStore::open(&schema.url()).unwrap().import(&lines, &[], 0).unwrap();
-    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
     let ids = DELETED_SINCE.map(|id| id.to_string()).join(", ");
     let tombstones = DELETED_SINCE.map(|id| format!("({id}, 1)")).join(", ");
-    c.batch_execute(&format!(
-        "UPDATE posts SET embeds = NULL; DELETE FROM embedded_in; DELETE FROM embedded_users;
-         DELETE FROM posts WHERE id IN ({ids}); INSERT INTO tombstones VALUES {tombstones};
-         INSERT INTO posts (id, author_id, has_geo, form, json) VALUES (470, 4, false, 1, '{refused}');
-         UPDATE complyd_meta SET value = 6 WHERE key = 'schema_version';"
-    ))
-    .unwrap();
+    postgres::Client::connect(&schema.url(), postgres::NoTls)
+        .unwrap()
+        .batch_execute(&format!(
+            "UPDATE posts SET embeds = NULL; DELETE FROM embedded_in; DELETE FROM embedded_users;
+             DELETE FROM posts WHERE id IN ({ids}); INSERT INTO tombstones VALUES {tombstones};
+             INSERT INTO posts (id, author_id, has_geo, form, json) VALUES (470, 4, false, 1, '{REFUSED}');
+             UPDATE complyd_meta SET value = 6 WHERE key = 'schema_version';"
+        ))
+        .unwrap();
+    (schema, want)
+}
+
+const REFUSED: &str =
+    r#"{"id":"470","author_id":"4","text":"H470","referenced_tweets":[{"type":"quoted","id":true,"text":"CUT170"}]}"#;
+
+fn listed(c: &mut postgres::Client) -> Vec<(i64, Option<String>)> {
+    c.query("SELECT id, embeds FROM posts ORDER BY id", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// The moved store holds what today's complyd would (`want`), and no
+/// withdrawn words anywhere.
+fn assert_moved(schema: &PgSchema, want: &[(i64, Option<String>)]) {
     let mut s = PostgresStore::open(&schema.url()).unwrap();
     assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
     let gone: i64 = c.query_one("SELECT count(*) FROM posts WHERE strpos(json, 'GONE') > 0", &[]).unwrap().get(0);
     assert_eq!(gone, 0, "a withdrawn copy stays in a stored post");
     let out = export_all(&mut s);
@@ -308,6 +318,46 @@ fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_w
     let mut rows = listed(&mut c);
     rows.retain(|(id, embeds)| *id != 470 || embeds.as_deref() != Some("0"));
     assert_eq!(rows, want, "every row lists what today's import and maintenance leave");
+    let left: i64 = c.query_one("SELECT count(*) FROM complyd_meta WHERE key LIKE 'move%'", &[]).unwrap().get(0);
+    assert_eq!(left, 0, "the move is recorded as done");
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn the_move_to_version_7_lists_what_an_earlier_import_missed_and_takes_out_the_withdrawn() {
+    let (schema, want) = version_6_store();
+    assert_moved(&schema, &want);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn a_move_cut_short_goes_on_from_its_last_commit() {
+    let (schema, want) = version_6_store();
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    let mark = |c: &mut postgres::Client| -> Vec<(String, i64)> {
+        c.query("SELECT key, value FROM complyd_meta WHERE key LIKE 'move%' ORDER BY key", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    // Cut after every second transaction of one post: a move that started
+    // again from the first post each time would never end.
+    let (mut marks, mut done) = (Vec::new(), false);
+    for _ in 0..50 {
+        done = PostgresStore::open_cut_after(&schema.url(), 1, 2).unwrap();
+        if done {
+            break;
+        }
+        let m = mark(&mut c);
+        assert!(!m.is_empty(), "a cut move keeps how far it got");
+        assert!(marks.last() != Some(&m), "the move went no further after a cut: {marks:?}");
+        marks.push(m);
+    }
+    assert!(done, "the move never ended: {marks:?}");
+    assert!(marks.len() >= 3, "the cuts fell in both steps: {marks:?}");
+    assert!(marks.iter().any(|m| m.iter().any(|(k, _)| k == "move_link_after")), "{marks:?}");
+    assert_moved(&schema, &want);
 }
 
 #[test]

@@ -166,6 +166,30 @@ const LOCK_MAINTAIN: &str = "SELECT pg_advisory_xact_lock(hashtext(current_schem
 /// How often a batch is retried after a deadlock or serialization failure.
 const RETRIES: usize = 5;
 
+/// `complyd_meta` keys of a move of the stored posts under way
+/// ([`PostgresStore::move_posts`]): the last id re-read, the last id whose
+/// carrier links are made, and (from version 1) that every post that may
+/// carry another is imported again.
+const MOVE_REREAD_AFTER: &str = "move_reread_after";
+const MOVE_LINK_AFTER: &str = "move_link_after";
+const MOVE_EVERY_CARRIER: &str = "move_every_carrier";
+/// A progress line every this many batches of a move (10^6 posts).
+const MOVE_PROGRESS_EVERY: u64 = 100;
+
+/// How a move of the stored posts goes: `rows` posts a transaction, and (for
+/// a test's cut) at most `stop_after` transactions in this process.
+#[derive(Clone, Copy, Debug)]
+struct MoveBatches {
+    rows: i64,
+    stop_after: Option<u64>,
+}
+
+impl Default for MoveBatches {
+    fn default() -> Self {
+        MoveBatches { rows: 10_000, stop_after: None }
+    }
+}
+
 pub struct PostgresStore {
     client: Client,
     /// Statements prepared once per session: planning the read query's seven
@@ -401,18 +425,37 @@ impl PostgresStore {
     /// # Errors
     /// Connection or migration errors; the URL's password is never shown.
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut store = Self::connect(url)?;
+        store.migrate_with(MoveBatches::default())?;
+        Ok(store)
+    }
+
+    fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let (url, ca_file) = super::url::split_ca_file(url);
         let tls = crate::tls::postgres_tls(crate::tls::client_config(ca_file.as_deref())?);
         let client = Client::connect(&url, tls.clone()).map_err(|e| {
             let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
             StoreError::Connect(format!("cannot connect to {}: {e}{cause}", redact_url(&url)))
         })?;
-        let mut store = PostgresStore { client, statements: HashMap::new(), tls, url, lookup: None };
-        store.migrate()?;
-        Ok(store)
+        Ok(PostgresStore { client, statements: HashMap::new(), tls, url, lookup: None })
     }
 
-    fn migrate(&mut self) -> Result<(), StoreError> {
+    /// Opens the store at `url` as [`Self::open`] does, but moves its posts
+    /// `rows` a transaction and stops after `batches` of them, as a kill
+    /// would (for tests of a move cut short). Returns whether the move was
+    /// done.
+    ///
+    /// # Errors
+    /// Connection or migration errors.
+    #[doc(hidden)]
+    pub fn open_cut_after(url: &str, rows: i64, batches: u64) -> Result<bool, StoreError> {
+        Self::connect(url)?.migrate_with(MoveBatches { rows, stop_after: Some(batches) })
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`], then finishes the move of
+    /// the stored posts, if one is under way ([`Self::move_posts`]). Returns
+    /// false when `batches` stopped it first.
+    fn migrate_with(&mut self, batches: MoveBatches) -> Result<bool, StoreError> {
         let mut tx = self.client.transaction()?;
         tx.execute(LOCK_MIGRATE, &[])?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS complyd_meta (key text PRIMARY KEY, value bigint NOT NULL)")?;
@@ -429,31 +472,95 @@ impl PostgresStore {
                 &[&(v as i64 + 1)],
             )?;
         }
-        if found == 1 {
-            // The quote link, the form and the embedded ids are new: every
-            // post that may carry another is imported again.
-            let r = reimport(
-                &mut Conn { tx: &mut tx, statements: &mut self.statements },
-                "(retweet_of IS NOT NULL OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0)",
-                true,
-            )?;
-            r.log(2, 0, 0);
-        }
         if (1..7).contains(&found) {
             // A store of an earlier complyd, whose import read fewer shapes
-            // (before 6, twarc's flattened files; before 7, either format's
+            // (before 2, no quote links, forms or embedded ids at all;
+            // before 6, twarc's flattened files; before 7, either format's
             // copies inside a post of the other and what an `includes.tweets`
-            // copy or a copy it could not store carries): every post, its
-            // own line's or a copy's, is read with today's import,
-            // re-imported where its row lists less, and what was withdrawn
-            // taken out of the carriers.
-            let mut c = Conn { tx: &mut tx, statements: &mut self.statements };
-            let r = reimport(&mut c, "TRUE", false)?;
-            let (links, rewritten) = link_copies(&mut c)?;
-            r.log(SCHEMA_VERSION, links, rewritten);
+            // copy or a copy it could not store carries): its posts are
+            // moved, in transactions of their own, after this one.
+            tx.execute(
+                "INSERT INTO complyd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&MOVE_REREAD_AFTER, &i64::MIN],
+            )?;
+            if found == 1 {
+                tx.execute(
+                    "INSERT INTO complyd_meta (key, value) VALUES ($1, 1) ON CONFLICT (key) DO NOTHING",
+                    &[&MOVE_EVERY_CARRIER],
+                )?;
+            }
         }
         tx.commit()?;
-        Ok(())
+        self.move_posts(batches)
+    }
+
+    /// Moves the stored posts of an earlier complyd's store, `batches.rows`
+    /// posts a transaction, with how far it got kept in `complyd_meta`: a
+    /// move cut short (a kill, a lost connection, a full disk) goes on from
+    /// its last commit at the next open, and every process that opens the
+    /// store meanwhile takes its share of the batches (each holds the
+    /// migration lock) and returns only once the move is done.
+    ///
+    /// First every post, its own line's or a copy's, is read with today's
+    /// import and re-imported where its row lists less than it carries (all
+    /// those that may carry another, from version 1); then the carriers of
+    /// copies are linked; then, in one last transaction, what was withdrawn
+    /// is taken out of them. Returns false when `batches.stop_after`
+    /// stopped it first (a test's cut).
+    fn move_posts(&mut self, batches: MoveBatches) -> Result<bool, StoreError> {
+        let mut r = Reread::default();
+        let mut links = 0;
+        let mut done = 0;
+        loop {
+            if batches.stop_after.is_some_and(|n| done >= n) {
+                return Ok(false);
+            }
+            let mut tx = self.client.transaction()?;
+            tx.execute(LOCK_MIGRATE, &[])?;
+            let meta: HashMap<String, i64> = tx
+                .query("SELECT key, value FROM complyd_meta WHERE key LIKE 'move_%'", &[])?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            let mut c = Conn { tx: &mut tx, statements: &mut self.statements };
+            let (step, last) = if let Some(&after) = meta.get(MOVE_REREAD_AFTER) {
+                let every = meta.contains_key(MOVE_EVERY_CARRIER);
+                match reread_batch(&mut c, after, batches.rows, every, &mut r)? {
+                    Some(last) => (MOVE_REREAD_AFTER, last),
+                    None => {
+                        c.execute("DELETE FROM complyd_meta WHERE key = $1", &[&MOVE_REREAD_AFTER])?;
+                        (MOVE_LINK_AFTER, i64::MIN)
+                    }
+                }
+            } else if let Some(&after) = meta.get(MOVE_LINK_AFTER) {
+                match link_batch(&mut c, after, batches.rows)? {
+                    Some((last, made)) => {
+                        links += made;
+                        (MOVE_LINK_AFTER, last)
+                    }
+                    None => {
+                        let rewritten = remove_withdrawn(&mut c)?;
+                        c.execute("DELETE FROM complyd_meta WHERE key LIKE 'move_%'", &[])?;
+                        tx.commit()?;
+                        r.log(SCHEMA_VERSION, links, rewritten);
+                        return Ok(true);
+                    }
+                }
+            } else {
+                // Nothing to move, or another process finished it.
+                return Ok(true);
+            };
+            c.execute(
+                "INSERT INTO complyd_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&step, &last],
+            )?;
+            tx.commit()?;
+            done += 1;
+            if done % MOVE_PROGRESS_EVERY == 0 {
+                tracing::info!(step, after_id = last, posts_read = r.read, posts_relisted = r.again, links, "Store move under way: the stored posts are read in id order, and the move goes on from here if cut");
+            }
+        }
     }
 
     /// Keeps this session's plans to the indexes, for a connection that
@@ -725,24 +832,26 @@ fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64], purged: &
     Ok(ids.len() as u64)
 }
 
-/// Lists the carriers of copies from the embedded ids every stored post
-/// has, then takes out of them the copies of posts already tombstones, the
-/// geo of copies already scrubbed and the profiles of users already purged:
-/// a store written before version 5 kept those in the carriers' JSON (the
-/// move to schema 5). Returns (links made, posts rewritten).
-fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
-    let mut after = i64::MIN;
-    let mut links = 0;
-    loop {
-        let rows = c.query(
-            &format!("SELECT {POST_COLS} FROM posts WHERE id > $1 AND embeds IS NOT NULL ORDER BY id LIMIT 10000"),
-            &[&after],
-        )?;
-        let Some(last) = rows.last() else { break };
-        after = last.get(0);
-        let posts: Vec<NewPost> = rows.iter().map(|r| post_from(r, 0)).collect::<Result<_, _>>()?;
-        links += link_copies_of(c, &posts.iter().collect::<Vec<_>>())?;
-    }
+/// Links the carriers of copies among the `rows` stored posts after
+/// `after` that list embedded ids (a move's second step). Returns the last
+/// id and the links made, or `None` when no post is left.
+fn link_batch(c: &mut Conn<'_, '_>, after: i64, rows: i64) -> Result<Option<(i64, u64)>, StoreError> {
+    let rows = c.query(
+        &format!("SELECT {POST_COLS} FROM posts WHERE id > $1 AND embeds IS NOT NULL ORDER BY id LIMIT $2"),
+        &[&after, &rows],
+    )?;
+    let Some(last) = rows.last() else { return Ok(None) };
+    let last = last.get(0);
+    let posts: Vec<NewPost> = rows.iter().map(|r| post_from(r, 0)).collect::<Result<_, _>>()?;
+    Ok(Some((last, link_copies_of(c, &posts.iter().collect::<Vec<_>>())?)))
+}
+
+/// Takes out of the linked carriers the copies of posts already
+/// tombstones, the geo of copies already scrubbed and the profiles of users
+/// already purged (a move's last step): a store written before version 5
+/// kept those in the carriers' JSON, one before 7 those it did not list.
+/// Returns how many posts were rewritten.
+fn remove_withdrawn(c: &mut Conn<'_, '_>) -> Result<u64, StoreError> {
     let mut ids =
         |sql: &str| -> Result<Vec<i64>, StoreError> { Ok(c.query(sql, &[])?.iter().map(|r| r.get(0)).collect()) };
     let gone =
@@ -762,7 +871,7 @@ fn link_copies(c: &mut Conn<'_, '_>) -> Result<(u64, u64), StoreError> {
         .filter(|(id, up_to)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
         .map(|(id, _)| id)
         .collect();
-    Ok((links, remove_copies(c, &gone, &scrubbed, &purged)?))
+    remove_copies(c, &gone, &scrubbed, &purged)
 }
 
 /// Writes posts none of which is stored yet (a stored one fails the COPY with
@@ -817,36 +926,42 @@ fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Reads the stored JSON of the posts `filter` (SQL) selects and imports
-/// again those whose row does not list all they carry, or all of them with
-/// `every` ([`crate::post::relisted`]), so that what they carry is stored
-/// and listed (the moves to schema 7 and below). A row whose JSON no longer
-/// reads as a post is listed as unreadable, so that every answer judges it.
-fn reimport(c: &mut Conn<'_, '_>, filter: &str, every: bool) -> Result<Reread, StoreError> {
-    let mut after = i64::MIN;
-    let mut r = Reread::default();
-    loop {
-        let rows: Vec<(i64, i16, Option<String>, String)> = c
-            .query(
-                &format!("SELECT id, form, embeds, json FROM posts WHERE id > $1 AND {filter} ORDER BY id LIMIT 10000"),
-                &[&after],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect();
-        let Some(&(last, ..)) = rows.last() else { break };
-        after = last;
-        let mut again = Vec::new();
-        for (id, form, embeds, json) in &rows {
-            if let Some(embeds) = r.row(json, embeds.as_deref(), i64::from(*form), every, &mut again) {
-                c.execute("UPDATE posts SET embeds = $2 WHERE id = $1", &[id, &embeds])?;
-            }
-        }
-        if !again.is_empty() {
-            PostgresStore::import_once(c, &again, &[], crate::clock::now_ms())?;
+/// Reads the stored JSON of the `rows` posts after `after` with today's
+/// import and imports again those whose row does not list all they carry,
+/// or, with `every_carrier`, every one that may carry another
+/// ([`crate::post::relisted`]), so that what they carry is stored and
+/// listed (a move's first step). A row whose JSON no longer reads as a post
+/// is listed as unreadable, so that every answer judges it. Returns the
+/// last id read, or `None` when no post is left.
+fn reread_batch(
+    c: &mut Conn<'_, '_>,
+    after: i64,
+    rows: i64,
+    every_carrier: bool,
+    r: &mut Reread,
+) -> Result<Option<i64>, StoreError> {
+    let rows: Vec<(i64, i16, Option<String>, String, bool)> = c
+        .query(
+            "SELECT id, form, embeds, json,
+                    retweet_of IS NOT NULL OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0
+             FROM posts WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &rows],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let Some(&(last, ..)) = rows.last() else { return Ok(None) };
+    let mut again = Vec::new();
+    for (id, form, embeds, json, carrier) in &rows {
+        let every = every_carrier && *carrier;
+        if let Some(embeds) = r.row(json, embeds.as_deref(), i64::from(*form), every, &mut again) {
+            c.execute("UPDATE posts SET embeds = $2 WHERE id = $1", &[id, &embeds])?;
         }
     }
-    Ok(r)
+    if !again.is_empty() {
+        PostgresStore::import_once(c, &again, &[], crate::clock::now_ms())?;
+    }
+    Ok(Some(last))
 }
 
 fn load_users(c: &mut Conn<'_, '_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {
