@@ -17,8 +17,8 @@
 
 use super::rows::{
     assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
-    Cols, GapHistoryRow, GapRow, Lookup, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS,
-    SCAN_SELECT, STATUS_COLS, USER_COLS,
+    Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL,
+    SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, ErrorKind, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position,
@@ -87,7 +87,7 @@ const MIGRATIONS: [&str; 7] = [
     );
     ",
     // 1 -> 2: the quote link, the form and the embedded ids (the posts
-    // embedded in stored JSON are then re-imported: `reimport`)
+    // embedded in stored JSON are then re-imported: `move_posts`)
     "
     ALTER TABLE posts ADD COLUMN IF NOT EXISTS quote_of bigint,
                       ADD COLUMN IF NOT EXISTS form smallint NOT NULL DEFAULT 1,
@@ -173,22 +173,6 @@ const RETRIES: usize = 5;
 const MOVE_REREAD_AFTER: &str = "move_reread_after";
 const MOVE_LINK_AFTER: &str = "move_link_after";
 const MOVE_EVERY_CARRIER: &str = "move_every_carrier";
-/// A progress line every this many batches of a move (10^6 posts).
-const MOVE_PROGRESS_EVERY: u64 = 100;
-
-/// How a move of the stored posts goes: `rows` posts a transaction, and (for
-/// a test's cut) at most `stop_after` transactions in this process.
-#[derive(Clone, Copy, Debug)]
-struct MoveBatches {
-    rows: i64,
-    stop_after: Option<u64>,
-}
-
-impl Default for MoveBatches {
-    fn default() -> Self {
-        MoveBatches { rows: 10_000, stop_after: None }
-    }
-}
 
 pub struct PostgresStore {
     client: Client,
@@ -512,7 +496,7 @@ impl PostgresStore {
         let mut links = 0;
         let mut done = 0;
         loop {
-            if batches.stop_after.is_some_and(|n| done >= n) {
+            if batches.cut(done) {
                 return Ok(false);
             }
             let mut tx = self.client.transaction()?;
@@ -557,9 +541,7 @@ impl PostgresStore {
             )?;
             tx.commit()?;
             done += 1;
-            if done % MOVE_PROGRESS_EVERY == 0 {
-                tracing::info!(step, after_id = last, posts_read = r.read, posts_relisted = r.again, links, "Store move under way: the stored posts are read in id order, and the move goes on from here if cut");
-            }
+            r.progress(done, step, last, links);
         }
     }
 

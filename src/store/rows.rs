@@ -26,8 +26,32 @@ pub(crate) trait Cols {
     fn text(&self, i: usize) -> Result<&str, StoreError>;
 }
 
+/// How a schema move reads the stored posts: `rows` posts a transaction,
+/// and (for a test's cut) at most `stop_after` transactions in this process.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MoveBatches {
+    pub rows: i64,
+    pub stop_after: Option<u64>,
+}
+
+impl Default for MoveBatches {
+    fn default() -> Self {
+        MoveBatches { rows: 10_000, stop_after: None }
+    }
+}
+
+impl MoveBatches {
+    /// Whether a test's cut stops the move after `done` transactions.
+    pub fn cut(&self, done: u64) -> bool {
+        self.stop_after.is_some_and(|n| done >= n)
+    }
+}
+
+/// A progress line every this many transactions of a move (10^6 posts).
+const MOVE_PROGRESS_EVERY: u64 = 100;
+
 /// What a schema move's re-reading of the stored posts found
-/// (`reimport` in each store).
+/// (`reread_batch` in each store).
 #[derive(Debug, Default)]
 pub(crate) struct Reread {
     /// Rows read.
@@ -62,6 +86,14 @@ impl Reread {
                 self.unreadable += 1;
                 Some(embeds)
             }
+        }
+    }
+
+    /// Logs how far a move is, every [`MOVE_PROGRESS_EVERY`] transactions
+    /// (`done`): its `step` and the last post (its key, `last`) it did.
+    pub fn progress(&self, done: u64, step: &str, last: i64, links: u64) {
+        if done % MOVE_PROGRESS_EVERY == 0 && last != i64::MIN {
+            tracing::info!(step, after_id = id_of(last), posts_read = self.read, posts_relisted = self.again, links, "Store move under way: the stored posts are read in id order, and a move cut short goes on from its last commit");
         }
     }
 

@@ -19,8 +19,8 @@
 
 use super::rows::{
     assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
-    Cols, GapHistoryRow, GapRow, Lookup, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS,
-    USER_COLS,
+    Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_SELECT,
+    STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
@@ -421,11 +421,27 @@ impl SqliteStore {
         // batches (tombstones, state rows) are copied back once.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         let mut store = SqliteStore { conn, path: path.to_owned() };
-        store.migrate()?;
+        store.migrate(MoveBatches::default())?;
         Ok(store)
     }
 
-    fn migrate(&mut self) -> Result<(), StoreError> {
+    /// Opens the store at `path` as [`Self::open`] does, but moves its
+    /// posts `rows` a transaction and stops after `batches` of them, as a
+    /// kill would (for tests of a move cut short). Returns whether the move
+    /// was done.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    #[doc(hidden)]
+    pub fn open_cut_after(path: &str, rows: i64, batches: u64) -> Result<bool, StoreError> {
+        let conn = connect(path)?;
+        conn.busy_handler(Some(wait_for_writer))?;
+        SqliteStore { conn, path: path.to_owned() }.migrate(MoveBatches { rows, stop_after: Some(batches) })
+    }
+
+    /// Brings the store to [`SCHEMA_VERSION`]. Returns false when
+    /// `batches` stopped the move to 8 first.
+    fn migrate(&mut self, batches: MoveBatches) -> Result<bool, StoreError> {
         let found = user_version(&self.conn, "main")?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
@@ -484,9 +500,9 @@ impl SqliteStore {
             tx.commit()?;
         }
         if found < 8 {
-            self.migrate_to_8()?;
+            return self.migrate_to_8(batches);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Reads the stored JSON of every post, its own line's or a copy's,
@@ -498,106 +514,107 @@ impl SqliteStore {
     /// a copy it could not store carries in turn, and references whose type
     /// or id held a lone surrogate escape), and no later delete would have
     /// found the copies it left unlisted. Then lists the carriers of copies
-    /// and takes out what was withdrawn once more ([`Self::list_carriers`]).
-    /// It replaces the move to 7, which read only the posts holding twarc's
-    /// expansions, and does the move to 6's (the carriers' table, listed
-    /// and cleaned) on the way. A run cut short starts again.
-    fn migrate_to_8(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch(EMBEDDED_IN)?;
-        let r = self.reimport("TRUE", false)?;
-        let (links, rewritten) = self.list_carriers(8)?;
-        r.log(8, links, rewritten);
-        Ok(())
-    }
-
-    /// Reads the stored JSON of the posts `filter` (SQL) selects, 10,000 at
-    /// a time, and imports again those whose row does not list all they
-    /// carry, or all of them with `every` ([`crate::post::relisted`]), so
-    /// that what they carry is stored and listed (the moves to versions 3
-    /// and 8). A row whose JSON no longer reads as a post is listed as
-    /// unreadable, so that every answer judges it.
-    fn reimport(&mut self, filter: &str, every: bool) -> Result<Reread, StoreError> {
-        let mut after = i64::MIN;
-        let mut r = Reread::default();
-        loop {
-            let rows: Vec<(i64, i64, Option<String>, String)> = self
-                .conn
-                .prepare(&format!(
-                    "SELECT id, form, embeds, json FROM main.posts WHERE id > ?1 AND {filter} ORDER BY id LIMIT 10000"
-                ))?
-                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<Result<_, _>>()?;
-            let Some(&(last, ..)) = rows.last() else { break };
-            after = last;
-            let mut again = Vec::new();
-            for (id, form, embeds, json) in &rows {
-                if let Some(embeds) = r.row(json, embeds.as_deref(), *form, every, &mut again) {
-                    self.conn.execute("UPDATE main.posts SET embeds = ?2 WHERE id = ?1", params![id, embeds])?;
-                }
-            }
-            if !again.is_empty() {
-                self.import(&again, &[], crate::clock::now_ms())?;
-            }
-        }
-        Ok(r)
-    }
-
-    /// Lists the carriers of copies ([`EMBEDDED_IN`]) from the embedded ids
-    /// every stored post has, then takes out of them the copies of posts
-    /// that are already tombstones, the geo of copies already scrubbed and
-    /// the profiles of users already purged: a store written before version
-    /// 6 kept those in the carriers' JSON, one before 8 those it did not
-    /// list. The version moves to `version` in the transaction that cleans
-    /// them: a run cut short starts again. Returns (links made, posts
-    /// rewritten).
-    fn list_carriers(&mut self, version: i64) -> Result<(u64, u64), StoreError> {
-        // The links, 10,000 posts a transaction (the write-ahead log stays
-        // small on a large archive); a run cut short starts again and
-        // inserts nothing twice.
-        let mut links = 0u64;
-        let mut after = i64::MIN;
-        loop {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let rows: Vec<(i64, Option<i64>, Option<String>)> = tx
-                .prepare_cached(
-                    "SELECT id, retweet_of, embeds FROM main.posts WHERE id > ?1 AND embeds IS NOT NULL
-                     ORDER BY id LIMIT 10000",
-                )?
-                .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
-            let Some(&(last, _, _)) = rows.last() else { break };
-            after = last;
-            for (id, retweet_of, embeds) in rows {
-                let embeds = crate::post::Embeds::from_column(embeds.as_deref());
-                links += link_carrier(&tx, id_of(id), retweet_of.map(id_of), &embeds)?;
-            }
-            tx.commit()?;
-        }
+    /// ([`EMBEDDED_IN`]) and takes out of them the copies of posts that are
+    /// already tombstones, the geo of copies already scrubbed and the
+    /// profiles of users already purged, which a store before version 8
+    /// kept in the carriers' JSON where it did not list them. It replaces
+    /// the moves to 6 and 7, which read fewer posts.
+    ///
+    /// The posts are read `batches.rows` a transaction, in id order, with
+    /// the step and the last id done kept in [`MOVE_PROGRESS`]: a move cut
+    /// short goes on from there at the next open. The version moves to 8 in
+    /// the transaction that takes the withdrawn out. Returns false when
+    /// `batches.stop_after` stopped it first (a test's cut).
+    fn migrate_to_8(&mut self, batches: MoveBatches) -> Result<bool, StoreError> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if user_version(&tx, "main")? >= version {
-            return Ok((links, 0));
+        tx.execute_batch(EMBEDDED_IN)?;
+        tx.execute_batch(MOVE_PROGRESS)?;
+        if user_version(&tx, "main")? < 8 {
+            tx.execute(
+                "INSERT INTO main.move_progress (step, after)
+                 SELECT 'reread', ?1 WHERE NOT EXISTS (SELECT 1 FROM main.move_progress)",
+                [i64::MIN],
+            )?;
         }
-        let ids = |sql: &str| -> rusqlite::Result<Vec<i64>> { tx.prepare(sql)?.query_map([], |r| r.get(0))?.collect() };
-        let gone = ids("SELECT DISTINCT embedded_id FROM main.embedded_in
-                        WHERE embedded_id IN (SELECT id FROM status.tombstones) ORDER BY embedded_id")?;
-        let purged = ids("SELECT DISTINCT user_id FROM main.embedded_users
-                          WHERE user_id IN (SELECT user_id FROM main.purge_done) ORDER BY user_id")?;
-        let scrubbed: Vec<i64> = tx
-            .prepare(
-                "SELECT p.id, u.scrub_up_to FROM main.posts p JOIN user.user_state u ON u.id = p.author_id
-                 WHERE u.scrub_up_to IS NOT NULL AND (p.id IN (SELECT embedded_id FROM main.embedded_in)
-                   OR EXISTS (SELECT 1 FROM main.posts r WHERE r.retweet_of = p.id))",
-            )?
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
-            .filter_map(|r| match r {
-                Ok((id, up_to)) => rules::user::scrub_covers(id_of(up_to), id_of(id)).then_some(Ok(id)),
-                Err(e) => Some(Err(e)),
-            })
-            .collect::<Result<_, _>>()?;
-        let rewritten = remove_copies(&tx, &gone, &scrubbed, &purged)?;
-        tx.pragma_update(Some(DatabaseName::Main), "user_version", version)?;
         tx.commit()?;
-        Ok((links, rewritten))
+        let (mut r, mut links, mut done) = (Reread::default(), 0u64, 0u64);
+        loop {
+            if batches.cut(done) {
+                return Ok(false);
+            }
+            let at: Option<(String, i64)> = self
+                .conn
+                .prepare_cached("SELECT step, after FROM main.move_progress")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((step, after)) = at else { return Ok(true) }; // another connection did it
+            let (step, last) = if step == "reread" {
+                match self.reread_batch("TRUE", after, batches.rows, false, &mut r)? {
+                    Some(last) => ("reread", last),
+                    None => ("link", i64::MIN),
+                }
+            } else {
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                match link_batch(&tx, after, batches.rows)? {
+                    Some((last, made)) => {
+                        links += made;
+                        set_move_progress(&tx, "link", last)?;
+                        tx.commit()?;
+                        done += 1;
+                        r.progress(done, "link", last, links);
+                        continue;
+                    }
+                    None => {
+                        let rewritten = remove_withdrawn(&tx)?;
+                        tx.execute("DELETE FROM main.move_progress", [])?;
+                        if user_version(&tx, "main")? < 8 {
+                            tx.pragma_update(Some(DatabaseName::Main), "user_version", 8)?;
+                        }
+                        tx.commit()?;
+                        r.log(8, links, rewritten);
+                        return Ok(true);
+                    }
+                }
+            };
+            set_move_progress(&self.conn, step, last)?;
+            done += 1;
+            r.progress(done, step, last, links);
+        }
+    }
+
+    /// Reads the stored JSON of the `rows` posts after `after` that
+    /// `filter` (SQL) selects, and imports again those whose row does not
+    /// list all they carry, or all of them with `every`
+    /// ([`crate::post::relisted`]), so that what they carry is stored and
+    /// listed (the moves to versions 3 and 8). A row whose JSON no longer
+    /// reads as a post is listed as unreadable, so that every answer judges
+    /// it. Returns the last id read, or `None` when no post is left.
+    fn reread_batch(
+        &mut self,
+        filter: &str,
+        after: i64,
+        rows: i64,
+        every: bool,
+        r: &mut Reread,
+    ) -> Result<Option<i64>, StoreError> {
+        let rows: Vec<(i64, i64, Option<String>, String)> = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT id, form, embeds, json FROM main.posts WHERE id > ?1 AND {filter} ORDER BY id LIMIT ?2"
+            ))?
+            .query_map([after, rows], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        let Some(&(last, ..)) = rows.last() else { return Ok(None) };
+        let mut again = Vec::new();
+        for (id, form, embeds, json) in &rows {
+            if let Some(embeds) = r.row(json, embeds.as_deref(), *form, every, &mut again) {
+                self.conn.execute("UPDATE main.posts SET embeds = ?2 WHERE id = ?1", params![id, embeds])?;
+            }
+        }
+        if !again.is_empty() {
+            self.import(&again, &[], crate::clock::now_ms())?;
+        }
+        Ok(Some(last))
     }
 
     /// Adds the quote link, the form and the embedded ids to `posts`, then
@@ -620,12 +637,17 @@ impl SqliteStore {
         // The re-import below lists carriers of copies (version 6's table).
         tx.execute_batch(EMBEDDED_IN)?;
         tx.commit()?;
-        let reimported = self
-            .reimport(
-                "(retweet_of IS NOT NULL OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)",
-                true,
-            )?
-            .again;
+        let (mut r, mut after) = (Reread::default(), i64::MIN);
+        while let Some(last) = self.reread_batch(
+            "(retweet_of IS NOT NULL OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)",
+            after,
+            10_000,
+            true,
+            &mut r,
+        )? {
+            after = last;
+        }
+        let reimported = r.again;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if user_version(&tx, "main")? < 3 {
             tx.pragma_update(Some(DatabaseName::Main), "user_version", 3)?;
@@ -737,6 +759,61 @@ fn add_tombstone(tx: &rusqlite::Transaction, id: Id, reason: i64) -> rusqlite::R
         .prepare_cached("INSERT OR IGNORE INTO tombstones (id, reason) VALUES (?1, ?2)")?
         .execute(params![key(id), reason])?
         > 0)
+}
+
+/// Where a move to 8 is ([`SqliteStore::migrate_to_8`]): its step
+/// (`reread`, then `link`) and the last post id it did. Empty once done.
+const MOVE_PROGRESS: &str =
+    "CREATE TABLE IF NOT EXISTS main.move_progress (step TEXT NOT NULL, after INTEGER NOT NULL)";
+
+fn set_move_progress(conn: &Connection, step: &str, last: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE main.move_progress SET step = ?1, after = ?2")?.execute(params![step, last])?;
+    Ok(())
+}
+
+/// Lists the carriers of copies ([`EMBEDDED_IN`]) among the `rows` stored
+/// posts after `after` that list embedded ids (the move to 8's second
+/// step); a batch done twice inserts nothing twice. Returns the last id and
+/// the links made, or `None` when no post is left.
+fn link_batch(tx: &rusqlite::Transaction, after: i64, rows: i64) -> Result<Option<(i64, u64)>, StoreError> {
+    let rows: Vec<(i64, Option<i64>, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT id, retweet_of, embeds FROM main.posts WHERE id > ?1 AND embeds IS NOT NULL ORDER BY id LIMIT ?2",
+        )?
+        .query_map([after, rows], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let Some(&(last, _, _)) = rows.last() else { return Ok(None) };
+    let mut links = 0;
+    for (id, retweet_of, embeds) in rows {
+        let embeds = crate::post::Embeds::from_column(embeds.as_deref());
+        links += link_carrier(tx, id_of(id), retweet_of.map(id_of), &embeds)?;
+    }
+    Ok(Some((last, links)))
+}
+
+/// Takes out of the listed carriers the copies of posts already
+/// tombstones, the geo of copies already scrubbed and the profiles of users
+/// already purged (the move to 8's last step). Returns how many posts were
+/// rewritten.
+fn remove_withdrawn(tx: &rusqlite::Transaction) -> Result<u64, StoreError> {
+    let ids = |sql: &str| -> rusqlite::Result<Vec<i64>> { tx.prepare(sql)?.query_map([], |r| r.get(0))?.collect() };
+    let gone = ids("SELECT DISTINCT embedded_id FROM main.embedded_in
+                    WHERE embedded_id IN (SELECT id FROM status.tombstones) ORDER BY embedded_id")?;
+    let purged = ids("SELECT DISTINCT user_id FROM main.embedded_users
+                      WHERE user_id IN (SELECT user_id FROM main.purge_done) ORDER BY user_id")?;
+    let scrubbed: Vec<i64> = tx
+        .prepare(
+            "SELECT p.id, u.scrub_up_to FROM main.posts p JOIN user.user_state u ON u.id = p.author_id
+             WHERE u.scrub_up_to IS NOT NULL AND (p.id IN (SELECT embedded_id FROM main.embedded_in)
+               OR EXISTS (SELECT 1 FROM main.posts r WHERE r.retweet_of = p.id))",
+        )?
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+        .filter_map(|r| match r {
+            Ok((id, up_to)) => rules::user::scrub_covers(id_of(up_to), id_of(id)).then_some(Ok(id)),
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
+    remove_copies(tx, &gone, &scrubbed, &purged)
 }
 
 /// A deferred transaction holding the write lock of `schema`'s file only
@@ -1827,14 +1904,41 @@ mod tests {
     /// A store at `path` holding `posts`, made by `older` (SQL) into what an
     /// earlier complyd left, then opened by today's.
     fn moved_from(path: &str, posts: &[NewPost], older: &str) -> SqliteStore {
-        {
-            let mut s = SqliteStore::open(path).unwrap();
-            s.import(posts, &[], 0).unwrap();
-            s.conn.execute_batch(older).unwrap();
-        }
+        earlier_store(path, posts, older);
         let s = SqliteStore::open(path).unwrap();
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         s
+    }
+
+    /// A store at `path` holding `posts`, made by `older` (SQL) into what an
+    /// earlier complyd left.
+    fn earlier_store(path: &str, posts: &[NewPost], older: &str) {
+        let mut s = SqliteStore::open(path).unwrap();
+        s.import(posts, &[], 0).unwrap();
+        s.conn.execute_batch(older).unwrap();
+    }
+
+    /// Opens the store at `path` cut after every second transaction of one
+    /// post until its move is done, checking that each open goes further
+    /// (a move that started again each time would never end). Returns the
+    /// marks the cuts left.
+    fn open_cut_until_moved(path: &str) -> Vec<(String, i64)> {
+        let mark = || -> Vec<(String, i64)> {
+            let c = connect(path).unwrap();
+            let mut st = c.prepare("SELECT step, after FROM main.move_progress").unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        };
+        let mut marks = Vec::new();
+        for _ in 0..50 {
+            if SqliteStore::open_cut_after(path, 1, 2).unwrap() {
+                return marks;
+            }
+            let m = mark();
+            assert_eq!(m.len(), 1, "a cut move keeps how far it got: {m:?}");
+            assert!(marks.last() != Some(&m[0]), "the move went no further after a cut: {marks:?}");
+            marks.push(m[0].clone());
+        }
+        panic!("the move never ended: {marks:?}");
     }
 
     fn json(s: &SqliteStore, id: i64) -> String {
@@ -1991,6 +2095,16 @@ mod tests {
 
     #[test]
     fn the_move_to_version_8_lists_what_an_earlier_import_missed_and_takes_out_the_withdrawn() {
+        assert_move_to_8(false);
+    }
+
+    #[test]
+    fn a_move_to_version_8_cut_short_goes_on_from_its_last_commit() {
+        assert_move_to_8(true);
+    }
+
+    /// The move to 8 of a version 7 store, in one open or (`cut`) in many.
+    fn assert_move_to_8(cut: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let path = path.to_str().unwrap();
@@ -2012,7 +2126,7 @@ mod tests {
         // posts they carry were deleted since (rows gone, copies left).
         let ids = DELETED_SINCE.map(|id| id.to_string()).join(", ");
         let tombstones = DELETED_SINCE.map(|id| format!("({id}, 1)")).join(", ");
-        let mut s = moved_from(
+        earlier_store(
             path,
             &lines,
             &format!(
@@ -2022,6 +2136,15 @@ mod tests {
                  PRAGMA main.user_version = 7;"
             ),
         );
+        if cut {
+            let marks = open_cut_until_moved(path);
+            assert!(
+                marks.len() >= 3 && marks.iter().any(|(step, _)| step == "link"),
+                "the cuts fell in both steps: {marks:?}"
+            );
+        }
+        let mut s = SqliteStore::open(path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         let holding: Vec<i64> = {
             let mut st = s.conn.prepare("SELECT id FROM main.posts WHERE instr(json, 'GONE') > 0").unwrap();
             st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
