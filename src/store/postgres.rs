@@ -922,11 +922,16 @@ fn reread_batch(
     every_carrier: bool,
     r: &mut Reread,
 ) -> Result<Option<i64>, StoreError> {
+    // Whether the row may carry another post: searched in its JSON only
+    // when it is to be imported again for that.
+    let carrier = if every_carrier {
+        "retweet_of IS NOT NULL OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0"
+    } else {
+        "false"
+    };
     let rows: Vec<(i64, i16, Option<String>, String, bool)> = c
         .query(
-            "SELECT id, form, embeds, json,
-                    retweet_of IS NOT NULL OR strpos(json, '\"quoted_status\"') > 0 OR strpos(json, '\"includes\"') > 0
-             FROM posts WHERE id > $1 ORDER BY id LIMIT $2",
+            &format!("SELECT id, form, embeds, json, {carrier} FROM posts WHERE id > $1 ORDER BY id LIMIT $2"),
             &[&after, &rows],
         )?
         .iter()
