@@ -319,6 +319,10 @@ fn assert_moved(schema: &PgSchema, want: &[(i64, Option<String>)]) {
     rows.retain(|(id, embeds)| *id != 470 || embeds.as_deref() != Some("0"));
     assert_eq!(rows, want, "every row lists what today's import and maintenance leave");
     let left: i64 = c.query_one("SELECT count(*) FROM complyd_meta WHERE key LIKE 'move%'", &[]).unwrap().get(0);
+    assert_eq!(
+        SCHEMA_VERSION,
+        c.query_one("SELECT value FROM complyd_meta WHERE key = 'schema_version'", &[]).unwrap().get::<_, i64>(0)
+    );
     assert_eq!(left, 0, "the move is recorded as done");
 }
 
@@ -335,15 +339,16 @@ fn a_move_cut_short_goes_on_from_its_last_commit() {
     let (schema, want) = version_6_store();
     let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
     let mark = |c: &mut postgres::Client| -> Vec<(String, i64)> {
-        c.query("SELECT key, value FROM complyd_meta WHERE key LIKE 'move%' ORDER BY key", &[])
+        c.query("SELECT key, value FROM complyd_meta WHERE key IN ('move_reread_from', 'move_link_from')", &[])
             .unwrap()
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect()
     };
+    let rows_before: i64 = c.query_one("SELECT count(*) FROM posts", &[]).unwrap().get(0);
     // Cut after every second transaction of one post: a move that started
     // again from the first post each time would never end.
-    let (mut marks, mut done) = (Vec::new(), false);
+    let (mut marks, mut done, mut read) = (Vec::new(), false, 0i64);
     for _ in 0..50 {
         done = PostgresStore::open_cut_after(&schema.url(), 1, 2).unwrap();
         if done {
@@ -353,10 +358,14 @@ fn a_move_cut_short_goes_on_from_its_last_commit() {
         assert!(!m.is_empty(), "a cut move keeps how far it got");
         assert!(marks.last() != Some(&m), "the move went no further after a cut: {marks:?}");
         marks.push(m);
+        read = c.query_one("SELECT value FROM complyd_meta WHERE key = 'move_read'", &[]).unwrap().get(0);
     }
     assert!(done, "the move never ended: {marks:?}");
     assert!(marks.len() >= 3, "the cuts fell in both steps: {marks:?}");
-    assert!(marks.iter().any(|m| m.iter().any(|(k, _)| k == "move_link_after")), "{marks:?}");
+    assert!(marks.iter().any(|m| m.iter().any(|(k, _)| k == "move_link_from")), "{marks:?}");
+    // The counts the move reports add up over the opens: every row read
+    // (as the last cut left them).
+    assert!(read >= rows_before, "{read} rows read of {rows_before}");
     assert_moved(&schema, &want);
 }
 

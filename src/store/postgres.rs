@@ -167,12 +167,20 @@ const LOCK_MAINTAIN: &str = "SELECT pg_advisory_xact_lock(hashtext(current_schem
 const RETRIES: usize = 5;
 
 /// `complyd_meta` keys of a move of the stored posts under way
-/// ([`PostgresStore::move_posts`]): the last id re-read, the last id whose
-/// carrier links are made, and (from version 1) that every post that may
-/// carry another is imported again.
-const MOVE_REREAD_AFTER: &str = "move_reread_after";
-const MOVE_LINK_AFTER: &str = "move_link_after";
+/// ([`PostgresStore::move_posts`]): the key of the next post to re-read,
+/// or (the second step) whose carrier links to make; that (from version 1)
+/// every post that may carry another is imported again; the counts so far
+/// ([`Reread::counts`]'s order).
+const MOVE_REREAD_FROM: &str = "move_reread_from";
+const MOVE_LINK_FROM: &str = "move_link_from";
 const MOVE_EVERY_CARRIER: &str = "move_every_carrier";
+const MOVE_COUNTS: [&str; 4] = ["move_read", "move_relisted", "move_unreadable", "move_links"];
+/// All of them (`LIKE` would take `_` for any character).
+const MOVE_KEYS: &str = "key IN ('move_reread_from', 'move_link_from', 'move_every_carrier', 'move_read', 'move_relisted', 'move_unreadable', 'move_links')";
+/// The version a store waits at while its posts are moved: the moves to
+/// 6 and 7 change no table (`MIGRATIONS`), so a store whose move is under
+/// way is at 6, and an earlier complyd that opens it moves it again.
+const MOVE_FROM: i64 = 6;
 
 pub struct PostgresStore {
     client: Client,
@@ -456,16 +464,20 @@ impl PostgresStore {
                 &[&(v as i64 + 1)],
             )?;
         }
-        if (1..7).contains(&found) {
+        if (1..SCHEMA_VERSION).contains(&found) {
             // A store of an earlier complyd, whose import read fewer shapes
             // (before 2, no quote links, forms or embedded ids at all;
             // before 6, twarc's flattened files; before 7, either format's
             // copies inside a post of the other and what an `includes.tweets`
             // copy or a copy it could not store carries): its posts are
-            // moved, in transactions of their own, after this one.
+            // moved, in transactions of their own, after this one, and the
+            // version takes its last step with the move's.
+            tx.execute("UPDATE complyd_meta SET value = LEAST(value, $1) WHERE key = 'schema_version'", &[&MOVE_FROM])?;
+            // A move not yet started (one under way keeps its place).
             tx.execute(
-                "INSERT INTO complyd_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                &[&MOVE_REREAD_AFTER, &i64::MIN],
+                "INSERT INTO complyd_meta (key, value) SELECT $1, $2
+                 WHERE NOT EXISTS (SELECT 1 FROM complyd_meta WHERE key IN ($1, $3))",
+                &[&MOVE_REREAD_FROM, &i64::MIN, &MOVE_LINK_FROM],
             )?;
             if found == 1 {
                 tx.execute(
@@ -492,8 +504,6 @@ impl PostgresStore {
     /// is taken out of them. Returns false when `batches.stop_after`
     /// stopped it first (a test's cut).
     fn move_posts(&mut self, batches: MoveBatches) -> Result<bool, StoreError> {
-        let mut r = Reread::default();
-        let mut links = 0;
         let mut done = 0;
         loop {
             if batches.cut(done) {
@@ -502,31 +512,37 @@ impl PostgresStore {
             let mut tx = self.client.transaction()?;
             tx.execute(LOCK_MIGRATE, &[])?;
             let meta: HashMap<String, i64> = tx
-                .query("SELECT key, value FROM complyd_meta WHERE key LIKE 'move_%'", &[])?
+                .query(&format!("SELECT key, value FROM complyd_meta WHERE {MOVE_KEYS}"), &[])?
                 .iter()
                 .map(|row| (row.get(0), row.get(1)))
                 .collect();
+            let mut total = Reread::from_counts(MOVE_COUNTS.map(|k| meta.get(k).copied().unwrap_or(0)));
+            let mut batch = Reread::default();
             let mut c = Conn { tx: &mut tx, statements: &mut self.statements };
-            let (step, last) = if let Some(&after) = meta.get(MOVE_REREAD_AFTER) {
+            let (step, next) = if let Some(&from) = meta.get(MOVE_REREAD_FROM) {
                 let every = meta.contains_key(MOVE_EVERY_CARRIER);
-                match reread_batch(&mut c, after, batches.rows, every, &mut r)? {
-                    Some(last) => (MOVE_REREAD_AFTER, last),
+                match reread_batch(&mut c, from, batches.rows, every, &mut batch)? {
+                    Some(next) => (MOVE_REREAD_FROM, next),
                     None => {
-                        c.execute("DELETE FROM complyd_meta WHERE key = $1", &[&MOVE_REREAD_AFTER])?;
-                        (MOVE_LINK_AFTER, i64::MIN)
+                        c.execute("DELETE FROM complyd_meta WHERE key = $1", &[&MOVE_REREAD_FROM])?;
+                        (MOVE_LINK_FROM, i64::MIN)
                     }
                 }
-            } else if let Some(&after) = meta.get(MOVE_LINK_AFTER) {
-                match link_batch(&mut c, after, batches.rows)? {
-                    Some((last, made)) => {
-                        links += made;
-                        (MOVE_LINK_AFTER, last)
-                    }
+            } else if let Some(&from) = meta.get(MOVE_LINK_FROM) {
+                let (next, links) = link_batch(&mut c, from, batches.rows)?;
+                batch.links = links;
+                match next {
+                    Some(next) => (MOVE_LINK_FROM, next),
                     None => {
+                        total += batch;
                         let rewritten = remove_withdrawn(&mut c)?;
-                        c.execute("DELETE FROM complyd_meta WHERE key LIKE 'move_%'", &[])?;
+                        c.execute(&format!("DELETE FROM complyd_meta WHERE {MOVE_KEYS}"), &[])?;
+                        c.execute(
+                            "UPDATE complyd_meta SET value = $1 WHERE key = 'schema_version'",
+                            &[&SCHEMA_VERSION],
+                        )?;
                         tx.commit()?;
-                        r.log(SCHEMA_VERSION, links, rewritten);
+                        total.log(SCHEMA_VERSION, rewritten);
                         return Ok(true);
                     }
                 }
@@ -534,14 +550,17 @@ impl PostgresStore {
                 // Nothing to move, or another process finished it.
                 return Ok(true);
             };
-            c.execute(
-                "INSERT INTO complyd_meta (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&step, &last],
-            )?;
+            total += batch;
+            for (k, v) in [(step, next)].into_iter().chain(MOVE_COUNTS.into_iter().zip(total.counts())) {
+                c.execute(
+                    "INSERT INTO complyd_meta (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    &[&k, &v],
+                )?;
+            }
             tx.commit()?;
             done += 1;
-            r.progress(done, step, last, links);
+            total.progress(done, step, next);
         }
     }
 
@@ -814,18 +833,18 @@ fn remove_copies(c: &mut Conn<'_, '_>, gone: &[i64], scrubbed: &[i64], purged: &
     Ok(ids.len() as u64)
 }
 
-/// Links the carriers of copies among the `rows` stored posts after
-/// `after` that list embedded ids (a move's second step). Returns the last
-/// id and the links made, or `None` when no post is left.
-fn link_batch(c: &mut Conn<'_, '_>, after: i64, rows: i64) -> Result<Option<(i64, u64)>, StoreError> {
+/// Links the carriers of copies among the `rows` stored posts from the key
+/// `from` on that list embedded ids (a move's second step). Returns the
+/// key to go on from (`None`: no post is left) and the links made.
+fn link_batch(c: &mut Conn<'_, '_>, from: i64, rows: i64) -> Result<(Option<i64>, u64), StoreError> {
     let rows = c.query(
-        &format!("SELECT {POST_COLS} FROM posts WHERE id > $1 AND embeds IS NOT NULL ORDER BY id LIMIT $2"),
-        &[&after, &rows],
+        &format!("SELECT {POST_COLS} FROM posts WHERE id >= $1 AND embeds IS NOT NULL ORDER BY id LIMIT $2"),
+        &[&from, &rows],
     )?;
-    let Some(last) = rows.last() else { return Ok(None) };
-    let last = last.get(0);
+    let Some(last) = rows.last() else { return Ok((None, 0)) };
+    let next = last.get::<_, i64>(0).checked_add(1);
     let posts: Vec<NewPost> = rows.iter().map(|r| post_from(r, 0)).collect::<Result<_, _>>()?;
-    Ok(Some((last, link_copies_of(c, &posts.iter().collect::<Vec<_>>())?)))
+    Ok((next, link_copies_of(c, &posts.iter().collect::<Vec<_>>())?))
 }
 
 /// Takes out of the linked carriers the copies of posts already
@@ -908,16 +927,16 @@ fn upsert_posts(c: &mut Conn<'_, '_>, rows: &[&Planned]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Reads the stored JSON of the `rows` posts after `after` with today's
-/// import and imports again those whose row does not list all they carry,
-/// or, with `every_carrier`, every one that may carry another
+/// Reads the stored JSON of the `rows` posts from the key `from` on with
+/// today's import and imports again those whose row does not list all
+/// they carry, or, with `every_carrier`, every one that may carry another
 /// ([`crate::post::relisted`]), so that what they carry is stored and
 /// listed (a move's first step). A row whose JSON no longer reads as a post
-/// is listed as unreadable, so that every answer judges it. Returns the
-/// last id read, or `None` when no post is left.
+/// is listed as unreadable, so that every answer judges it. Returns the key
+/// to go on from, or `None` when no post is left.
 fn reread_batch(
     c: &mut Conn<'_, '_>,
-    after: i64,
+    from: i64,
     rows: i64,
     every_carrier: bool,
     r: &mut Reread,
@@ -931,8 +950,8 @@ fn reread_batch(
     };
     let rows: Vec<(i64, i16, Option<String>, String, bool)> = c
         .query(
-            &format!("SELECT id, form, embeds, json, {carrier} FROM posts WHERE id > $1 ORDER BY id LIMIT $2"),
-            &[&after, &rows],
+            &format!("SELECT id, form, embeds, json, {carrier} FROM posts WHERE id >= $1 ORDER BY id LIMIT $2"),
+            &[&from, &rows],
         )?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
@@ -948,7 +967,7 @@ fn reread_batch(
     if !again.is_empty() {
         PostgresStore::import_once(c, &again, &[], crate::clock::now_ms())?;
     }
-    Ok(Some(last))
+    Ok(last.checked_add(1))
 }
 
 fn load_users(c: &mut Conn<'_, '_>, ids: &[i64], lock: bool) -> Result<HashMap<Id, UserState>, StoreError> {

@@ -51,8 +51,10 @@ impl MoveBatches {
 const MOVE_PROGRESS_EVERY: u64 = 100;
 
 /// What a schema move's re-reading of the stored posts found
-/// (`reread_batch` in each store).
-#[derive(Debug, Default)]
+/// (`reread_batch` in each store), and the carrier links it made: kept
+/// with the move's progress in the store, so that a move done over several
+/// opens reports all of it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Reread {
     /// Rows read.
     pub read: u64,
@@ -60,6 +62,8 @@ pub(crate) struct Reread {
     pub again: u64,
     /// Rows whose JSON no longer reads as a post, now listed as unreadable.
     pub unreadable: u64,
+    /// Carrier links made.
+    pub links: u64,
 }
 
 impl Reread {
@@ -89,22 +93,44 @@ impl Reread {
         }
     }
 
+    /// The counts, in the order the stores keep them.
+    pub fn counts(&self) -> [i64; 4] {
+        [self.read, self.again, self.unreadable, self.links].map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+    }
+
+    /// The counts kept by a store ([`Self::counts`]'s order).
+    pub fn from_counts(c: [i64; 4]) -> Reread {
+        let [read, again, unreadable, links] = c.map(|n| u64::try_from(n).unwrap_or(0));
+        Reread { read, again, unreadable, links }
+    }
+
     /// Logs how far a move is, every [`MOVE_PROGRESS_EVERY`] transactions
-    /// (`done`): its `step` and the last post (its key, `last`) it did.
-    pub fn progress(&self, done: u64, step: &str, last: i64, links: u64) {
-        if done % MOVE_PROGRESS_EVERY == 0 && last != i64::MIN {
-            tracing::info!(step, after_id = id_of(last), posts_read = self.read, posts_relisted = self.again, links, "Store move under way: the stored posts are read in id order, and a move cut short goes on from its last commit");
+    /// of this open (`done`): its `step`, the next post it will read (its
+    /// key) and the counts so far over every open.
+    pub fn progress(&self, done: u64, step: &str, next: i64) {
+        if done % MOVE_PROGRESS_EVERY == 0 {
+            tracing::info!(step, next_id = id_of(next), posts_read = self.read, posts_relisted = self.again, links = self.links, "Store move under way: the stored posts are read in the order of their keys (ids above 2^63 first), and a move cut short goes on from its last commit");
         }
     }
 
-    /// Logs the move to `version` once it is done.
-    pub fn log(&self, version: i64, links: u64, rewritten: u64) {
+    /// Logs the move to `version` once it is done (the counts over every
+    /// open that took part).
+    pub fn log(&self, version: i64, rewritten: u64) {
         if self.unreadable > 0 {
             tracing::warn!(posts_read = self.read, posts_unreadable = self.unreadable, version, "Posts whose stored JSON no longer reads as a post: every answer now judges them, and withholds them where they cannot be edited");
         }
         if self.again > 0 || rewritten > 0 {
-            tracing::info!(posts_read = self.read, posts_relisted = self.again, links, posts_rewritten = rewritten, version, "Store moved: every stored post's copies are listed as today's import lists them, and what was withdrawn from them taken out");
+            tracing::info!(posts_read = self.read, posts_relisted = self.again, links = self.links, posts_rewritten = rewritten, version, "Store moved: every stored post's copies are listed as today's import lists them, and what was withdrawn from them taken out");
         }
+    }
+}
+
+impl std::ops::AddAssign for Reread {
+    fn add_assign(&mut self, o: Reread) {
+        self.read += o.read;
+        self.again += o.again;
+        self.unreadable += o.unreadable;
+        self.links += o.links;
     }
 }
 

@@ -380,6 +380,14 @@ impl SqliteStore {
     /// # Errors
     /// SQLite errors, or [`StoreError::SchemaTooNew`].
     pub fn open(path: &str) -> Result<SqliteStore, StoreError> {
+        let mut store = Self::open_files(path)?;
+        store.migrate(MoveBatches::default())?;
+        Ok(store)
+    }
+
+    /// The store's files, created when missing, with this connection's
+    /// settings: not yet migrated.
+    fn open_files(path: &str) -> Result<SqliteStore, StoreError> {
         // A new store's files are readable by their owner only (SQLite gives
         // the -wal and -shm files the same mode).
         if !path.is_empty() && path != ":memory:" {
@@ -420,9 +428,7 @@ impl SqliteStore {
         // Checkpoint every 40 MiB of WAL rather than 4: pages written by many
         // batches (tombstones, state rows) are copied back once.
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
-        let mut store = SqliteStore { conn, path: path.to_owned() };
-        store.migrate(MoveBatches::default())?;
-        Ok(store)
+        Ok(SqliteStore { conn, path: path.to_owned() })
     }
 
     /// Opens the store at `path` as [`Self::open`] does, but moves its
@@ -434,9 +440,7 @@ impl SqliteStore {
     /// SQLite errors.
     #[doc(hidden)]
     pub fn open_cut_after(path: &str, rows: i64, batches: u64) -> Result<bool, StoreError> {
-        let conn = connect(path)?;
-        conn.busy_handler(Some(wait_for_writer))?;
-        SqliteStore { conn, path: path.to_owned() }.migrate(MoveBatches { rows, stop_after: Some(batches) })
+        Self::open_files(path)?.migrate(MoveBatches { rows, stop_after: Some(batches) })
     }
 
     /// Brings the store to [`SCHEMA_VERSION`]. Returns false when
@@ -531,68 +535,78 @@ impl SqliteStore {
         tx.execute_batch(MOVE_PROGRESS)?;
         if user_version(&tx, "main")? < 8 {
             tx.execute(
-                "INSERT INTO main.move_progress (step, after)
+                "INSERT INTO main.move_progress (step, next)
                  SELECT 'reread', ?1 WHERE NOT EXISTS (SELECT 1 FROM main.move_progress)",
                 [i64::MIN],
             )?;
         }
         tx.commit()?;
-        let (mut r, mut links, mut done) = (Reread::default(), 0u64, 0u64);
+        let mut done = 0u64;
         loop {
             if batches.cut(done) {
                 return Ok(false);
             }
-            let at: Option<(String, i64)> = self
+            let at: Option<(String, i64, Reread)> = self
                 .conn
-                .prepare_cached("SELECT step, after FROM main.move_progress")?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .prepare_cached("SELECT step, next, read, relisted, unreadable, links FROM main.move_progress")?
+                .query_row([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, Reread::from_counts([r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?])))
+                })
                 .optional()?;
-            let Some((step, after)) = at else { return Ok(true) }; // another connection did it
-            let (step, last) = if step == "reread" {
-                match self.reread_batch("TRUE", after, batches.rows, false, &mut r)? {
-                    Some(last) => ("reread", last),
-                    None => ("link", i64::MIN),
+            let Some((step, from, mut total)) = at else { return Ok(true) }; // another connection did it
+            let mut batch = Reread::default();
+            let (tx, to_step, next) = if step == "reread" {
+                // The batch's rows and import commit on their own: done again
+                // after a cut, they change nothing twice.
+                let next = self.reread_batch("TRUE", from, batches.rows, false, &mut batch)?;
+                let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                match next {
+                    Some(next) => (tx, "reread", next),
+                    None => (tx, "link", i64::MIN),
                 }
             } else {
                 let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                match link_batch(&tx, after, batches.rows)? {
-                    Some((last, made)) => {
-                        links += made;
-                        set_move_progress(&tx, "link", last)?;
-                        tx.commit()?;
-                        done += 1;
-                        r.progress(done, "link", last, links);
-                        continue;
+                let (next, links) = link_batch(&tx, from, batches.rows)?;
+                batch.links = links;
+                let Some(next) = next else {
+                    total += batch;
+                    let rewritten = remove_withdrawn(&tx)?;
+                    tx.execute("DELETE FROM main.move_progress", [])?;
+                    if user_version(&tx, "main")? < 8 {
+                        tx.pragma_update(Some(DatabaseName::Main), "user_version", 8)?;
                     }
-                    None => {
-                        let rewritten = remove_withdrawn(&tx)?;
-                        tx.execute("DELETE FROM main.move_progress", [])?;
-                        if user_version(&tx, "main")? < 8 {
-                            tx.pragma_update(Some(DatabaseName::Main), "user_version", 8)?;
-                        }
-                        tx.commit()?;
-                        r.log(8, links, rewritten);
-                        return Ok(true);
-                    }
-                }
+                    tx.commit()?;
+                    total.log(8, rewritten);
+                    return Ok(true);
+                };
+                (tx, "link", next)
             };
-            set_move_progress(&self.conn, step, last)?;
+            total += batch;
+            // Only where this connection found the move: another one that
+            // went further meanwhile keeps its mark.
+            let [read, relisted, unreadable, links] = total.counts();
+            tx.prepare_cached(
+                "UPDATE main.move_progress SET step = ?3, next = ?4, read = ?5, relisted = ?6, unreadable = ?7, links = ?8
+                 WHERE step = ?1 AND next = ?2",
+            )?
+            .execute(params![step, from, to_step, next, read, relisted, unreadable, links])?;
+            tx.commit()?;
             done += 1;
-            r.progress(done, step, last, links);
+            total.progress(done, to_step, next);
         }
     }
 
-    /// Reads the stored JSON of the `rows` posts after `after` that
-    /// `filter` (SQL) selects, and imports again those whose row does not
-    /// list all they carry, or all of them with `every`
+    /// Reads the stored JSON of the `rows` posts from the key `from` on
+    /// that `filter` (SQL) selects, and imports again those whose row does
+    /// not list all they carry, or all of them with `every`
     /// ([`crate::post::relisted`]), so that what they carry is stored and
     /// listed (the moves to versions 3 and 8). A row whose JSON no longer
     /// reads as a post is listed as unreadable, so that every answer judges
-    /// it. Returns the last id read, or `None` when no post is left.
+    /// it. Returns the key to go on from, or `None` when no post is left.
     fn reread_batch(
         &mut self,
         filter: &str,
-        after: i64,
+        from: i64,
         rows: i64,
         every: bool,
         r: &mut Reread,
@@ -600,9 +614,9 @@ impl SqliteStore {
         let rows: Vec<(i64, i64, Option<String>, String)> = self
             .conn
             .prepare_cached(&format!(
-                "SELECT id, form, embeds, json FROM main.posts WHERE id > ?1 AND {filter} ORDER BY id LIMIT ?2"
+                "SELECT id, form, embeds, json FROM main.posts WHERE id >= ?1 AND {filter} ORDER BY id LIMIT ?2"
             ))?
-            .query_map([after, rows], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map([from, rows], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?;
         let Some(&(last, ..)) = rows.last() else { return Ok(None) };
         let mut again = Vec::new();
@@ -614,7 +628,7 @@ impl SqliteStore {
         if !again.is_empty() {
             self.import(&again, &[], crate::clock::now_ms())?;
         }
-        Ok(Some(last))
+        Ok(last.checked_add(1))
     }
 
     /// Adds the quote link, the form and the embedded ids to `posts`, then
@@ -637,15 +651,15 @@ impl SqliteStore {
         // The re-import below lists carriers of copies (version 6's table).
         tx.execute_batch(EMBEDDED_IN)?;
         tx.commit()?;
-        let (mut r, mut after) = (Reread::default(), i64::MIN);
-        while let Some(last) = self.reread_batch(
+        let (mut r, mut from) = (Reread::default(), i64::MIN);
+        while let Some(next) = self.reread_batch(
             "(retweet_of IS NOT NULL OR instr(json, '\"quoted_status\"') > 0 OR instr(json, '\"includes\"') > 0)",
-            after,
+            from,
             10_000,
             true,
             &mut r,
         )? {
-            after = last;
+            from = next;
         }
         let reimported = r.again;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -762,33 +776,30 @@ fn add_tombstone(tx: &rusqlite::Transaction, id: Id, reason: i64) -> rusqlite::R
 }
 
 /// Where a move to 8 is ([`SqliteStore::migrate_to_8`]): its step
-/// (`reread`, then `link`) and the last post id it did. Empty once done.
-const MOVE_PROGRESS: &str =
-    "CREATE TABLE IF NOT EXISTS main.move_progress (step TEXT NOT NULL, after INTEGER NOT NULL)";
-
-fn set_move_progress(conn: &Connection, step: &str, last: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("UPDATE main.move_progress SET step = ?1, after = ?2")?.execute(params![step, last])?;
-    Ok(())
-}
+/// (`reread`, then `link`), the key of the next post it will read, and the
+/// counts so far ([`Reread::counts`]'s order). Empty once done.
+const MOVE_PROGRESS: &str = "CREATE TABLE IF NOT EXISTS main.move_progress (
+    step TEXT NOT NULL, next INTEGER NOT NULL, read INTEGER NOT NULL DEFAULT 0,
+    relisted INTEGER NOT NULL DEFAULT 0, unreadable INTEGER NOT NULL DEFAULT 0, links INTEGER NOT NULL DEFAULT 0)";
 
 /// Lists the carriers of copies ([`EMBEDDED_IN`]) among the `rows` stored
-/// posts after `after` that list embedded ids (the move to 8's second
-/// step); a batch done twice inserts nothing twice. Returns the last id and
-/// the links made, or `None` when no post is left.
-fn link_batch(tx: &rusqlite::Transaction, after: i64, rows: i64) -> Result<Option<(i64, u64)>, StoreError> {
+/// posts from the key `from` on that list embedded ids (the move to 8's
+/// second step); a batch done twice inserts nothing twice. Returns the key
+/// to go on from (`None`: no post is left) and the links made.
+fn link_batch(tx: &rusqlite::Transaction, from: i64, rows: i64) -> Result<(Option<i64>, u64), StoreError> {
     let rows: Vec<(i64, Option<i64>, Option<String>)> = tx
         .prepare_cached(
-            "SELECT id, retweet_of, embeds FROM main.posts WHERE id > ?1 AND embeds IS NOT NULL ORDER BY id LIMIT ?2",
+            "SELECT id, retweet_of, embeds FROM main.posts WHERE id >= ?1 AND embeds IS NOT NULL ORDER BY id LIMIT ?2",
         )?
-        .query_map([after, rows], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([from, rows], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    let Some(&(last, _, _)) = rows.last() else { return Ok(None) };
+    let Some(&(last, _, _)) = rows.last() else { return Ok((None, 0)) };
     let mut links = 0;
     for (id, retweet_of, embeds) in rows {
         let embeds = crate::post::Embeds::from_column(embeds.as_deref());
         links += link_carrier(tx, id_of(id), retweet_of.map(id_of), &embeds)?;
     }
-    Ok(Some((last, links)))
+    Ok((last.checked_add(1), links))
 }
 
 /// Takes out of the listed carriers the copies of posts already
@@ -1921,21 +1932,25 @@ mod tests {
     /// Opens the store at `path` cut after every second transaction of one
     /// post until its move is done, checking that each open goes further
     /// (a move that started again each time would never end). Returns the
-    /// marks the cuts left.
-    fn open_cut_until_moved(path: &str) -> Vec<(String, i64)> {
-        let mark = || -> Vec<(String, i64)> {
+    /// marks the cuts left: (step, next key, posts read, posts relisted).
+    fn open_cut_until_moved(path: &str) -> Vec<(String, i64, i64, i64)> {
+        let mark = || -> Vec<(String, i64, i64, i64)> {
             let c = connect(path).unwrap();
-            let mut st = c.prepare("SELECT step, after FROM main.move_progress").unwrap();
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+            let mut st = c.prepare("SELECT step, next, read, relisted FROM main.move_progress").unwrap();
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
         };
-        let mut marks = Vec::new();
+        let mut marks: Vec<(String, i64, i64, i64)> = Vec::new();
         for _ in 0..50 {
             if SqliteStore::open_cut_after(path, 1, 2).unwrap() {
                 return marks;
             }
             let m = mark();
             assert_eq!(m.len(), 1, "a cut move keeps how far it got: {m:?}");
-            assert!(marks.last() != Some(&m[0]), "the move went no further after a cut: {marks:?}");
+            let went_on = marks.last().is_none_or(|l| (l.0.as_str(), l.1) != (m[0].0.as_str(), m[0].1));
+            assert!(went_on, "the move went no further after a cut: {marks:?}");
             marks.push(m[0].clone());
         }
         panic!("the move never ended: {marks:?}");
@@ -2137,14 +2152,22 @@ mod tests {
             ),
         );
         if cut {
+            let rows_before: i64 =
+                connect(path).unwrap().query_row("SELECT count(*) FROM main.posts", [], |r| r.get(0)).unwrap();
             let marks = open_cut_until_moved(path);
             assert!(
-                marks.len() >= 3 && marks.iter().any(|(step, _)| step == "link"),
+                marks.len() >= 3 && marks.iter().any(|(step, ..)| step == "link"),
                 "the cuts fell in both steps: {marks:?}"
             );
+            // The counts the move reports add up over the opens: every row
+            // read (and the copies stored on the way, after the cursor).
+            let (_, _, read, relisted) = marks.last().unwrap();
+            assert!(*read >= rows_before && *relisted > 0, "{rows_before} rows: {marks:?}");
         }
         let mut s = SqliteStore::open(path).unwrap();
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let left: i64 = s.conn.query_row("SELECT count(*) FROM main.move_progress", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "the move is recorded as done");
         let holding: Vec<i64> = {
             let mut st = s.conn.prepare("SELECT id FROM main.posts WHERE instr(json, 'GONE') > 0").unwrap();
             st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
