@@ -263,7 +263,7 @@ fn the_move_to_version_6_judges_what_twarc_files_carry() {
 fn version_6_store() -> (PgSchema, Vec<(i64, Option<String>)>) {
     let lines: Vec<_> =
         include_str!("data/unlisted_before_schema_8.jsonl").lines().flat_map(|l| parse_post_line(l).unwrap()).collect();
-    const DELETED_SINCE: [u64; 8] = [9_007_199_254_740_993, 110, 120, 130, 140, 150, 160, 460];
+    const DELETED_SINCE: [u64; 9] = [9_007_199_254_740_993, 110, 120, 130, 140, 150, 160, 180, 460];
     let deletes: Vec<String> = DELETED_SINCE
         .map(|id| {
             format!(r#"{{"delete":{{"status":{{"id":{id},"id_str":"{id}","user_id":1,"user_id_str":"1"}},"timestamp_ms":"1000"}}}}"#)

@@ -2103,7 +2103,7 @@ mod tests {
     /// deleted. The copies' words say whether the test deletes them
     /// (`GONE`, [`DELETED_SINCE`]) or not (`KEPT`); one id is above 2^53.
     const UNLISTED_BEFORE_8: &str = include_str!("../../tests/data/unlisted_before_schema_8.jsonl");
-    const DELETED_SINCE: [Id; 8] = [9_007_199_254_740_993, 110, 120, 130, 140, 150, 160, 460];
+    const DELETED_SINCE: [Id; 9] = [9_007_199_254_740_993, 110, 120, 130, 140, 150, 160, 180, 460];
     /// A post an earlier import stored and today's refuses (an id that is
     /// not a string or a number), which carries `CUT170`.
     const REFUSED_TODAY: &str = r#"{"id":"470","author_id":"4","text":"H470","referenced_tweets":[{"type":"quoted","id":true,"text":"CUT170"}]}"#;
