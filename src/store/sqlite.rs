@@ -524,9 +524,10 @@ impl SqliteStore {
     /// kept in the carriers' JSON where it did not list them. It replaces
     /// the moves to 6 and 7, which read fewer posts.
     ///
-    /// The posts are read `batches.rows` a transaction, in id order, with
-    /// the step and the last id done kept in [`MOVE_PROGRESS`]: a move cut
-    /// short goes on from there at the next open. The version moves to 8 in
+    /// The posts are read `batches.rows` a transaction, in the order of
+    /// their keys, with the step, the key of the next post and the counts
+    /// so far kept in [`MOVE_PROGRESS`]: a move cut short goes on from
+    /// there at the next open. The version moves to 8 in
     /// the transaction that takes the withdrawn out. Returns false when
     /// `batches.stop_after` stopped it first (a test's cut).
     fn migrate_to_8(&mut self, batches: MoveBatches) -> Result<bool, StoreError> {
