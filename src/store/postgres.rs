@@ -175,8 +175,17 @@ const MOVE_REREAD_FROM: &str = "move_reread_from";
 const MOVE_LINK_FROM: &str = "move_link_from";
 const MOVE_EVERY_CARRIER: &str = "move_every_carrier";
 const MOVE_COUNTS: [&str; 4] = ["move_read", "move_relisted", "move_unreadable", "move_links"];
-/// All of them (`LIKE` would take `_` for any character).
-const MOVE_KEYS: &str = "key IN ('move_reread_from', 'move_link_from', 'move_every_carrier', 'move_read', 'move_relisted', 'move_unreadable', 'move_links')";
+/// All of them, for `key = ANY(..)` (`LIKE` would take `_` for any
+/// character).
+const MOVE_KEYS: [&str; 7] = [
+    MOVE_REREAD_FROM,
+    MOVE_LINK_FROM,
+    MOVE_EVERY_CARRIER,
+    MOVE_COUNTS[0],
+    MOVE_COUNTS[1],
+    MOVE_COUNTS[2],
+    MOVE_COUNTS[3],
+];
 /// The version a store waits at while its posts are moved: the moves to
 /// 6 and 7 change no table (`MIGRATIONS`), so a store whose move is under
 /// way is at 6, and an earlier complyd that opens it moves it again.
@@ -490,7 +499,17 @@ impl PostgresStore {
                 )?;
             }
         }
+        // Most opens find no move under way: no transaction more for them.
+        let moving: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM complyd_meta WHERE key IN ($1, $2))",
+                &[&MOVE_REREAD_FROM, &MOVE_LINK_FROM],
+            )?
+            .get(0);
         tx.commit()?;
+        if !moving {
+            return Ok(true);
+        }
         self.move_posts(batches)
     }
 
@@ -516,7 +535,7 @@ impl PostgresStore {
             let mut tx = self.client.transaction()?;
             tx.execute(LOCK_MIGRATE, &[])?;
             let meta: HashMap<String, i64> = tx
-                .query(&format!("SELECT key, value FROM complyd_meta WHERE {MOVE_KEYS}"), &[])?
+                .query("SELECT key, value FROM complyd_meta WHERE key = ANY($1)", &[&&MOVE_KEYS[..]])?
                 .iter()
                 .map(|row| (row.get(0), row.get(1)))
                 .collect();
@@ -540,7 +559,7 @@ impl PostgresStore {
                     None => {
                         total += batch;
                         let rewritten = remove_withdrawn(&mut c)?;
-                        c.execute(&format!("DELETE FROM complyd_meta WHERE {MOVE_KEYS}"), &[])?;
+                        c.execute("DELETE FROM complyd_meta WHERE key = ANY($1)", &[&&MOVE_KEYS[..]])?;
                         c.execute(
                             "UPDATE complyd_meta SET value = $1 WHERE key = 'schema_version'",
                             &[&SCHEMA_VERSION],
