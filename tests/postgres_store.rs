@@ -387,6 +387,29 @@ fn a_move_cut_short_goes_on_from_its_last_commit() {
 
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn two_connections_opening_during_a_move_both_finish_it() {
+    // As two processes would (or a daemon's handlers and a command), each
+    // moving a post a transaction: each returns once the move is done.
+    let (schema, want) = version_6_store();
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let both: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    PostgresStore::open_cut_after(&schema.url(), 1, u64::MAX)
+                })
+            })
+            .collect();
+        for opened in both {
+            assert!(opened.join().unwrap().unwrap(), "each open returns once the move is done");
+        }
+    });
+    assert_moved(&schema, &want);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn a_removed_post_takes_its_links_as_a_carrier_with_it() {
     let schema = PgSchema::new();
     let mut s = PostgresStore::open(&schema.url()).unwrap();

@@ -575,9 +575,14 @@ impl SqliteStore {
                 let (next, links) = link_batch(&tx, from, batches.rows)?;
                 batch.links = links;
                 let Some(next) = next else {
+                    // Only a connection that finds the mark where it read it
+                    // finishes the move: another may have, meanwhile.
+                    let sql = "DELETE FROM main.move_progress WHERE step = ?1 AND next = ?2";
+                    if tx.execute(sql, params![step, from])? == 0 {
+                        continue;
+                    }
                     total += batch;
                     let rewritten = remove_withdrawn(&tx)?;
-                    tx.execute("DELETE FROM main.move_progress", [])?;
                     if user_version(&tx, "main")? < 8 {
                         tx.pragma_update(Some(DatabaseName::Main), "user_version", 8)?;
                     }
@@ -2116,12 +2121,17 @@ mod tests {
 
     #[test]
     fn the_move_to_version_8_lists_what_an_earlier_import_missed_and_takes_out_the_withdrawn() {
-        assert_move_to_8(false);
+        assert_move_to_8(Opens::One);
     }
 
     #[test]
     fn a_move_to_version_8_cut_short_goes_on_from_its_last_commit() {
-        assert_move_to_8(true);
+        assert_move_to_8(Opens::Cut);
+    }
+
+    #[test]
+    fn two_connections_opening_during_a_move_to_version_8_both_finish_it() {
+        assert_move_to_8(Opens::Two);
     }
 
     #[test]
@@ -2129,20 +2139,33 @@ mod tests {
         // The mark of 2f558fe..33d5f7b: the last id done, the re-reading
         // over. It is not today's mark, and it starts again.
         assert_move_to_8_from(
-            false,
+            Opens::One,
             "DROP TABLE main.move_progress;
              CREATE TABLE main.move_progress (step TEXT NOT NULL, after INTEGER NOT NULL);
              INSERT INTO main.move_progress VALUES ('link', 9000000000000000000);",
         );
     }
 
-    /// The move to 8 of a version 7 store, in one open or (`cut`) in many.
-    fn assert_move_to_8(cut: bool) {
-        assert_move_to_8_from(cut, "");
+    /// How a test opens a store to move it.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Opens {
+        /// Once.
+        One,
+        /// Over and over, cut after every second transaction of one post.
+        Cut,
+        /// From two threads at once, each a connection of its own moving a
+        /// post a transaction (as two processes would, or a daemon's
+        /// handlers and a command).
+        Two,
+    }
+
+    /// The move to 8 of a version 7 store, opened as `opens` says.
+    fn assert_move_to_8(opens: Opens) {
+        assert_move_to_8_from(opens, "");
     }
 
     /// [`assert_move_to_8`] of a store that `extra` (SQL) changed further.
-    fn assert_move_to_8_from(cut: bool, extra: &str) {
+    fn assert_move_to_8_from(opens: Opens, extra: &str) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let path = path.to_str().unwrap();
@@ -2174,7 +2197,23 @@ mod tests {
                  PRAGMA main.user_version = 7; {extra}"
             ),
         );
-        if cut {
+        if opens == Opens::Two {
+            let start = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                let both: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            SqliteStore::open_cut_after(path, 1, u64::MAX)
+                        })
+                    })
+                    .collect();
+                for opened in both {
+                    assert!(opened.join().unwrap().unwrap(), "each open returns once the move is done");
+                }
+            });
+        }
+        if opens == Opens::Cut {
             let rows_before: i64 =
                 connect(path).unwrap().query_row("SELECT count(*) FROM main.posts", [], |r| r.get(0)).unwrap();
             let marks = open_cut_until_moved(path);
