@@ -128,15 +128,25 @@ pub fn split_ca_file(url: &str) -> (String, Option<PathBuf>) {
 /// A URL safe to log: any `user:password@` part is replaced by `***@`, and
 /// the value of a `password` query parameter
 /// (`postgres://host/db?password=...`) by `***`.
+///
+/// The credentials end at the first `@` after the scheme, wherever it is:
+/// that is how the PostgreSQL client reads them, so a password holding `?`,
+/// `/` or `#` is still hidden. A string that is not quite a URL (a mistyped
+/// `postgres:/user:pw@host`) is read the same way after its first `:`.
 pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
+    let creds_from = match url.find("://") {
+        Some(s) => s + 3,
+        None => url.find(':').map_or(0, |c| url.len() - url[c + 1..].trim_start_matches('/').len()),
+    };
+    let (mut out, rest) = match url[creds_from..].find('@') {
+        Some(at) => (format!("{}***", &url[..creds_from]), &url[creds_from + at..]),
+        None => (String::new(), url),
+    };
+    let (base, query) = match rest.split_once('?') {
         Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+        None => (rest, None),
     };
-    let mut out = match (base.find("://"), base.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &base[..s + 3], &base[at..]),
-        _ => base.to_owned(),
-    };
+    out.push_str(base);
     if let Some(q) = query {
         let params: Vec<String> = q
             .split('&')
@@ -165,6 +175,14 @@ mod tests {
             ),
             ("postgres://u:s3cret@db/x?PASSWORD=s3cret&options=-c", "postgres://***@db/x?PASSWORD=***&options=-c"),
             ("sqlite:complyd.db", "sqlite:complyd.db"),
+            // The PostgreSQL client reads the password up to the first `@`.
+            ("postgres://u:s3?cret@db/x", "postgres://***@db/x"),
+            ("postgres://u:s3/cr#et@db/x?sslmode=require", "postgres://***@db/x?sslmode=require"),
+            ("postgres://u:s3cret@db:5432/x?application_name=a@b", "postgres://***@db:5432/x?application_name=a@b"),
+            // Mistyped: not a URL, still no password.
+            ("postgres:/u:s3cret@db/x", "postgres:/***@db/x"),
+            ("postgres:u:s3cret@db/x", "postgres:***@db/x"),
+            ("u:s3cret@db", "u:***@db"),
         ] {
             assert_eq!(redact_url(url), want);
             assert!(!redact_url(url).contains("s3cret"));
@@ -181,8 +199,10 @@ mod tests {
         assert_eq!(StoreUrl::parse("sqlite:///tmp/x.db"), Ok(StoreUrl::sqlite("/tmp/x.db")));
         assert!(matches!(StoreUrl::parse("postgresql://h/db"), Ok(StoreUrl::Postgres(_))));
         assert_eq!(StoreUrl::parse("sqlite:"), Err(BadStoreUrl::NoPath("sqlite:".into())));
-        let e = StoreUrl::parse("mysql://u:s3cret@h/db").unwrap_err().to_string();
-        assert!(e.contains("mysql://***@h/db") && !e.contains("s3cret"), "{e}");
+        for (url, shown) in [("mysql://u:s3cret@h/db", "mysql://***@h/db"), ("postgres:/u:s3?cret@h/db", "postgres:/***@h/db")] {
+            let e = StoreUrl::parse(url).unwrap_err().to_string();
+            assert!(e.contains(shown) && !e.contains("s3"), "{e}");
+        }
     }
 
     #[test]
