@@ -5,6 +5,9 @@
 #
 #   scripts/bench_timing.sh                 # 40,000 requests, the cases interleaved at random
 #   REQUESTS=100000 scripts/bench_timing.sh
+#   TIMING_PG=postgres://postgres@127.0.0.1:54329/postgres scripts/bench_timing.sh
+#                                           # a PostgreSQL store instead (a database
+#                                           # of its own, made and dropped with psql)
 #
 # It builds the release binary when missing, imports 30,000 posts into a
 # SQLite store, deletes a third of them, suspends the authors of another
@@ -19,12 +22,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-40000}
 PORT=${PORT:-18093}
-[[ -x target/release/complyd ]] || cargo build --release --bin complyd
+COMPLYD=${COMPLYD:-target/release/complyd}   # another build to compare
+[[ -x "$COMPLYD" ]] || cargo build --release --bin complyd
 
 work=$(mktemp -d)
 pid=""
+pg_db=""
 cleanup() {
     if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    if [[ -n "$pg_db" ]]; then psql -q "$TIMING_PG" -c "DROP DATABASE IF EXISTS $pg_db" || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -46,9 +52,15 @@ with open(f"{work}/posts.jsonl", "w") as f, open(f"{work}/events.jsonl", "w") as
         elif case == 1:
             e.write(json.dumps({"user_suspend": {"id": author, "timestamp_ms": str(t)}}) + "\r\n")
 EOF
-db="sqlite:$work/store.db"
-target/release/complyd import --db "$db" "$work/posts.jsonl"
-target/release/complyd replay --db "$db" "$work/events.jsonl"
+if [[ -n "${TIMING_PG:-}" ]]; then
+    pg_db="complyd_timing_$$"
+    psql -q "$TIMING_PG" -c "CREATE DATABASE $pg_db"
+    db="${TIMING_PG%/*}/$pg_db"
+else
+    db="sqlite:$work/store.db"
+fi
+"$COMPLYD" import --db "$db" "$work/posts.jsonl"
+"$COMPLYD" replay --db "$db" "$work/events.jsonl"
 
 cat >"$work/run.toml" <<EOF
 [stream]
@@ -65,7 +77,7 @@ read_connections = 1
 [log]
 level = "error"
 EOF
-COMPLYD_TIMING_PW=x target/release/complyd run --config "$work/run.toml" >"$work/run.log" 2>&1 &
+COMPLYD_TIMING_PW=x "$COMPLYD" run --config "$work/run.toml" >"$work/run.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
     curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break

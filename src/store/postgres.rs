@@ -1289,6 +1289,34 @@ impl Lookup for PgLookup<'_> {
     }
 }
 
+/// The facts of the posts `keys` (SQL naming a one-column relation `k(id)`),
+/// one row each, stored or not: [`SCAN_SELECT`]'s columns (NULL for a post
+/// not stored), whether a tombstone names it, and its key. Every id costs
+/// the same lookups and the one round trip, so no answer's timing tells a
+/// deleted post, an id never stored and a stored post hidden for its
+/// author apart (two round trips for the first two, one for the third,
+/// until 2026-12-07: about 55 µs apart on loopback).
+/// The post's JSON is not sent (NULL in its place): the facts do not read
+/// it, and its size would set a stored post's answers apart.
+fn facts_sql(keys: &str) -> String {
+    let scan = SCAN_SELECT.replacen("p.json,", "NULL,", 1);
+    debug_assert_ne!(scan, SCAN_SELECT);
+    format!(
+        "SELECT s.*, t.id IS NOT NULL, k.id FROM {keys}
+         LEFT JOIN LATERAL ({scan} WHERE p.id = k.id) s ON true
+         LEFT JOIN tombstones t ON t.id = k.id"
+    )
+}
+
+/// One row of [`facts_sql`].
+fn facts_from(row: &Row) -> Result<Facts, StoreError> {
+    if row.i64_opt(0)?.is_some() {
+        return Ok(scanned_from(row)?.facts);
+    }
+    let tombstone = row.flag(SCAN_COLUMNS)?;
+    Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
+}
+
 impl Store for PostgresStore {
     fn apply_status(&mut self, events: &StatusEvents, positions: &[Position]) -> Result<ApplyStats, StoreError> {
         self.with_tx(|c| Self::apply_status_once(c, events, positions))
@@ -1303,43 +1331,22 @@ impl Store for PostgresStore {
     }
 
     fn facts(&mut self, id: Id) -> Result<Facts, StoreError> {
-        let st = self.statement(&format!("{SCAN_SELECT} WHERE p.id = $1"))?;
-        if let Some(row) = self.client.query_opt(&st, &[&key(id)])? {
-            return Ok(scanned_from(&row)?.facts);
-        }
-        let st = self.statement("SELECT 1 FROM tombstones WHERE id = $1")?;
-        let tombstone = self.client.query_opt(&st, &[&key(id)])?.is_some();
-        Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
+        let st = self.statement(&facts_sql("(SELECT $1::bigint) k(id)"))?;
+        facts_from(&self.client.query_one(&st, &[&key(id)])?)
     }
 
     /// [`Store::facts`] above stays a query of its own: the property test
     /// checks this against it, which finds a fault of either.
     fn facts_many(&mut self, ids: &[Id]) -> Result<Vec<Facts>, StoreError> {
         let keys: Vec<i64> = ids.iter().map(|id| key(*id)).collect();
-        let st = self.statement(&format!("{SCAN_SELECT} WHERE p.id = ANY($1)"))?;
-        let mut stored = HashMap::with_capacity(ids.len());
+        let st = self.statement(&facts_sql("unnest($1::bigint[]) k(id)"))?;
+        let mut found = HashMap::with_capacity(ids.len());
         for row in self.client.query(&st, &[&keys])? {
-            let s = scanned_from(&row)?;
-            stored.insert(s.id, s.facts);
+            found.insert(id_of(row.try_get(SCAN_COLUMNS + 1)?), facts_from(&row)?);
         }
-        let absent: Vec<i64> = ids.iter().filter(|id| !stored.contains_key(id)).map(|id| key(*id)).collect();
-        let mut tombstoned = HashSet::new();
-        if !absent.is_empty() {
-            let st = self.statement("SELECT id FROM tombstones WHERE id = ANY($1)")?;
-            for row in self.client.query(&st, &[&absent])? {
-                tombstoned.insert(id_of(row.get(0)));
-            }
-        }
-        Ok(ids
-            .iter()
-            .map(|id| match stored.get(id) {
-                Some(facts) => facts.clone(),
-                None => Facts {
-                    post: PostView { stored: false, tombstone: tombstoned.contains(id), ..PostView::default() },
-                    original: None,
-                },
-            })
-            .collect())
+        ids.iter()
+            .map(|id| found.get(id).cloned().ok_or_else(|| StoreError::Damaged(format!("no answer for post {id}"))))
+            .collect()
     }
 
     fn user_state(&mut self, id: Id) -> Result<UserState, StoreError> {

@@ -199,7 +199,9 @@ mod tests {
         assert_eq!(StoreUrl::parse("sqlite:///tmp/x.db"), Ok(StoreUrl::sqlite("/tmp/x.db")));
         assert!(matches!(StoreUrl::parse("postgresql://h/db"), Ok(StoreUrl::Postgres(_))));
         assert_eq!(StoreUrl::parse("sqlite:"), Err(BadStoreUrl::NoPath("sqlite:".into())));
-        for (url, shown) in [("mysql://u:s3cret@h/db", "mysql://***@h/db"), ("postgres:/u:s3?cret@h/db", "postgres:/***@h/db")] {
+        for (url, shown) in
+            [("mysql://u:s3cret@h/db", "mysql://***@h/db"), ("postgres:/u:s3?cret@h/db", "postgres:/***@h/db")]
+        {
             let e = StoreUrl::parse(url).unwrap_err().to_string();
             assert!(e.contains(shown) && !e.contains("s3"), "{e}");
         }
