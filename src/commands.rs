@@ -461,9 +461,9 @@ pub fn check(
     for id in parsed {
         let facts = store.facts(id)?;
         let v = visible(&facts, country, now);
-        writeln!(out, "{{\"id\":\"{id}\",\"visible\":{v}}}")?;
+        writeln!(out, "{{\"id\":\"{id}\",\"visible\":{v}}}").map_err(StoreError::Output)?;
     }
-    out.flush()?;
+    out.flush().map_err(StoreError::Output)?;
     Ok(())
 }
 
@@ -544,7 +544,7 @@ pub fn export_with(
     }
     match w.flush() {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(done),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(StoreError::Output(e).into()),
         Ok(()) => Ok(done),
     }
 }
@@ -578,14 +578,15 @@ pub fn gaps(store: &mut dyn Store, json: bool, mut out: impl Write) -> Result<us
             if let Some(o) = v.as_object_mut() {
                 o.insert("minutes".into(), g.minutes().into());
             }
-            writeln!(out, "{v}")?;
+            writeln!(out, "{v}").map_err(StoreError::Output)?;
         }
     } else {
         writeln!(
             out,
             "{:>4} {:>4}  {:<20}  {:<20}  {:>5}  {:<11}  {:<12}  last",
             "id", "part", "from (UTC)", "to (UTC)", "min", "cause", "state"
-        )?;
+        )
+        .map_err(StoreError::Output)?;
         for g in &gaps {
             let last = g.history.last().map_or_else(String::new, |e| format!("{} {}", utc(e.at_ms), e.note));
             writeln!(
@@ -598,9 +599,10 @@ pub fn gaps(store: &mut dyn Store, json: bool, mut out: impl Write) -> Result<us
                 g.minutes(),
                 g.cause.as_str(),
                 g.state.as_str()
-            )?;
+            )
+            .map_err(StoreError::Output)?;
         }
     }
-    out.flush()?;
+    out.flush().map_err(StoreError::Output)?;
     Ok(gaps.iter().filter(|g| g.state.is_unresolved()).count())
 }

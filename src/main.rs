@@ -316,20 +316,12 @@ fn open_store(config: Option<PathBuf>, db: Option<String>) -> Result<(Box<dyn St
     Ok((complyd::store::open_url(&plan.url)?, DeadLetter::new(plan.dead_letter)))
 }
 
-/// The store of a command that only reads (`check`, `export`, `gaps`): a
-/// SQLite file that does not exist is refused, never created (a mistyped
-/// `--db` would otherwise answer "0 posts" or "not visible").
+/// The store of a command that only reads (`check`, `export`, `gaps`,
+/// `batch-job list`): refused, never created, where none exists
+/// ([`complyd::store::open_existing`]).
 fn open_existing_store(config: Option<PathBuf>, db: Option<String>) -> Result<Box<dyn Store>, Failure> {
     let plan = load_settings(config)?.store_plan(db.as_deref())?;
-    if let complyd::store::StoreUrl::Sqlite(path) = &plan.url {
-        if !path.exists() {
-            return Err(Failure::Usage(format!(
-                "no store at {}: check --db or store.url (a command that only reads never creates a store)",
-                path.display()
-            )));
-        }
-    }
-    Ok(complyd::store::open_url(&plan.url)?)
+    Ok(complyd::store::open_existing(&plan.url)?)
 }
 
 /// `complyd validate`: every problem of the file at once, as `run` would

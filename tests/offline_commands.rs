@@ -458,21 +458,59 @@ fn replay_of_a_range_refuses_bad_times_and_a_missing_account_with_exit_1() {
 #[test]
 fn a_read_command_refuses_a_store_that_does_not_exist_and_creates_none() {
     let s = Scratch::new();
-    let missing = s.dir.path().join("mistyped.db");
-    let db = format!("sqlite:{}", missing.display());
+    // A mistyped path, an empty file, a file that is not a database.
+    let cases: [(&str, Option<&[u8]>, &str); 3] = [
+        ("mistyped.db", None, "no store at"),
+        ("empty.db", Some(b""), "not a complyd store"),
+        ("notes.txt", Some(b"not a database, but someone's notes\n"), "not an SQLite database"),
+    ];
+    for (name, content, why) in cases {
+        let path = s.dir.path().join(name);
+        if let Some(c) = content {
+            std::fs::write(&path, c).unwrap();
+        }
+        let db = format!("sqlite:{}", path.display());
+        for args in [vec!["check", "1"], vec!["export"], vec!["gaps"], vec!["batch-job", "list"]] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+                .args(&args)
+                .args(["--db", &db])
+                .current_dir(s.dir.path())
+                .env_remove("COMPLYD_LOG")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{name} {args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{name} {args:?}: {err}");
+            assert!(err.contains("no store at") && err.contains(name) && err.contains(why), "{name} {args:?}: {err}");
+            assert!(out.stdout.is_empty(), "{name} {args:?} answered something");
+            assert_eq!(std::fs::read(&path).ok().as_deref(), content, "{name} {args:?} changed the file");
+            for suffix in ["-status", "-user", "-wal", "-shm"] {
+                let beside = format!("{}{suffix}", path.display());
+                assert!(!std::path::Path::new(&beside).exists(), "{name} {args:?} created {beside}");
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_answer_that_cannot_be_written_says_so_and_fails() {
+    let s = Scratch::new();
+    let out = s.run(&["import", "-"], "{\"id_str\":\"1\",\"user\":{\"id_str\":\"2\"},\"text\":\"hello\"}\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for args in [vec!["check", "1"], vec!["export"], vec!["gaps"]] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
             .args(&args)
-            .args(["--db", &db])
+            .args(["--db", &s.db()])
             .current_dir(s.dir.path())
             .env_remove("COMPLYD_LOG")
+            .stdout(std::fs::File::create("/dev/full").unwrap())
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains("no store at") && err.contains("mistyped.db"), "{args:?}: {err}");
-        assert!(out.stdout.is_empty(), "{args:?} answered something");
-        assert!(!missing.exists(), "{args:?} created the store");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("cannot write the output: No space left on device"), "{args:?}: {err}");
+        assert_eq!(err.matches("No space left").count(), 1, "{args:?}: {err}");
     }
 }
 

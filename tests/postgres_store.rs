@@ -410,6 +410,42 @@ fn two_connections_opening_during_a_move_both_finish_it() {
 
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn a_read_command_refuses_a_database_without_a_store_and_creates_nothing() {
+    let schema = PgSchema::new();
+    // The same server's URL, naming a database that does not exist.
+    let base = common::pg_base_url();
+    let (server, _) = base.split_once('?').unwrap_or((&base, ""));
+    let no_database = format!("{}/complyd_no_such_database", server.rsplit_once('/').unwrap().0);
+    for (db, why) in [(schema.url(), "holds no complyd tables"), (no_database, "no database at")] {
+        for args in [vec!["check", "1"], vec!["export"], vec!["gaps"]] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+                .args(&args)
+                .args(["--db", &db])
+                .env_remove("COMPLYD_LOG")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains(why) && err.lines().count() == 1, "{args:?}: {err}");
+            assert!(out.stdout.is_empty(), "{args:?} answered something");
+        }
+    }
+    let mut c = postgres::Client::connect(&common::pg_base_url(), postgres::NoTls).unwrap();
+    let tables: i64 =
+        c.query_one("SELECT count(*) FROM pg_tables WHERE schemaname = $1", &[&schema.name]).unwrap().get(0);
+    assert_eq!(tables, 0, "a read command created tables");
+    // Once there is a store, the same commands read it.
+    PostgresStore::open(&schema.url()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+        .args(["export", "--db", &schema.url()])
+        .env_remove("COMPLYD_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn a_removed_post_takes_its_links_as_a_carrier_with_it() {
     let schema = PgSchema::new();
     let mut s = PostgresStore::open(&schema.url()).unwrap();

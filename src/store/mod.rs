@@ -119,15 +119,15 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     /// A file of the store cannot be created or written (its directory is
     /// missing or not writable, its file system read-only).
-    #[error("cannot write the store file {path}: {source}{}", files_hint(source))]
-    Files {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Writing the export's output failed (not the store).
-    #[error("export stopped: {0}")]
-    Output(#[source] std::io::Error),
+    #[error("cannot write the store file {path}: {error}{}", files_hint(path, error))]
+    Files { path: String, error: std::io::Error },
+    /// No store where the URL points, for a command that never creates
+    /// one ([`open_existing`]), or a PostgreSQL database that does not exist.
+    #[error("{0}")]
+    NoStore(String),
+    /// Writing a command's output failed (not the store).
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
 }
 
 /// What kind of failure a [`StoreError`] is.
@@ -165,9 +165,9 @@ impl StoreError {
             StoreError::Sqlite(e) => sqlite_kind(e),
             StoreError::Postgres(e) => postgres_kind(e),
             StoreError::SchemaTooNew { .. } | StoreError::Damaged(_) | StoreError::Protocol(_) => ErrorKind::Refused,
-            StoreError::BadUrl(_) | StoreError::Tls(_) => ErrorKind::Config,
+            StoreError::BadUrl(_) | StoreError::Tls(_) | StoreError::NoStore(_) => ErrorKind::Config,
             StoreError::Connect(_) | StoreError::Io(_) | StoreError::Output(_) => ErrorKind::Transient,
-            StoreError::Files { source, .. } => match source.kind() {
+            StoreError::Files { error, .. } => match error.kind() {
                 std::io::ErrorKind::NotFound => ErrorKind::Config,
                 std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => ErrorKind::Refused,
                 _ => ErrorKind::Transient,
@@ -176,9 +176,12 @@ impl StoreError {
     }
 }
 
-fn files_hint(e: &std::io::Error) -> &'static str {
+fn files_hint(path: &str, e: &std::io::Error) -> &'static str {
     match e.kind() {
         std::io::ErrorKind::NotFound => " (its directory does not exist: create it, or fix store.url / --db)",
+        std::io::ErrorKind::PermissionDenied if std::path::Path::new(path).exists() => {
+            " (the file is not writable by this user)"
+        }
         std::io::ErrorKind::PermissionDenied => " (its directory is not writable by this user)",
         std::io::ErrorKind::ReadOnlyFilesystem => " (its file system is mounted read-only)",
         _ => "",
@@ -374,6 +377,26 @@ pub fn open_url(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
     })
 }
 
+/// [`open_url`] for a command that only reads (`check`, `export`, `gaps`,
+/// `batch-job list`): a store that does not exist is refused, never created
+/// (a mistyped `--db` would otherwise answer "0 posts" or "not visible").
+/// A store of an earlier complyd is still brought to this version.
+///
+/// # Errors
+/// [`StoreError::NoStore`] when the URL names no complyd store: no file,
+/// a file that is not an SQLite database or holds no complyd store, a
+/// PostgreSQL database without complyd's tables or no such database; else
+/// the backend's error.
+pub fn open_existing(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match url {
+        StoreUrl::Sqlite(path) => Box::new(sqlite::SqliteStore::open_existing(&path.to_string_lossy())?),
+        StoreUrl::Postgres(url) => Box::new(postgres::PostgresStore::open_existing(url)?),
+    })
+}
+
+/// How [`StoreError::NoStore`] ends for a store a command will not create.
+pub(crate) const NO_STORE_HINT: &str = "check --db or store.url (a command that only reads never creates a store)";
+
 /// [`open_url`] for a connection that will only look posts and users up by
 /// id (the query API's).
 ///
@@ -440,11 +463,11 @@ mod tests {
             (StoreError::BadUrl(StoreUrl::parse("mysql://h").unwrap_err()), ErrorKind::Config),
             (StoreError::Tls(crate::tls::TlsError::NoCertificate { path: "ca.pem".into() }), ErrorKind::Config),
             (
-                StoreError::Files { path: "/no/dir/x.db".into(), source: std::io::ErrorKind::NotFound.into() },
+                StoreError::Files { path: "/no/dir/x.db".into(), error: std::io::ErrorKind::NotFound.into() },
                 ErrorKind::Config,
             ),
             (
-                StoreError::Files { path: "/ro/x.db".into(), source: std::io::ErrorKind::PermissionDenied.into() },
+                StoreError::Files { path: "/ro/x.db".into(), error: std::io::ErrorKind::PermissionDenied.into() },
                 ErrorKind::Refused,
             ),
         ] {

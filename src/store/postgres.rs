@@ -431,11 +431,41 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// [`Self::open`] for a command that never creates a store
+    /// ([`super::open_existing`]): refuses a database without complyd's
+    /// tables before creating any.
+    ///
+    /// # Errors
+    /// [`StoreError::NoStore`], or those of [`Self::open`].
+    pub fn open_existing(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut store = Self::connect(url)?;
+        let found: bool = store
+            .client
+            .query_one("SELECT to_regclass('complyd_meta') IS NOT NULL AND to_regclass('posts') IS NOT NULL", &[])?
+            .get(0);
+        if !found {
+            return Err(StoreError::NoStore(format!(
+                "no store at {}: the database holds no complyd tables: {}",
+                redact_url(url),
+                super::NO_STORE_HINT
+            )));
+        }
+        store.migrate_with(MoveBatches::default())?;
+        Ok(store)
+    }
+
     fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let (url, ca_file) = super::url::split_ca_file(url);
         let tls = crate::tls::postgres_tls(crate::tls::client_config(ca_file.as_deref())?);
         let client = Client::connect(&url, tls.clone()).map_err(|e| {
             let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            // complyd creates tables, never the database.
+            if e.code() == Some(&postgres::error::SqlState::INVALID_CATALOG_NAME) {
+                return StoreError::NoStore(format!(
+                    "no database at {}{cause}: create it (createdb), or fix store.url / --db",
+                    redact_url(&url)
+                ));
+            }
             StoreError::Connect(format!("cannot connect to {}: {e}{cause}", redact_url(&url)))
         })?;
         Ok(PostgresStore { client, statements: HashMap::new(), tls, url, lookup: None })

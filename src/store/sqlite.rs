@@ -385,6 +385,48 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// [`Self::open`] for a command that never creates a store
+    /// ([`super::open_existing`]): refuses a path with no file, a file that
+    /// is not an SQLite database or holds no complyd store, and a store
+    /// whose handler files are gone, before creating or writing anything.
+    ///
+    /// # Errors
+    /// [`StoreError::NoStore`], [`StoreError::Damaged`], or those of
+    /// [`Self::open`].
+    pub fn open_existing(path: &str) -> Result<SqliteStore, StoreError> {
+        let no_store = |why: &str| StoreError::NoStore(format!("no store at {path}{why}: {}", super::NO_STORE_HINT));
+        if !Path::new(path).is_file() {
+            return Err(no_store(""));
+        }
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(StoreError::NoStore(format!("cannot read the store file {path}: {e}")));
+        }
+        // Without SQLITE_OPEN_CREATE: nothing is created here (a WAL store's
+        // own -wal and -shm files aside).
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let version = Connection::open_with_flags(path, flags)
+            .and_then(|c| c.pragma_query_value(Some(DatabaseName::Main), "user_version", |r| r.get::<_, i64>(0)));
+        match version {
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+                return Err(no_store(&format!(" (not an SQLite database: {e})")))
+            }
+            Err(e) => return Err(e.into()),
+            Ok(0) => return Err(no_store(" (an empty file, or an SQLite database that is not a complyd store)")),
+            Ok(v) if v >= 2 => {
+                for f in &HANDLER_FILES {
+                    let file = handler_file(path, f);
+                    if !Path::new(&file).is_file() {
+                        return Err(StoreError::Damaged(format!(
+                            "{file} is missing: restore it from the backup taken with {path}"
+                        )));
+                    }
+                }
+            }
+            Ok(_) => {}
+        }
+        Self::open(path)
+    }
+
     /// The store's files, created when missing, with this connection's
     /// settings: not yet migrated.
     fn open_files(path: &str) -> Result<SqliteStore, StoreError> {
@@ -396,7 +438,7 @@ impl SqliteStore {
                 // a file it cannot write is "unable to open database file".
                 crate::files::create_private(Path::new(&file))
                     .and_then(|()| std::fs::OpenOptions::new().append(true).open(&file).map(drop))
-                    .map_err(|source| StoreError::Files { path: file.clone(), source })?;
+                    .map_err(|error| StoreError::Files { path: file.clone(), error })?;
             }
         }
         let conn = connect(path)?;
