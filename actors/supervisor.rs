@@ -313,7 +313,7 @@ fn save_grants(path: &std::path::Path, walls: &[i64]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(walls).unwrap_or_default())?;
+    std::io::Write::write_all(&mut crate::files::write_private(&tmp)?, &serde_json::to_vec(walls).unwrap_or_default())?;
     std::fs::rename(&tmp, path)
 }
 

@@ -434,7 +434,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let log_file = args.dir.join("complyd.log");
     if terminal {
-        let file = std::fs::File::create(&log_file).with_context(|| format!("creating {}", log_file.display()))?;
+        let file =
+            crate::files::write_private(&log_file).with_context(|| format!("creating {}", log_file.display()))?;
         crate::logging::init_split(Some(&settings.log), "info", file);
     } else {
         crate::logging::init(Some(&settings.log), LogFormat::Human, "info");
@@ -463,7 +464,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let posts_file = args.dir.join("posts.jsonl");
     {
         use std::io::Write as _;
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&posts_file)?);
+        let mut w = std::io::BufWriter::new(crate::files::write_private(&posts_file)?);
         for line in crate::sim::generate_posts(sim_cfg.seed, sim_cfg.posts as usize) {
             writeln!(w, "{line}")?;
         }

@@ -29,4 +29,15 @@ fn demo_runs_for_its_duration_and_stops_cleanly() {
     let mut st = complyd::store::open(&format!("sqlite:{}", demo_dir.join("complyd.db").display())).unwrap();
     let pos = st.positions().unwrap();
     assert!(pos.len() >= 8, "{pos:?}");
+    // What it wrote is its user's alone: the posts, the store, the grants.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let files: Vec<_> = std::fs::read_dir(&demo_dir).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(files.iter().any(|f| f.ends_with("posts.jsonl")), "{files:?}");
+        for f in files.iter().filter(|f| f.is_file()) {
+            let mode = std::fs::metadata(f).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is open to others: {mode:o}", f.display());
+        }
+    }
 }

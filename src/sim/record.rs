@@ -16,7 +16,7 @@ pub(crate) struct Recorder {
 impl Recorder {
     /// Creates (truncates) the file.
     pub(crate) fn create(path: &Path) -> io::Result<Recorder> {
-        let f = File::create(path)?;
+        let f = crate::files::write_private(path)?;
         Ok(Recorder { out: Mutex::new(BufWriter::with_capacity(256 * 1024, f)) })
     }
 
