@@ -35,17 +35,24 @@ pub fn create_private(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Creates `path` anew for writing (truncated when it exists; mode 0600 on
-/// Unix when created).
+/// Creates `path` anew for writing (truncated when it exists), mode 0600
+/// on Unix: also a regular file an earlier run left open to others, as
+/// complyd writes it whole.
 ///
 /// # Errors
-/// The file cannot be created.
+/// The file cannot be created, or its mode set.
 pub fn write_private(path: &Path) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    o.open(path)
+    let file = o.open(path)?;
+    // A regular file only: never a device such as /dev/null or /dev/stdout.
+    #[cfg(unix)]
+    if file.metadata()?.is_file() {
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 /// Creates the directory `path` (and its parents) when missing, mode 0700
@@ -59,4 +66,24 @@ pub fn private_dir(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(path)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_file_written_anew_is_its_owners_alone_and_a_device_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "an earlier run's").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        io::Write::write_all(&mut write_private(&path).unwrap(), b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let null = std::fs::metadata("/dev/null").unwrap().permissions().mode();
+        write_private(Path::new("/dev/null")).unwrap();
+        assert_eq!(std::fs::metadata("/dev/null").unwrap().permissions().mode(), null);
+    }
 }

@@ -1322,10 +1322,13 @@ impl Lookup for PgLookup<'_> {
 /// The facts of the posts `keys` (SQL naming a one-column relation `k(id)`),
 /// one row each, stored or not: [`SCAN_SELECT`]'s columns (NULL for a post
 /// not stored), whether a tombstone names it, and its key. Every id costs
-/// the same lookups and the one round trip, so no answer's timing tells a
-/// deleted post, an id never stored and a stored post hidden for its
-/// author apart (two round trips for the first two, one for the third,
-/// until 2026-12-07: about 55 µs apart on loopback).
+/// one round trip and the tombstone lookup, so a deleted post and an id
+/// never stored take the same time; until 2026-12-07 a post with no row
+/// took a second round trip, which told them from a stored post hidden
+/// for its author (about 50 µs on loopback, a whole round trip over a
+/// network). A stored post still costs the lookups of its rows, which a
+/// post with no row skips: 20-35 µs more on loopback (BENCHMARKS.md, "Does
+/// timing tell a withdrawn post apart?").
 /// The post's JSON is not sent (NULL in its place): the facts do not read
 /// it, and its size would set a stored post's answers apart.
 fn facts_sql(keys: &str) -> String {
@@ -1365,8 +1368,10 @@ impl Store for PostgresStore {
         facts_from(&self.client.query_one(&st, &[&key(id)])?)
     }
 
-    /// [`Store::facts`] above stays a query of its own: the property test
-    /// checks this against it, which finds a fault of either.
+    /// The same SQL as [`Store::facts`] above ([`facts_sql`]), for many ids:
+    /// the property test's check of one against the other finds a fault of
+    /// the bulk path, and its check of the export against the rules one of
+    /// the SQL.
     fn facts_many(&mut self, ids: &[Id]) -> Result<Vec<Facts>, StoreError> {
         let keys: Vec<i64> = ids.iter().map(|id| key(*id)).collect();
         let st = self.statement(&facts_sql("unnest($1::bigint[]) k(id)"))?;

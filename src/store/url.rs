@@ -15,10 +15,12 @@ pub enum StoreUrl {
     Postgres(String),
 }
 
-/// Why a string is not a store URL (the URL shown is redacted).
+/// Why a string is not a store URL. Of a string that is not a URL only its
+/// scheme is shown: it may be a connection string holding a password in a
+/// form no redaction can know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadStoreUrl {
-    #[error("{0:?} is not sqlite:PATH or postgres://...")]
+    #[error("the store URL ({0}) is not sqlite:PATH or postgres://...")]
     Scheme(String),
     #[error("{0:?} has no path after sqlite:")]
     NoPath(String),
@@ -39,7 +41,14 @@ impl StoreUrl {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(StoreUrl::Postgres(url.to_owned()));
         }
-        Err(BadStoreUrl::Scheme(redact_url(url)))
+        let shown = match url.split_once(':') {
+            Some((scheme, rest)) if is_scheme(scheme) => {
+                let slashes = if rest.starts_with("//") { "//" } else { "" };
+                format!("{scheme}:{slashes}... (the rest not shown)")
+            }
+            _ => "not shown".to_owned(),
+        };
+        Err(BadStoreUrl::Scheme(shown))
     }
 
     /// The SQLite store at `path`.
@@ -126,39 +135,46 @@ pub fn split_ca_file(url: &str) -> (String, Option<PathBuf>) {
 }
 
 /// A URL safe to log: any `user:password@` part is replaced by `***@`, and
-/// the value of a `password` query parameter
-/// (`postgres://host/db?password=...`) by `***`.
+/// the value of any `password` parameter (`?password=...`, its name
+/// percent-encoded or not) by `***`.
 ///
-/// The credentials end at the first `@` after the scheme, wherever it is:
-/// that is how the PostgreSQL client reads them, so a password holding `?`,
-/// `/` or `#` is still hidden. A string that is not quite a URL (a mistyped
-/// `postgres:/user:pw@host`) is read the same way after its first `:`.
+/// Everything up to the last `@` is hidden: the PostgreSQL client reads the
+/// credentials up to the first one, but a user name may hold another
+/// unencoded (`user@server`), and a password may hold `?`, `/`, `#` or `@`.
+/// A query holding an `@` hides the host too: more than needed, never less.
 pub fn redact_url(url: &str) -> String {
-    let creds_from = match url.find("://") {
-        Some(s) => s + 3,
-        None => url.find(':').map_or(0, |c| url.len() - url[c + 1..].trim_start_matches('/').len()),
+    let (head, rest) = match url.find("://") {
+        Some(s) if is_scheme(&url[..s]) => url.split_at(s + 3),
+        _ => ("", url),
     };
-    let (mut out, rest) = match url[creds_from..].find('@') {
-        Some(at) => (format!("{}***", &url[..creds_from]), &url[creds_from + at..]),
-        None => (String::new(), url),
+    let (mut out, rest) = match rest.rfind('@') {
+        Some(at) => (format!("{head}***"), &rest[at..]),
+        None => (head.to_owned(), rest),
     };
-    let (base, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    out.push_str(base);
-    if let Some(q) = query {
-        let params: Vec<String> = q
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
+    // Parameters, split wherever one may begin (a key=value string's too).
+    let mut from = 0;
+    for (end, sep) in rest.match_indices(['?', '&', ' ', '\t']).map(|(i, s)| (i, s.len())).chain([(rest.len(), 0)]) {
+        let part = &rest[from..end];
+        match part.split_once('=') {
+            Some((k, _))
+                if percent_encoding::percent_decode_str(k).decode_utf8_lossy().eq_ignore_ascii_case("password") =>
+            {
+                out.push_str(k);
+                out.push_str("=***");
+            }
+            _ => out.push_str(part),
+        }
+        out.push_str(&rest[end..end + sep]);
+        from = end + sep;
     }
     out
+}
+
+/// Whether `s` is a URL scheme (RFC 3986: a letter, then letters, digits,
+/// `+`, `-` or `.`).
+fn is_scheme(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next().is_some_and(|f| f.is_ascii_alphabetic()) && c.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 #[cfg(test)]
@@ -175,14 +191,22 @@ mod tests {
             ),
             ("postgres://u:s3cret@db/x?PASSWORD=s3cret&options=-c", "postgres://***@db/x?PASSWORD=***&options=-c"),
             ("sqlite:complyd.db", "sqlite:complyd.db"),
-            // The PostgreSQL client reads the password up to the first `@`.
+            // A password holding what ends a part of a URL, or an `@`.
             ("postgres://u:s3?cret@db/x", "postgres://***@db/x"),
             ("postgres://u:s3/cr#et@db/x?sslmode=require", "postgres://***@db/x?sslmode=require"),
-            ("postgres://u:s3cret@db:5432/x?application_name=a@b", "postgres://***@db:5432/x?application_name=a@b"),
-            // Mistyped: not a URL, still no password.
-            ("postgres:/u:s3cret@db/x", "postgres:/***@db/x"),
-            ("postgres:u:s3cret@db/x", "postgres:***@db/x"),
-            ("u:s3cret@db", "u:***@db"),
+            ("postgresql://u:s3@cret@db/x", "postgresql://***@db/x"),
+            // A user name holding an `@` (user@server).
+            ("postgres://complyd@myserver:s3cret@db:1/x", "postgres://***@db:1/x"),
+            // An `@` in the query: the host is hidden too, the password still.
+            ("postgres://u:s3cret@db:5432/x?application_name=a@b", "postgres://***@b"),
+            ("postgres://db:1/x?user=complyd@myserver&password=s3cret", "postgres://***@myserver&password=***"),
+            // The parameter's name percent-encoded, its value holding `&`.
+            ("postgres://db/x?pass%77ord=s3cret", "postgres://db/x?pass%77ord=***"),
+            ("postgres://db/x?password=s3cret&ret=1", "postgres://db/x?password=***&ret=1"),
+            // Not URLs: still no password.
+            ("postgres:/u:s3cret@db/x", "***@db/x"),
+            ("host=db user=u password=s3cret", "host=db user=u password=***"),
+            ("u:s3cret@db", "***@db"),
         ] {
             assert_eq!(redact_url(url), want);
             assert!(!redact_url(url).contains("s3cret"));
@@ -199,11 +223,13 @@ mod tests {
         assert_eq!(StoreUrl::parse("sqlite:///tmp/x.db"), Ok(StoreUrl::sqlite("/tmp/x.db")));
         assert!(matches!(StoreUrl::parse("postgresql://h/db"), Ok(StoreUrl::Postgres(_))));
         assert_eq!(StoreUrl::parse("sqlite:"), Err(BadStoreUrl::NoPath("sqlite:".into())));
-        for (url, shown) in
-            [("mysql://u:s3cret@h/db", "mysql://***@h/db"), ("postgres:/u:s3?cret@h/db", "postgres:/***@h/db")]
-        {
+        for (url, shown) in [
+            ("mysql://u:s3cret@h/db", "(mysql://... (the rest not shown))"),
+            ("postgres:/u:s3?cret@h/db?a=file://y", "(postgres:... (the rest not shown))"),
+            ("host=db password=s3cret", "(not shown)"),
+        ] {
             let e = StoreUrl::parse(url).unwrap_err().to_string();
-            assert!(e.contains(shown) && !e.contains("s3"), "{e}");
+            assert!(e.contains(shown) && !e.contains("s3") && !e.contains("db"), "{e}");
         }
     }
 
