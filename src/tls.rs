@@ -267,13 +267,18 @@ mod tests {
         refusal.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
         refusal.extend_from_slice(fields);
         let cert = self_signed();
-        let (port, outcomes) = serve(cert.server.clone(), 2, ssl_request, refusal);
+        let (port, outcomes) = serve(cert.server.clone(), 3, ssl_request, refusal);
         let wait = Duration::from_secs(15);
         let base = format!("postgres://complyd@127.0.0.1:{port}/complyd?sslmode=require&connect_timeout=10");
 
-        let refused = crate::store::open(&base).err().expect("refused").to_string();
-        assert!(refused.contains("certificate") && refused.contains("UnknownIssuer"), "{refused}");
-        assert!(outcomes.recv_timeout(wait).unwrap().is_err(), "the server saw no startup message");
+        // With `prefer` (the default) as with `require`: a certificate that
+        // does not verify stops the connection, never a retry in clear text
+        // (which would send the server a startup message, not an SSLRequest).
+        for url in [base.replace("sslmode=require", "sslmode=prefer"), base.clone()] {
+            let refused = crate::store::open(&url).err().expect("refused").to_string();
+            assert!(refused.contains("certificate") && refused.contains("UnknownIssuer"), "{url}: {refused}");
+            assert!(outcomes.recv_timeout(wait).unwrap().is_err(), "{url}: the server saw no startup message");
+        }
 
         let with_ca = format!("{base}&sslrootcert={}", cert.pem_file.display());
         let answered = crate::store::open(&with_ca).err().expect("the test server refuses the login").to_string();
