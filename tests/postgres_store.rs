@@ -446,6 +446,57 @@ fn a_read_command_refuses_a_database_without_a_store_and_creates_nothing() {
 
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn a_retweet_is_judged_by_its_originals_rows_and_an_absent_id_by_its_tombstone() {
+    // The facts query looks every id's rows up the same way (an absent
+    // post's id stands in for its author's and original's): what it
+    // answers must still be each post's own, and its original's.
+    let schema = PgSchema::new();
+    let mut s = PostgresStore::open(&schema.url()).unwrap();
+    let lines = [
+        r#"{"id_str":"100","user":{"id_str":"1"},"text":"original"}"#,
+        r#"{"id_str":"200","user":{"id_str":"2"},"retweeted_status":{"id_str":"100","user":{"id_str":"1"},"text":"original"}}"#,
+        r#"{"id_str":"300","user":{"id_str":"3"},"text":"its own"}"#,
+        r#"{"id_str":"400","user":{"id_str":"4"},"retweeted_status":{"id_str":"500","user":{"id_str":"5"},"text":"never stored alone"}}"#,
+    ];
+    let posts: Vec<_> = lines.iter().flat_map(|l| parse_post_line(l).unwrap()).collect();
+    s.import(&posts, &[], 0).unwrap();
+    let now = complyd::clock::now_ms();
+    let event = |json: String| vec![json];
+    // User 1 (the original's author) is suspended; so is user 300, whose id
+    // is also the post 300's: an absent id's stand-in must not be read.
+    for user in [1, 300] {
+        apply(&mut s, &event(format!(r#"{{"user_suspend":{{"id":{user},"timestamp_ms":"{}"}}}}"#, now - 1000)), 1);
+    }
+    let visible =
+        |s: &mut PostgresStore, id: u64| complyd::rules::visibility::visible(&s.facts(id).unwrap(), None, now);
+    assert!(!visible(&mut s, 100), "its author is suspended");
+    assert!(!visible(&mut s, 200), "a retweet of a suspended author's post");
+    assert!(visible(&mut s, 300), "its own author is not suspended");
+    assert!(visible(&mut s, 400), "a retweet of a post of an author in good standing");
+    let f = s.facts(200).unwrap();
+    let original = f.original.clone().expect("a retweet's facts hold its original's");
+    assert!(original.stored && original.author.suspended.is_some_and(|t| t.on), "{original:?}");
+    assert!(!f.post.author.suspended.is_some_and(|t| t.on), "the retweeter is not suspended: {f:?}");
+    // Deleted: the rows go with maintenance, the tombstone answers.
+    apply(
+        &mut s,
+        &event(
+            r#"{"delete":{"status":{"id":300,"id_str":"300","user_id":3,"user_id_str":"3"},"timestamp_ms":"1000"}}"#
+                .into(),
+        ),
+        1,
+    );
+    s.maintain(0, 100).unwrap();
+    for f in [s.facts(300).unwrap(), s.facts_many(&[300]).unwrap().remove(0)] {
+        assert!(!f.post.stored && f.post.tombstone && f.original.is_none(), "{f:?}");
+    }
+    let never = s.facts(301).unwrap();
+    assert!(!never.post.stored && !never.post.tombstone, "{never:?}");
+    assert_eq!(s.facts_many(&[200, 301, 200]).unwrap(), vec![s.facts(200).unwrap(), never, s.facts(200).unwrap()]);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn a_removed_post_takes_its_links_as_a_carrier_with_it() {
     let schema = PgSchema::new();
     let mut s = PostgresStore::open(&schema.url()).unwrap();

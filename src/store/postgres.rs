@@ -1320,24 +1320,36 @@ impl Lookup for PgLookup<'_> {
 }
 
 /// The facts of the posts `keys` (SQL naming a one-column relation `k(id)`),
-/// one row each, stored or not: [`SCAN_SELECT`]'s columns (NULL for a post
-/// not stored), whether a tombstone names it, and its key. Every id costs
-/// one round trip and the tombstone lookup, so a deleted post and an id
-/// never stored take the same time; until 2026-12-07 a post with no row
-/// took a second round trip, which told them from a stored post hidden
-/// for its author (about 50 µs on loopback, a whole round trip over a
-/// network). A stored post still costs the lookups of its rows, which a
-/// post with no row skips: 20-35 µs more on loopback (BENCHMARKS.md, "Does
-/// timing tell a withdrawn post apart?").
+/// one row each, stored or not: [`SCAN_SELECT`]'s columns (those of the
+/// post's own rows NULL for a post not stored; its tombstone's either way),
+/// then its key.
+///
+/// Every id costs one round trip and the same eight index lookups: where a
+/// post has no row (deleted, or never stored) its id stands in for the
+/// author's and the original's, rows that are looked up and not read. So
+/// no answer's timing tells a deleted post, an id never stored and a stored
+/// post hidden for its author apart by the lookups made (until 2026-12-07 a
+/// post with no row took a second round trip, about 50 µs on loopback and a
+/// whole round trip over a network; then, with one query, a stored post's
+/// lookups still cost 20-35 µs more: BENCHMARKS.md, "Does timing tell a
+/// withdrawn post apart?"). The columns a post that is not a retweet has
+/// for its original describe itself, and [`scanned_from`] never reads them.
 /// The post's JSON is not sent (NULL in its place): the facts do not read
 /// it, and its size would set a stored post's answers apart.
 fn facts_sql(keys: &str) -> String {
-    let scan = SCAN_SELECT.replacen("p.json,", "NULL,", 1);
-    debug_assert_ne!(scan, SCAN_SELECT);
+    let (columns, _) = SCAN_SELECT.split_once("FROM posts p").expect("SCAN_SELECT reads posts p");
+    let columns = columns.replacen("p.json,", "NULL,", 1);
+    debug_assert!(!columns.contains("p.json"));
     format!(
-        "SELECT s.*, t.id IS NOT NULL, k.id FROM {keys}
-         LEFT JOIN LATERAL ({scan} WHERE p.id = k.id) s ON true
-         LEFT JOIN tombstones t ON t.id = k.id"
+        "{columns}, k.id FROM {keys}
+         LEFT JOIN posts p ON p.id = k.id
+         LEFT JOIN tombstones pt ON pt.id = k.id
+         LEFT JOIN status_state s ON s.id = k.id
+         LEFT JOIN user_state u ON u.id = coalesce(p.author_id, k.id)
+         LEFT JOIN posts q ON q.id = coalesce(p.retweet_of, k.id)
+         LEFT JOIN tombstones qt ON qt.id = coalesce(p.retweet_of, k.id)
+         LEFT JOIN status_state qs ON qs.id = coalesce(p.retweet_of, k.id)
+         LEFT JOIN user_state qu ON qu.id = coalesce(q.author_id, k.id)"
     )
 }
 
@@ -1346,7 +1358,7 @@ fn facts_from(row: &Row) -> Result<Facts, StoreError> {
     if row.i64_opt(0)?.is_some() {
         return Ok(scanned_from(row)?.facts);
     }
-    let tombstone = row.flag(SCAN_COLUMNS)?;
+    let tombstone = row.flag(5)?; // pt.id IS NOT NULL
     Ok(Facts { post: PostView { stored: false, tombstone, ..PostView::default() }, original: None })
 }
 
@@ -1377,7 +1389,7 @@ impl Store for PostgresStore {
         let st = self.statement(&facts_sql("unnest($1::bigint[]) k(id)"))?;
         let mut found = HashMap::with_capacity(ids.len());
         for row in self.client.query(&st, &[&keys])? {
-            found.insert(id_of(row.try_get(SCAN_COLUMNS + 1)?), facts_from(&row)?);
+            found.insert(id_of(row.try_get(SCAN_COLUMNS)?), facts_from(&row)?);
         }
         ids.iter()
             .map(|id| found.get(id).cloned().ok_or_else(|| StoreError::Damaged(format!("no answer for post {id}"))))
