@@ -37,10 +37,10 @@ pub fn create_private(path: &Path) -> io::Result<()> {
 
 /// Creates `path` anew for writing (truncated when it exists), mode 0600
 /// on Unix: also a regular file an earlier run left open to others, as
-/// complyd writes it whole.
+/// complyd writes it whole (where its mode can be changed).
 ///
 /// # Errors
-/// The file cannot be created, or its mode set.
+/// The file cannot be created.
 pub fn write_private(path: &Path) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.write(true).create(true).truncate(true);
@@ -48,9 +48,11 @@ pub fn write_private(path: &Path) -> io::Result<File> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
     let file = o.open(path)?;
     // A regular file only: never a device such as /dev/null or /dev/stdout.
+    // Best effort: a file of another owner (or on a file system without
+    // modes) cannot be changed, and is written as before.
     #[cfg(unix)]
     if file.metadata()?.is_file() {
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let _ = file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
     }
     Ok(file)
 }

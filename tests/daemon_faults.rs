@@ -844,7 +844,10 @@ async fn hostile_bytes_are_dead_lettered_or_cut_with_a_clear_reason_and_the_othe
                     None => p1(&h).exits.len() > before_exits && last.contains(says),
                 };
                 if done {
-                    eprintln!("hostile {mode:?}: last error {last:?}; dead letters {:?}", &reasons[before_dl..]);
+                    eprintln!(
+                        "hostile {mode:?}: last error {last:?}; dead letters {:?}",
+                        &reasons[before_dl.min(reasons.len())..]
+                    );
                     break;
                 }
                 assert!(

@@ -457,6 +457,8 @@ fn a_retweet_is_judged_by_its_originals_rows_and_an_absent_id_by_its_tombstone()
         r#"{"id_str":"200","user":{"id_str":"2"},"retweeted_status":{"id_str":"100","user":{"id_str":"1"},"text":"original"}}"#,
         r#"{"id_str":"300","user":{"id_str":"3"},"text":"its own"}"#,
         r#"{"id_str":"400","user":{"id_str":"4"},"retweeted_status":{"id_str":"500","user":{"id_str":"5"},"text":"never stored alone"}}"#,
+        // A retweet whose original is not stored (no copy of it in the line).
+        r#"{"data":{"id":"600","author_id":"6","text":"RT","referenced_tweets":[{"type":"retweeted","id":"700"}]}}"#,
     ];
     let posts: Vec<_> = lines.iter().flat_map(|l| parse_post_line(l).unwrap()).collect();
     s.import(&posts, &[], 0).unwrap();
@@ -464,7 +466,7 @@ fn a_retweet_is_judged_by_its_originals_rows_and_an_absent_id_by_its_tombstone()
     let event = |json: String| vec![json];
     // User 1 (the original's author) is suspended; so is user 300, whose id
     // is also the post 300's: an absent id's stand-in must not be read.
-    for user in [1, 300] {
+    for user in [1, 300, 600, 700] {
         apply(&mut s, &event(format!(r#"{{"user_suspend":{{"id":{user},"timestamp_ms":"{}"}}}}"#, now - 1000)), 1);
     }
     let visible =
@@ -477,6 +479,12 @@ fn a_retweet_is_judged_by_its_originals_rows_and_an_absent_id_by_its_tombstone()
     let original = f.original.clone().expect("a retweet's facts hold its original's");
     assert!(original.stored && original.author.suspended.is_some_and(|t| t.on), "{original:?}");
     assert!(!f.post.author.suspended.is_some_and(|t| t.on), "the retweeter is not suspended: {f:?}");
+    // Its original not stored: nothing known of the original's author (user
+    // 600 is the retweet's own id, user 700 the original's), as on SQLite.
+    let f = s.facts(600).unwrap();
+    let nothing = complyd::rules::visibility::PostView::default();
+    assert_eq!(f.original, Some(nothing), "{f:?}");
+    assert!(visible(&mut s, 600), "{f:?}");
     // Deleted: the rows go with maintenance, the tombstone answers.
     apply(
         &mut s,

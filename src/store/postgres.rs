@@ -1333,13 +1333,20 @@ impl Lookup for PgLookup<'_> {
 /// whole round trip over a network; then, with one query, a stored post's
 /// lookups still cost 20-35 µs more: BENCHMARKS.md, "Does timing tell a
 /// withdrawn post apart?"). The columns a post that is not a retweet has
-/// for its original describe itself, and [`scanned_from`] never reads them.
+/// for its original describe itself, and [`scanned_from`] never reads them;
+/// a retweet whose original is not stored reads no author for it.
 /// The post's JSON is not sent (NULL in its place): the facts do not read
 /// it, and its size would set a stored post's answers apart.
 fn facts_sql(keys: &str) -> String {
     let (columns, _) = SCAN_SELECT.split_once("FROM posts p").expect("SCAN_SELECT reads posts p");
-    let columns = columns.replacen("p.json,", "NULL,", 1);
-    debug_assert!(!columns.contains("p.json"));
+    // The original's author is known only when the original is stored
+    // (else `qu` is the stand-in's row).
+    let columns = columns.replacen("p.json,", "NULL,", 1).replacen(
+        "qu.id IS NOT NULL",
+        "q.id IS NOT NULL AND qu.id IS NOT NULL",
+        1,
+    );
+    debug_assert!(!columns.contains("p.json") && columns.contains("AND qu.id"));
     format!(
         "{columns}, k.id FROM {keys}
          LEFT JOIN posts p ON p.id = k.id

@@ -134,40 +134,47 @@ pub fn split_ca_file(url: &str) -> (String, Option<PathBuf>) {
     (url, ca_file)
 }
 
-/// A URL safe to log: any `user:password@` part is replaced by `***@`, and
-/// the value of any `password` parameter (`?password=...`, its name
-/// percent-encoded or not) by `***`.
+/// A URL safe to log: the value of any `password` parameter (its name
+/// percent-encoded or not) is replaced by `***`, then any
+/// `user:password@` part by `***@`.
 ///
-/// Everything up to the last `@` is hidden: the PostgreSQL client reads the
-/// credentials up to the first one, but a user name may hold another
-/// unencoded (`user@server`), and a password may hold `?`, `/`, `#` or `@`.
-/// A query holding an `@` hides the host too: more than needed, never less.
+/// A parameter's value runs to the next `&`, as the PostgreSQL client reads
+/// it: it may hold `?`, `@` or spaces. Then everything up to the last `@`
+/// is hidden: the client reads the credentials up to the first one, but a
+/// user name may hold another unencoded (`user@server`), and a password may
+/// hold `?`, `/`, `#` or `@`. A query holding an `@` hides the host too:
+/// more than needed, never less.
 pub fn redact_url(url: &str) -> String {
     let (head, rest) = match url.find("://") {
         Some(s) if is_scheme(&url[..s]) => url.split_at(s + 3),
         _ => ("", url),
     };
-    let (mut out, rest) = match rest.rfind('@') {
-        Some(at) => (format!("{head}***"), &rest[at..]),
-        None => (head.to_owned(), rest),
-    };
-    // Parameters, split wherever one may begin (a key=value string's too).
-    let mut from = 0;
-    for (end, sep) in rest.match_indices(['?', '&', ' ', '\t']).map(|(i, s)| (i, s.len())).chain([(rest.len(), 0)]) {
-        let part = &rest[from..end];
-        match part.split_once('=') {
-            Some((k, _))
-                if percent_encoding::percent_decode_str(k).decode_utf8_lossy().eq_ignore_ascii_case("password") =>
-            {
-                out.push_str(k);
-                out.push_str("=***");
-            }
-            _ => out.push_str(part),
+    let mut hidden = String::with_capacity(rest.len());
+    for (n, part) in rest.split('&').enumerate() {
+        if n > 0 {
+            hidden.push('&');
         }
-        out.push_str(&rest[end..end + sep]);
-        from = end + sep;
+        // Where a parameter may begin: the part's start, or after a `?` or
+        // a space (a key=value string's).
+        let starts = std::iter::once(0).chain(part.match_indices(['?', ' ', '\t']).map(|(i, _)| i + 1));
+        let value_at = starts
+            .filter_map(|p| part[p..].split_once('=').map(|(k, _)| (p, k)))
+            .find(|(_, k)| {
+                percent_encoding::percent_decode_str(k).decode_utf8_lossy().trim().eq_ignore_ascii_case("password")
+            })
+            .map(|(p, k)| p + k.len() + 1);
+        match value_at {
+            Some(v) => {
+                hidden.push_str(&part[..v]);
+                hidden.push_str("***");
+            }
+            None => hidden.push_str(part),
+        }
     }
-    out
+    match hidden.rfind('@') {
+        Some(at) => format!("{head}***{}", &hidden[at..]),
+        None => format!("{head}{hidden}"),
+    }
 }
 
 /// Whether `s` is a URL scheme (RFC 3986: a letter, then letters, digits,
@@ -203,6 +210,15 @@ mod tests {
             // The parameter's name percent-encoded, its value holding `&`.
             ("postgres://db/x?pass%77ord=s3cret", "postgres://db/x?pass%77ord=***"),
             ("postgres://db/x?password=s3cret&ret=1", "postgres://db/x?password=***&ret=1"),
+            // A password parameter's value runs to the next `&`, whatever it holds.
+            ("postgres://db/x?password=s3@cret", "postgres://db/x?password=***"),
+            (
+                "postgres://u@db/x?password=ab@s3cret&sslmode=require",
+                "postgres://***@db/x?password=***&sslmode=require",
+            ),
+            ("postgres://db/x?password=s3?cret", "postgres://db/x?password=***"),
+            ("postgres://db/x?password=a s3cret", "postgres://db/x?password=***"),
+            ("postgres://db/x?sslmode=require&password =s3cret", "postgres://db/x?sslmode=require&password =***"),
             // Not URLs: still no password.
             ("postgres:/u:s3cret@db/x", "***@db/x"),
             ("host=db user=u password=s3cret", "host=db user=u password=***"),
