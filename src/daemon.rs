@@ -80,7 +80,14 @@ impl Daemon {
         let url = plan.store.url.clone();
         // On a plain thread: the synchronous PostgreSQL client must not run
         // inside the async runtime.
-        let open = || store::open_url(&url).with_context(|| format!("opening the store {url}"));
+        // The URL once: a PostgreSQL error already names it.
+        let open = || {
+            store::open_url(&url).map_err(|e| {
+                let named = e.to_string().contains(&url.to_string());
+                let what = if named { "opening the store".to_owned() } else { format!("opening the store {url}") };
+                anyhow::Error::new(e).context(what)
+            })
+        };
         let (status_store, user_store) =
             std::thread::scope(|s| s.spawn(|| Ok::<_, anyhow::Error>((open()?, open()?))).join())
                 .map_err(|_| anyhow::anyhow!("opening the store panicked"))??;

@@ -856,6 +856,7 @@ fn a_bad_password_file_a_store_down_at_start_and_an_unwritable_dead_letter_file_
     let (out, all, last) = complyd_pw(&["run", "--config", conf.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(last.contains("cannot connect to postgres://") && last.contains("127.0.0.1"), "{last}");
+    assert_eq!(last.matches("postgres://").count(), 1, "the URL once: {last}");
     assert!(!all.contains("db-Secret-77") && !all.contains("panicked"), "{all}");
 
     // The dead-letter file's directory is a file: the import stops with a
