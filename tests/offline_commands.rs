@@ -492,6 +492,20 @@ fn a_read_command_refuses_a_store_that_does_not_exist_and_creates_none() {
     }
 }
 
+#[test]
+fn a_read_command_refuses_a_store_missing_a_handler_file_and_recreates_none() {
+    let s = Scratch::new();
+    let out = s.run(&["import", "-"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let user_file = format!("{}-user", s.db_path().display());
+    std::fs::remove_file(&user_file).unwrap();
+    let out = s.run(&["export"], "");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&user_file) && err.contains("restore it from the backup"), "{err}");
+    assert!(out.stdout.is_empty() && !std::path::Path::new(&user_file).exists(), "{err}");
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn an_answer_that_cannot_be_written_says_so_and_fails() {

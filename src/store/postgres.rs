@@ -39,6 +39,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, IsolationLevel, Row, Statement, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Read};
+use std::sync::LazyLock;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 7;
@@ -1383,7 +1384,8 @@ impl Store for PostgresStore {
     }
 
     fn facts(&mut self, id: Id) -> Result<Facts, StoreError> {
-        let st = self.statement(&facts_sql("(SELECT $1::bigint) k(id)"))?;
+        static SQL: LazyLock<String> = LazyLock::new(|| facts_sql("(SELECT $1::bigint) k(id)"));
+        let st = self.statement(&SQL)?;
         facts_from(&self.client.query_one(&st, &[&key(id)])?)
     }
 
@@ -1393,7 +1395,8 @@ impl Store for PostgresStore {
     /// the SQL.
     fn facts_many(&mut self, ids: &[Id]) -> Result<Vec<Facts>, StoreError> {
         let keys: Vec<i64> = ids.iter().map(|id| key(*id)).collect();
-        let st = self.statement(&facts_sql("unnest($1::bigint[]) k(id)"))?;
+        static SQL: LazyLock<String> = LazyLock::new(|| facts_sql("unnest($1::bigint[]) k(id)"));
+        let st = self.statement(&SQL)?;
         let mut found = HashMap::with_capacity(ids.len());
         for row in self.client.query(&st, &[&keys])? {
             found.insert(id_of(row.try_get(SCAN_COLUMNS)?), facts_from(&row)?);

@@ -305,6 +305,15 @@ fn handler_file(path: &str, f: &HandlerFile) -> String {
     }
 }
 
+/// The handler file `f` of the store at `path` is missing (version 0) or
+/// of another store (version `v`).
+fn not_of_this_store(path: &str, f: &HandlerFile, v: i64) -> StoreError {
+    StoreError::Damaged(format!(
+        "{} is missing or not of this store (schema version {v}, expected {HANDLER_VERSION}): restore it from the backup taken with {path}",
+        handler_file(path, f)
+    ))
+}
+
 /// A plain connection to the store at `path` with the handler files
 /// attached, and no migration: for tools and tests that look at the tables
 /// directly, or lock the whole store (`BEGIN EXCLUSIVE` takes every file).
@@ -413,13 +422,8 @@ impl SqliteStore {
             Err(e) => return Err(e.into()),
             Ok(0) => return Err(no_store(" (an empty file, or an SQLite database that is not a complyd store)")),
             Ok(v) if v >= 2 => {
-                for f in &HANDLER_FILES {
-                    let file = handler_file(path, f);
-                    if !Path::new(&file).is_file() {
-                        return Err(StoreError::Damaged(format!(
-                            "{file} is missing: restore it from the backup taken with {path}"
-                        )));
-                    }
+                if let Some(f) = HANDLER_FILES.iter().find(|f| !Path::new(&handler_file(path, f)).is_file()) {
+                    return Err(not_of_this_store(path, f, 0));
                 }
             }
             Ok(_) => {}
@@ -503,11 +507,7 @@ impl SqliteStore {
                 )));
             }
             if found >= 2 && v != HANDLER_VERSION {
-                return Err(StoreError::Damaged(format!(
-                    "{} is missing or not of this store (schema version {v}, expected {HANDLER_VERSION}): restore it from the backup taken with {}",
-                    handler_file(&self.path, f),
-                    self.path
-                )));
+                return Err(not_of_this_store(&self.path, f, v));
             }
         }
         if found < 1 {
