@@ -272,6 +272,77 @@ fn a_read_only_store_directory_is_one_clear_line() {
     drop(mnt);
 }
 
+/// A store on read-only media (a snapshot kept for an audit, taken while
+/// complyd had it open): the read commands answer from it, the delete still
+/// in its WAL included, without writing anything. A snapshot without its
+/// WAL files is refused in one line that says to read a copy.
+#[test]
+#[ignore = "needs root to mount a tmpfs: `bash scripts/test.sh` runs it"]
+fn a_store_on_a_read_only_file_system_is_read_with_its_wal() {
+    let dir = tempdir();
+    let d = path(&dir);
+    let complyd = |args: &[&str], db: &str, stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+            .args(args)
+            .args(["--db", db])
+            .env_remove("COMPLYD_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let live = d.join("live.db").display().to_string();
+    let posts = "{\"id_str\":\"1001\",\"user\":{\"id_str\":\"7\"},\"text\":\"withdrawn words\"}\n\
+                 {\"id_str\":\"1002\",\"user\":{\"id_str\":\"8\"},\"text\":\"kept words\"}\n";
+    assert_eq!(complyd(&["import", "-"], &format!("sqlite:{live}"), posts).0, Some(0));
+    let mnt = Mount::tmpfs(&d.join("ro"), "8m");
+    // Closed: no WAL files.
+    for f in complyd::store::sqlite::store_files(&live) {
+        std::fs::copy(&f, d.join("ro").join(f.replace(&live, "closed.db").rsplit('/').next().unwrap())).unwrap();
+    }
+    // Open, with a delete committed to the WAL only.
+    let held = complyd::store::sqlite::connect(&live).unwrap();
+    for schema in ["main", "status", "user"] {
+        held.query_row(&format!("SELECT count(*) FROM {schema}.sqlite_master"), [], |_| Ok(())).unwrap();
+    }
+    let delete =
+        "{\"delete\":{\"status\":{\"id_str\":\"1001\",\"user_id_str\":\"7\"},\"timestamp_ms\":\"1700000000000\"}}\r\n";
+    assert_eq!(complyd(&["replay", "-"], &format!("sqlite:{live}"), delete).0, Some(0));
+    for f in complyd::store::sqlite::store_files(&live) {
+        for suffix in ["", "-wal", "-shm"] {
+            let to = d.join("ro").join(format!("{}{suffix}", f.replace(&live, "snap.db").rsplit('/').next().unwrap()));
+            std::fs::copy(format!("{f}{suffix}"), to).unwrap();
+        }
+    }
+    drop(held);
+    let out = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(d.join("ro")).output().unwrap();
+    assert!(out.status.success(), "remount ro: {}", String::from_utf8_lossy(&out.stderr));
+    let snap = format!("sqlite:{}", d.join("ro").join("snap.db").display());
+    let (code, stdout, err) = complyd(&["check", "1001", "1002"], &snap, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(stdout, "{\"id\":\"1001\",\"visible\":false}\n{\"id\":\"1002\",\"visible\":true}\n", "{err}");
+    let (code, stdout, err) = complyd(&["export"], &snap, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("kept words") && !stdout.contains("withdrawn"), "{stdout}");
+    for args in [&["gaps"][..], &["batch-job", "list"]] {
+        let (code, _, err) = complyd(args, &snap, "");
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+    let closed = format!("sqlite:{}", d.join("ro").join("closed.db").display());
+    let (code, stdout, err) = complyd(&["export"], &closed, "");
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("closed.db-wal") && err.contains("copy the store's files"), "{err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    drop(mnt);
+}
+
 /// A TCP proxy on loopback to the test PostgreSQL that can be cut: while
 /// down it drops every open connection and closes each new one at once.
 struct CutProxy {

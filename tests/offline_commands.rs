@@ -544,6 +544,172 @@ fn the_store_and_the_dead_letter_file_are_readable_by_their_owner_only() {
     }
 }
 
+/// Runs complyd as a user who may read a store but not write its files:
+/// `nobody` when the tests run as root (root may write any file), else this
+/// user, from whom [`ReadOnlyStore::lock`] took the write permission. The
+/// reader may write the directory, so that SQLite could create files there.
+#[cfg(unix)]
+struct ReadOnlyStore {
+    /// The binary, where the other user can run it.
+    exe: std::path::PathBuf,
+    _bin: tempfile::TempDir,
+    as_nobody: bool,
+    dir: std::path::PathBuf,
+}
+
+#[cfg(unix)]
+impl ReadOnlyStore {
+    fn new(dir: &Path) -> ReadOnlyStore {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let as_nobody = std::fs::metadata(dir).unwrap().uid() == 0;
+        let bin = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = bin.path().join("complyd");
+        if std::fs::hard_link(env!("CARGO_BIN_EXE_complyd"), &exe).is_err() {
+            std::fs::copy(env!("CARGO_BIN_EXE_complyd"), &exe).unwrap();
+        }
+        ReadOnlyStore { exe, _bin: bin, as_nobody, dir: dir.to_path_buf() }
+    }
+
+    /// Every file in the directory readable and not writable by the
+    /// reader; the directory writable.
+    fn lock(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let (file, dir) = if self.as_nobody { (0o644, 0o777) } else { (0o444, 0o755) };
+        for e in std::fs::read_dir(&self.dir).unwrap() {
+            std::fs::set_permissions(e.unwrap().path(), std::fs::Permissions::from_mode(file)).unwrap();
+        }
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(dir)).unwrap();
+    }
+
+    /// The owner's permissions back (and the tempdir removable).
+    fn unlock(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for e in std::fs::read_dir(&self.dir).unwrap() {
+            std::fs::set_permissions(e.unwrap().path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+
+    fn files(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(&self.dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        v.sort();
+        v
+    }
+
+    /// `complyd ARGS --db DB` as the reader: (exit code, stdout, stderr).
+    fn run(&self, args: &[&str], db: &str) -> (Option<i32>, String, String) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.args(args).args(["--db", db]).current_dir(&self.dir).env_remove("COMPLYD_LOG");
+        if self.as_nobody {
+            cmd.uid(65534).gid(65534);
+        }
+        // A copied binary may still be open for writing in a process another
+        // test thread forked meanwhile ("Text file busy").
+        let mut tries = 0;
+        let out = loop {
+            match cmd.output() {
+                Err(e) if e.raw_os_error() == Some(26) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                out => break out.unwrap(),
+            }
+        };
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    }
+}
+
+/// A researcher may read the archive the daemon's account keeps, but not
+/// write it. While the daemon has the store open (its `-wal` and `-shm`
+/// files beside it), the read commands answer from what it has committed,
+/// the delete still in the WAL included, and the export holds none of the
+/// deleted words. With no connection open, or with a store of an earlier
+/// complyd to move, they say why in one line (exit 2). Nothing is ever
+/// created beside the store.
+#[cfg(unix)]
+#[test]
+fn a_store_this_user_may_only_read_answers_what_the_daemon_committed() {
+    let s = Scratch::new();
+    let posts = "{\"id_str\":\"1001\",\"user\":{\"id_str\":\"7\"},\"text\":\"withdrawn words\"}\n\
+                 {\"id_str\":\"1002\",\"user\":{\"id_str\":\"8\"},\"text\":\"kept words\"}\n";
+    let out = s.run(&["import", "-"], posts);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = s.db_path().to_string_lossy().into_owned();
+    // The daemon's connections: each file read once, so its WAL is open.
+    let held = complyd::store::sqlite::connect(&path).unwrap();
+    for schema in ["main", "status", "user"] {
+        held.query_row(&format!("SELECT count(*) FROM {schema}.sqlite_master"), [], |_| Ok(())).unwrap();
+    }
+    let delete =
+        "{\"delete\":{\"status\":{\"id_str\":\"1001\",\"user_id_str\":\"7\"},\"timestamp_ms\":\"1700000000000\"}}\r\n";
+    let out = s.run(&["replay", "-"], delete);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The tombstone is in the status file's WAL, not yet in the file.
+    let file_only = rusqlite::Connection::open_with_flags(
+        format!("file:{path}-status?immutable=1"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let in_file: i64 =
+        file_only.query_row("SELECT count(*) FROM tombstones WHERE id = 1001", [], |r| r.get(0)).unwrap();
+    assert_eq!(in_file, 0, "the tombstone is in the file, not only in its WAL: the test proves less");
+    drop(file_only);
+    let reader = ReadOnlyStore::new(s.dir.path());
+    let db = s.db();
+    // Beside it, files the reader may not write either that are no store.
+    std::fs::write(s.dir.path().join("notes.txt"), "someone's notes\n").unwrap();
+    std::fs::write(s.dir.path().join("empty.db"), "").unwrap();
+    let before = {
+        reader.lock();
+        reader.files()
+    };
+    let (code, stdout, err) = reader.run(&["check", "1001", "1002"], &db);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(stdout, "{\"id\":\"1001\",\"visible\":false}\n{\"id\":\"1002\",\"visible\":true}\n", "{err}");
+    let (code, stdout, err) = reader.run(&["export"], &db);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("kept words") && !stdout.contains("withdrawn"), "{stdout}");
+    for args in [&["gaps"][..], &["batch-job", "list"]] {
+        let (code, _, err) = reader.run(args, &db);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+    assert_eq!(reader.files(), before, "a read created a file beside the store");
+    // The daemon stopped: its last connection took the WAL files away.
+    reader.unlock();
+    drop(held);
+    assert!(!Path::new(&format!("{path}-wal")).exists());
+    reader.lock();
+    let before = reader.files();
+    for args in [&["check", "1001"][..], &["export"], &["gaps"], &["batch-job", "list"]] {
+        let (code, stdout, err) = reader.run(args, &db);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(&format!("{path}-wal")) && err.contains("while complyd runs"), "{args:?}: {err}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+    for (name, why) in [("notes.txt", "not an SQLite database"), ("empty.db", "not a complyd store")] {
+        let (code, _, err) = reader.run(&["check", "1"], &format!("sqlite:{name}"));
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert!(err.contains("no store at") && err.contains(why), "{name}: {err}");
+    }
+    assert_eq!(reader.files(), before, "a read created a file beside the store");
+    // A store of an earlier complyd, open: moving it needs its owner.
+    reader.unlock();
+    let held = complyd::store::sqlite::connect(&path).unwrap();
+    held.pragma_update(None, "user_version", 7).unwrap();
+    reader.lock();
+    let (code, stdout, err) = reader.run(&["export"], &db);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("earlier complyd (schema version 7") && err.contains("may write its files"), "{err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    reader.unlock();
+    drop(held);
+}
+
 #[test]
 fn a_store_in_a_missing_directory_is_one_clear_line_and_exit_1() {
     let s = Scratch::new();

@@ -444,6 +444,94 @@ fn a_read_command_refuses_a_database_without_a_store_and_creates_nothing() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A role that may only read, or a standby: the read commands answer from a
+/// store of this version, deletes included, and say in one line (exit 2)
+/// why a store of an earlier complyd cannot be read until it is moved.
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn a_read_command_reads_a_store_its_role_may_not_write() {
+    let schema = PgSchema::new();
+    let complyd = |args: &[&str], db: &str, stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
+            .args(args)
+            .args(["--db", db])
+            .env_remove("COMPLYD_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let posts = "{\"id_str\":\"1001\",\"user\":{\"id_str\":\"7\"},\"text\":\"withdrawn words\"}\n\
+                 {\"id_str\":\"1002\",\"user\":{\"id_str\":\"8\"},\"text\":\"kept words\"}\n";
+    assert_eq!(complyd(&["import", "-"], &schema.url(), posts).0, Some(0));
+    let delete =
+        "{\"delete\":{\"status\":{\"id_str\":\"1001\",\"user_id_str\":\"7\"},\"timestamp_ms\":\"1700000000000\"}}\r\n";
+    assert_eq!(complyd(&["replay", "-"], &schema.url(), delete).0, Some(0));
+    // Every transaction of this session read-only, as on a standby.
+    let read_only = format!("{}%20-cdefault_transaction_read_only%3Don", schema.url());
+    let (code, stdout, err) = complyd(&["check", "1001", "1002"], &read_only, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(stdout, "{\"id\":\"1001\",\"visible\":false}\n{\"id\":\"1002\",\"visible\":true}\n", "{err}");
+    let (code, stdout, err) = complyd(&["export"], &read_only, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("kept words") && !stdout.contains("withdrawn"), "{stdout}");
+    for args in [&["gaps"][..], &["batch-job", "list"]] {
+        let (code, _, err) = complyd(args, &read_only, "");
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+    // A store of an earlier complyd.
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    c.execute("UPDATE complyd_meta SET value = 5 WHERE key = 'schema_version'", &[]).unwrap();
+    let (code, stdout, err) = complyd(&["export"], &read_only, "");
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("earlier complyd (schema version 5") && err.contains("read-only transaction"), "{err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let version: i64 = c.query_one("SELECT value FROM complyd_meta WHERE key = 'schema_version'", &[]).unwrap().get(0);
+    assert_eq!(version, 5, "the store was changed");
+    // A role that may only select, on the store of an earlier complyd and
+    // on this version's.
+    let role = format!("r_{}", schema.name);
+    c.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA {s} TO {role}; GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {role}",
+        s = schema.name
+    ))
+    .unwrap();
+    struct DropRole(String);
+    impl Drop for DropRole {
+        fn drop(&mut self) {
+            let role = std::mem::take(&mut self.0);
+            // On a plain thread, as `PgSchema`'s drop does.
+            let _ = std::thread::spawn(move || {
+                if let Ok(mut c) = postgres::Client::connect(&common::pg_base_url(), postgres::NoTls) {
+                    let _ = c.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+                }
+            })
+            .join();
+        }
+    }
+    let _drop_role = DropRole(role.clone());
+    let as_role = schema.url().replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(as_role, schema.url(), "the test URL names no user to replace");
+    let (code, stdout, err) = complyd(&["export"], &as_role, "");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("earlier complyd (schema version 5") && err.contains("permission denied"), "{err}");
+    assert!(stdout.is_empty(), "{stdout}");
+    c.execute("UPDATE complyd_meta SET value = $1 WHERE key = 'schema_version'", &[&SCHEMA_VERSION]).unwrap();
+    let (code, stdout, err) = complyd(&["check", "1001", "1002"], &as_role, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(stdout, "{\"id\":\"1001\",\"visible\":false}\n{\"id\":\"1002\",\"visible\":true}\n", "{err}");
+    let (code, stdout, err) = complyd(&["export"], &as_role, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(stdout.contains("kept words") && !stdout.contains("withdrawn"), "{stdout}");
+}
+
 #[test]
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn a_retweet_is_judged_by_its_originals_rows_and_an_absent_id_by_its_tombstone() {

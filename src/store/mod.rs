@@ -125,6 +125,11 @@ pub enum StoreError {
     /// one ([`open_existing`]), or a PostgreSQL database that does not exist.
     #[error("{0}")]
     NoStore(String),
+    /// A command that only reads may not write the store, and reading it
+    /// needs a write (SQLite's `-wal` and `-shm` files beside it, a move of
+    /// an earlier complyd's store to this version).
+    #[error("{0}")]
+    ReadOnly(String),
     /// Writing a command's output failed (not the store).
     #[error("cannot write the output: {0}")]
     Output(std::io::Error),
@@ -164,7 +169,10 @@ impl StoreError {
         match self {
             StoreError::Sqlite(e) => sqlite_kind(e),
             StoreError::Postgres(e) => postgres_kind(e),
-            StoreError::SchemaTooNew { .. } | StoreError::Damaged(_) | StoreError::Protocol(_) => ErrorKind::Refused,
+            StoreError::SchemaTooNew { .. }
+            | StoreError::Damaged(_)
+            | StoreError::Protocol(_)
+            | StoreError::ReadOnly(_) => ErrorKind::Refused,
             StoreError::BadUrl(_) | StoreError::Tls(_) | StoreError::NoStore(_) => ErrorKind::Config,
             StoreError::Connect(_) | StoreError::Io(_) | StoreError::Output(_) => ErrorKind::Transient,
             StoreError::Files { error, .. } => match error.kind() {

@@ -187,6 +187,8 @@ const MOVE_KEYS: [&str; 7] = [
     MOVE_COUNTS[2],
     MOVE_COUNTS[3],
 ];
+/// The marks of a move cut short by the builds of ff2fac5..33d5f7b.
+const EARLIER_MOVE_KEYS: [&str; 2] = ["move_reread_after", "move_link_after"];
 /// The version a store waits at while its posts are moved: the moves to
 /// 6 and 7 change no table (`MIGRATIONS`), so a store whose move is under
 /// way is at 6, and an earlier complyd that opens it moves it again.
@@ -451,7 +453,32 @@ impl PostgresStore {
                 super::NO_STORE_HINT
             )));
         }
-        store.migrate_with(MoveBatches::default())?;
+        // A store of this version with no move under way needs no write, so
+        // that a role that may only read, or a standby, can check and
+        // export it (`migrate_with` takes a lock and writes).
+        let keys: Vec<&str> = MOVE_KEYS.iter().chain(&EARLIER_MOVE_KEYS).copied().collect();
+        let row = store.client.query_one(
+            "SELECT coalesce((SELECT value FROM complyd_meta WHERE key = 'schema_version'), 0),
+                    EXISTS (SELECT 1 FROM complyd_meta WHERE key = ANY($1))",
+            &[&keys],
+        )?;
+        let (version, moving): (i64, bool) = (row.get(0), row.get(1));
+        if version == SCHEMA_VERSION && !moving {
+            return Ok(store);
+        }
+        store.migrate_with(MoveBatches::default()).map_err(|e| {
+            let denied = [postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION, postgres::error::SqlState::INSUFFICIENT_PRIVILEGE];
+            match &e {
+                StoreError::Postgres(pe) if pe.code().is_some_and(|c| denied.contains(c)) => StoreError::ReadOnly(format!(
+                    "the store at {} is of an earlier complyd (schema version {version}; this one reads {SCHEMA_VERSION}) \
+                     or part way through a move to this version, and moving it needs write access ({}): \
+                     run any complyd command on it once as a role that may write it",
+                    redact_url(url),
+                    pe.as_db_error().map_or_else(|| pe.to_string(), |d| d.message().to_owned())
+                )),
+                _ => e,
+            }
+        })?;
         Ok(store)
     }
 
@@ -506,8 +533,7 @@ impl PostgresStore {
         }
         // The marks of a move cut short by the builds of ff2fac5..33d5f7b,
         // which took version 7 first: that move starts again.
-        let cut_earlier =
-            tx.execute("DELETE FROM complyd_meta WHERE key IN ('move_reread_after', 'move_link_after')", &[])? > 0;
+        let cut_earlier = tx.execute("DELETE FROM complyd_meta WHERE key = ANY($1)", &[&&EARLIER_MOVE_KEYS[..]])? > 0;
         if (1..SCHEMA_VERSION).contains(&found) || cut_earlier {
             // A store of an earlier complyd, whose import read fewer shapes
             // (before 2, no quote links, forms or embedded ids at all;

@@ -314,6 +314,22 @@ fn not_of_this_store(path: &str, f: &HandlerFile, v: i64) -> StoreError {
     ))
 }
 
+/// No complyd store at `path` (`why`: what is there instead).
+fn no_store(path: &str, why: &str) -> StoreError {
+    StoreError::NoStore(format!("no store at {path}{why}: {}", super::NO_STORE_HINT))
+}
+
+const NOT_A_STORE: &str = " (an empty file, or an SQLite database that is not a complyd store)";
+
+/// The URI that opens the store file `file` for reading only.
+fn read_only_uri(file: &str) -> String {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b'?').add(b'#');
+    // An absolute path after an empty authority: `file:` and `//x` would
+    // read `x` as a host.
+    let authority = if file.starts_with('/') { "//" } else { "" };
+    format!("file:{authority}{}?mode=ro", percent_encoding::utf8_percent_encode(file, RESERVED))
+}
+
 /// A plain connection to the store at `path` with the handler files
 /// attached, and no migration: for tools and tests that look at the tables
 /// directly, or lock the whole store (`BEGIN EXCLUSIVE` takes every file).
@@ -394,21 +410,30 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// [`Self::open`] for a command that never creates a store
+    /// The store at `path` for a command that never creates a store
     /// ([`super::open_existing`]): refuses a path with no file, a file that
     /// is not an SQLite database or holds no complyd store, and a store
     /// whose handler files are gone, before creating or writing anything.
+    /// A store whose files this user may read but not write (a snapshot on
+    /// read-only media, another user's store) is opened for reading only
+    /// ([`Self::open_read_only`]).
     ///
     /// # Errors
-    /// [`StoreError::NoStore`], [`StoreError::Damaged`], or those of
-    /// [`Self::open`].
+    /// [`StoreError::NoStore`], [`StoreError::Damaged`],
+    /// [`StoreError::ReadOnly`], or those of [`Self::open`].
     pub fn open_existing(path: &str) -> Result<SqliteStore, StoreError> {
-        let no_store = |why: &str| StoreError::NoStore(format!("no store at {path}{why}: {}", super::NO_STORE_HINT));
         if !Path::new(path).is_file() {
-            return Err(no_store(""));
+            return Err(no_store(path, ""));
         }
         if let Err(e) = std::fs::File::open(path) {
             return Err(StoreError::NoStore(format!("cannot read the store file {path}: {e}")));
+        }
+        let unwritable = store_files(path)
+            .into_iter()
+            .filter(|f| Path::new(f).exists())
+            .find_map(|f| std::fs::OpenOptions::new().append(true).open(&f).err().map(|e| (f, e)));
+        if let Some((file, e)) = unwritable {
+            return Self::open_read_only(path, &file, &e);
         }
         // Without SQLITE_OPEN_CREATE: nothing is created here (a WAL store's
         // own -wal and -shm files aside).
@@ -417,10 +442,10 @@ impl SqliteStore {
             .and_then(|c| c.pragma_query_value(Some(DatabaseName::Main), "user_version", |r| r.get::<_, i64>(0)));
         match version {
             Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-                return Err(no_store(&format!(" (not an SQLite database: {e})")))
+                return Err(no_store(path, &format!(" (not an SQLite database: {e})")))
             }
             Err(e) => return Err(e.into()),
-            Ok(0) => return Err(no_store(" (an empty file, or an SQLite database that is not a complyd store)")),
+            Ok(0) => return Err(no_store(path, NOT_A_STORE)),
             Ok(v) if v >= 2 => {
                 if let Some(f) = HANDLER_FILES.iter().find(|f| !Path::new(&handler_file(path, f)).is_file()) {
                     return Err(not_of_this_store(path, f, 0));
@@ -429,6 +454,137 @@ impl SqliteStore {
             Ok(_) => {}
         }
         Self::open(path)
+    }
+
+    /// [`Self::open_existing`] for a store this user may not write
+    /// (`file` is one of its files, which the OS refused to open for
+    /// writing with `denied`): read-only connections (`mode=ro`), and only
+    /// to a store of this version, which needs no move. SQLite reads a WAL
+    /// file only beside its `-wal` and `-shm` files (they exist while
+    /// complyd has the store open): where they are missing it would create
+    /// them, owned by this user, so that the store's owner could no longer
+    /// write it; this refuses instead. (SQLite's `immutable` would read
+    /// without them, but it skips a WAL, and nothing can tell a reader that
+    /// a complyd has begun writing meanwhile: it could miss a delete.)
+    fn open_read_only(path: &str, file: &str, denied: &std::io::Error) -> Result<SqliteStore, StoreError> {
+        let cannot = |why: &str| {
+            StoreError::ReadOnly(format!("the store {path} is read-only to this user ({file}: {denied}), and {why}"))
+        };
+        // Each file's mode from its header, before SQLite opens anything: a
+        // file that is no database (or empty) is no store.
+        let mut wal_files = Vec::new();
+        for f in store_files(path) {
+            let mut header = [0u8; 20];
+            let read = std::fs::File::open(&f).and_then(|mut h| {
+                let mut n = 0;
+                while n < header.len() {
+                    match std::io::Read::read(&mut h, &mut header[n..])? {
+                        0 => break,
+                        k => n += k,
+                    }
+                }
+                Ok(n)
+            });
+            match read {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && f != path => continue,
+                Err(e) => return Err(StoreError::NoStore(format!("cannot read the store file {f}: {e}"))),
+                Ok(0) if f == path => return Err(no_store(path, NOT_A_STORE)),
+                Ok(n) if n < header.len() || &header[..16] != b"SQLite format 3\0" => {
+                    return Err(no_store(&f, " (not an SQLite database)"))
+                }
+                // Bytes 18 and 19: 2 in a WAL file.
+                Ok(_) if header[18] == 2 || header[19] == 2 => wal_files.push(f),
+                Ok(_) => {}
+            }
+        }
+        let beside = |f: &str| [format!("{f}-wal"), format!("{f}-shm")];
+        for f in &wal_files {
+            let [wal, shm] = beside(f);
+            if !(Path::new(&wal).is_file() && Path::new(&shm).is_file()) {
+                let read_only_fs = matches!(
+                    std::fs::OpenOptions::new().append(true).open(f),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::ReadOnlyFilesystem)
+                );
+                return Err(cannot(&if read_only_fs {
+                    format!(
+                        "SQLite reads it only beside {wal} and {shm}, which it cannot create on a read-only \
+                         file system: copy the store's files to a writable directory and read the copy"
+                    )
+                } else {
+                    format!(
+                        "SQLite reads it only beside {wal} and {shm}, which exist while complyd has the store \
+                         open: read it while complyd runs, or as a user who may write its files, or read a copy"
+                    )
+                }));
+            }
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(read_only_uri(path), flags)?;
+        conn.busy_handler(Some(wait_for_writer))?;
+        let version = match user_version(&conn, "main") {
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+                return Err(no_store(path, &format!(" (not an SQLite database: {e})")))
+            }
+            Err(e) => return Err(e.into()),
+            Ok(0) => return Err(no_store(path, NOT_A_STORE)),
+            Ok(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::SchemaTooNew { found: v, supported: SCHEMA_VERSION })
+            }
+            Ok(v) => v,
+        };
+        const TO_MOVE: &str = "it must first be moved to this version of complyd by a user who may write its \
+                               files: run any complyd command on it once as such a user";
+        if version < SCHEMA_VERSION {
+            return Err(cannot(&format!(
+                "it is the store of an earlier complyd (schema version {version}): {TO_MOVE}"
+            )));
+        }
+        for f in &HANDLER_FILES {
+            let file = handler_file(path, f);
+            if !Path::new(&file).is_file() {
+                return Err(not_of_this_store(path, f, 0));
+            }
+            conn.execute("ATTACH DATABASE ?1 AS ?2", params![read_only_uri(&file), f.schema])?;
+            let v = user_version(&conn, f.schema)?;
+            if v != HANDLER_VERSION {
+                return Err(not_of_this_store(path, f, v));
+            }
+        }
+        // The `-wal` and `-shm` files may have gone between the check above
+        // and the reads (the daemon's last connection closing): then SQLite
+        // made them, owned by this user. Open, this connection keeps the
+        // owner's from going again.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let mut made = Vec::new();
+            for f in &wal_files {
+                let owner = std::fs::metadata(f)?.uid();
+                made.extend(beside(f).into_iter().filter(|b| std::fs::metadata(b).is_ok_and(|m| m.uid() != owner)));
+            }
+            if !made.is_empty() {
+                drop(conn);
+                for m in &made {
+                    let _ = std::fs::remove_file(m);
+                }
+                return Err(cannot(&format!(
+                    "{} went as it was opened (complyd closed the store): read it while complyd runs, or as a \
+                     user who may write its files, or read a copy",
+                    made.join(" and ")
+                )));
+            }
+        }
+        // A move to 4 cut between its two files (`migrate` finishes it).
+        if !conn.prepare("SELECT 1 FROM status.sqlite_master WHERE name = 'gap_history'")?.exists([])? {
+            return Err(cannot(&format!("its gap ledger is missing (a move cut short): {TO_MOVE}")));
+        }
+        for schema in ["main", "status", "user"] {
+            conn.pragma_update(Some(DatabaseName::Attached(schema)), "cache_size", -PAGE_CACHE_KIB)?;
+        }
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        Ok(SqliteStore { conn, path: path.to_owned() })
     }
 
     /// The store's files, created when missing, with this connection's
