@@ -321,6 +321,16 @@ fn a_store_on_a_read_only_file_system_is_read_with_its_wal() {
         }
     }
     drop(held);
+    // The copy's tombstone is in its WAL only.
+    let file_only = rusqlite::Connection::open_with_flags(
+        format!("file:{}?immutable=1", d.join("ro").join("snap.db-status").display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let in_file: i64 =
+        file_only.query_row("SELECT count(*) FROM tombstones WHERE id = 1001", [], |r| r.get(0)).unwrap();
+    assert_eq!(in_file, 0, "the tombstone is in the file, not only in its WAL: the test proves less");
+    drop(file_only);
     let out = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(d.join("ro")).output().unwrap();
     assert!(out.status.success(), "remount ro: {}", String::from_utf8_lossy(&out.stderr));
     let snap = format!("sqlite:{}", d.join("ro").join("snap.db").display());

@@ -355,11 +355,15 @@ fn a_move_cut_short_goes_on_from_its_last_commit() {
     let (schema, want) = version_6_store();
     let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
     let mark = |c: &mut postgres::Client| -> Vec<(String, i64)> {
-        c.query("SELECT key, value FROM complyd_meta WHERE key IN ('move_reread_from', 'move_link_from')", &[])
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
+        c.query(
+            "SELECT key, value FROM complyd_meta WHERE key IN
+             ('move_reread_from', 'move_link_from', 'move_gone_from', 'move_purged_from', 'move_scrubbed_from')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
     };
     let rows_before: i64 = c.query_one("SELECT count(*) FROM posts", &[]).unwrap().get(0);
     // Cut after every second transaction of one post: a move that started
@@ -378,11 +382,86 @@ fn a_move_cut_short_goes_on_from_its_last_commit() {
     }
     assert!(done, "the move never ended: {marks:?}");
     assert!(marks.len() >= 3, "the cuts fell in both steps: {marks:?}");
-    assert!(marks.iter().any(|m| m.iter().any(|(k, _)| k == "move_link_from")), "{marks:?}");
+    let fell_in = |steps: &[&str]| marks.iter().any(|m| m.iter().any(|(k, _)| steps.contains(&k.as_str())));
+    assert!(fell_in(&["move_link_from"]), "no cut fell in the link step: {marks:?}");
+    assert!(
+        fell_in(&["move_gone_from", "move_purged_from", "move_scrubbed_from"]),
+        "no cut fell in the steps that take the withdrawn out: {marks:?}"
+    );
     // The counts the move reports add up over the opens: every row read
     // (as the last cut left them).
     assert!(read >= rows_before, "{read} rows read of {rows_before}");
     assert_moved(&schema, &want);
+}
+
+/// The move's last steps take the withdrawn out of their carriers a batch
+/// a transaction, and a cut goes on from the last one.
+#[test]
+#[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
+fn the_withdrawn_are_taken_out_a_batch_a_transaction_and_a_cut_goes_on() {
+    let schema = PgSchema::new();
+    let quote = |id: u64, of: u64| {
+        format!(
+            r#"{{"id_str":"{id}","user":{{"id_str":"3"}},"quoted_status_id_str":"{of}","quoted_status":{{"id_str":"{of}","user":{{"id_str":"1"}},"text":"GONE{of}"}}}}"#
+        )
+    };
+    let mut lines: Vec<String> = (0..4).map(|i| quote(300 + i, 100 + i)).collect();
+    // Copies of posts by user 2, who scrubbed up to 105 (104 covered, 106
+    // not), with their place; and a profile of user 9, purged.
+    for (id, of) in [(311, 104), (312, 106)] {
+        lines.push(format!(
+            r#"{{"id_str":"{id}","user":{{"id_str":"3"}},"quoted_status_id_str":"{of}","quoted_status":{{"id_str":"{of}","user":{{"id_str":"2"}},"text":"x","place":{{"full_name":"PLACE{of}"}}}}}}"#
+        ));
+    }
+    lines.push(
+        r#"{"data":{"id":"320","author_id":"3","text":"hi"},"includes":{"users":[{"id":"9","name":"PROFILE9"}]}}"#
+            .to_owned(),
+    );
+    let posts: Vec<_> = lines.iter().flat_map(|l| parse_post_line(l).unwrap()).collect();
+    PostgresStore::open(&schema.url()).unwrap().import(&posts, &[], 0).unwrap();
+    // Deleted as an earlier complyd left them, its move at the last steps:
+    // tombstones, the copies still in their carriers.
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    c.batch_execute(
+        "INSERT INTO tombstones VALUES (100, 1), (101, 1), (102, 1), (103, 1);
+         INSERT INTO user_state (id, scrub_up_to) VALUES (2, 105);
+         INSERT INTO purge_done VALUES (9, 1);
+         UPDATE complyd_meta SET value = 6 WHERE key = 'schema_version';
+         INSERT INTO complyd_meta VALUES ('move_gone_from', -9223372036854775808)",
+    )
+    .unwrap();
+    let mut marks = Vec::new();
+    for _ in 0..20 {
+        if PostgresStore::open_cut_after(&schema.url(), 1, 2).unwrap() {
+            break;
+        }
+        let m: Vec<(String, i64)> = c
+            .query("SELECT key, value FROM complyd_meta WHERE key LIKE 'move\\_%\\_from'", &[])
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        marks.push(m);
+    }
+    // Two withdrawn ids an open (a transaction each), going on from the
+    // last, through the three steps.
+    let mark = |k: &str, v: i64| vec![(k.to_owned(), v)];
+    let want = [
+        mark("move_gone_from", 102),
+        mark("move_gone_from", 104),
+        mark("move_purged_from", 10),
+        mark("move_scrubbed_from", 105),
+    ];
+    assert_eq!(marks, want);
+    let version: i64 = c.query_one("SELECT value FROM complyd_meta WHERE key = 'schema_version'", &[]).unwrap().get(0);
+    assert_eq!(version, SCHEMA_VERSION);
+    let left: i64 = c.query_one("SELECT count(*) FROM complyd_meta WHERE key LIKE 'move%'", &[]).unwrap().get(0);
+    assert_eq!(left, 0, "the move is recorded as done");
+    for row in c.query("SELECT id, json FROM posts WHERE id >= 300", &[]).unwrap() {
+        let (id, json): (i64, String) = (row.get(0), row.get(1));
+        assert!(!json.contains("GONE") && !json.contains("PLACE104") && !json.contains("PROFILE9"), "{id}: {json}");
+        assert!(id != 312 || json.contains("PLACE106"), "{id}: {json}");
+    }
 }
 
 #[test]

@@ -17,8 +17,8 @@
 
 use super::rows::{
     assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
-    Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL,
-    SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS,
+    SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, ErrorKind, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position,
@@ -178,15 +178,24 @@ const MOVE_EVERY_CARRIER: &str = "move_every_carrier";
 const MOVE_COUNTS: [&str; 4] = ["move_read", "move_relisted", "move_unreadable", "move_links"];
 /// All of them, for `key = ANY(..)` (`LIKE` would take `_` for any
 /// character).
-const MOVE_KEYS: [&str; 7] = [
+const MOVE_KEYS: [&str; 10] = [
     MOVE_REREAD_FROM,
     MOVE_LINK_FROM,
+    WITHDRAW_FROM[0],
+    WITHDRAW_FROM[1],
+    WITHDRAW_FROM[2],
     MOVE_EVERY_CARRIER,
     MOVE_COUNTS[0],
     MOVE_COUNTS[1],
     MOVE_COUNTS[2],
     MOVE_COUNTS[3],
 ];
+/// The marks of the move's last steps, which take out of the linked
+/// carriers what was already withdrawn ([`withdraw_batch`]): the copies of
+/// tombstones, the profiles of purged users, the geo of scrubbed copies.
+const WITHDRAW_FROM: [&str; 3] = ["move_gone_from", "move_purged_from", "move_scrubbed_from"];
+/// The marks of each step of a move under way.
+const MOVE_STEPS: [&str; 5] = [MOVE_REREAD_FROM, MOVE_LINK_FROM, WITHDRAW_FROM[0], WITHDRAW_FROM[1], WITHDRAW_FROM[2]];
 /// The marks of a move cut short by the builds of ff2fac5..33d5f7b.
 const EARLIER_MOVE_KEYS: [&str; 2] = ["move_reread_after", "move_link_after"];
 /// The version a store waits at while its posts are moved: the moves to
@@ -466,6 +475,9 @@ impl PostgresStore {
         if version == SCHEMA_VERSION && !moving {
             return Ok(store);
         }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+        }
         store.migrate_with(MoveBatches::default()).map_err(|e| {
             let denied = [postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION, postgres::error::SqlState::INSUFFICIENT_PRIVILEGE];
             match &e {
@@ -546,8 +558,8 @@ impl PostgresStore {
             // A move not yet started (one under way keeps its place).
             tx.execute(
                 "INSERT INTO complyd_meta (key, value) SELECT $1, $2
-                 WHERE NOT EXISTS (SELECT 1 FROM complyd_meta WHERE key IN ($1, $3))",
-                &[&MOVE_REREAD_FROM, &i64::MIN, &MOVE_LINK_FROM],
+                 WHERE NOT EXISTS (SELECT 1 FROM complyd_meta WHERE key = ANY($3))",
+                &[&MOVE_REREAD_FROM, &i64::MIN, &&MOVE_STEPS[..]],
             )?;
             if found == 1 {
                 tx.execute(
@@ -557,12 +569,8 @@ impl PostgresStore {
             }
         }
         // Most opens find no move under way: no transaction more for them.
-        let moving: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM complyd_meta WHERE key IN ($1, $2))",
-                &[&MOVE_REREAD_FROM, &MOVE_LINK_FROM],
-            )?
-            .get(0);
+        let moving: bool =
+            tx.query_one("SELECT EXISTS (SELECT 1 FROM complyd_meta WHERE key = ANY($1))", &[&&MOVE_STEPS[..]])?.get(0);
         tx.commit()?;
         if !moving {
             return Ok(true);
@@ -580,11 +588,12 @@ impl PostgresStore {
     /// First every post, its own line's or a copy's, is read with today's
     /// import and re-imported where its row lists less than it carries (all
     /// those that may carry another, from version 1); then the carriers of
-    /// copies are linked; then, in one last transaction, what was withdrawn
-    /// is taken out of them. Returns false when `batches.stop_after`
-    /// stopped it first (a test's cut).
+    /// copies are linked; then what was withdrawn is taken out of them,
+    /// `batches.rows` withdrawn ids a transaction ([`withdraw_batch`]).
+    /// Returns false when `batches.stop_after` stopped it first (a test's
+    /// cut).
     fn move_posts(&mut self, batches: MoveBatches) -> Result<bool, StoreError> {
-        let mut done = 0;
+        let (mut done, mut rewritten) = (0, 0);
         loop {
             if batches.cut(done) {
                 return Ok(false);
@@ -614,8 +623,19 @@ impl PostgresStore {
                 match next {
                     Some(next) => (MOVE_LINK_FROM, next),
                     None => {
-                        total += batch;
-                        let rewritten = remove_withdrawn(&mut c)?;
+                        c.execute("DELETE FROM complyd_meta WHERE key = $1", &[&MOVE_LINK_FROM])?;
+                        (WITHDRAW_FROM[0], i64::MIN)
+                    }
+                }
+            } else if let Some((at, from)) =
+                WITHDRAW_FROM.iter().enumerate().find_map(|(at, k)| meta.get(*k).map(|from| (at, *from)))
+            {
+                let (went_on, n) = withdraw_batch(&mut c, at, from, batches.rows)?;
+                rewritten += n;
+                c.execute("DELETE FROM complyd_meta WHERE key = $1", &[&WITHDRAW_FROM[at]])?;
+                match went_on {
+                    Some(step) => step,
+                    None => {
                         c.execute("DELETE FROM complyd_meta WHERE key = ANY($1)", &[&&MOVE_KEYS[..]])?;
                         c.execute(
                             "UPDATE complyd_meta SET value = $1 WHERE key = 'schema_version'",
@@ -927,32 +947,50 @@ fn link_batch(c: &mut Conn<'_, '_>, from: i64, rows: i64) -> Result<(Option<i64>
     Ok((next, link_copies_of(c, &posts.iter().collect::<Vec<_>>())?))
 }
 
-/// Takes out of the linked carriers the copies of posts already
-/// tombstones, the geo of copies already scrubbed and the profiles of users
-/// already purged (a move's last step): a store written before version 5
-/// kept those in the carriers' JSON, one before 7 those it did not list.
-/// Returns how many posts were rewritten.
-fn remove_withdrawn(c: &mut Conn<'_, '_>) -> Result<u64, StoreError> {
-    let mut ids =
-        |sql: &str| -> Result<Vec<i64>, StoreError> { Ok(c.query(sql, &[])?.iter().map(|r| r.get(0)).collect()) };
-    let gone =
-        ids("SELECT DISTINCT e.embedded_id FROM embedded_in e JOIN tombstones t ON t.id = e.embedded_id ORDER BY 1")?;
-    let purged = ids(
-        "SELECT DISTINCT user_id FROM embedded_users WHERE user_id IN (SELECT user_id FROM purge_done) ORDER BY 1",
-    )?;
-    let scrubbed: Vec<i64> = c
-        .query(
+/// One transaction of the move's last steps ([`WITHDRAW_FROM`], step
+/// `at`): the `rows` withdrawn ids from the key `from` on, taken out of
+/// their carriers ([`remove_copies`]; done twice, it changes nothing
+/// twice). A store written before version 5 kept those in the carriers'
+/// JSON, one before 7 those it did not list. Returns the mark to go on
+/// from (`None`: nothing is left) and how many posts were rewritten.
+fn withdraw_batch(
+    c: &mut Conn<'_, '_>,
+    at: usize,
+    from: i64,
+    rows: i64,
+) -> Result<(Option<MoveMark>, u64), StoreError> {
+    let sql = match at {
+        0 => {
+            "SELECT DISTINCT e.embedded_id, 0::bigint FROM embedded_in e JOIN tombstones t ON t.id = e.embedded_id
+              WHERE e.embedded_id >= $1 ORDER BY 1 LIMIT $2"
+        }
+        1 => {
+            "SELECT DISTINCT user_id, 0::bigint FROM embedded_users
+              WHERE user_id >= $1 AND user_id IN (SELECT user_id FROM purge_done) ORDER BY 1 LIMIT $2"
+        }
+        _ => {
             "SELECT p.id, u.scrub_up_to FROM posts p JOIN user_state u ON u.id = p.author_id
-             WHERE u.scrub_up_to IS NOT NULL AND (p.id IN (SELECT embedded_id FROM embedded_in)
-               OR EXISTS (SELECT 1 FROM posts r WHERE r.retweet_of = p.id)) ORDER BY p.id",
-            &[],
-        )?
-        .iter()
-        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
-        .filter(|(id, up_to)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
-        .map(|(id, _)| id)
-        .collect();
-    remove_copies(c, &gone, &scrubbed, &purged)
+              WHERE p.id >= $1 AND u.scrub_up_to IS NOT NULL AND (p.id IN (SELECT embedded_id FROM embedded_in)
+                OR EXISTS (SELECT 1 FROM posts r WHERE r.retweet_of = p.id)) ORDER BY p.id LIMIT $2"
+        }
+    };
+    let found: Vec<(i64, i64)> = c.query(sql, &[&from, &rows])?.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let later = WITHDRAW_FROM.get(at + 1).map(|k| (*k, i64::MIN));
+    let Some(&(last, _)) = found.last() else { return Ok((later, 0)) };
+    let ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
+    let rewritten = match at {
+        0 => remove_copies(c, &ids, &[], &[])?,
+        1 => remove_copies(c, &[], &[], &ids)?,
+        _ => {
+            let scrubbed: Vec<i64> = found
+                .iter()
+                .filter(|(id, up_to)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
+                .map(|(id, _)| *id)
+                .collect();
+            remove_copies(c, &[], &scrubbed, &[])?
+        }
+    };
+    Ok((last.checked_add(1).map(|next| (WITHDRAW_FROM[at], next)).or(later), rewritten))
 }
 
 /// Writes posts none of which is stored yet (a stored one fails the COPY with

@@ -26,6 +26,9 @@ pub(crate) trait Cols {
     fn text(&self, i: usize) -> Result<&str, StoreError>;
 }
 
+/// Where a store's move goes on from: its step and the next key.
+pub(crate) type MoveMark = (&'static str, i64);
+
 /// How a schema move reads the stored posts: `rows` posts a transaction,
 /// and (for a test's cut) at most `stop_after` transactions in this process.
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +117,7 @@ impl Reread {
     }
 
     /// Logs the move to `version` once it is done (the counts over every
-    /// open that took part).
+    /// open that took part; `rewritten`, the posts this open rewrote).
     pub fn log(&self, version: i64, rewritten: u64) {
         if self.unreadable > 0 {
             tracing::warn!(posts_read = self.read, posts_unreadable = self.unreadable, version, "Posts whose stored JSON no longer reads as a post: every answer now judges them, and withholds them where they cannot be edited");
