@@ -530,22 +530,7 @@ fn a_read_command_refuses_a_database_without_a_store_and_creates_nothing() {
 #[ignore = "needs PostgreSQL: `bash scripts/test.sh` runs it"]
 fn a_read_command_reads_a_store_its_role_may_not_write() {
     let schema = PgSchema::new();
-    let complyd = |args: &[&str], db: &str, stdin: &str| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_complyd"))
-            .args(args)
-            .args(["--db", db])
-            .env_remove("COMPLYD_LOG")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (out.status.code(), text(&out.stdout), text(&out.stderr))
-    };
+    let complyd = common::complyd_on;
     let posts = "{\"id_str\":\"1001\",\"user\":{\"id_str\":\"7\"},\"text\":\"withdrawn words\"}\n\
                  {\"id_str\":\"1002\",\"user\":{\"id_str\":\"8\"},\"text\":\"kept words\"}\n";
     assert_eq!(complyd(&["import", "-"], &schema.url(), posts).0, Some(0));

@@ -16,9 +16,9 @@
 //! a plain thread (a SyncArbiter actor), never from inside an async task.
 
 use super::rows::{
-    assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
-    Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS,
-    SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    assemble_gaps, gap_filter, post_from, scanned_from, scrub_covered, status_from, toggle_cols, user_from,
+    BatchJobRow, Chunker, Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread, BATCH_JOB_COLS, GAP_COLS,
+    POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, ErrorKind, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position,
@@ -981,14 +981,7 @@ fn withdraw_batch(
     let rewritten = match at {
         0 => remove_copies(c, &ids, &[], &[])?,
         1 => remove_copies(c, &[], &[], &ids)?,
-        _ => {
-            let scrubbed: Vec<i64> = found
-                .iter()
-                .filter(|(id, up_to)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
-                .map(|(id, _)| *id)
-                .collect();
-            remove_copies(c, &[], &scrubbed, &[])?
-        }
+        _ => remove_copies(c, &[], &scrub_covered(&found), &[])?,
     };
     Ok((last.checked_add(1).map(|next| (WITHDRAW_FROM[at], next)).or(later), rewritten))
 }

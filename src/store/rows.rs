@@ -26,6 +26,15 @@ pub(crate) trait Cols {
     fn text(&self, i: usize) -> Result<&str, StoreError>;
 }
 
+/// Of `(post key, its author's scrub_up_to key)` rows, the posts the scrub
+/// covers (a move's scrubbed step).
+pub(crate) fn scrub_covered(rows: &[(i64, i64)]) -> Vec<i64> {
+    rows.iter()
+        .filter(|(id, up_to)| crate::rules::user::scrub_covers(super::id_of(*up_to), super::id_of(*id)))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
 /// Where a store's move goes on from: its step and the next key.
 pub(crate) type MoveMark = (&'static str, i64);
 

@@ -18,9 +18,9 @@
 //! hundreds of MB a minute at full rate.
 
 use super::rows::{
-    assemble_gaps, gap_filter, post_from, scanned_from, status_from, toggle_cols, user_from, BatchJobRow, Chunker,
-    Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread, BATCH_JOB_COLS, GAP_COLS, POST_COLS,
-    SCAN_SELECT, STATUS_COLS, USER_COLS,
+    assemble_gaps, gap_filter, post_from, scanned_from, scrub_covered, status_from, toggle_cols, user_from,
+    BatchJobRow, Chunker, Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread, BATCH_JOB_COLS, GAP_COLS,
+    POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
@@ -1119,14 +1119,7 @@ fn withdraw_batch(
     let rewritten = match at {
         0 => remove_copies(tx, &ids, &[], &[])?,
         1 => remove_copies(tx, &[], &[], &ids)?,
-        _ => {
-            let scrubbed: Vec<i64> = found
-                .iter()
-                .filter(|(id, up_to)| rules::user::scrub_covers(id_of(*up_to), id_of(*id)))
-                .map(|(id, _)| *id)
-                .collect();
-            remove_copies(tx, &[], &scrubbed, &[])?
-        }
+        _ => remove_copies(tx, &[], &scrub_covered(&found), &[])?,
     };
     Ok((next(last), rewritten))
 }

@@ -14,6 +14,35 @@ pub const DAY_MS: i64 = 24 * 3600 * 1000;
 #[allow(unused_imports)] // not every test binary reads the clock
 pub use complyd::clock::now_ms;
 
+/// `complyd ARGS --db DB` with `stdin`: (exit code, stdout, stderr).
+pub fn complyd_on(args: &[&str], db: &str, stdin: &str) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_complyd"))
+        .args(args)
+        .args(["--db", db])
+        .env_remove("COMPLYD_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Whether post `id`'s tombstone is in the SQLite status file `file`
+/// itself, read without its WAL (`immutable`): a test that means to read a
+/// delete still in the WAL checks that it is not.
+pub fn tombstone_in_file(file: &str, id: i64) -> bool {
+    let c = rusqlite::Connection::open_with_flags(
+        format!("file:{file}?immutable=1"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    c.query_row("SELECT count(*) FROM tombstones WHERE id = ?1", [id], |r| r.get::<_, i64>(0)).unwrap() > 0
+}
+
 /// Which store a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
