@@ -563,37 +563,42 @@ impl SqliteStore {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
             | rusqlite::OpenFlags::SQLITE_OPEN_URI
             | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(read_only_uri(path), flags)?;
-        conn.busy_handler(Some(wait_for_writer))?;
-        let version = match user_version(&conn, "main") {
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-                return Err(no_store(path, &format!(" (not an SQLite database: {e})")))
-            }
-            Err(e) => return Err(e.into()),
-            Ok(0) => return Err(no_store(path, NOT_A_STORE)),
-            Ok(v) if v > SCHEMA_VERSION => {
-                return Err(StoreError::SchemaTooNew { found: v, supported: SCHEMA_VERSION })
-            }
-            Ok(v) => v,
-        };
         const TO_MOVE: &str = "it must first be moved to this version of complyd by a user who may write its \
                                files: run any complyd command on it once as such a user";
-        if version < SCHEMA_VERSION {
-            return Err(cannot(&format!(
-                "it is the store of an earlier complyd (schema version {version}): {TO_MOVE}"
-            )));
-        }
-        for f in &HANDLER_FILES {
-            let file = handler_file(path, f);
-            if !Path::new(&file).is_file() {
-                return Err(not_of_this_store(path, f, 0));
+        let open = || -> Result<Connection, StoreError> {
+            let conn = Connection::open_with_flags(read_only_uri(path), flags)?;
+            conn.busy_handler(Some(wait_for_writer))?;
+            let version = match user_version(&conn, "main") {
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+                    return Err(no_store(path, &format!(" (not an SQLite database: {e})")))
+                }
+                Err(e) => return Err(e.into()),
+                Ok(0) => return Err(no_store(path, NOT_A_STORE)),
+                Ok(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::SchemaTooNew { found: v, supported: SCHEMA_VERSION })
+                }
+                Ok(v) => v,
+            };
+            if version < SCHEMA_VERSION {
+                return Err(cannot(&format!(
+                    "it is the store of an earlier complyd (schema version {version}): {TO_MOVE}"
+                )));
             }
-            conn.execute("ATTACH DATABASE ?1 AS ?2", params![read_only_uri(&file), f.schema])?;
-            let v = user_version(&conn, f.schema)?;
-            if v != HANDLER_VERSION {
-                return Err(not_of_this_store(path, f, v));
+            for f in &HANDLER_FILES {
+                let file = handler_file(path, f);
+                if !Path::new(&file).is_file() {
+                    return Err(not_of_this_store(path, f, 0));
+                }
+                conn.execute("ATTACH DATABASE ?1 AS ?2", params![read_only_uri(&file), f.schema])?;
+                let v = user_version(&conn, f.schema)?;
+                if v != HANDLER_VERSION {
+                    return Err(not_of_this_store(path, f, v));
+                }
             }
-        }
+            Ok(conn)
+        };
+        // Whether the reads succeed or not:
+        let opened = open();
         // The `-wal` and `-shm` files may have gone between the check above
         // and the reads (the daemon's last connection closing): then SQLite
         // made them, owned by this user, and the store's owner could not
@@ -615,7 +620,7 @@ impl SqliteStore {
             })
             .collect();
         if !made.is_empty() {
-            drop(conn);
+            drop(opened);
             for m in &made {
                 let _ = std::fs::remove_file(m);
             }
@@ -625,6 +630,7 @@ impl SqliteStore {
                 made.join(" and ")
             )));
         }
+        let conn = opened?;
         // A move to 4 cut between its two files (`migrate` finishes it).
         if !conn.prepare("SELECT 1 FROM status.sqlite_master WHERE name = 'gap_history'")?.exists([])? {
             return Err(cannot(&format!("its gap ledger is missing (a move cut short): {TO_MOVE}")));
