@@ -17,8 +17,8 @@
 
 use super::rows::{
     assemble_gaps, gap_filter, post_from, scanned_from, scrub_covered, status_from, toggle_cols, user_from,
-    BatchJobRow, Chunker, Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread, BATCH_JOB_COLS, GAP_COLS,
-    POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    withdraw_next, BatchJobRow, Chunker, Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread,
+    BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_ALL_LATERAL, SCAN_COLUMNS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, redact_url, ApplyStats, ErrorKind, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position,
@@ -975,15 +975,17 @@ fn withdraw_batch(
         }
     };
     let found: Vec<(i64, i64)> = c.query(sql, &[&from, &rows])?.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let later = WITHDRAW_FROM.get(at + 1).map(|k| (*k, i64::MIN));
-    let Some(&(last, _)) = found.last() else { return Ok((later, 0)) };
+    let next = withdraw_next(&WITHDRAW_FROM, at, found.last().map(|(id, _)| *id));
+    if found.is_empty() {
+        return Ok((next, 0));
+    }
     let ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
     let rewritten = match at {
         0 => remove_copies(c, &ids, &[], &[])?,
         1 => remove_copies(c, &[], &[], &ids)?,
         _ => remove_copies(c, &[], &scrub_covered(&found), &[])?,
     };
-    Ok((last.checked_add(1).map(|next| (WITHDRAW_FROM[at], next)).or(later), rewritten))
+    Ok((next, rewritten))
 }
 
 /// Writes posts none of which is stored yet (a stored one fails the COPY with

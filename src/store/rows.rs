@@ -38,6 +38,14 @@ pub(crate) fn scrub_covered(rows: &[(i64, i64)]) -> Vec<i64> {
 /// Where a store's move goes on from: its step and the next key.
 pub(crate) type MoveMark = (&'static str, i64);
 
+/// Where a move's withdraw step `steps[at]` goes on after a batch whose last
+/// key was `last` (`None`: the batch was empty): the key after it, else the
+/// next step from its start, else `None` (the move is done).
+pub(crate) fn withdraw_next(steps: &[&'static str], at: usize, last: Option<i64>) -> Option<MoveMark> {
+    let later = steps.get(at + 1).map(|s| (*s, i64::MIN));
+    last.and_then(|l| l.checked_add(1)).map(|next| (steps[at], next)).or(later)
+}
+
 /// How a schema move reads the stored posts: `rows` posts a transaction,
 /// and (for a test's cut) at most `stop_after` transactions in this process.
 #[derive(Clone, Copy, Debug)]

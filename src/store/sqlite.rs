@@ -19,8 +19,8 @@
 
 use super::rows::{
     assemble_gaps, gap_filter, post_from, scanned_from, scrub_covered, status_from, toggle_cols, user_from,
-    BatchJobRow, Chunker, Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread, BATCH_JOB_COLS, GAP_COLS,
-    POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
+    withdraw_next, BatchJobRow, Chunker, Cols, GapHistoryRow, GapRow, Lookup, MoveBatches, MoveMark, Reread,
+    BATCH_JOB_COLS, GAP_COLS, POST_COLS, SCAN_SELECT, STATUS_COLS, USER_COLS,
 };
 use super::{
     id_of, key, ApplyStats, HandlerKind, ImportStats, MaintenanceStats, NewLike, Position, ScanRow, Store, StoreError,
@@ -321,6 +321,20 @@ fn no_store(path: &str, why: &str) -> StoreError {
 
 const NOT_A_STORE: &str = " (an empty file, or an SQLite database that is not a complyd store)";
 
+/// The main file's schema version as read (`read`), for a command that
+/// never creates a store: a file that is not a database, or a database
+/// that is not a complyd store (version 0), is no store.
+fn store_version(path: &str, read: rusqlite::Result<i64>) -> Result<i64, StoreError> {
+    match read {
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            Err(no_store(path, &format!(" (not an SQLite database: {e})")))
+        }
+        Err(e) => Err(e.into()),
+        Ok(0) => Err(no_store(path, NOT_A_STORE)),
+        Ok(v) => Ok(v),
+    }
+}
+
 /// A file's device, inode and owner, where the platform tells them.
 fn file_id(path: &str) -> Option<(u64, u64, u32)> {
     #[cfg(unix)]
@@ -465,20 +479,11 @@ impl SqliteStore {
         // Without SQLITE_OPEN_CREATE: nothing is created here (a WAL store's
         // own -wal and -shm files aside).
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let version = Connection::open_with_flags(path, flags)
-            .and_then(|c| c.pragma_query_value(Some(DatabaseName::Main), "user_version", |r| r.get::<_, i64>(0)));
-        match version {
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-                return Err(no_store(path, &format!(" (not an SQLite database: {e})")))
+        let version = Connection::open_with_flags(path, flags).and_then(|c| user_version(&c, "main"));
+        if store_version(path, version)? >= 2 {
+            if let Some(f) = HANDLER_FILES.iter().find(|f| !Path::new(&handler_file(path, f)).is_file()) {
+                return Err(not_of_this_store(path, f, 0));
             }
-            Err(e) => return Err(e.into()),
-            Ok(0) => return Err(no_store(path, NOT_A_STORE)),
-            Ok(v) if v >= 2 => {
-                if let Some(f) = HANDLER_FILES.iter().find(|f| !Path::new(&handler_file(path, f)).is_file()) {
-                    return Err(not_of_this_store(path, f, 0));
-                }
-            }
-            Ok(_) => {}
         }
         Self::open(path)
     }
@@ -501,22 +506,14 @@ impl SqliteStore {
         // file that is no database (or empty) is no store.
         let mut wal_files = Vec::new();
         for f in store_files(path) {
-            let mut header = [0u8; 20];
-            let read = std::fs::File::open(&f).and_then(|mut h| {
-                let mut n = 0;
-                while n < header.len() {
-                    match std::io::Read::read(&mut h, &mut header[n..])? {
-                        0 => break,
-                        k => n += k,
-                    }
-                }
-                Ok(n)
-            });
+            let mut header = Vec::with_capacity(20);
+            let read = std::fs::File::open(&f)
+                .and_then(|h| std::io::Read::read_to_end(&mut std::io::Read::take(h, 20), &mut header));
             match read {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && f != path => continue,
                 Err(e) => return Err(StoreError::NoStore(format!("cannot read the store file {f}: {e}"))),
                 Ok(0) if f == path => return Err(no_store(path, NOT_A_STORE)),
-                Ok(n) if n < header.len() || &header[..16] != b"SQLite format 3\0" => {
+                Ok(n) if n < 20 || &header[..16] != b"SQLite format 3\0" => {
                     return Err(match HANDLER_FILES.iter().find(|h| handler_file(path, h) == f) {
                         Some(h) => not_of_this_store(path, h, 0),
                         None => no_store(path, " (not an SQLite database)"),
@@ -568,17 +565,10 @@ impl SqliteStore {
         let open = || -> Result<Connection, StoreError> {
             let conn = Connection::open_with_flags(read_only_uri(path), flags)?;
             conn.busy_handler(Some(wait_for_writer))?;
-            let version = match user_version(&conn, "main") {
-                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-                    return Err(no_store(path, &format!(" (not an SQLite database: {e})")))
-                }
-                Err(e) => return Err(e.into()),
-                Ok(0) => return Err(no_store(path, NOT_A_STORE)),
-                Ok(v) if v > SCHEMA_VERSION => {
-                    return Err(StoreError::SchemaTooNew { found: v, supported: SCHEMA_VERSION })
-                }
-                Ok(v) => v,
-            };
+            let version = store_version(path, user_version(&conn, "main"))?;
+            if version > SCHEMA_VERSION {
+                return Err(StoreError::SchemaTooNew { found: version, supported: SCHEMA_VERSION });
+            }
             if version < SCHEMA_VERSION {
                 return Err(cannot(&format!(
                     "it is the store of an earlier complyd (schema version {version}): {TO_MOVE}"
@@ -1113,21 +1103,17 @@ fn withdraw_batch(
                OR EXISTS (SELECT 1 FROM main.posts r WHERE r.retweet_of = p.id))
              ORDER BY p.id LIMIT ?2")?,
     };
-    let next = |last: i64| match (last.checked_add(1), WITHDRAW_STEPS.get(at + 1)) {
-        (Some(next), _) => Some((WITHDRAW_STEPS[at], next)),
-        (None, Some(step)) => Some((*step, i64::MIN)),
-        (None, None) => None,
-    };
-    let Some(&(last, _)) = found.last() else {
-        return Ok((WITHDRAW_STEPS.get(at + 1).map(|s| (*s, i64::MIN)), 0));
-    };
+    let next = withdraw_next(&WITHDRAW_STEPS, at, found.last().map(|(id, _)| *id));
+    if found.is_empty() {
+        return Ok((next, 0));
+    }
     let ids: Vec<i64> = found.iter().map(|(id, _)| *id).collect();
     let rewritten = match at {
         0 => remove_copies(tx, &ids, &[], &[])?,
         1 => remove_copies(tx, &[], &[], &ids)?,
         _ => remove_copies(tx, &[], &scrub_covered(&found), &[])?,
     };
-    Ok((next(last), rewritten))
+    Ok((next, rewritten))
 }
 
 /// A deferred transaction holding the write lock of `schema`'s file only
