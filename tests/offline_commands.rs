@@ -53,6 +53,42 @@ fn purge_turns_stored_posts_into_tombstones_for_good() {
     assert!(!s.visible(10, None) && !s.visible(11, None) && !s.visible(12, None));
 }
 
+/// A purge lifted by a late undelete, then brought back by a later delete,
+/// is carried out again: the posts stored between the two lose their rows
+/// and become tombstones, and their copies leave the posts that carry them.
+fn a_purge_lifted_and_brought_back_is_carried_out_again(backend: Backend) {
+    let s = Scratch::on(backend);
+    let now = now_ms();
+    s.import(&[post(100, 1)]);
+    let first = s.replay(&[user_msg("user_delete", 1, now - 40 * DAY_MS)]);
+    assert!(first.contains("purged 1 users (1 posts)"), "{first}");
+    // The undelete arrives late: the first delete no longer purges, so
+    // the user's new posts are stored (and copied by others).
+    s.replay(&[user_msg("user_undelete", 1, now - 39 * DAY_MS)]);
+    s.import(&[
+        r#"{"id_str":"150","user":{"id_str":"1"},"text":"purged-again-words"}"#.to_owned(),
+        r#"{"id_str":"300","user":{"id_str":"3"},"text":"quoting","quoted_status_id_str":"150","quoted_status":{"id_str":"150","user":{"id_str":"1"},"text":"purged-again-words"}}"#.to_owned(),
+        r#"{"data":{"id":"400","author_id":"4","text":"hi @one"},"includes":{"users":[{"id":"1","name":"purged-again-profile"}]}}"#.to_owned(),
+    ]);
+    assert!(s.stored_json().contains("purged-again-words"), "150 is stored while the purge is lifted");
+    // A later delete whose 30 days have passed: a purge again.
+    let second = s.replay(&[user_msg("user_delete", 1, now - 35 * DAY_MS)]);
+    assert!(second.contains("purged 1 users (1 posts)"), "{second}");
+    let again = s.replay(&[]);
+    assert!(again.contains("purged 0 users"), "a purge carried out is not carried out twice: {again}");
+    assert_eq!(s.export_ids(None), vec![300, 400]);
+    let stored = s.stored_json();
+    for withdrawn in ["purged-again-words", "purged-again-profile"] {
+        assert!(!stored.contains(withdrawn), "{withdrawn} is in the stored JSON: {stored}");
+    }
+    // 150 is a tombstone now: importing it again stores nothing, even once
+    // an undelete lifts the second purge too.
+    s.replay(&[user_msg("user_undelete", 1, now - 34 * DAY_MS)]);
+    s.import(&[r#"{"id_str":"150","user":{"id_str":"1"},"text":"purged-again-words"}"#.to_owned()]);
+    assert!(!s.visible(150, None));
+    assert!(!s.stored_json().contains("purged-again-words"));
+}
+
 /// What the rules withdraw leaves the store's files, not only its answers:
 /// a deleted post's words, a retweet embedding them, a purged author's
 /// words and scrubbed coordinates are overwritten, not left in the files'
@@ -434,6 +470,7 @@ fn twarc_flattened_posts_keep_no_withdrawn_content(backend: Backend) {
 }
 
 on_both_backends!(
+    a_purge_lifted_and_brought_back_is_carried_out_again,
     twarc_flattened_posts_keep_no_withdrawn_content,
     the_gap_ledger_keeps_every_gap_with_its_history,
     batch_job_runs_the_whole_flow_in_parts,

@@ -77,7 +77,7 @@ const MIGRATIONS: [&str; 7] = [
     CREATE INDEX user_state_purge_at ON user_state (purge_at) WHERE purge_at IS NOT NULL;
     CREATE TABLE geo_scrub_pending (user_id bigint PRIMARY KEY);
 
-    -- maintenance
+    -- maintenance; at_ms: the purge time carried out
     CREATE TABLE purge_done (user_id bigint PRIMARY KEY, at_ms bigint NOT NULL);
 
     -- stream positions, committed with each batch
@@ -1540,17 +1540,19 @@ impl Store for PostgresStore {
                 stats.copies_removed += rewritten;
                 c.execute("DELETE FROM content_pending WHERE seq <= $1", &[&queued[take - 1].0])?;
             }
-            // Purges whose 30 days have passed.
-            let due: Vec<i64> = c
+            // Purges whose 30 days have passed and that were not carried out
+            // for this purge time (see the SQLite store).
+            let due: Vec<(i64, i64)> = c
                 .query(
-                    "SELECT id FROM user_state WHERE purge_at IS NOT NULL AND purge_at <= $1
-                     AND id NOT IN (SELECT user_id FROM purge_done) ORDER BY id LIMIT $2",
+                    "SELECT u.id, u.purge_at FROM user_state u LEFT JOIN purge_done d ON d.user_id = u.id
+                     WHERE u.purge_at IS NOT NULL AND u.purge_at <= $1 AND (d.at_ms IS NULL OR d.at_ms <> u.purge_at)
+                     ORDER BY u.id LIMIT $2",
                     &[&now_ms, &limit.saturating_add(1)],
                 )?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            for (i, uid) in due.iter().enumerate() {
+            for (i, (uid, purge_at)) in due.iter().enumerate() {
                 if i >= max_users {
                     stats.pending += 1;
                     break;
@@ -1562,7 +1564,11 @@ impl Store for PostgresStore {
                 let (_, cascaded, rewritten) = delete_content(c, &ids, &[*uid])?;
                 stats.retweets_cascaded += cascaded;
                 stats.copies_removed += rewritten;
-                c.execute("INSERT INTO purge_done (user_id, at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[uid, &now_ms])?;
+                c.execute(
+                    "INSERT INTO purge_done (user_id, at_ms) VALUES ($1, $2)
+                     ON CONFLICT (user_id) DO UPDATE SET at_ms = excluded.at_ms",
+                    &[uid, purge_at],
+                )?;
                 stats.users_purged += 1;
                 stats.posts_purged += ids.len() as u64;
             }

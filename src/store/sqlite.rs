@@ -179,7 +179,7 @@ const MIGRATIONS: [&str; 1] = [
     CREATE INDEX user_state_purge_at ON user_state(purge_at) WHERE purge_at IS NOT NULL;
     CREATE TABLE geo_scrub_pending (user_id INTEGER PRIMARY KEY);
 
-    -- maintenance (off the event path)
+    -- maintenance (off the event path); at_ms: the purge time carried out
     CREATE TABLE purge_done (user_id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
 
     -- stream positions, committed with each batch
@@ -1667,16 +1667,20 @@ impl Store for SqliteStore {
             tx.commit()?;
             clear_pending(&mut self.conn, "like_pending", last_seq)?;
         }
-        // Purges whose 30 days have passed.
-        let due: Vec<i64> = self
+        // Purges whose 30 days have passed and that were not carried out for
+        // this purge time (a late undelete can lift a purge carried out, and
+        // a later delete bring a new one: `purge_done` holds the purge time
+        // carried out).
+        let due: Vec<(i64, i64)> = self
             .conn
             .prepare_cached(
-                "SELECT id FROM user.user_state WHERE purge_at IS NOT NULL AND purge_at <= ?1
-                 AND id NOT IN (SELECT user_id FROM main.purge_done) ORDER BY id LIMIT ?2",
+                "SELECT u.id, u.purge_at FROM user.user_state u LEFT JOIN main.purge_done d ON d.user_id = u.id
+                 WHERE u.purge_at IS NOT NULL AND u.purge_at <= ?1 AND (d.at_ms IS NULL OR d.at_ms <> u.purge_at)
+                 ORDER BY u.id LIMIT ?2",
             )?
-            .query_map(params![now_ms, limit.saturating_add(1)], |r| r.get(0))?
+            .query_map(params![now_ms, limit.saturating_add(1)], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        for (i, uid) in due.iter().enumerate() {
+        for (i, (uid, purge_at)) in due.iter().enumerate() {
             if i >= max_users {
                 stats.pending += 1;
                 break;
@@ -1697,7 +1701,7 @@ impl Store for SqliteStore {
             let tx = write_tx(&mut self.conn, "main")?;
             let (_, cascaded, rewritten) = delete_posts(&tx, &ids, &retweets, &[*uid])?;
             tx.prepare_cached("INSERT OR REPLACE INTO main.purge_done (user_id, at_ms) VALUES (?1, ?2)")?
-                .execute(params![uid, now_ms])?;
+                .execute(params![uid, purge_at])?;
             tx.commit()?;
             stats.retweets_cascaded += cascaded;
             stats.copies_removed += rewritten;
