@@ -587,8 +587,38 @@ pub fn parse_id_str(s: &str) -> Result<Id, ParseError> {
 
 /// An event time: epoch milliseconds as a number or a digit string
 /// (`timestamp_ms`), or an ISO-8601 string (`timestampMs`, trap 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct WireTime(TimeMs);
+/// An event time as read. An unreadable one keeps why, and the message
+/// decides: a permanent effect (delete, withheld, edit, scrub) needs no time
+/// and is applied without it; a toggle cannot be ordered without one and is
+/// refused. A line is never lost for a field its event does not need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WireTime {
+    At(TimeMs),
+    Unreadable(ParseError),
+}
+
+impl WireTime {
+    fn bad(detail: impl Into<String>) -> WireTime {
+        WireTime::Unreadable(ParseError::new(ParseErrorKind::BadTimestamp, detail))
+    }
+
+    /// The time of a message that may carry it twice (`timestamp_ms` and
+    /// `timestampMs`): the first readable one, else why neither is.
+    fn either(ms: Option<WireTime>, iso: Option<WireTime>) -> Option<WireTime> {
+        match (ms, iso) {
+            (Some(WireTime::At(t)), _) | (_, Some(WireTime::At(t))) => Some(WireTime::At(t)),
+            (ms, iso) => ms.or(iso),
+        }
+    }
+
+    /// For a permanent effect: an unreadable time counts as none.
+    fn or_none(t: Option<WireTime>) -> TimeMs {
+        match t {
+            Some(WireTime::At(t)) => t,
+            _ => 0,
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for WireTime {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -599,29 +629,42 @@ impl<'de> Deserialize<'de> for WireTime {
                 f.write_str("epoch milliseconds or an ISO-8601 time")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<WireTime, E> {
-                i64::try_from(v)
-                    .map(WireTime)
-                    .map_err(|_| custom(ParseErrorKind::BadTimestamp, format_args!("time {v} out of range")))
+                Ok(i64::try_from(v).map_or_else(|_| WireTime::bad(format!("time {v} out of range")), WireTime::At))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<WireTime, E> {
-                Ok(WireTime(v))
+                Ok(WireTime::At(v))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<WireTime, E> {
                 if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 {
-                    Ok(WireTime(v as i64))
+                    Ok(WireTime::At(v as i64))
                 } else {
-                    Err(custom(ParseErrorKind::BadTimestamp, format_args!("time {v} is not whole milliseconds")))
+                    Ok(WireTime::bad(format!("time {v} is not whole milliseconds")))
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<WireTime, E> {
-                parse_time_str(v).map(WireTime).map_err(|e| custom(e.kind, e.detail))
+                Ok(parse_time_str(v).map_or_else(WireTime::Unreadable, WireTime::At))
+            }
+            fn visit_bool<E: de::Error>(self, _v: bool) -> Result<WireTime, E> {
+                Ok(WireTime::bad("a boolean is not a time"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<WireTime, E> {
+                Ok(WireTime::bad("null is not a time"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<WireTime, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(WireTime::bad("an array is not a time"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireTime, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(WireTime::bad("an object is not a time"))
             }
         }
         d.deserialize_any(V)
     }
 }
 
-/// Parses `"1432228155593"` (epoch ms) or `"2014-08-27T23:49:41.839+00:00"`.
+/// Parses `"1432228155593"` (epoch ms) or `"2014-08-27T23:49:41.839+00:00"`
+/// (also with the offset written `+0000`).
 ///
 /// # Errors
 /// `BadTimestamp` for anything else.
@@ -631,9 +674,15 @@ pub fn parse_time_str(s: &str) -> Result<TimeMs, ParseError> {
             .parse::<i64>()
             .map_err(|_| ParseError::new(ParseErrorKind::BadTimestamp, format!("time {s:?} out of range")));
     }
-    chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()).map_err(|_| {
-        ParseError::new(ParseErrorKind::BadTimestamp, format!("time {s:?} is neither epoch milliseconds nor ISO-8601"))
-    })
+    chrono::DateTime::parse_from_rfc3339(s)
+        .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ParseError::new(
+                ParseErrorKind::BadTimestamp,
+                format!("time {s:?} is neither epoch milliseconds nor ISO-8601"),
+            )
+        })
 }
 
 struct WireCountries(Vec<Country>);
@@ -647,6 +696,51 @@ impl WireCountries {
     }
 }
 
+/// One element of a country list, read or not.
+struct WireCountry(Result<Country, ParseError>);
+
+impl<'de> Deserialize<'de> for WireCountry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        fn not_a_code(what: &str) -> WireCountry {
+            WireCountry(Err(ParseError::new(ParseErrorKind::BadCountry, format!("{what} is not a country code"))))
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = WireCountry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a country code")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WireCountry, E> {
+                Ok(WireCountry(Country::parse(v)))
+            }
+            fn visit_u64<E: de::Error>(self, _v: u64) -> Result<WireCountry, E> {
+                Ok(not_a_code("a number"))
+            }
+            fn visit_i64<E: de::Error>(self, _v: i64) -> Result<WireCountry, E> {
+                Ok(not_a_code("a number"))
+            }
+            fn visit_f64<E: de::Error>(self, _v: f64) -> Result<WireCountry, E> {
+                Ok(not_a_code("a number"))
+            }
+            fn visit_bool<E: de::Error>(self, _v: bool) -> Result<WireCountry, E> {
+                Ok(not_a_code("a boolean"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<WireCountry, E> {
+                Ok(not_a_code("null"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<WireCountry, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(not_a_code("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<WireCountry, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(not_a_code("an object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for WireCountries {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -655,12 +749,23 @@ impl<'de> Deserialize<'de> for WireCountries {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an array of country codes")
             }
+            // A code that is not one (`"XXX"`, `5`) matches no country, so
+            // it is passed over and the others apply: one bad code does not
+            // cost the withholding in the countries named right. A list of
+            // nothing but bad codes is refused (an operator should see it).
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<WireCountries, A::Error> {
                 let mut out = Vec::with_capacity(2);
-                while let Some(s) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
-                    out.push(Country::parse(&s).map_err(|e| custom(e.kind, e.detail))?);
+                let mut bad = None;
+                while let Some(code) = seq.next_element::<WireCountry>()? {
+                    match code.0 {
+                        Ok(c) => out.push(c),
+                        Err(e) => bad = bad.or(Some(e)),
+                    }
                 }
-                Ok(WireCountries::from_codes(out))
+                match bad {
+                    Some(e) if out.is_empty() => Err(custom(e.kind, e.detail)),
+                    _ => Ok(WireCountries::from_codes(out)),
+                }
             }
         }
         d.deserialize_seq(V)
@@ -687,16 +792,18 @@ struct WireFavoriteRef {
 struct WireDelete {
     status: Option<WireStatusRef>,
     favorite: Option<WireFavoriteRef>,
-    #[serde(alias = "timestampMs")]
     timestamp_ms: Option<WireTime>,
+    #[serde(rename = "timestampMs")]
+    timestamp_iso: Option<WireTime>,
 }
 
 #[derive(Deserialize, Default)]
 struct WireStatusEvent {
     status: Option<WireStatusRef>,
     withheld_in_countries: Option<WireCountries>,
-    #[serde(alias = "timestampMs")]
     timestamp_ms: Option<WireTime>,
+    #[serde(rename = "timestampMs")]
+    timestamp_iso: Option<WireTime>,
 }
 
 #[derive(Deserialize, Default)]
@@ -706,8 +813,9 @@ struct WireEdit {
     initial_tweet_id: Option<WireId>,
     initial_tweet_id_str: Option<WireId>,
     edit_tweet_ids: Option<Vec<WireId>>,
-    #[serde(alias = "timestampMs")]
     timestamp_ms: Option<WireTime>,
+    #[serde(rename = "timestampMs")]
+    timestamp_iso: Option<WireTime>,
 }
 
 #[derive(Deserialize, Default)]
@@ -726,8 +834,9 @@ struct WireUserEvent {
     withheld_in_countries: Option<WireCountries>,
     up_to_status_id: Option<WireId>,
     up_to_status_id_str: Option<WireId>,
-    #[serde(alias = "timestampMs")]
     timestamp_ms: Option<WireTime>,
+    #[serde(rename = "timestampMs")]
+    timestamp_iso: Option<WireTime>,
 }
 
 enum RawMessage {
@@ -867,7 +976,11 @@ fn pick(exact: Option<WireId>, number: Option<WireId>) -> Option<Id> {
 }
 
 fn required_time(t: Option<WireTime>, ty: &str) -> Result<TimeMs, ParseError> {
-    t.map(|t| t.0).ok_or_else(|| missing(&format!("{ty}.timestamp_ms")))
+    match t {
+        Some(WireTime::At(t)) => Ok(t),
+        Some(WireTime::Unreadable(e)) => Err(e),
+        None => Err(missing(&format!("{ty}.timestamp_ms"))),
+    }
 }
 
 impl RawMessage {
@@ -878,7 +991,7 @@ impl RawMessage {
             RawMessage::Info(i) => Ok(Message::Info(i)),
             RawMessage::Unknown(kind) => Ok(Message::Unknown { kind }),
             RawMessage::Delete(d) => {
-                let time = d.timestamp_ms.map_or(0, |t| t.0);
+                let time = WireTime::or_none(WireTime::either(d.timestamp_ms, d.timestamp_iso));
                 match (d.status, d.favorite) {
                     (Some(s), _) => {
                         let id = pick(s.id_str, s.id).ok_or_else(|| missing("delete.status.id_str"))?;
@@ -900,7 +1013,7 @@ impl RawMessage {
                 let id = pick(s.id_str, s.id).ok_or_else(|| missing("status_withheld.status.id_str"))?;
                 let countries =
                     w.withheld_in_countries.ok_or_else(|| missing("status_withheld.withheld_in_countries"))?.0;
-                let time = w.timestamp_ms.map_or(0, |t| t.0);
+                let time = WireTime::or_none(WireTime::either(w.timestamp_ms, w.timestamp_iso));
                 let user_id = pick(s.user_id_str, s.user_id);
                 event(time, EventKind::Status(StatusEvent::Withheld(Box::new(PostWithheld { id, user_id, countries }))))
             }
@@ -922,7 +1035,7 @@ impl RawMessage {
                 }
                 edit_ids.sort_unstable();
                 edit_ids.dedup();
-                let time = e.timestamp_ms.map_or(0, |t| t.0);
+                let time = WireTime::or_none(WireTime::either(e.timestamp_ms, e.timestamp_iso));
                 event(time, EventKind::Status(StatusEvent::Edit(Box::new(PostEdit { id, initial_id, edit_ids }))))
             }
             RawMessage::User(kind, u) => {
@@ -935,7 +1048,7 @@ impl RawMessage {
                     .or_else(|| pick(u.user_id_str, u.user_id))
                     .or_else(|| u.user.and_then(|r| pick(r.id_str, r.id)))
                     .ok_or_else(|| missing(&format!("{ty} user id")))?;
-                let time = u.timestamp_ms;
+                let time = WireTime::either(u.timestamp_ms, u.timestamp_iso);
                 let ev = match kind {
                     UserKind::Withheld => UserEvent::Withheld {
                         user_id,
@@ -959,7 +1072,7 @@ impl RawMessage {
                 // Toggling states are ordered by event time, so they need one;
                 // permanent ones apply whenever they arrive.
                 let time_ms = match kind {
-                    UserKind::Withheld | UserKind::ScrubGeo => time.map_or(0, |t| t.0),
+                    UserKind::Withheld | UserKind::ScrubGeo => WireTime::or_none(time),
                     _ => required_time(time, ty)?,
                 };
                 event(time_ms, EventKind::User(ev))
@@ -971,7 +1084,7 @@ impl RawMessage {
 fn status_toggle(w: WireStatusEvent, ty: &str) -> Result<(Id, Option<Id>, TimeMs), ParseError> {
     let s = w.status.ok_or_else(|| missing(&format!("{ty}.status")))?;
     let id = pick(s.id_str, s.id).ok_or_else(|| missing(&format!("{ty}.status.id_str")))?;
-    let time = required_time(w.timestamp_ms, ty)?;
+    let time = required_time(WireTime::either(w.timestamp_ms, w.timestamp_iso), ty)?;
     Ok((id, pick(s.user_id_str, s.user_id), time))
 }
 
@@ -1050,6 +1163,61 @@ mod tests {
         assert_eq!(ev(r#"{"delete":{"status":{"id_str":"5"}}}"#).time_ms, 0);
     }
 
+    /// A permanent effect is applied whatever its time field holds (it
+    /// needs none); a toggle with an unreadable time is refused. Both time
+    /// fields at once, and an offset written without its colon, are read.
+    #[test]
+    fn trap2_an_unreadable_time_costs_a_toggle_never_a_permanent_effect() {
+        for bad in [r#""x""#, r#""2014-13-45""#, "true", "null", "{}", "[1]", "-1.5", r#""99999999999999999999""#] {
+            for line in [
+                format!(r#"{{"delete":{{"status":{{"id_str":"19"}},"timestamp_ms":{bad}}}}}"#),
+                format!(r#"{{"delete":{{"status":{{"id_str":"19"}},"timestampMs":{bad}}}}}"#),
+            ] {
+                let e = ev(&line);
+                assert_eq!(e.kind, EventKind::Status(StatusEvent::Delete { id: 19, user_id: None }), "{line}");
+                assert_eq!(e.time_ms, 0, "{line}");
+            }
+            let withheld = format!(
+                r#"{{"status_withheld":{{"status":{{"id_str":"17"}},"withheld_in_countries":["DE"],"timestamp_ms":{bad}}}}}"#
+            );
+            assert!(matches!(ev(&withheld).kind, EventKind::Status(StatusEvent::Withheld(_))), "{withheld}");
+            let edit = format!(r#"{{"tweet_edit":{{"id":"2","edit_tweet_ids":["1","2"],"timestamp_ms":{bad}}}}}"#);
+            assert!(matches!(ev(&edit).kind, EventKind::Status(StatusEvent::Edit(_))), "{edit}");
+            for permanent in [
+                format!(r#"{{"user_withheld":{{"id":7,"withheld_in_countries":["DE"],"timestampMs":{bad}}}}}"#),
+                format!(r#"{{"scrub_geo":{{"user_id":7,"up_to_status_id_str":"9","timestamp_ms":{bad}}}}}"#),
+            ] {
+                assert!(matches!(ev(&permanent).kind, EventKind::User(_)), "{permanent}");
+            }
+            for toggle in [
+                format!(r#"{{"user_protect":{{"id":1,"timestamp_ms":{bad}}}}}"#),
+                format!(r#"{{"drop":{{"status":{{"id_str":"5"}},"timestampMs":{bad}}}}}"#),
+            ] {
+                let why = if bad == "null" { ParseErrorKind::MissingField } else { ParseErrorKind::BadTimestamp };
+                assert_eq!(err(&toggle), why, "{toggle}");
+            }
+        }
+        // Both fields: the first readable one, `timestamp_ms` first.
+        let both = |ms: &str, iso: &str| {
+            ev(&format!(r#"{{"user_protect":{{"id":15,"timestamp_ms":{ms},"timestampMs":{iso}}}}}"#)).time_ms
+        };
+        assert_eq!(both(r#""1432228177137""#, r#""2014-08-27T23:49:41.839+00:00""#), 1432228177137);
+        assert_eq!(both(r#""x""#, r#""2014-08-27T23:49:41.839+00:00""#), 1409183381839);
+        assert_eq!(both(r#""1432228177137""#, "null"), 1432228177137);
+        assert_eq!(
+            err(r#"{"user_protect":{"id":15,"timestamp_ms":"x","timestampMs":"y"}}"#),
+            ParseErrorKind::BadTimestamp
+        );
+        for iso in ["2014-08-27T23:49:41.839+0000", "2014-08-27T23:49:41.839+00:00", "2014-08-27T23:49:41.839Z"] {
+            let line = format!(r#"{{"user_protect":{{"id":11,"timestampMs":"{iso}"}}}}"#);
+            assert_eq!(ev(&line).time_ms, 1409183381839, "{line}");
+        }
+        assert_eq!(
+            ev(r#"{"user_protect":{"id":11,"timestampMs":"2014-08-28T01:49:41.839+0200"}}"#).time_ms,
+            1409183381839
+        );
+    }
+
     #[test]
     fn trap3_documented_invalid_tweet_edit_is_an_input_error() {
         // Verbatim from the documentation: the comma after "id" is missing.
@@ -1077,6 +1245,22 @@ mod tests {
         assert!(Country::ALL.is_everywhere() && Country::DMCA.is_everywhere());
         assert_eq!(
             err(r#"{"status_withheld":{"status":{"id_str":"7"},"withheld_in_countries":["DEU"]}}"#),
+            ParseErrorKind::BadCountry
+        );
+        // A code that is not one matches no country: the others still apply.
+        for line in [
+            r#"{"status_withheld":{"status":{"id_str":"7"},"withheld_in_countries":["DEU","fr",5,null,{"a":1},["DE"],"DE"]}}"#,
+            r#"{"user_withheld":{"id":7,"withheld_in_countries":["","FR","D1","de"],"timestampMs":"x"}}"#,
+        ] {
+            let countries = match ev(line).kind {
+                EventKind::Status(StatusEvent::Withheld(w)) => w.countries,
+                EventKind::User(UserEvent::Withheld { countries, .. }) => countries,
+                other => panic!("{line}: {other:?}"),
+            };
+            assert_eq!(countries, vec![Country::parse("DE").unwrap(), Country::parse("FR").unwrap()], "{line}");
+        }
+        assert_eq!(
+            err(r#"{"user_withheld":{"id":7,"withheld_in_countries":["DEU",null],"timestamp_ms":"1"}}"#),
             ParseErrorKind::BadCountry
         );
     }

@@ -186,6 +186,34 @@ fn a_text_cut_inside_an_emoji_keeps_no_withdrawn_content() {
     }
 }
 
+/// An event is never lost for a field it does not need: a delete with a
+/// time that cannot be read, a withholding with one code that is not one, a
+/// toggle whose ISO time writes its offset `+0000`, one carrying both time
+/// fields. Each is applied, and nothing goes to the dead-letter file.
+#[test]
+fn an_event_is_applied_whatever_the_fields_it_does_not_need_hold() {
+    let s = Scratch::new();
+    s.import(&[post(19, 1), post(17, 2), post(21, 11), post(22, 15), post(23, 16)]);
+    let summary = s.replay(&[
+        r#"{"delete":{"status":{"id_str":"19"},"timestamp_ms":"x"}}"#.to_owned(),
+        r#"{"status_withheld":{"status":{"id_str":"17"},"withheld_in_countries":["DE","XXX"],"timestamp_ms":"1"}}"#
+            .to_owned(),
+        r#"{"user_protect":{"id":11,"timestampMs":"2014-08-27T23:49:41.839+0000"}}"#.to_owned(),
+        r#"{"user_protect":{"id":15,"timestamp_ms":"1432228177137","timestampMs":"2014-08-27T23:49:41.839+00:00"}}"#
+            .to_owned(),
+        // A toggle cannot be ordered without its time: still refused.
+        r#"{"user_protect":{"id":16,"timestamp_ms":"yesterday"}}"#.to_owned(),
+    ]);
+    assert!(summary.contains("dead-lettered 1;"), "{summary}");
+    assert!(!s.visible(19, None), "the delete applies");
+    assert!(!s.visible(17, Some("DE")) && s.visible(17, Some("FR")), "withheld in DE, not elsewhere");
+    assert!(!s.visible(21, None) && !s.visible(22, None), "both users are protected");
+    assert!(s.visible(23, None));
+    let dl = std::fs::read_to_string(s.dead_letter_path()).unwrap();
+    assert_eq!(dl.lines().count(), 1, "{dl}");
+    assert!(dl.contains("yesterday") && dl.contains("bad_timestamp"), "{dl}");
+}
+
 #[test]
 fn a_post_no_step_could_edit_is_dead_lettered_at_import() {
     let s = Scratch::new();
