@@ -417,6 +417,7 @@ pub fn parse_post_line(line: &str) -> Result<Vec<NewPost>, ParseError> {
     let mut out = Vec::with_capacity(2);
     if let Some(data) = w.data {
         // v2 wrapped: {"data":{...},"includes":{"tweets":[...],"users":[...]}}
+        check_envelope(line)?;
         let inner: WirePost =
             serde_json::from_str(data.get()).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
         let mut post = v2_post(&inner, line, Form::TopLevel)?;
@@ -920,6 +921,29 @@ fn replace_lone_surrogates(json: &str) -> Option<String> {
 /// number beyond f64's range, nesting deeper than 127 levels). One pass
 /// over the bytes; only a line with an exponent, a very long number or
 /// deep nesting is read as a tree to be sure.
+/// What a v2 line may hold beside `data`: X's envelope and twarc's
+/// `__twarc`. Import lists, and the rules edit, only what `data` and
+/// `includes` carry; a post copy beside them (a v1.1 `quoted_status`, a
+/// flattened `referenced_tweets`) would stay in the store and the export
+/// whatever became of it, so such a line is refused.
+const V2_ENVELOPE: &[&str] = &["data", "includes", "errors", "meta", "matching_rules", "__twarc"];
+
+fn check_envelope(line: &str) -> Result<(), ParseError> {
+    let members: std::collections::HashMap<std::borrow::Cow<'_, str>, de::IgnoredAny> =
+        serde_json::from_str(line).map_err(|e| bad(ParseErrorKind::BadPayload, e.to_string()))?;
+    let mut other: Vec<&str> = members.keys().map(AsRef::as_ref).filter(|k| !V2_ENVELOPE.contains(k)).collect();
+    if other.is_empty() {
+        return Ok(());
+    }
+    other.sort_unstable();
+    Err(bad(
+        ParseErrorKind::BadPayload,
+        format!(
+            "a v2 line holds {other:?} beside \"data\"; complyd keeps compliant only what \"data\" and \"includes\" carry (X's envelope: includes, errors, meta, matching_rules; twarc's __twarc), so it does not store this line"
+        ),
+    ))
+}
+
 fn check_editable(line: &str) -> Result<(), ParseError> {
     let b = line.as_bytes();
     let (mut depth, mut deepest, mut digits, mut longest, mut exponent) = (0usize, 0usize, 0usize, 0usize, false);

@@ -214,6 +214,25 @@ fn an_event_is_applied_whatever_the_fields_it_does_not_need_hold() {
     assert!(dl.contains("yesterday") && dl.contains("bad_timestamp"), "{dl}");
 }
 
+/// A v2 line carrying a post copy beside `data`, where neither import nor
+/// the rules look, is refused: stored, the copy would outlive its delete.
+/// X's envelope and twarc's `__twarc` beside `data` are stored as usual.
+#[test]
+fn a_v2_line_with_content_beside_its_data_is_refused_at_import() {
+    let s = Scratch::new();
+    let summary = s.import(&[
+        r#"{"data":{"id":"300","author_id":"3","text":"mine"},"quoted_status":{"id_str":"100","user":{"id_str":"1"},"text":"secret-beside-data"}}"#.to_owned(),
+        r#"{"data":{"id":"320","author_id":"3","text":"mine"},"referenced_tweets":[{"type":"quoted","id":"100","text":"secret-flat-beside-data"}]}"#.to_owned(),
+        r#"{"data":{"id":"330","author_id":"3","text":"kept"},"includes":{"users":[{"id":"3"}]},"matching_rules":[{"id":"1","tag":"t"}],"errors":[],"meta":{},"__twarc":{"version":"2.14.0"}}"#.to_owned(),
+    ]);
+    assert!(summary.contains("stored 1 posts") && summary.contains("dead-lettered 2"), "{summary}");
+    s.replay(&[delete(100, 1, T)]);
+    assert_eq!(s.export_ids(None), vec![330]);
+    let dl = std::fs::read_to_string(s.dead_letter_path()).unwrap();
+    assert!(dl.contains(r#"[\"quoted_status\"] beside"#) && dl.contains(r#"[\"referenced_tweets\"] beside"#), "{dl}");
+    assert!(!s.stored_json().contains("beside-data"));
+}
+
 #[test]
 fn a_post_no_step_could_edit_is_dead_lettered_at_import() {
     let s = Scratch::new();
