@@ -39,6 +39,10 @@ use tokio::sync::{oneshot, watch};
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// From this lead of X's clock on (an event newer than the byte that
+/// brought it by this much), the operator is told to set the clock.
+const CLOCK_LEAD_WARN_MS: i64 = 2_000;
+
 /// What the supervisor is built from.
 pub struct SupervisorConfig {
     /// The partitions, their URL and timeouts, the batching.
@@ -49,7 +53,7 @@ pub struct SupervisorConfig {
     /// What an earlier run received per partition up to (from the store's
     /// positions: the last byte, or the last event when older), where the
     /// first connection's gap starts and its backfill reaches back to.
-    pub restart_points: HashMap<u8, i64>,
+    pub restart_points: HashMap<u8, gaps::RestartPoint>,
     /// The threads the streams run on.
     pub arbiters: Vec<ArbiterHandle>,
     pub router: Addr<Router>,
@@ -83,6 +87,9 @@ struct Child {
     data_loss_seen: u64,
     /// The `backfillMinutes` the running attempt asked for.
     backfill_minutes: Option<u32>,
+    /// X's clock lead an earlier run's positions showed, for the first
+    /// connection's gap ([`gaps::clock_lead`]).
+    restart_clock_lead_ms: i64,
 }
 
 pub struct Supervisor {
@@ -134,11 +141,12 @@ impl Supervisor {
                         timer: None,
                         stable_timer: None,
                         lines: 0,
-                        last_byte_ms: cfg.restart_points.get(p).copied().filter(|t| *t > 0),
+                        last_byte_ms: cfg.restart_points.get(p).map(|r| r.since_ms).filter(|t| *t > 0),
                         ticket: None,
                         connected_once: false,
                         data_loss_seen: 0,
                         backfill_minutes: None,
+                        restart_clock_lead_ms: cfg.restart_points.get(p).map_or(0, |r| r.clock_lead_ms),
                     },
                 )
             })
@@ -358,12 +366,30 @@ impl Handler<ChildConnected> for Supervisor {
             GapCause::Restart
         };
         let since = self.gap_start(m.partition);
+        let last_event = counters.last_event_ms.load(std::sync::atomic::Ordering::Relaxed);
         let Some(c) = self.children.get_mut(&m.partition) else { return };
         let connected = now_ms();
+        // The gap ends at this machine's time; X stamps the events it sent
+        // meanwhile with its own, later when its clock is ahead.
+        let lead = gaps::clock_lead(c.last_byte_ms, last_event).max(if c.connected_once {
+            0
+        } else {
+            c.restart_clock_lead_ms
+        });
+        if lead >= CLOCK_LEAD_WARN_MS {
+            if let Some(suppressed) = crate::logging::allow("clock-lead") {
+                tracing::warn!(
+                    partition = m.partition,
+                    lead_ms = lead,
+                    suppressed,
+                    "This machine's clock is behind X's event times; gaps are stretched by as much (set its clock by NTP)"
+                );
+            }
+        }
         c.connected_once = true;
         c.data_loss_seen = data_loss;
         if let (Some(since), Some(keeper)) = (since, &self.cfg.gap_keeper) {
-            if let Some(gap) = gaps::on_connect(m.partition, since, connected, cause, c.backfill_minutes) {
+            if let Some(gap) = gaps::on_connect(m.partition, since, connected + lead, cause, c.backfill_minutes) {
                 let connection = counters.connections.load(std::sync::atomic::Ordering::Relaxed);
                 keeper.do_send(GapNote::Opened { gap, connection, recorded: Some(m.recorded) });
             }

@@ -284,7 +284,7 @@ impl Daemon {
 
 /// Where each partition's restart gap starts: what an earlier run received
 /// up to, from the store's positions (see [`restart_points`]).
-fn stored_restart_points(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, i64>> {
+fn stored_restart_points(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, gaps::RestartPoint>> {
     Ok(restart_points(&store.positions().context("reading the stored positions")?))
 }
 
@@ -296,11 +296,20 @@ fn stored_restart_points(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, i6
 /// gap at the last byte alone lost them whenever the byte fell in a later
 /// minute than the event, since Replay is asked for whole minutes from the
 /// gap's start.
-fn restart_points(positions: &[(HandlerKind, crate::store::Position)]) -> HashMap<u8, i64> {
-    let mut by: HashMap<u8, i64> = HashMap::new();
+///
+/// And the larger of the two handlers' [`gaps::clock_lead`], which the first
+/// connection's gap end adds.
+fn restart_points(positions: &[(HandlerKind, crate::store::Position)]) -> HashMap<u8, gaps::RestartPoint> {
+    let mut by: HashMap<u8, gaps::RestartPoint> = HashMap::new();
     for (_, pos) in positions {
         if let Some(t) = gaps::gap_start(Some(pos.last_byte_ms), pos.last_event_ms) {
-            by.entry(pos.partition).and_modify(|e| *e = (*e).min(t)).or_insert(t);
+            let lead = gaps::clock_lead(Some(pos.last_byte_ms), pos.last_event_ms);
+            by.entry(pos.partition)
+                .and_modify(|e| {
+                    e.since_ms = e.since_ms.min(t);
+                    e.clock_lead_ms = e.clock_lead_ms.max(lead);
+                })
+                .or_insert(gaps::RestartPoint { since_ms: t, clock_lead_ms: lead });
         }
     }
     by
@@ -761,9 +770,13 @@ mod tests {
             (HandlerKind::Status, pos(2, 0, 70_000)),
             (HandlerKind::Status, pos(3, 90_000, 80_000)),
         ]);
-        assert_eq!(points.get(&1), Some(&59_500), "the older of the two handlers");
-        assert_eq!(points.get(&2), Some(&70_000), "no event committed yet: the last byte");
-        assert_eq!(points.get(&3), Some(&80_000), "an event time after the last byte: the byte");
+        let since = |p: u8| points.get(&p).map(|r| r.since_ms);
+        assert_eq!(since(1), Some(59_500), "the older of the two handlers");
+        assert_eq!(since(2), Some(70_000), "no event committed yet: the last byte");
+        assert_eq!(since(3), Some(80_000), "an event time after the last byte: the byte");
         assert_eq!(points.len(), 3);
+        // An event time after its byte is X's clock ahead of this machine's.
+        let lead = |p: u8| points.get(&p).map(|r| r.clock_lead_ms);
+        assert_eq!((lead(1), lead(2), lead(3)), (Some(0), Some(0), Some(10_000)));
     }
 }

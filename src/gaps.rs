@@ -216,6 +216,29 @@ pub fn gap_start(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> Option<
     last_byte_ms.map(|b| if last_event_ms > 0 { b.min(last_event_ms) } else { b })
 }
 
+/// How far X's clock runs ahead of this machine's, as the bytes showed it:
+/// an event newer than the local time of the last byte received (the byte
+/// that carried it, or a later one). Delivery only ever makes an event older
+/// than its bytes, so anything above 0 is the clock: a gap's start mixes the
+/// two clocks safely (the older of the two), but its end is this machine's
+/// time, and without this lead it ends before the events X sent meanwhile,
+/// which Replay is then never asked for.
+pub fn clock_lead(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> TimeMs {
+    match last_byte_ms {
+        Some(b) if last_event_ms > 0 => (last_event_ms - b).max(0),
+        _ => 0,
+    }
+}
+
+/// Where a partition's first gap after a restart starts ([`gap_start`] of
+/// the older of the two handlers' positions), and X's clock lead the
+/// positions show ([`clock_lead`], the larger of the two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestartPoint {
+    pub since_ms: TimeMs,
+    pub clock_lead_ms: TimeMs,
+}
+
 /// The `backfillMinutes` a connection opening at `now_ms` asks for to reach
 /// back to `since_ms` (at least 1, at most `max`), and whether that is far
 /// enough.
@@ -453,6 +476,40 @@ mod tests {
             opened_ms: to_ms,
             history: Vec::new(),
         }
+    }
+
+    /// Found by a review run: the simulator's clock 3 minutes ahead of the
+    /// daemon's, a 14-s outage. The gap ran from the last byte to the
+    /// reconnection, both in this machine's time, so Replay was asked for
+    /// minutes 3 minutes too early, "completed", and the gap was marked
+    /// repaired without the events X sent meanwhile. Its end now adds the
+    /// lead the last connection showed.
+    #[test]
+    fn a_gap_ends_by_x_clock_when_it_runs_ahead_of_this_machine() {
+        let ahead = 3 * MINUTE_MS;
+        let day = 100 * 24 * 60 * MINUTE_MS;
+        // The last event came 40 ms after X stamped it, the last byte (a
+        // heartbeat) 2 s later; the next connection opened 14 s on.
+        let last_event_x = day + 10_000;
+        let last_byte = last_event_x - ahead + 40 + 2_000;
+        let connected = last_byte + 14_000;
+        let lead = clock_lead(Some(last_byte), last_event_x);
+        assert_eq!(lead, ahead - 2_040, "the lead less the delivery and the quiet after");
+        let since = gap_start(Some(last_byte), last_event_x).unwrap();
+        let g = on_connect(1, since, connected + lead, GapCause::Disconnect, None).unwrap();
+        let mut open = gap(g.from_ms, g.to_ms);
+        open.opened_ms = connected;
+        let w = next_window(&open, connected + 10 * MINUTE_MS, 0, 120 * MINUTE_MS).unwrap();
+        // What X sent while the daemon was away, in X's time.
+        let (first_missed, last_missed) = (last_event_x + 1, connected + ahead - 1);
+        assert!(w.from_ms <= first_missed && last_missed < w.to_ms, "{w:?} misses [{first_missed}, {last_missed}]");
+        // Without the lead the window ended before them.
+        let unstretched = next_window(&gap(since, connected), connected + 10 * MINUTE_MS, 0, 120 * MINUTE_MS).unwrap();
+        assert!(unstretched.to_ms <= first_missed, "{unstretched:?}");
+        // This machine's clock ahead, or on time: delivery is no lead.
+        assert_eq!(clock_lead(Some(day + 5_000), day + 4_900), 0);
+        assert_eq!(clock_lead(Some(day), 0), 0, "no event seen");
+        assert_eq!(clock_lead(None, day), 0, "nothing received");
     }
 
     #[test]

@@ -372,8 +372,22 @@ async fn start_for_replay(
     check_interval_ms: u64,
     ignored_backfill: Option<u32>,
 ) -> (SimConfig, complyd::sim::SimHandle, String, Daemon) {
+    start_for_replay_ahead(d, check_interval_ms, ignored_backfill, 0).await
+}
+
+/// The same with the simulator's clock (X's) `ahead_ms` ahead of the
+/// daemon's.
+async fn start_for_replay_ahead(
+    d: &std::path::Path,
+    check_interval_ms: u64,
+    ignored_backfill: Option<u32>,
+    ahead_ms: i64,
+) -> (SimConfig, complyd::sim::SimHandle, String, Daemon) {
     let mut cfg = sim_config(d, 2_000.0);
     cfg.replay.min_age_minutes = 0;
+    if ahead_ms != 0 {
+        cfg.epoch_ms = Some(complyd::clock::now_ms() + ahead_ms);
+    }
     // Some(n): the daemon asks for n minutes of backfill, which the
     // simulator accepts and never sends.
     cfg.backfill.ignored = ignored_backfill.is_some();
@@ -472,6 +486,65 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
         assert!(err.contains("completed") && err.contains("in 1 requests"), "{err}");
         let hand_reference = replay_reference(&generated, &by_hand);
         assert_same_effect(&hand_url, &hand_reference, &generated);
+        sim.stop().await;
+        assert_sent_and_generated(&url, &d, generated);
+    })
+    .await
+    .expect("the test timed out");
+}
+
+/// X's clock 75 s ahead of this machine's: the events a full buffer threw
+/// away bear X's times, after the local time the next connection opened. The
+/// gap ends that much later (the lead the last connection's bytes showed),
+/// so Replay is asked for the minutes that hold them, and the store ends
+/// with every event generated, not a gap marked repaired without them.
+// The read guard is held on purpose for the whole test (see MEMORY).
+#[allow(clippy::await_holding_lock)]
+#[actix_rt::test]
+async fn a_gap_left_while_x_clock_runs_ahead_is_replayed_by_x_times() {
+    let _memory = MEMORY.read().unwrap_or_else(|e| e.into_inner());
+    init_logs();
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let dir = tempdir();
+        let d = path(&dir);
+        let ahead = 75_000;
+        let (cfg, sim, url, daemon) = start_for_replay_ahead(&d, 200, None, ahead).await;
+        let h = daemon.health().clone();
+        sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(5));
+        let mut st = complyd::store::open(&url).unwrap();
+        let gap_of_5 =
+            |st: &mut Box<dyn complyd::store::Store>| st.gaps(false).unwrap().into_iter().find(|g| g.partition == 5);
+        assert!(wait_until(Duration::from_secs(20), || gap_of_5(&mut st).is_some()).await, "no gap recorded");
+        let gap = gap_of_5(&mut st).unwrap();
+        assert!(
+            gap.to_ms - gap.opened_ms > ahead - 5_000,
+            "the gap ends by X's clock, {} ms after this machine's: {gap:?}",
+            gap.to_ms - gap.opened_ms
+        );
+        let repaired =
+            wait_until(Duration::from_secs(200), || gap_of_5(&mut st).is_some_and(|g| g.state == GapState::Repaired))
+                .await;
+        let gap = gap_of_5(&mut st).unwrap();
+        assert!(repaired, "{gap:#?}\n{}", h.report());
+        drop(st);
+        // The reference: every event X stamped before a minute that begins
+        // after the thrown-away ones (their X times run up to the local
+        // reconnection plus the lead). Everything stamped before it was sent
+        // (X's times run ahead of the sending) or thrown away, so the store
+        // must hold all of it; the gap's own end would be no reference, as
+        // without the lead it ended before the events it missed.
+        let minute = 60_000;
+        let after_the_lost = gap.opened_ms + ahead + 1_000;
+        assert!(
+            wait_until(Duration::from_secs(130), || complyd::gaps::floor_minute(complyd::clock::now_ms())
+                > after_the_lost)
+            .await
+        );
+        let reference_to = complyd::gaps::floor_minute(complyd::clock::now_ms());
+        assert!(reference_to > after_the_lost && reference_to % minute == 0);
+        quiesce(&sim, &daemon).await;
+        daemon.shutdown().await;
+        let generated = sim_generated(&sim, &cfg, sim.epoch_ms(), reference_to).await;
         sim.stop().await;
         assert_sent_and_generated(&url, &d, generated);
     })
