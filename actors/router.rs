@@ -132,6 +132,10 @@ struct Lane<Q> {
     busy: bool,
     /// Most events waiting (a part larger than this still goes alone).
     cap: usize,
+    /// A transaction was given up on (only during a shutdown): no later one
+    /// is tried, since its positions would pass the one given up on, whose
+    /// events would then be in no gap.
+    given_up: bool,
 }
 
 type LaneRef<Q> = Rc<RefCell<Lane<Q>>>;
@@ -152,6 +156,7 @@ impl<Q: Queue> Lane<Q> {
             waiters: Vec::new(),
             busy: false,
             cap: cap.max(1),
+            given_up: false,
         }))
     }
 
@@ -227,7 +232,29 @@ fn kick<Q: Queue>(lane: LaneRef<Q>, sink: Rc<dyn Sink<Q>>, signals: Rc<Signals>,
     signals.room.notify_waiters();
     let n = job.events.len();
     let partitions: Vec<u8> = job.positions.iter().map(|p| p.partition).collect();
-    let name = lane.borrow().name;
+    let (name, given_up) = (lane.borrow().name, lane.borrow().given_up);
+    let abandon = move |health: &Health| {
+        let c = if name == "status" { &health.status } else { &health.user };
+        c.abandoned.fetch_add(n as u64, Ordering::Relaxed);
+    };
+    if given_up {
+        for w in waiters {
+            let _ = w.send(false);
+        }
+        abandon(&health);
+        tracing::error!(
+            handler = name,
+            partitions = ?partitions,
+            events = n,
+            "Data not committed: an earlier transaction of this handler was given up on, so this one is not tried (its positions would pass that one's); the restart's gap covers both"
+        );
+        lane.borrow_mut().busy = false;
+        kick(lane.clone(), sink, signals.clone(), health);
+        if lane.borrow().is_idle() {
+            signals.idle.notify_waiters();
+        }
+        return;
+    }
     let outcome = sink.submit(job);
     actix::spawn(async move {
         let r = outcome.await;
@@ -235,8 +262,8 @@ fn kick<Q: Queue>(lane: LaneRef<Q>, sink: Rc<dyn Sink<Q>>, signals: Rc<Signals>,
             let _ = w.send(r.is_ok());
         }
         if let Err(e) = &r {
-            let c = if name == "status" { &health.status } else { &health.user };
-            c.abandoned.fetch_add(n as u64, Ordering::Relaxed);
+            abandon(&health);
+            lane.borrow_mut().given_up = true;
             tracing::error!(
                 handler = name,
                 partitions = ?partitions,
@@ -398,5 +425,81 @@ impl Handler<Stop> for Router {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Timed, UserEvent};
+
+    /// Answers each job with the next outcome handed to it by the test, and
+    /// keeps the jobs it was sent.
+    struct Scripted {
+        sent: Rc<RefCell<Vec<Vec<u8>>>>,
+        outcomes: RefCell<Vec<oneshot::Receiver<bool>>>,
+    }
+
+    impl Sink<UserEvents> for Scripted {
+        fn submit(
+            &self,
+            job: Job<UserEvents>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyStats, HandlerError>>>> {
+            self.sent.borrow_mut().push(job.positions.iter().map(|p| p.partition).collect());
+            let outcome = self.outcomes.borrow_mut().remove(0);
+            Box::pin(async move {
+                match outcome.await {
+                    Ok(true) => Ok(ApplyStats::default()),
+                    _ => Err(HandlerError::Gone(actix::MailboxError::Closed)),
+                }
+            })
+        }
+    }
+
+    fn part(partition: u8, at: TimeMs) -> (Part<UserEvents>, oneshot::Receiver<bool>) {
+        let (tx, rx) = oneshot::channel();
+        let events = vec![Timed { time_ms: at, event: UserEvent::Protect { user_id: 1 } }];
+        let position = Position { partition, last_event_ms: at, last_byte_ms: at };
+        (Part { events, position, received: Instant::now(), done: Some(tx) }, rx)
+    }
+
+    /// Found by a review: during a shutdown a transaction is given up on
+    /// (its store kept failing), and the next one of the same handler,
+    /// holding later batches of the same partition, committed once the
+    /// store came back: its position passed the batch given up on, whose
+    /// events were then in no gap after the restart. Now no later
+    /// transaction of that handler is tried.
+    #[actix_rt::test]
+    async fn after_a_transaction_given_up_on_no_later_one_commits_a_position_past_it() {
+        let (first, first_outcome) = oneshot::channel();
+        let (second, second_outcome) = oneshot::channel();
+        let sent = Rc::new(RefCell::new(Vec::new()));
+        let sink: Rc<dyn Sink<UserEvents>> =
+            Rc::new(Scripted { sent: sent.clone(), outcomes: RefCell::new(vec![first_outcome, second_outcome]) });
+        let lane: LaneRef<UserEvents> = Lane::new("user", 1_000);
+        let signals = Rc::new(Signals { room: Notify::new(), idle: Notify::new() });
+        let health = Arc::new(Health::new(&[3]));
+        let (a, a_done) = part(3, 1_000);
+        enqueue(lane.clone(), sink.clone(), signals.clone(), health.clone(), a).await;
+        // The batch after it waits in the lane while the first is at the handler.
+        let (b, b_done) = part(3, 2_000);
+        enqueue(lane.clone(), sink.clone(), signals.clone(), health.clone(), b).await;
+        assert_eq!(sent.borrow().len(), 1);
+        first.send(false).unwrap();
+        let within = |rx: oneshot::Receiver<bool>| async move {
+            tokio::time::timeout(Duration::from_secs(5), rx).await.expect("answered").unwrap()
+        };
+        assert!(!within(a_done).await, "the first is given up on");
+        // The store is back: it would commit the second if it were sent.
+        let _ = second.send(true);
+        assert!(!within(b_done).await, "the second is not committed either");
+        assert_eq!(sent.borrow().len(), 1, "no later transaction reaches the handler: {:?}", sent.borrow());
+        assert_eq!(health.user.abandoned.load(Ordering::Relaxed), 2);
+        assert!(lane.borrow().is_idle(), "the drain still ends");
+        // Later batches likewise.
+        let (c, c_done) = part(3, 3_000);
+        enqueue(lane.clone(), sink, signals, health.clone(), c).await;
+        assert!(!within(c_done).await);
+        assert_eq!((sent.borrow().len(), health.user.abandoned.load(Ordering::Relaxed)), (1, 3));
     }
 }
