@@ -296,7 +296,7 @@ impl GapKeeper {
         let store = self.store.get()?;
         for gap in store.gaps(true)? {
             let replayable = gap.state == GapState::Open || gap.repair == Some(Repair::Replay);
-            let start = gaps::floor_minute(gap.covered_to_ms.max(gap.from_ms));
+            let start = gap.replay_from();
             let asked = gap.id == w.gap_id;
             if !gap.state.is_unresolved() || !replayable || !(asked || (w.from_ms <= start && start < covered)) {
                 continue;

@@ -587,17 +587,20 @@ impl Connection {
         let received = self.batch.first_receipt.take().unwrap_or_else(Instant::now);
         let max_event_ms = std::mem::take(&mut self.batch.max_event_ms);
         let n = (status.len() + user.len()) as u64;
+        let last_byte_ms = last_byte_ms.unwrap_or_else(now_ms);
         let batch = Batch {
             partition: self.partition,
             status,
             user,
             last_event_ms: max_event_ms,
-            last_byte_ms: last_byte_ms.unwrap_or_else(now_ms),
+            last_byte_ms,
             received,
             committed: None,
         };
         if max_event_ms > 0 {
             self.counters.last_event_ms.fetch_max(max_event_ms, Relaxed);
+            // This batch's own: one event stamped wrongly misleads no later gap.
+            self.counters.clock_lead_ms.store(crate::gaps::clock_lead(Some(last_byte_ms), max_event_ms), Relaxed);
         }
         self.counters.events.fetch_add(n, Relaxed);
         match self.router.send(batch).await {

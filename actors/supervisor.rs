@@ -87,9 +87,6 @@ struct Child {
     data_loss_seen: u64,
     /// The `backfillMinutes` the running attempt asked for.
     backfill_minutes: Option<u32>,
-    /// X's clock lead an earlier run's positions showed, for the first
-    /// connection's gap ([`gaps::clock_lead`]).
-    restart_clock_lead_ms: i64,
 }
 
 pub struct Supervisor {
@@ -146,7 +143,6 @@ impl Supervisor {
                         connected_once: false,
                         data_loss_seen: 0,
                         backfill_minutes: None,
-                        restart_clock_lead_ms: cfg.restart_points.get(p).map_or(0, |r| r.clock_lead_ms),
                     },
                 )
             })
@@ -246,7 +242,9 @@ impl Supervisor {
             return None;
         }
         let since = self.gap_start(p)?;
-        let now = now_ms();
+        // In X's time, as the gap's end will be.
+        let lead = self.cfg.health.counters(p).clock_lead_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let now = now_ms().saturating_add(lead);
         let (minutes, enough) = gaps::backfill_minutes(since, now, max);
         if !enough {
             tracing::error!(
@@ -366,30 +364,27 @@ impl Handler<ChildConnected> for Supervisor {
             GapCause::Restart
         };
         let since = self.gap_start(m.partition);
-        let last_event = counters.last_event_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let Some(c) = self.children.get_mut(&m.partition) else { return };
-        let connected = now_ms();
         // The gap ends at this machine's time; X stamps the events it sent
         // meanwhile with its own, later when its clock is ahead.
-        let lead = gaps::clock_lead(c.last_byte_ms, last_event).max(if c.connected_once {
-            0
-        } else {
-            c.restart_clock_lead_ms
-        });
+        let lead = counters.clock_lead_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let Some(c) = self.children.get_mut(&m.partition) else { return };
+        let connected = now_ms();
         if lead >= CLOCK_LEAD_WARN_MS {
             if let Some(suppressed) = crate::logging::allow("clock-lead") {
                 tracing::warn!(
                     partition = m.partition,
                     lead_ms = lead,
                     suppressed,
-                    "This machine's clock is behind X's event times; gaps are stretched by as much (set its clock by NTP)"
+                    "This machine's clock is behind X's event times; gaps are stretched by as much, at most 10 minutes (set its clock by NTP; at the most, an event may be stamped in the future)"
                 );
             }
         }
         c.connected_once = true;
         c.data_loss_seen = data_loss;
         if let (Some(since), Some(keeper)) = (since, &self.cfg.gap_keeper) {
-            if let Some(gap) = gaps::on_connect(m.partition, since, connected + lead, cause, c.backfill_minutes) {
+            if let Some(gap) =
+                gaps::on_connect(m.partition, since, connected.saturating_add(lead), cause, c.backfill_minutes)
+            {
                 let connection = counters.connections.load(std::sync::atomic::Ordering::Relaxed);
                 keeper.do_send(GapNote::Opened { gap, connection, recorded: Some(m.recorded) });
             }

@@ -175,6 +175,16 @@ impl Gap {
     pub fn minutes(&self) -> i64 {
         minutes_up(self.to_ms - self.from_ms)
     }
+
+    /// The minute its replay goes on from: where the replay stopped, or
+    /// [`ORDER_MARGIN_MS`] before the gap when nothing was replayed yet.
+    pub fn replay_from(&self) -> TimeMs {
+        floor_minute(if self.covered_to_ms > self.from_ms {
+            self.covered_to_ms
+        } else {
+            self.from_ms.saturating_sub(ORDER_MARGIN_MS)
+        })
+    }
 }
 
 /// A move of a gap: its new state, and what the repair has reached.
@@ -223,12 +233,22 @@ pub fn gap_start(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> Option<
 /// two clocks safely (the older of the two), but its end is this machine's
 /// time, and without this lead it ends before the events X sent meanwhile,
 /// which Replay is then never asked for.
+///
+/// 0 beyond [`MAX_CLOCK_LEAD_MS`]: that far ahead, an event's time is wrong,
+/// not the clock (one event stamped in the year 3000 must not push a gap's
+/// end, and with it the gap's repair, out of reach).
 pub fn clock_lead(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> TimeMs {
     match last_byte_ms {
-        Some(b) if last_event_ms > 0 => (last_event_ms - b).max(0),
+        Some(b) if last_event_ms > 0 => match last_event_ms.saturating_sub(b) {
+            lead @ 0..=MAX_CLOCK_LEAD_MS => lead,
+            _ => 0,
+        },
         _ => 0,
     }
 }
+
+/// The largest lead of X's clock a gap's end takes in ([`clock_lead`]).
+pub const MAX_CLOCK_LEAD_MS: TimeMs = 10 * MINUTE_MS;
 
 /// Where a partition's first gap after a restart starts ([`gap_start`] of
 /// the older of the two handlers' positions), and X's clock lead the
@@ -293,12 +313,22 @@ pub struct Window {
     pub to_ms: TimeMs,
 }
 
+/// How much earlier than a gap's start its replay starts. X promises no
+/// order within a partition (trap 8): an event older than the newest one
+/// received may still have been on its way at the disconnect (or in a batch
+/// a crash kept from its commit). Replay, asked by whole minutes from the
+/// gap's start, would miss it whenever the start is early in its minute;
+/// one minute more costs a minute of events applied twice (which changes
+/// nothing).
+pub const ORDER_MARGIN_MS: TimeMs = MINUTE_MS;
+
 /// The next Replay window of `gap` at `now_ms`, if it is due: the minute
 /// the gap ends in was over at least `freshness_ms` ago (Replay serves whole
 /// minutes), the gap is not repaired by a backfill, and it is within
-/// Replay's reach. The window starts where the replay stopped (whole
-/// minutes, never before the reach), and spans at most `max_window_ms`, up
-/// to the end of the gap's last minute.
+/// Replay's reach. The window starts where the replay stopped, or
+/// [`ORDER_MARGIN_MS`] before the gap (whole minutes, never before the
+/// reach), and spans at most `max_window_ms`, up to the end of the gap's
+/// last minute.
 pub fn next_window(gap: &Gap, now_ms: TimeMs, freshness_ms: i64, max_window_ms: i64) -> Option<Window> {
     let replayable = match gap.state {
         GapState::Open => true,
@@ -309,7 +339,7 @@ pub fn next_window(gap: &Gap, now_ms: TimeMs, freshness_ms: i64, max_window_ms: 
     if !replayable || end > now_ms - freshness_ms || out_of_reach(gap.to_ms, now_ms) {
         return None;
     }
-    let from = floor_minute(gap.covered_to_ms.max(gap.from_ms)).max(reach_start(now_ms));
+    let from = gap.replay_from().max(reach_start(now_ms));
     if from >= end {
         return None;
     }
@@ -510,6 +540,11 @@ mod tests {
         assert_eq!(clock_lead(Some(day + 5_000), day + 4_900), 0);
         assert_eq!(clock_lead(Some(day), 0), 0, "no event seen");
         assert_eq!(clock_lead(None, day), 0, "nothing received");
+        // An event time that is wrong (the far future) is no clock.
+        assert_eq!(clock_lead(Some(day), day + MAX_CLOCK_LEAD_MS), MAX_CLOCK_LEAD_MS);
+        assert_eq!(clock_lead(Some(day), day + MAX_CLOCK_LEAD_MS + 1), 0);
+        assert_eq!(clock_lead(Some(day), i64::MAX), 0);
+        assert_eq!(clock_lead(Some(i64::MIN), day), 0);
     }
 
     #[test]
@@ -522,7 +557,10 @@ mod tests {
         let to = now - 40 * MINUTE_MS + 10_000;
         let mut g = gap(from, to);
         let w = next_window(&g, now, fresh, two_h).unwrap();
-        assert_eq!((w.from_ms, w.to_ms), (floor_minute(from), floor_minute(from) + two_h));
+        // From the minute before the gap's (an older event may have been on
+        // its way: X promises no order within a partition).
+        let first = floor_minute(from) - MINUTE_MS;
+        assert_eq!((w.from_ms, w.to_ms), (first, first + two_h));
         // After two completed windows the last one reaches the minute after the end.
         g.state = GapState::Repairing;
         g.repair = Some(Repair::Replay);
@@ -541,6 +579,12 @@ mod tests {
             next_window(&gap(now - 7 * REPLAY_REACH_MS / 5, now - 6 * REPLAY_REACH_MS / 5), now, fresh, two_h),
             None
         );
+        // The newest event received at 12:00:00.200, one of 11:59:59.900
+        // still on its way at the disconnect: its minute is replayed.
+        let noon = now - 60 * MINUTE_MS;
+        let (last_received, late) = (noon + 200, noon - 100);
+        let w = next_window(&gap(last_received, noon + 20_000), now, fresh, two_h).unwrap();
+        assert!(w.from_ms <= late && late < w.to_ms, "{w:?}");
         // A gap reaching back past the reach starts inside it.
         let w = next_window(&gap(now - 2 * REPLAY_REACH_MS, now - REPLAY_REACH_MS + 5 * MINUTE_MS), now, fresh, two_h)
             .unwrap();
