@@ -404,6 +404,24 @@ async fn start_for_replay_ahead(
     (cfg, sim, url, daemon)
 }
 
+/// Partition 5's gap, if the ledger holds one.
+fn gap_of_5(st: &mut Box<dyn complyd::store::Store>) -> Option<complyd::gaps::Gap> {
+    st.gaps(false).unwrap().into_iter().find(|g| g.partition == 5)
+}
+
+/// A full-buffer disconnect on partition 5 (200 events thrown away), once
+/// its gap is in the ledger: the store, and the gap.
+async fn full_buffer_on_5(
+    sim: &complyd::sim::SimHandle,
+    url: &str,
+) -> (Box<dyn complyd::store::Store>, complyd::gaps::Gap) {
+    sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(5));
+    let mut st = complyd::store::open(url).unwrap();
+    assert!(wait_until(Duration::from_secs(20), || gap_of_5(&mut st).is_some()).await, "no gap recorded");
+    let gap = gap_of_5(&mut st).unwrap();
+    (st, gap)
+}
+
 /// A full-buffer disconnect loses events at the server, and backfill is off:
 /// the gap stays open until the daemon fetches it from Replay, once its last
 /// minute is over. The store then holds every event the simulator
@@ -420,12 +438,7 @@ async fn a_gap_without_backfill_is_repaired_through_replay_with_what_was_never_s
         let (cfg, sim, url, daemon) = start_for_replay(&d, 200, None).await;
         let h = daemon.health().clone();
 
-        sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(5));
-        let mut st = complyd::store::open(&url).unwrap();
-        let gap_of_5 =
-            |st: &mut Box<dyn complyd::store::Store>| st.gaps(false).unwrap().into_iter().find(|g| g.partition == 5);
-        assert!(wait_until(Duration::from_secs(20), || gap_of_5(&mut st).is_some()).await, "no gap recorded");
-        let gap = gap_of_5(&mut st).unwrap();
+        let (mut st, gap) = full_buffer_on_5(&sim, &url).await;
         assert_eq!((gap.cause, gap.state), (GapCause::FullBuffer, GapState::Open), "{gap:?}");
         // Replay serves whole minutes: the repair waits for the gap's last one.
         let repaired =
@@ -510,12 +523,7 @@ async fn a_gap_left_while_x_clock_runs_ahead_is_replayed_by_x_times() {
         let ahead = 75_000;
         let (cfg, sim, url, daemon) = start_for_replay_ahead(&d, 200, None, ahead).await;
         let h = daemon.health().clone();
-        sim.trigger(Fault::new(FaultKind::FullBuffer { lose_events: 200 }).on_partition(5));
-        let mut st = complyd::store::open(&url).unwrap();
-        let gap_of_5 =
-            |st: &mut Box<dyn complyd::store::Store>| st.gaps(false).unwrap().into_iter().find(|g| g.partition == 5);
-        assert!(wait_until(Duration::from_secs(20), || gap_of_5(&mut st).is_some()).await, "no gap recorded");
-        let gap = gap_of_5(&mut st).unwrap();
+        let (mut st, gap) = full_buffer_on_5(&sim, &url).await;
         assert!(
             gap.to_ms - gap.opened_ms > ahead - 5_000,
             "the gap ends by X's clock, {} ms after this machine's: {gap:?}",
