@@ -187,6 +187,7 @@ impl Actor for PartitionStream {
             buffer_full: false,
             first_event_seen: false,
             gap_recorded: None,
+            clock_lead_ms: None,
         };
         // Every line this connection logs carries its partition (and its
         // generation: the how-many-th connection of this partition).
@@ -262,6 +263,10 @@ struct Connection {
     first_event_seen: bool,
     /// Resolves once the gap the connection left is in the ledger.
     gap_recorded: Option<oneshot::Receiver<()>>,
+    /// The largest clock lead of this connection's batches
+    /// ([`crate::gaps::clock_lead`]); until its first, the counters keep
+    /// the one before.
+    clock_lead_ms: Option<i64>,
 }
 
 impl Connection {
@@ -585,9 +590,9 @@ impl Connection {
         let status = std::mem::take(&mut self.batch.status);
         let user = std::mem::take(&mut self.batch.user);
         let received = self.batch.first_receipt.take().unwrap_or_else(Instant::now);
-        let max_event_ms = std::mem::take(&mut self.batch.max_event_ms);
         let n = (status.len() + user.len()) as u64;
         let last_byte_ms = last_byte_ms.unwrap_or_else(now_ms);
+        let max_event_ms = crate::gaps::batch_event_time(std::mem::take(&mut self.batch.max_event_ms), last_byte_ms);
         let batch = Batch {
             partition: self.partition,
             status,
@@ -599,8 +604,12 @@ impl Connection {
         };
         if max_event_ms > 0 {
             self.counters.last_event_ms.fetch_max(max_event_ms, Relaxed);
-            // This batch's own: one event stamped wrongly misleads no later gap.
-            self.counters.clock_lead_ms.store(crate::gaps::clock_lead(Some(last_byte_ms), max_event_ms), Relaxed);
+            // The largest lead of this connection's batches: each reads low
+            // by its events' age (a lagging stream, a backfill), never high.
+            let lead = crate::gaps::clock_lead(Some(last_byte_ms), max_event_ms);
+            let lead = self.clock_lead_ms.map_or(lead, |l| l.max(lead));
+            self.clock_lead_ms = Some(lead);
+            self.counters.clock_lead_ms.store(lead, Relaxed);
         }
         self.counters.events.fetch_add(n, Relaxed);
         match self.router.send(batch).await {

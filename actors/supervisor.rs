@@ -375,7 +375,7 @@ impl Handler<ChildConnected> for Supervisor {
                     partition = m.partition,
                     lead_ms = lead,
                     suppressed,
-                    "This machine's clock is behind X's event times; gaps are stretched by as much, at most 10 minutes (set its clock by NTP; at the most, an event may be stamped in the future)"
+                    "This machine's clock is behind X's event times; gaps are stretched by as much, at most 10 minutes (set its clock by NTP)"
                 );
             }
         }

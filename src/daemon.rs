@@ -302,8 +302,8 @@ fn stored_restart_points(store: &mut dyn Store) -> anyhow::Result<HashMap<u8, ga
 /// minute than the event, since Replay is asked for whole minutes from the
 /// gap's start.
 ///
-/// And the larger of the two handlers' [`gaps::clock_lead`], which the first
-/// connection's gap end adds.
+/// And the larger of the two handlers' [`gaps::clock_lead`], which the gap
+/// ends (and backfills) add until a connection's batches say otherwise.
 fn restart_points(positions: &[(HandlerKind, crate::store::Position)]) -> HashMap<u8, gaps::RestartPoint> {
     let mut by: HashMap<u8, gaps::RestartPoint> = HashMap::new();
     for (_, pos) in positions {

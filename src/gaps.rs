@@ -234,21 +234,32 @@ pub fn gap_start(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> Option<
 /// time, and without this lead it ends before the events X sent meanwhile,
 /// which Replay is then never asked for.
 ///
-/// 0 beyond [`MAX_CLOCK_LEAD_MS`]: that far ahead, an event's time is wrong,
-/// not the clock (one event stamped in the year 3000 must not push a gap's
-/// end, and with it the gap's repair, out of reach).
+/// At most [`MAX_CLOCK_LEAD_MS`]: one event stamped in the year 3000 must
+/// not push a gap's end, and with it the gap's repair, out of reach (and a
+/// batch's time that far ahead is not kept at all: [`batch_event_time`]).
 pub fn clock_lead(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> TimeMs {
     match last_byte_ms {
-        Some(b) if last_event_ms > 0 => match last_event_ms.saturating_sub(b) {
-            lead @ 0..=MAX_CLOCK_LEAD_MS => lead,
-            _ => 0,
-        },
+        Some(b) if last_event_ms > 0 => last_event_ms.saturating_sub(b).clamp(0, MAX_CLOCK_LEAD_MS),
         _ => 0,
     }
 }
 
 /// The largest lead of X's clock a gap's end takes in ([`clock_lead`]).
 pub const MAX_CLOCK_LEAD_MS: TimeMs = 10 * MINUTE_MS;
+
+/// The event time a batch's position keeps: its newest event's, unless
+/// that is further ahead of the local time of its last byte than
+/// [`MAX_CLOCK_LEAD_MS`] (then 0: the position keeps the time it had). Such
+/// a time is wrong, not a clock; kept, it would stand for "the last event
+/// received" for good (positions keep the largest) and every later gap
+/// would start at the last byte instead.
+pub fn batch_event_time(max_event_ms: TimeMs, last_byte_ms: TimeMs) -> TimeMs {
+    if max_event_ms > last_byte_ms.saturating_add(MAX_CLOCK_LEAD_MS) {
+        0
+    } else {
+        max_event_ms
+    }
+}
 
 /// Where a partition's first gap after a restart starts ([`gap_start`] of
 /// the older of the two handlers' positions), and X's clock lead the
@@ -540,11 +551,17 @@ mod tests {
         assert_eq!(clock_lead(Some(day + 5_000), day + 4_900), 0);
         assert_eq!(clock_lead(Some(day), 0), 0, "no event seen");
         assert_eq!(clock_lead(None, day), 0, "nothing received");
-        // An event time that is wrong (the far future) is no clock.
+        // At most ten minutes, however far ahead (a clock that far behind
+        // still gets ten: better than none).
         assert_eq!(clock_lead(Some(day), day + MAX_CLOCK_LEAD_MS), MAX_CLOCK_LEAD_MS);
-        assert_eq!(clock_lead(Some(day), day + MAX_CLOCK_LEAD_MS + 1), 0);
-        assert_eq!(clock_lead(Some(day), i64::MAX), 0);
-        assert_eq!(clock_lead(Some(i64::MIN), day), 0);
+        assert_eq!(clock_lead(Some(day), day + 12 * MINUTE_MS), MAX_CLOCK_LEAD_MS);
+        assert_eq!(clock_lead(Some(day), i64::MAX), MAX_CLOCK_LEAD_MS);
+        assert_eq!(clock_lead(Some(i64::MIN), day), MAX_CLOCK_LEAD_MS);
+        // A batch stamped that far ahead keeps no event time.
+        assert_eq!(batch_event_time(day + MAX_CLOCK_LEAD_MS, day), day + MAX_CLOCK_LEAD_MS);
+        assert_eq!(batch_event_time(day + MAX_CLOCK_LEAD_MS + 1, day), 0);
+        assert_eq!(batch_event_time(i64::MAX, day), 0);
+        assert_eq!(batch_event_time(day - 5_000, day), day - 5_000);
     }
 
     #[test]

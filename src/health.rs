@@ -53,9 +53,9 @@ pub struct PartitionCounters {
     pub connection_first_event_ms: AtomicI64,
     /// Largest event time committed (both handlers' parts of a batch).
     pub committed_event_ms: AtomicI64,
-    /// How far X's clock ran ahead of this machine's by the last batch
-    /// with events ([`crate::gaps::clock_lead`]), seeded from the stored
-    /// positions at start: what the next gap's end adds.
+    /// How far X's clock ran ahead of this machine's by the batches of the
+    /// latest connection that had any (the largest: [`crate::gaps::clock_lead`]),
+    /// seeded from the stored positions at start: what the next gap's end adds.
     pub clock_lead_ms: AtomicI64,
 }
 
