@@ -916,11 +916,6 @@ fn replace_lone_surrogates(json: &str) -> Option<String> {
     Some(o)
 }
 
-/// Refuses a post line that no step could take withdrawn content out of:
-/// one serde_json reads in the parts import uses but not as a tree (a
-/// number beyond f64's range, nesting deeper than 127 levels). One pass
-/// over the bytes; only a line with an exponent, a very long number or
-/// deep nesting is read as a tree to be sure.
 /// What a v2 line may hold beside `data`: X's envelope and twarc's
 /// `__twarc`. Import lists, and the rules edit, only what `data` and
 /// `includes` carry; a post copy beside them (a v1.1 `quoted_status`, a
@@ -944,6 +939,11 @@ fn check_envelope(line: &str) -> Result<(), ParseError> {
     ))
 }
 
+/// Refuses a post line that no step could take withdrawn content out of:
+/// one serde_json reads in the parts import uses but not as a tree (a
+/// number beyond f64's range, nesting deeper than 127 levels). One pass
+/// over the bytes; only a line with an exponent, a very long number or
+/// deep nesting is read as a tree to be sure.
 fn check_editable(line: &str) -> Result<(), ParseError> {
     let b = line.as_bytes();
     let (mut depth, mut deepest, mut digits, mut longest, mut exponent) = (0usize, 0usize, 0usize, 0usize, false);
