@@ -586,9 +586,8 @@ pub fn parse_id_str(s: &str) -> Result<Id, ParseError> {
 }
 
 /// An event time: epoch milliseconds as a number or a digit string
-/// (`timestamp_ms`), or an ISO-8601 string (`timestampMs`, trap 2).
-/// An event time as read. An unreadable one keeps why, and the message
-/// decides: a permanent effect (delete, withheld, edit, scrub) needs no time
+/// (`timestamp_ms`), or an ISO-8601 string (`timestampMs`, trap 2). An
+/// unreadable one keeps why, and the message decides: a permanent effect (delete, withheld, edit, scrub) needs no time
 /// and is applied without it; a toggle cannot be ordered without one and is
 /// refused. A line is never lost for a field its event does not need.
 #[derive(Debug, Clone, PartialEq, Eq)]
