@@ -592,8 +592,7 @@ impl Connection {
         let received = self.batch.first_receipt.take().unwrap_or_else(Instant::now);
         let n = (status.len() + user.len()) as u64;
         let last_byte_ms = last_byte_ms.unwrap_or_else(now_ms);
-        let newest_ms = std::mem::take(&mut self.batch.max_event_ms);
-        let max_event_ms = crate::gaps::batch_event_time(newest_ms, last_byte_ms);
+        let max_event_ms = crate::gaps::batch_event_time(std::mem::take(&mut self.batch.max_event_ms), last_byte_ms);
         let batch = Batch {
             partition: self.partition,
             status,
@@ -605,14 +604,9 @@ impl Connection {
         };
         if max_event_ms > 0 {
             self.counters.last_event_ms.fetch_max(max_event_ms, Relaxed);
-        }
-        if newest_ms > 0 {
             // The largest lead of this connection's batches: each reads low
             // by its events' age (a lagging stream, a backfill), never high.
-            // A batch stamped too far ahead keeps no time for its position,
-            // but its lead counts, at the most: a clock that far behind
-            // still gets the most a gap's end takes, and the WARN.
-            let lead = crate::gaps::clock_lead(Some(last_byte_ms), newest_ms);
+            let lead = crate::gaps::clock_lead(Some(last_byte_ms), max_event_ms);
             let lead = self.clock_lead_ms.map_or(lead, |l| l.max(lead));
             self.clock_lead_ms = Some(lead);
             self.counters.clock_lead_ms.store(lead, Relaxed);

@@ -235,8 +235,9 @@ pub fn gap_start(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> Option<
 /// which Replay is then never asked for.
 ///
 /// At most [`MAX_CLOCK_LEAD_MS`]: one event stamped in the year 3000 must
-/// not push a gap's end, and with it the gap's repair, out of reach (and a
-/// batch's time that far ahead is not kept at all: [`batch_event_time`]).
+/// not push a gap's end, and with it the gap's repair, out of reach (nor a
+/// position: [`batch_event_time`]). A clock further behind gets the ten
+/// minutes, and loses what lies beyond them.
 pub fn clock_lead(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> TimeMs {
     match last_byte_ms {
         Some(b) if last_event_ms > 0 => last_event_ms.saturating_sub(b).clamp(0, MAX_CLOCK_LEAD_MS),
@@ -247,18 +248,15 @@ pub fn clock_lead(last_byte_ms: Option<TimeMs>, last_event_ms: TimeMs) -> TimeMs
 /// The largest lead of X's clock a gap's end takes in ([`clock_lead`]).
 pub const MAX_CLOCK_LEAD_MS: TimeMs = 10 * MINUTE_MS;
 
-/// The event time a batch's position keeps: its newest event's, unless
-/// that is further ahead of the local time of its last byte than
-/// [`MAX_CLOCK_LEAD_MS`] (then 0: the position keeps the time it had). Such
-/// a time is wrong, not a clock; kept, it would stand for "the last event
+/// The event time a batch's position keeps: its newest event's, at most
+/// [`MAX_CLOCK_LEAD_MS`] ahead of the local time of its last byte. An event
+/// stamped in the year 3000, kept, would stand for "the last event
 /// received" for good (positions keep the largest) and every later gap
-/// would start at the last byte instead.
+/// would start at the last byte; bounded, it stands for ten minutes at the
+/// most. A clock more than ten minutes behind X's moves its positions
+/// on all the same, ten minutes ahead of this machine's time.
 pub fn batch_event_time(max_event_ms: TimeMs, last_byte_ms: TimeMs) -> TimeMs {
-    if max_event_ms > last_byte_ms.saturating_add(MAX_CLOCK_LEAD_MS) {
-        0
-    } else {
-        max_event_ms
-    }
+    max_event_ms.min(last_byte_ms.saturating_add(MAX_CLOCK_LEAD_MS))
 }
 
 /// Where a partition's first gap after a restart starts ([`gap_start`] of
@@ -354,7 +352,11 @@ pub fn next_window(gap: &Gap, now_ms: TimeMs, freshness_ms: i64, max_window_ms: 
     if from >= end {
         return None;
     }
-    let to = end.min(from + max_window_ms.max(MINUTE_MS) / MINUTE_MS * MINUTE_MS);
+    // The first window also takes the minute before the gap's: it reaches
+    // past the gap's start whatever `max_window_ms`, or its progress (kept
+    // from the gap's start on) would never be recorded.
+    let past_start = floor_minute(gap.from_ms) + MINUTE_MS;
+    let to = end.min((from + max_window_ms.max(MINUTE_MS) / MINUTE_MS * MINUTE_MS).max(past_start));
     Some(Window { gap_id: gap.id, from_ms: from, to_ms: to })
 }
 
@@ -557,10 +559,10 @@ mod tests {
         assert_eq!(clock_lead(Some(day), day + 12 * MINUTE_MS), MAX_CLOCK_LEAD_MS);
         assert_eq!(clock_lead(Some(day), i64::MAX), MAX_CLOCK_LEAD_MS);
         assert_eq!(clock_lead(Some(i64::MIN), day), MAX_CLOCK_LEAD_MS);
-        // A batch stamped that far ahead keeps no event time.
+        // A batch's position keeps a time at most that far ahead.
         assert_eq!(batch_event_time(day + MAX_CLOCK_LEAD_MS, day), day + MAX_CLOCK_LEAD_MS);
-        assert_eq!(batch_event_time(day + MAX_CLOCK_LEAD_MS + 1, day), 0);
-        assert_eq!(batch_event_time(i64::MAX, day), 0);
+        assert_eq!(batch_event_time(day + MAX_CLOCK_LEAD_MS + 1, day), day + MAX_CLOCK_LEAD_MS);
+        assert_eq!(batch_event_time(i64::MAX, day), day + MAX_CLOCK_LEAD_MS);
         assert_eq!(batch_event_time(day - 5_000, day), day - 5_000);
     }
 
@@ -602,6 +604,20 @@ mod tests {
         let (last_received, late) = (noon + 200, noon - 100);
         let w = next_window(&gap(last_received, noon + 20_000), now, fresh, two_h).unwrap();
         assert!(w.from_ms <= late && late < w.to_ms, "{w:?}");
+        // Windows of one minute: the first still reaches past the gap's
+        // start, so its progress (kept from the start on) is recorded and
+        // the next window moves on; it used to end at the start's minute
+        // and be asked again for ever (a review's finding).
+        let mut short = gap(noon + 30_000, noon + 150_000);
+        let first = next_window(&short, now, fresh, MINUTE_MS).unwrap();
+        assert_eq!((first.from_ms, first.to_ms), (noon - MINUTE_MS, noon + MINUTE_MS));
+        short.covered_to_ms = first.to_ms.max(short.covered_to_ms);
+        let second = next_window(&short, now, fresh, MINUTE_MS).unwrap();
+        assert_eq!((second.from_ms, second.to_ms), (noon + MINUTE_MS, noon + 2 * MINUTE_MS));
+        short.covered_to_ms = second.to_ms;
+        let third = next_window(&short, now, fresh, MINUTE_MS).unwrap();
+        short.covered_to_ms = third.to_ms;
+        assert!(short.covered_to_ms >= short.to_ms && next_window(&short, now, fresh, MINUTE_MS).is_none());
         // A gap reaching back past the reach starts inside it.
         let w = next_window(&gap(now - 2 * REPLAY_REACH_MS, now - REPLAY_REACH_MS + 5 * MINUTE_MS), now, fresh, two_h)
             .unwrap();
