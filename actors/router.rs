@@ -248,11 +248,7 @@ fn kick<Q: Queue>(lane: LaneRef<Q>, sink: Rc<dyn Sink<Q>>, signals: Rc<Signals>,
             events = n,
             "Data not committed: an earlier transaction of this handler was given up on, so this one is not tried (its positions would pass that one's); the restart's gap covers both"
         );
-        lane.borrow_mut().busy = false;
-        kick(lane.clone(), sink, signals.clone(), health);
-        if lane.borrow().is_idle() {
-            signals.idle.notify_waiters();
-        }
+        release(lane, sink, signals, health);
         return;
     }
     let outcome = sink.submit(job);
@@ -272,12 +268,18 @@ fn kick<Q: Queue>(lane: LaneRef<Q>, sink: Rc<dyn Sink<Q>>, signals: Rc<Signals>,
                 "Data not committed: a transaction was given up on; its positions were not committed, so the gap is known"
             );
         }
-        lane.borrow_mut().busy = false;
-        kick(lane.clone(), sink, signals.clone(), health);
-        if lane.borrow().is_idle() {
-            signals.idle.notify_waiters();
-        }
+        release(lane, sink, signals, health);
     });
+}
+
+/// A transaction is done with (committed, given up on, or not tried): the
+/// next one may start, and the drain hears when nothing is left.
+fn release<Q: Queue>(lane: LaneRef<Q>, sink: Rc<dyn Sink<Q>>, signals: Rc<Signals>, health: Arc<Health>) {
+    lane.borrow_mut().busy = false;
+    kick(lane.clone(), sink, signals.clone(), health);
+    if lane.borrow().is_idle() {
+        signals.idle.notify_waiters();
+    }
 }
 
 pub struct Router {

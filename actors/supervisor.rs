@@ -52,7 +52,8 @@ pub struct SupervisorConfig {
     pub limiter: ConnectLimiter,
     /// What an earlier run received per partition up to (from the store's
     /// positions: the last byte, or the last event when older), where the
-    /// first connection's gap starts and its backfill reaches back to.
+    /// first connection's gap starts and its backfill reaches back to; and
+    /// X's clock lead they showed, which the partition's counters start from.
     pub restart_points: HashMap<u8, gaps::RestartPoint>,
     /// The threads the streams run on.
     pub arbiters: Vec<ArbiterHandle>,
@@ -121,6 +122,11 @@ impl Supervisor {
                 // clock as it was on the wall clock.
                 let ago = (now_wall - wall).clamp(0, MONO_BASE as i64) as u64;
                 cfg.limiter.record(MONO_BASE - ago);
+            }
+        }
+        for (p, r) in &cfg.restart_points {
+            if cfg.spec.partitions.contains(p) {
+                cfg.health.counters(*p).clock_lead_ms.store(r.clock_lead_ms, std::sync::atomic::Ordering::Relaxed);
             }
         }
         let children = cfg

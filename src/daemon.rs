@@ -113,11 +113,6 @@ impl Daemon {
             .map_err(|_| anyhow::anyhow!("reading the stored positions panicked"))??;
         let stream = Arc::new(plan.stream);
         let health = Arc::new(Health::new(&stream.partitions));
-        for (p, r) in &restart_points {
-            if stream.partitions.contains(p) {
-                health.counters(*p).clock_lead_ms.store(r.clock_lead_ms, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
         // A dead-letter file that cannot be written, then a port already
         // taken, fail the start with one clear error each, before anything
         // runs that would have to be stopped.
